@@ -1,1 +1,266 @@
-fn main() {}
+//! `confabd`: the Confab XMPP server and its operator commands (like prosodyctl/ejabberdctl).
+
+use clap::{Parser, Subcommand};
+use confab_server::config::Config;
+use confab_server::{accounts, open_stores, Server};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "confabd", version, about = "The Confab XMPP server")]
+struct Cli {
+    /// Configuration file (TOML). Without one, built-in defaults apply; every key can also be
+    /// set as CONFABD_<SECTION>__<KEY> in the environment.
+    #[arg(long, short, env = "CONFABD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Check the configuration, certificate, ports and storage, then exit.
+    Check,
+}
+
+#[derive(clap::Args)]
+struct PasswordArgs {
+    /// The password (visible in the process list: prefer --password-stdin or the prompt).
+    #[arg(long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account, e.g. `confabd user add alice@localhost`.
+    Add {
+        jid: String,
+        #[command(flatten)]
+        pw: PasswordArgs,
+    },
+    /// Change an account's password.
+    Passwd {
+        jid: String,
+        #[command(flatten)]
+        pw: PasswordArgs,
+    },
+    /// Delete an account and all its data.
+    Del { jid: String },
+    /// List the accounts of a domain (all served domains by default).
+    List { domain: Option<String> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("confabd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("confabd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => run(config).await,
+            Command::User(u) => user(config, u).await,
+            Command::Check => check(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("confabd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let server = Server::start(config).await.map_err(|e| e.to_string())?;
+    for e in server.endpoints() {
+        tracing::info!(addr = %e.addr, direct_tls = e.direct_tls, "ready");
+    }
+    wait_for_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn read_password(pw: PasswordArgs) -> Result<String, String> {
+    if let Some(p) = pw.password {
+        return Ok(p);
+    }
+    if pw.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the password: {e}"))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    let second = rpassword::prompt_password("Repeat password: ").map_err(|e| e.to_string())?;
+    if first != second {
+        return Err("the passwords do not match".into());
+    }
+    Ok(first)
+}
+
+async fn user(config: Config, cmd: UserCommand) -> Result<(), String> {
+    let stores = open_stores(&config).await.map_err(|e| e.to_string())?;
+    let domains = &config.server.domains;
+    let iterations = config.auth.scram_iterations;
+    let parse = |j: &str| accounts::parse_account(j, domains).map_err(|e| e.to_string());
+    match cmd {
+        UserCommand::Add { jid, pw } => {
+            let jid = parse(&jid)?;
+            let password = read_password(pw)?;
+            accounts::create(&stores, &jid, &password, iterations)
+                .await
+                .map_err(|e| format!("{jid}: {e}"))?;
+            println!("created {jid}");
+        }
+        UserCommand::Passwd { jid, pw } => {
+            let jid = parse(&jid)?;
+            let password = read_password(pw)?;
+            accounts::set_password(&stores, &jid, &password, iterations)
+                .await
+                .map_err(|e| format!("{jid}: {e}"))?;
+            println!("password changed for {jid}");
+        }
+        UserCommand::Del { jid } => {
+            let jid = parse(&jid)?;
+            accounts::delete(&stores, &jid)
+                .await
+                .map_err(|e| format!("{jid}: {e}"))?;
+            println!("deleted {jid}");
+        }
+        UserCommand::List { domain } => {
+            let list: Vec<String> = match domain {
+                Some(d) => vec![d],
+                None => domains.clone(),
+            };
+            for d in list {
+                for u in stores
+                    .accounts
+                    .list_accounts(&d)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    println!("{u}@{d}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check(config: Config) -> Result<(), String> {
+    let mut failed = false;
+    println!(
+        "ok    configuration (domains: {})",
+        config.server.domains.join(", ")
+    );
+    match std::fs::create_dir_all(&config.server.data_dir) {
+        Ok(()) => println!("ok    data directory {}", config.server.data_dir.display()),
+        Err(e) => {
+            println!(
+                "FAIL  data directory {}: {e}",
+                config.server.data_dir.display()
+            );
+            failed = true;
+        }
+    }
+    match confab_server::certs::load_or_generate(&config) {
+        Ok(t) => println!("ok    certificate {}", t.cert_path.display()),
+        Err(e) => {
+            println!("FAIL  certificate: {e}");
+            failed = true;
+        }
+    }
+    match open_stores(&config).await {
+        Ok(_) => println!("ok    storage (sqlite {})", config.sqlite_path().display()),
+        Err(e) => {
+            println!("FAIL  storage: {e}");
+            failed = true;
+        }
+    }
+    for iface in &config.c2s.interfaces {
+        for port in [config.c2s.port, config.c2s.tls_port] {
+            if port == 0 {
+                continue;
+            }
+            let addr = format!(
+                "{}:{port}",
+                if iface.contains(':') {
+                    format!("[{iface}]")
+                } else {
+                    iface.clone()
+                }
+            );
+            match std::net::TcpListener::bind(&addr) {
+                Ok(_) => println!("ok    port {addr} is free"),
+                Err(e) => {
+                    println!("FAIL  port {addr}: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        Err("some checks failed".into())
+    } else {
+        Ok(())
+    }
+}

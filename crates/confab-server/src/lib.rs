@@ -1,1 +1,272 @@
+//! The Confab XMPP server as a library: `confabd` is a thin command line over it, and the
+//! integration tests run it in-process on ephemeral ports.
 
+pub mod accounts;
+pub mod c2s;
+pub mod certs;
+pub mod config;
+pub mod module;
+pub mod modules;
+pub mod router;
+
+use crate::config::Config;
+use crate::module::Registry;
+use crate::router::Router;
+use confab_store::{Backend, Stores};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Shared state of a running server.
+pub struct ServerState {
+    pub config: Config,
+    pub stores: Stores,
+    pub router: Router,
+    pub registry: Registry,
+    pub tls: certs::TlsState,
+}
+
+/// What modules and sessions hold to reach the server.
+pub type ServerCtx = Arc<ServerState>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("storage: {0}")]
+    Store(#[from] confab_store::StoreError),
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("invalid listen address '{0}'")]
+    Address(String),
+}
+
+/// A listening c2s endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Direct TLS (XEP-0368) rather than STARTTLS.
+    pub direct_tls: bool,
+}
+
+pub struct Server {
+    ctx: ServerCtx,
+    endpoints: Vec<Endpoint>,
+    shutdown_tx: watch::Sender<bool>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    connections: Arc<Semaphore>,
+}
+
+pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
+    Ok(Stores::open(&Backend::Sqlite {
+        path: config.sqlite_path(),
+    })
+    .await?)
+}
+
+impl Server {
+    /// Creates the data directory, opens storage, loads or generates the certificate, and
+    /// starts listening. Returns once every listener is bound.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let dir = &config.server.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        let stores = open_stores(&config).await?;
+        let tls = certs::load_or_generate(&config).map_err(StartError::Tls)?;
+        let registry = Registry::build(modules::all(), &config.modules.disabled);
+        tracing::info!(modules = ?registry.modules(), "modules enabled");
+        let mut listeners = Vec::new();
+        for iface in &config.c2s.interfaces {
+            let ip: IpAddr = iface
+                .parse()
+                .map_err(|_| StartError::Address(iface.clone()))?;
+            for (port, direct) in [(config.c2s.port, false), (config.c2s.tls_port, true)] {
+                if port == 0 && !is_test_port(&config) {
+                    continue;
+                }
+                let addr = SocketAddr::new(ip, port);
+                listeners.push((bind(addr).map_err(|e| StartError::Listen(addr, e))?, direct));
+            }
+        }
+        let max = config.limits.max_connections;
+        let ctx = Arc::new(ServerState {
+            config,
+            stores,
+            router: Router::default(),
+            registry,
+            tls,
+        });
+        let (shutdown_tx, _) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(max));
+        let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+        let mut endpoints = Vec::new();
+        let mut accept_tasks = Vec::new();
+        for (listener, direct_tls) in listeners {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| StartError::Address(e.to_string()))?;
+            tracing::info!(%addr, direct_tls, "c2s listening");
+            endpoints.push(Endpoint { addr, direct_tls });
+            accept_tasks.push(tokio::spawn(accept_loop(
+                ctx.clone(),
+                listener,
+                direct_tls,
+                shutdown_tx.subscribe(),
+                connections.clone(),
+                per_ip.clone(),
+            )));
+        }
+        Ok(Server {
+            ctx,
+            endpoints,
+            shutdown_tx,
+            accept_tasks,
+            connections,
+        })
+    }
+
+    pub fn ctx(&self) -> &ServerCtx {
+        &self.ctx
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The first STARTTLS endpoint (what clients use by default).
+    pub fn c2s_addr(&self) -> Option<SocketAddr> {
+        self.endpoints
+            .iter()
+            .find(|e| !e.direct_tls)
+            .map(|e| e.addr)
+    }
+
+    pub fn c2s_tls_addr(&self) -> Option<SocketAddr> {
+        self.endpoints.iter().find(|e| e.direct_tls).map(|e| e.addr)
+    }
+
+    /// Stops accepting, closes every stream with `<system-shutdown/>`, and waits (up to the
+    /// configured grace period) for the sessions to finish.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        let _ = self.shutdown_tx.send(true);
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+        let grace = Duration::from_secs(self.ctx.config.c2s.shutdown_grace);
+        let all = u32::try_from(self.ctx.config.limits.max_connections).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.connections.acquire_many(all)).await {
+            Ok(_) => tracing::info!("all sessions closed"),
+            Err(_) => tracing::warn!("some sessions did not close within the grace period"),
+        }
+    }
+}
+
+/// Port 0 in the config means "any free port" only in tests; operators disable with 0.
+fn is_test_port(config: &Config) -> bool {
+    config.c2s.port == 0 && config.c2s.tls_port == 0
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // Lets `0.0.0.0` and `::` listen on the same port side by side.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(
+    ctx: ServerCtx,
+    listener: TcpListener,
+    direct_tls: bool,
+    shutdown: watch::Receiver<bool>,
+    connections: Arc<Semaphore>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff = Duration::from_millis(5);
+                c
+            }
+            Err(e) => {
+                // Usually EMFILE: wait and retry rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; refusing");
+            drop(tcp);
+            continue;
+        };
+        let ip_guard =
+            match IpGuard::acquire(&per_ip, peer.ip(), ctx.config.limits.max_connections_per_ip) {
+                Some(g) => g,
+                None => {
+                    tracing::warn!(%peer, "per-IP connection limit reached; refusing");
+                    drop(tcp);
+                    continue;
+                }
+            };
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            c2s::serve(ctx, tcp, peer, direct_tls, shutdown).await;
+            drop(ip_guard);
+            drop(permit);
+        });
+    }
+}
+
+/// Counts a connection against its IP address until dropped.
+struct IpGuard {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl IpGuard {
+    fn acquire(
+        map: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: usize,
+    ) -> Option<IpGuard> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpGuard {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}

@@ -1,0 +1,940 @@
+//! Client-to-server sessions: one task per connection, from the first byte to the close.
+//!
+//! Negotiation follows RFC 6120 exactly: stream header checks, STARTTLS (required by
+//! default), SASL (SCRAM with channel binding, PLAIN only over TLS), stream restarts, and
+//! resource binding. A bound session then reads stanzas, stamps their `from`, and hands them
+//! to the router, while its bounded outbound queue is written back to the socket.
+
+use crate::config::ResourceConflict;
+use crate::module::LifecycleListener;
+use crate::router::{self, BindError, Outbound, SessionInfo};
+use crate::ServerCtx;
+use base64::Engine;
+use confab_proto::error::{StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition};
+use confab_proto::jid::{BareJid, FullJid, Jid};
+use confab_proto::ns;
+use confab_proto::parser::{StreamEvent, StreamHeader};
+use confab_proto::sasl::{
+    parse_plain, ChannelBindingData, Mechanism, SaslFailure, ScramCredentials, ScramServer,
+};
+use confab_proto::stanza::{error_reply_for, IqType, Stanza, StanzaKind, StanzaParseError};
+use confab_proto::xml::Element;
+use confab_stream::{ReadError, Transport, XmlStream};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Why a session's loop stopped.
+enum End {
+    /// Send this stream error, then close.
+    Error(StreamError),
+    /// The peer closed its stream: close ours.
+    PeerClosed,
+    /// The connection is gone (EOF, I/O error): nothing more can be sent.
+    Gone,
+}
+
+impl From<StreamErrorCondition> for End {
+    fn from(c: StreamErrorCondition) -> Self {
+        End::Error(StreamError::new(c))
+    }
+}
+
+impl From<ReadError> for End {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Parse(p) => {
+                tracing::info!(error = %p, "closing stream on bad input");
+                End::Error(StreamError::with_text(p.condition(), p.to_string()))
+            }
+            ReadError::Eof => End::Gone,
+            ReadError::Io(_) => End::Gone,
+        }
+    }
+}
+
+impl From<std::io::Error> for End {
+    fn from(_: std::io::Error) -> Self {
+        End::Gone
+    }
+}
+
+struct C2s {
+    ctx: ServerCtx,
+    conn: u64,
+    stream: Option<XmlStream<Transport>>,
+    secure: bool,
+    direct_tls: bool,
+    domain: Option<String>,
+    header_sent: bool,
+    authenticated: Option<BareJid>,
+    auth_failures: u32,
+    session: Option<Arc<SessionInfo>>,
+    trace: bool,
+}
+
+/// Serves one client connection until it ends.
+pub async fn serve(
+    ctx: ServerCtx,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    shutdown: watch::Receiver<bool>,
+) {
+    let conn = ctx.router.next_session_id();
+    let span = tracing::info_span!("c2s", conn, %peer);
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let limits = ctx.config.limits.parser_limits();
+        let transport = if direct_tls {
+            let acceptor = ctx.tls.direct.clone();
+            let handshake = Duration::from_secs(ctx.config.c2s.handshake_timeout.max(1));
+            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Transport::ServerTls(Box::new(tls)),
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("TLS handshake timed out");
+                    return;
+                }
+            }
+        } else {
+            Transport::Tcp(tcp)
+        };
+        let mut s = C2s {
+            trace: ctx.config.log.xml_trace,
+            ctx,
+            conn,
+            stream: Some(XmlStream::new(transport, limits)),
+            secure: direct_tls,
+            direct_tls,
+            domain: None,
+            header_sent: false,
+            authenticated: None,
+            auth_failures: 0,
+            session: None,
+        };
+        tracing::debug!("connected");
+        s.run(shutdown).await;
+        tracing::debug!("disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+impl C2s {
+    fn stream(&mut self) -> Result<&mut XmlStream<Transport>, End> {
+        self.stream.as_mut().ok_or(End::Gone)
+    }
+
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
+        let deadline = Duration::from_secs(self.ctx.config.c2s.handshake_timeout.max(1));
+        let end = match tokio::time::timeout(deadline, self.negotiate()).await {
+            Err(_) => End::Error(StreamError::with_text(
+                StreamErrorCondition::ConnectionTimeout,
+                "negotiation took too long",
+            )),
+            Ok(Err(end)) => end,
+            Ok(Ok((rx, close_rx))) => self.established(rx, close_rx, &mut shutdown).await,
+        };
+        self.finish(end).await;
+    }
+
+    async fn finish(&mut self, end: End) {
+        if let Some(info) = self.session.take() {
+            self.ctx.router.unbind(&info);
+            let listeners: Vec<Arc<dyn LifecycleListener>> =
+                self.ctx.registry.lifecycle_listeners().to_vec();
+            for l in listeners {
+                l.session_closed(&self.ctx, &info.jid).await;
+            }
+        }
+        let closing = match end {
+            End::Gone => None,
+            End::PeerClosed => Some(String::from("</stream:stream>")),
+            End::Error(e) => {
+                tracing::info!(condition = %e.condition, "sending stream error");
+                let mut out = String::new();
+                if !self.header_sent {
+                    out.push_str(&self.header_xml());
+                }
+                out.push_str(&e.to_element().to_xml(ns::CLIENT));
+                out.push_str("</stream:stream>");
+                Some(out)
+            }
+        };
+        if let Some(data) = closing {
+            self.trace_out(&data);
+            if let Ok(stream) = self.stream() {
+                let write = async {
+                    stream.write_bytes(data.as_bytes()).await?;
+                    stream.shutdown().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+            }
+        }
+    }
+
+    fn header_xml(&self) -> String {
+        let domain = self
+            .domain
+            .clone()
+            .or_else(|| self.ctx.config.server.domains.first().cloned())
+            .unwrap_or_default();
+        let id: String = {
+            let mut rng = rand::thread_rng();
+            (0..16)
+                .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+                .collect()
+        };
+        format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' id='{id}' from='{}' \
+             version='1.0' xml:lang='en'>",
+            confab_proto::xml::escape(&domain)
+        )
+    }
+
+    fn trace_in(&self, e: &Element) {
+        if self.trace {
+            tracing::info!(target: "confab::xmltrace", conn = self.conn, "<- {}", redact(e));
+        }
+    }
+
+    fn trace_out(&self, data: &str) {
+        if self.trace {
+            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", data);
+        }
+    }
+
+    async fn send(&mut self, e: &Element) -> Result<(), End> {
+        if self.trace {
+            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", redact(e));
+        }
+        self.stream()?.write_element(e, ns::CLIENT).await?;
+        Ok(())
+    }
+
+    async fn next_event(&mut self) -> Result<StreamEvent, End> {
+        Ok(self.stream()?.next_event().await?)
+    }
+
+    /// Reads a stream header and answers it with ours and the features of this stage.
+    async fn open_stream(&mut self) -> Result<(), End> {
+        self.header_sent = false;
+        let header = match self.next_event().await? {
+            StreamEvent::Header(h) => h,
+            _ => return Err(StreamErrorCondition::NotWellFormed.into()),
+        };
+        self.check_header(&header)?;
+        let mut out = self.header_xml();
+        out.push_str(&self.features().to_xml(ns::CLIENT));
+        self.header_sent = true;
+        self.trace_out(&out);
+        self.stream()?.write_bytes(out.as_bytes()).await?;
+        Ok(())
+    }
+
+    fn check_header(&mut self, h: &StreamHeader) -> Result<(), End> {
+        if h.name != "stream" || h.ns != ns::STREAM {
+            return Err(StreamErrorCondition::InvalidNamespace.into());
+        }
+        let to = h.to.as_deref().unwrap_or("");
+        let to = Jid::new(to)
+            .ok()
+            .filter(|j| j.node().is_none() && j.resource().is_none())
+            .map(|j| j.domain().to_string());
+        match (&to, &self.domain) {
+            (Some(d), None) if self.ctx.config.is_local_domain(d) => self.domain = Some(d.clone()),
+            (Some(d), Some(prev)) if d == prev => {}
+            _ => return Err(StreamErrorCondition::HostUnknown.into()),
+        }
+        // RFC 6120 §4.7.5: no version means pre-1.0, which we do not speak.
+        let major = h
+            .version
+            .as_deref()
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
+        match major {
+            Some(m) if m >= 1 => Ok(()),
+            _ => Err(StreamErrorCondition::UnsupportedVersion.into()),
+        }
+    }
+
+    fn offered_mechanisms(&self) -> Vec<Mechanism> {
+        let c2s = &self.ctx.config.c2s;
+        self.ctx
+            .config
+            .auth
+            .mechanisms
+            .iter()
+            .filter_map(|m| Mechanism::from_name(m))
+            .filter(|m| {
+                if m.is_plus() {
+                    self.secure
+                } else if *m == Mechanism::Plain {
+                    self.secure || c2s.allow_plain_without_tls
+                } else {
+                    self.secure || !c2s.require_tls
+                }
+            })
+            .collect()
+    }
+
+    fn features(&self) -> Element {
+        let mut f = Element::new("features", ns::STREAM);
+        let c2s = &self.ctx.config.c2s;
+        if self.authenticated.is_none() {
+            if !self.secure {
+                let mut tls = Element::new("starttls", ns::TLS);
+                if c2s.require_tls {
+                    tls.push_child(Element::new("required", ns::TLS));
+                }
+                f.push_child(tls);
+            }
+            let mechs = self.offered_mechanisms();
+            if !mechs.is_empty() {
+                let mut m = Element::new("mechanisms", ns::SASL);
+                for mech in mechs {
+                    m.push_child(Element::new("mechanism", ns::SASL).text(mech.name()));
+                }
+                f.push_child(m);
+                if self.secure {
+                    // XEP-0440: the channel-binding types this server supports.
+                    f.push_child(
+                        Element::new("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+                            .child(
+                                Element::new("channel-binding", "urn:xmpp:sasl-cb:0")
+                                    .attr("type", "tls-exporter"),
+                            )
+                            .child(
+                                Element::new("channel-binding", "urn:xmpp:sasl-cb:0")
+                                    .attr("type", "tls-server-end-point"),
+                            ),
+                    );
+                }
+            }
+        } else {
+            f.push_child(Element::new("bind", ns::BIND));
+            for e in self
+                .ctx
+                .registry
+                .stream_features(crate::module::FeatureStage::Authenticated)
+            {
+                f.push_child(e.clone());
+            }
+        }
+        f
+    }
+
+    /// Everything up to a bound resource.
+    async fn negotiate(
+        &mut self,
+    ) -> Result<(mpsc::Receiver<Outbound>, mpsc::Receiver<StreamError>), End> {
+        loop {
+            self.open_stream().await?;
+            if self.authenticated.is_some() {
+                return self.bind_phase().await;
+            }
+            // Pre-authentication: STARTTLS or SASL, nothing else.
+            loop {
+                let e = match self.next_event().await? {
+                    StreamEvent::Element(e) => e,
+                    StreamEvent::Close => return Err(End::PeerClosed),
+                    StreamEvent::Header(_) => {
+                        return Err(StreamErrorCondition::NotWellFormed.into())
+                    }
+                };
+                self.trace_in(&e);
+                if e.is("starttls", ns::TLS) && !self.secure && !self.direct_tls {
+                    self.starttls().await?;
+                    break;
+                }
+                if e.is("auth", ns::SASL) {
+                    if !self.secure && self.ctx.config.c2s.require_tls {
+                        self.send(&sasl_failure(SaslFailure::EncryptionRequired))
+                            .await?;
+                        continue;
+                    }
+                    if self.sasl(e).await? {
+                        self.stream()?.restart();
+                        break;
+                    }
+                    continue;
+                }
+                tracing::info!(element = %e.name, "element before authentication");
+                return Err(StreamErrorCondition::NotAuthorized.into());
+            }
+        }
+    }
+
+    async fn starttls(&mut self) -> Result<(), End> {
+        self.send(&Element::new("proceed", ns::TLS)).await?;
+        let stream = self.stream.take().ok_or(End::Gone)?;
+        let tcp = match stream.into_inner() {
+            Transport::Tcp(t) => t,
+            _ => return Err(End::Gone),
+        };
+        let acceptor = self.ctx.tls.starttls.clone();
+        match acceptor.accept(tcp).await {
+            Ok(tls) => {
+                self.stream = Some(XmlStream::new(
+                    Transport::ServerTls(Box::new(tls)),
+                    self.ctx.config.limits.parser_limits(),
+                ));
+                self.secure = true;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "STARTTLS handshake failed");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// Runs one SASL exchange; Ok(true) on success.
+    async fn sasl(&mut self, auth: Element) -> Result<bool, End> {
+        let offered = self.offered_mechanisms();
+        let mech = auth
+            .get_attr("mechanism")
+            .and_then(Mechanism::from_name)
+            .filter(|m| offered.contains(m));
+        let outcome = match mech {
+            None => Err(SaslFailure::InvalidMechanism),
+            Some(mech) => self.sasl_exchange(mech, &auth, &offered).await?,
+        };
+        match outcome {
+            Ok((jid, mech, server_final)) => {
+                let text = server_final.map(|d| B64.encode(d)).unwrap_or_default();
+                let mut ok = Element::new("success", ns::SASL);
+                if !text.is_empty() {
+                    ok = ok.text(text);
+                }
+                self.send(&ok).await?;
+                tracing::info!(user = %jid, mechanism = mech.name(), "authenticated");
+                self.authenticated = Some(jid);
+                Ok(true)
+            }
+            Err(f) => {
+                self.auth_failures += 1;
+                tracing::info!(failure = f.as_str(), "authentication failed");
+                if matches!(f, SaslFailure::NotAuthorized) {
+                    // Slows down password guessing on this connection.
+                    let delay = self.ctx.config.c2s.auth_failure_delay_ms;
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                self.send(&sasl_failure(f)).await?;
+                if self.auth_failures >= self.ctx.config.c2s.max_auth_failures {
+                    return Err(StreamError::with_text(
+                        StreamErrorCondition::PolicyViolation,
+                        "too many failed authentication attempts",
+                    )
+                    .into());
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    async fn sasl_exchange(
+        &mut self,
+        mech: Mechanism,
+        auth: &Element,
+        offered: &[Mechanism],
+    ) -> Result<Result<(BareJid, Mechanism, Option<Vec<u8>>), SaslFailure>, End> {
+        let data = match self.initial_response(auth).await? {
+            Ok(d) => d,
+            Err(f) => return Ok(Err(f)),
+        };
+        let r = if mech == Mechanism::Plain {
+            self.sasl_plain(&data).await
+        } else {
+            self.sasl_scram(mech, &data, offered.iter().any(|m| m.is_plus()))
+                .await?
+        };
+        Ok(r.map(|(jid, fin)| (jid, mech, fin)))
+    }
+
+    /// The initial response of `<auth/>`, asking for it with an empty challenge if absent.
+    async fn initial_response(
+        &mut self,
+        auth: &Element,
+    ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
+        let text = auth.text_content();
+        let text = text.trim();
+        if text.is_empty() {
+            self.send(&Element::new("challenge", ns::SASL)).await?;
+            return self.read_response().await;
+        }
+        Ok(decode_b64(text))
+    }
+
+    /// Reads a `<response/>` (or `<abort/>`).
+    async fn read_response(&mut self) -> Result<Result<Vec<u8>, SaslFailure>, End> {
+        let e = match self.next_event().await? {
+            StreamEvent::Element(e) => e,
+            StreamEvent::Close => return Err(End::PeerClosed),
+            StreamEvent::Header(_) => return Err(StreamErrorCondition::NotWellFormed.into()),
+        };
+        self.trace_in(&e);
+        if e.is("abort", ns::SASL) {
+            return Ok(Err(SaslFailure::Aborted));
+        }
+        if !e.is("response", ns::SASL) {
+            return Err(StreamErrorCondition::NotAuthorized.into());
+        }
+        let text = e.text_content();
+        Ok(decode_b64(text.trim()))
+    }
+
+    /// Maps a SASL username to this domain's account, if it names a valid one.
+    fn account_for(&self, username: &str) -> Option<BareJid> {
+        let domain = self.domain.as_deref()?;
+        BareJid::new(&format!("{username}@{domain}"))
+            .ok()
+            .filter(|j| j.node().is_some() && j.domain().as_str() == domain)
+    }
+
+    /// RFC 6120 §6.4.6: an authorization identity naming anyone else is refused.
+    fn check_authzid(&self, authzid: Option<&str>, jid: &BareJid) -> Result<(), SaslFailure> {
+        match authzid {
+            None | Some("") => Ok(()),
+            Some(a) => match BareJid::new(a) {
+                Ok(j) if &j == jid => Ok(()),
+                _ => Err(SaslFailure::InvalidAuthzid),
+            },
+        }
+    }
+
+    async fn load_credentials(
+        &self,
+        jid: &BareJid,
+    ) -> Result<Option<Vec<ScramCredentials>>, SaslFailure> {
+        let node = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        self.ctx
+            .stores
+            .accounts
+            .credentials(jid.domain().as_str(), node)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "credential lookup failed");
+                SaslFailure::TemporaryAuthFailure
+            })
+    }
+
+    async fn sasl_plain(&mut self, data: &[u8]) -> Result<(BareJid, Option<Vec<u8>>), SaslFailure> {
+        let req = parse_plain(data)?;
+        let jid = self
+            .account_for(&req.authcid)
+            .ok_or(SaslFailure::NotAuthorized)?;
+        let creds = self.load_credentials(&jid).await?;
+        let ok = creds
+            .as_deref()
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.hash == confab_proto::sasl::ScramHash::Sha256)
+                    .or(c.first())
+            })
+            .map(|c| c.verify_password(&req.password))
+            .unwrap_or(false);
+        if !ok {
+            return Err(SaslFailure::NotAuthorized);
+        }
+        self.check_authzid(req.authzid.as_deref(), &jid)?;
+        Ok((jid, None))
+    }
+
+    async fn sasl_scram(
+        &mut self,
+        mech: Mechanism,
+        data: &[u8],
+        offered_plus: bool,
+    ) -> Result<Result<(BareJid, Option<Vec<u8>>), SaslFailure>, End> {
+        let cb = match self.stream.as_ref() {
+            Some(s) if self.secure => {
+                confab_stream::tls::channel_binding_data(s.get_ref(), Some(&self.ctx.tls.leaf_der))
+            }
+            _ => ChannelBindingData::default(),
+        };
+        let mut server = ScramServer::new(mech, cb, offered_plus);
+        let first = match server.handle_client_first(data) {
+            Ok(f) => f,
+            Err(f) => return Ok(Err(f)),
+        };
+        let jid = self.account_for(&first.username);
+        let creds = match &jid {
+            Some(j) => match self.load_credentials(j).await {
+                Ok(c) => c,
+                Err(f) => return Ok(Err(f)),
+            },
+            None => None,
+        };
+        let hash = mech.hash();
+        let cred = creds
+            .as_deref()
+            .and_then(|c| c.iter().find(|c| Some(c.hash) == hash));
+        let server_first = match cred {
+            Some(c) => server.server_first(c),
+            // Unknown users go through the same exchange and fail at the end.
+            None => server.server_first_unknown_user(self.ctx.config.auth.scram_iterations),
+        };
+        let server_first = match server_first {
+            Ok(d) => d,
+            Err(f) => return Ok(Err(f)),
+        };
+        self.send(&Element::new("challenge", ns::SASL).text(B64.encode(server_first)))
+            .await?;
+        let response = match self.read_response().await? {
+            Ok(r) => r,
+            Err(f) => return Ok(Err(f)),
+        };
+        let server_final = match server.handle_client_final(&response) {
+            Ok(d) => d,
+            Err(f) => return Ok(Err(f)),
+        };
+        let Some(jid) = jid.filter(|_| cred.is_some()) else {
+            return Ok(Err(SaslFailure::NotAuthorized));
+        };
+        if let Err(f) = self.check_authzid(first.authzid.as_deref(), &jid) {
+            return Ok(Err(f));
+        }
+        Ok(Ok((jid, Some(server_final))))
+    }
+
+    /// After authentication: only resource binding (and the legacy session IQ) until bound.
+    async fn bind_phase(
+        &mut self,
+    ) -> Result<(mpsc::Receiver<Outbound>, mpsc::Receiver<StreamError>), End> {
+        loop {
+            let e = match self.next_event().await? {
+                StreamEvent::Element(e) => e,
+                StreamEvent::Close => return Err(End::PeerClosed),
+                StreamEvent::Header(_) => return Err(StreamErrorCondition::NotWellFormed.into()),
+            };
+            self.trace_in(&e);
+            let is_bind = e.is("iq", ns::CLIENT)
+                && e.get_attr("type") == Some("set")
+                && e.get_child("bind", ns::BIND).is_some();
+            if !is_bind {
+                // RFC 6120 §7.1: no stanzas before a resource is bound.
+                return Err(StreamErrorCondition::NotAuthorized.into());
+            }
+            if let Some(bound) = self.bind(&e).await? {
+                return Ok(bound);
+            }
+        }
+    }
+
+    /// Handles a bind request; Some(queues) once bound.
+    async fn bind(
+        &mut self,
+        iq: &Element,
+    ) -> Result<Option<(mpsc::Receiver<Outbound>, mpsc::Receiver<StreamError>)>, End> {
+        let account = self.authenticated.clone().ok_or(End::Gone)?;
+        let id = iq.get_attr("id").unwrap_or_default().to_string();
+        let reply_error = |cond: StanzaErrorCondition| {
+            Element::new("iq", ns::CLIENT)
+                .attr("type", "error")
+                .attr("id", id.clone())
+                .child(StanzaError::new(cond).to_element(ns::CLIENT))
+        };
+        let requested = iq
+            .get_child("bind", ns::BIND)
+            .and_then(|b| b.get_child("resource", ns::BIND))
+            .map(|r| r.text_content().trim().to_string())
+            .filter(|r| !r.is_empty());
+        let policy = self.ctx.config.c2s.resource_conflict;
+        let mut jid = match &requested {
+            Some(r) => match account.with_resource_str(r) {
+                Ok(j) => j,
+                Err(_) => {
+                    self.send(&reply_error(StanzaErrorCondition::BadRequest))
+                        .await?;
+                    return Ok(None);
+                }
+            },
+            None => random_resource(&account)?,
+        };
+        let (tx, rx) = mpsc::channel(self.ctx.config.limits.outbound_queue);
+        let (close_tx, close_rx) = mpsc::channel(1);
+        let info = loop {
+            let info = Arc::new(SessionInfo::new(
+                self.conn,
+                jid.clone(),
+                tx.clone(),
+                close_tx.clone(),
+            ));
+            match self.ctx.router.bind(info.clone(), policy) {
+                Ok(old) => {
+                    if let Some(old) = old {
+                        tracing::info!(jid = %old.jid, "resource conflict: replacing the old session");
+                        old.close(StreamError::with_text(
+                            StreamErrorCondition::Conflict,
+                            "replaced by a new session",
+                        ));
+                    }
+                    break info;
+                }
+                Err(BindError::Conflict) if policy == ResourceConflict::Random => {
+                    jid = random_resource(&account)?;
+                }
+                Err(BindError::Conflict) => {
+                    self.send(&reply_error(StanzaErrorCondition::Conflict))
+                        .await?;
+                    return Ok(None);
+                }
+            }
+        };
+        let result = Element::new("iq", ns::CLIENT)
+            .attr("type", "result")
+            .attr("id", id)
+            .child(
+                Element::new("bind", ns::BIND)
+                    .child(Element::new("jid", ns::BIND).text(jid.to_string())),
+            );
+        self.session = Some(info.clone());
+        self.send(&result).await?;
+        tracing::info!(jid = %jid, "resource bound");
+        let listeners: Vec<Arc<dyn LifecycleListener>> =
+            self.ctx.registry.lifecycle_listeners().to_vec();
+        for l in listeners {
+            l.session_bound(&self.ctx, &info).await;
+        }
+        Ok(Some((rx, close_rx)))
+    }
+
+    /// The bound session: stanzas in, queued stanzas out, keepalives, timeouts, shutdown.
+    async fn established(
+        &mut self,
+        mut rx: mpsc::Receiver<Outbound>,
+        mut close_rx: mpsc::Receiver<StreamError>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        let c2s = &self.ctx.config.c2s;
+        let idle = (c2s.idle_timeout > 0).then(|| Duration::from_secs(c2s.idle_timeout));
+        let keepalive =
+            (c2s.keepalive_interval > 0).then(|| Duration::from_secs(c2s.keepalive_interval));
+        let mut last_in = Instant::now();
+        let mut last_out = Instant::now();
+        let tick = Duration::from_secs(1).max(keepalive.unwrap_or(Duration::from_secs(30)) / 4);
+        loop {
+            // Everything already received is handled before waiting again.
+            loop {
+                let ev = match self.stream.as_mut().map(|s| s.next_buffered()) {
+                    Some(Ok(Some(ev))) => ev,
+                    Some(Ok(None)) => break,
+                    Some(Err(p)) => return ReadError::Parse(p).into(),
+                    None => return End::Gone,
+                };
+                match ev {
+                    StreamEvent::Element(e) => {
+                        if let Err(end) = self.handle_element(e).await {
+                            return end;
+                        }
+                    }
+                    StreamEvent::Close => return End::PeerClosed,
+                    StreamEvent::Header(_) => return StreamErrorCondition::NotWellFormed.into(),
+                }
+            }
+            if let Some(s) = self.stream.as_mut() {
+                s.release_buffers();
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                return End::Gone;
+            };
+            tokio::select! {
+                r = stream.read_more() => {
+                    if let Err(e) = r {
+                        return e.into();
+                    }
+                    last_in = Instant::now();
+                }
+                out = rx.recv() => {
+                    let Some(Outbound::Data(first)) = out else { return End::Gone };
+                    // Batch whatever else is queued into one write.
+                    let mut buf = Vec::with_capacity(first.len());
+                    buf.extend_from_slice(&first);
+                    while buf.len() < 64 * 1024 {
+                        match rx.try_recv() {
+                            Ok(Outbound::Data(more)) => buf.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.trace {
+                        tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(&buf));
+                    }
+                    if stream.write_bytes(&buf).await.is_err() {
+                        return End::Gone;
+                    }
+                    last_out = Instant::now();
+                }
+                err = close_rx.recv() => {
+                    return match err {
+                        Some(e) => End::Error(e),
+                        None => End::Gone,
+                    };
+                }
+                _ = shutdown.changed() => {
+                    return StreamErrorCondition::SystemShutdown.into();
+                }
+                _ = tokio::time::sleep(tick) => {
+                    let now = Instant::now();
+                    if let Some(idle) = idle {
+                        if now.duration_since(last_in) >= idle {
+                            return StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "idle").into();
+                        }
+                    }
+                    if let Some(k) = keepalive {
+                        if now.duration_since(last_out) >= k {
+                            // RFC 6120 §4.6.1: whitespace keeps NATs and the peer's timers alive.
+                            if stream.write_bytes(b" ").await.is_err() {
+                                return End::Gone;
+                            }
+                            last_out = now;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_element(&mut self, e: Element) -> Result<(), End> {
+        self.trace_in(&e);
+        let info = self.session.clone().ok_or(End::Gone)?;
+        if e.is("error", ns::STREAM) {
+            tracing::info!(error = %e, "client sent a stream error");
+            return Err(End::PeerClosed);
+        }
+        let mut stanza = match Stanza::from_element(e) {
+            Ok(s) => s,
+            Err(b) => {
+                let (why, el) = *b;
+                return match why {
+                    StanzaParseError::NotAStanza => {
+                        tracing::info!(element = %el.name, ns = %el.ns, "unsupported top-level element");
+                        Err(StreamErrorCondition::UnsupportedStanzaType.into())
+                    }
+                    StanzaParseError::Invalid(err) => {
+                        if el.get_attr("type") != Some("error") {
+                            let reply =
+                                error_reply_for(&el, None, Some(Jid::from(info.jid.clone())), &err);
+                            self.send(&reply.el).await?;
+                        }
+                        Ok(())
+                    }
+                };
+            }
+        };
+        // RFC 6120 §8.1.2.1: a `from` other than the session's own address is forged.
+        if let Some(from) = &stanza.from {
+            let own_full = from.try_as_full().map(|f| f == &info.jid).unwrap_or(false);
+            let own_bare = from.is_bare() && from.to_bare() == info.jid.to_bare();
+            if !own_full && !own_bare {
+                tracing::info!(from = %from, "forged from address");
+                return Err(StreamErrorCondition::InvalidFrom.into());
+            }
+        }
+        stanza.set_from(Some(Jid::from(info.jid.clone())));
+        if stanza.kind == StanzaKind::Iq
+            && stanza.iq_type() == Some(IqType::Set)
+            && stanza.iq_payload().is_some_and(|p| p.is("bind", ns::BIND))
+        {
+            // RFC 6120 §7: one resource per stream.
+            let reply = stanza
+                .error_reply(&StanzaError::with_text(
+                    StanzaErrorCondition::NotAllowed,
+                    "a resource is already bound on this stream",
+                ))
+                .map(|r| r.el);
+            if let Some(r) = reply {
+                self.send(&r).await?;
+            }
+            return Ok(());
+        }
+        if stanza.kind == StanzaKind::Presence && stanza.to.is_none() {
+            track_availability(&info, &stanza);
+        }
+        let ctx = self.ctx.clone();
+        for h in ctx.registry.hooks(crate::module::HookPoint::FromClient) {
+            if let crate::module::HookResult::Handled = h
+                .on_stanza(&ctx, crate::module::HookPoint::FromClient, &mut stanza)
+                .await
+            {
+                return Ok(());
+            }
+        }
+        router::route(&ctx, stanza).await;
+        Ok(())
+    }
+}
+
+impl From<StreamError> for End {
+    fn from(e: StreamError) -> Self {
+        End::Error(e)
+    }
+}
+
+/// Broadcast presence (no `to`) sets the session's availability and priority, which
+/// message routing to the bare JID uses (RFC 6121 §4.2, §8.5.2).
+fn track_availability(info: &SessionInfo, presence: &Stanza) {
+    match presence.type_attr() {
+        None => {
+            let priority = presence
+                .el
+                .get_child("priority", ns::CLIENT)
+                .and_then(|p| p.text_content().trim().parse::<i8>().ok())
+                .unwrap_or(0);
+            info.set_presence(true, priority);
+        }
+        Some("unavailable") => info.set_presence(false, 0),
+        _ => {}
+    }
+}
+
+/// A server-generated resource (RFC 6120 §7.6.2.1); ASCII letters and digits always pass
+/// resourceprep, so this only fails for an invalid account JID.
+fn random_resource(account: &BareJid) -> Result<FullJid, End> {
+    let mut rng = rand::thread_rng();
+    let suffix: String = (0..12)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+        .collect();
+    account
+        .with_resource_str(&format!("confab-{suffix}"))
+        .map_err(|_| StreamErrorCondition::InternalServerError.into())
+}
+
+fn decode_b64(text: &str) -> Result<Vec<u8>, SaslFailure> {
+    // RFC 6120 §6.4.2: "=" is an empty response.
+    if text == "=" {
+        return Ok(Vec::new());
+    }
+    B64.decode(text).map_err(|_| SaslFailure::IncorrectEncoding)
+}
+
+fn sasl_failure(f: SaslFailure) -> Element {
+    Element::new("failure", ns::SASL).child(Element::new(f.as_str(), ns::SASL))
+}
+
+/// A copy of an element for the XML trace with SASL payloads (secrets) removed.
+fn redact(e: &Element) -> String {
+    if e.ns == ns::SASL {
+        let mut c = e.clone();
+        c.children
+            .retain(|n| matches!(n, confab_proto::xml::Node::Element(_)));
+        if !e.text_content().trim().is_empty() {
+            c.children
+                .push(confab_proto::xml::Node::Text("[redacted]".into()));
+        }
+        return c.to_xml(ns::CLIENT);
+    }
+    e.to_xml(ns::CLIENT)
+}

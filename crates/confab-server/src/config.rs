@@ -1,0 +1,399 @@
+//! The server configuration: one TOML file (see `confabd.example.toml`), every key
+//! overridable from the environment as `CONFABD_<SECTION>__<KEY>`, and sane defaults so
+//! zero configuration runs a server for `localhost`.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub c2s: C2sSection,
+    pub limits: LimitsSection,
+    pub tls: TlsSection,
+    pub storage: StorageSection,
+    pub auth: AuthSection,
+    pub modules: ModulesSection,
+    pub log: LogSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// The domains (virtual hosts) this server serves.
+    pub domains: Vec<String>,
+    /// Where the database, generated certificate and other state live; created on start.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            domains: vec!["localhost".into()],
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceConflict {
+    /// The new session wins; the old one gets a `<conflict/>` stream error (Prosody, ejabberd).
+    KickOld,
+    /// The new bind request fails with a `<conflict/>` stanza error.
+    Refuse,
+    /// The new session gets a server-generated resource instead.
+    Random,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct C2sSection {
+    /// Addresses to listen on.
+    pub interfaces: Vec<String>,
+    /// STARTTLS port (0 disables).
+    pub port: u16,
+    /// Direct TLS port, XEP-0368 (0 disables).
+    pub tls_port: u16,
+    /// Refuse authentication until the stream is encrypted.
+    pub require_tls: bool,
+    /// Allow SASL PLAIN on unencrypted streams (only meaningful with require_tls = false).
+    pub allow_plain_without_tls: bool,
+    pub resource_conflict: ResourceConflict,
+    /// Seconds a new connection has to authenticate and bind.
+    pub handshake_timeout: u64,
+    /// Seconds without any received byte before an authenticated session is closed (0: never).
+    pub idle_timeout: u64,
+    /// Seconds of outbound silence after which a whitespace keepalive is sent (0: never).
+    pub keepalive_interval: u64,
+    /// Milliseconds to wait before answering a failed authentication (slows guessing).
+    pub auth_failure_delay_ms: u64,
+    /// Failed authentications allowed on one stream before it is closed.
+    pub max_auth_failures: u32,
+    /// Seconds to wait for sessions to close during shutdown.
+    pub shutdown_grace: u64,
+}
+
+impl Default for C2sSection {
+    fn default() -> Self {
+        C2sSection {
+            interfaces: vec!["0.0.0.0".into(), "::".into()],
+            port: 5222,
+            tls_port: 5223,
+            require_tls: true,
+            allow_plain_without_tls: false,
+            resource_conflict: ResourceConflict::KickOld,
+            handshake_timeout: 60,
+            idle_timeout: 900,
+            keepalive_interval: 60,
+            auth_failure_delay_ms: 1000,
+            max_auth_failures: 3,
+            shutdown_grace: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest stanza accepted, in bytes; larger gets `<policy-violation/>`.
+    pub max_stanza_size: usize,
+    /// Deepest element nesting accepted inside a stanza.
+    pub max_depth: usize,
+    pub max_attributes: usize,
+    pub max_name_length: usize,
+    /// Simultaneous client connections.
+    pub max_connections: usize,
+    /// Simultaneous client connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Stanzas queued for one session before it is treated as a slow reader and closed.
+    pub outbound_queue: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let p = confab_proto::parser::Limits::default();
+        LimitsSection {
+            max_stanza_size: p.max_stanza_size,
+            max_depth: p.max_depth,
+            max_attributes: p.max_attributes,
+            max_name_length: p.max_name_length,
+            max_connections: 19_000,
+            max_connections_per_ip: 19_000,
+            outbound_queue: 512,
+        }
+    }
+}
+
+impl LimitsSection {
+    pub fn parser_limits(&self) -> confab_proto::parser::Limits {
+        confab_proto::parser::Limits {
+            max_stanza_size: self.max_stanza_size,
+            max_depth: self.max_depth,
+            max_attributes: self.max_attributes,
+            max_name_length: self.max_name_length,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain; when unset, `<data_dir>/tls/cert.pem` (generated if missing).
+    pub cert: Option<PathBuf>,
+    /// PEM private key; when unset, `<data_dir>/tls/key.pem` (generated if missing).
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// `sqlite` (embedded). PostgreSQL and MySQL/MariaDB arrive in a later release.
+    pub backend: String,
+    /// SQLite database file; when unset, `<data_dir>/confab.db`.
+    pub sqlite_path: Option<PathBuf>,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            backend: "sqlite".into(),
+            sqlite_path: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// PBKDF2 iterations for newly stored SCRAM keys (RFC 7677 asks for at least 4096).
+    pub scram_iterations: u32,
+    /// SASL mechanisms offered, strongest first.
+    pub mechanisms: Vec<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            scram_iterations: 4096,
+            mechanisms: confab_proto::sasl::Mechanism::ALL
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModulesSection {
+    /// Modules switched off; every other built-in module is on.
+    pub disabled: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// A tracing filter, e.g. `info` or `confab_server=debug`; `RUST_LOG` wins if set.
+    pub level: String,
+    /// Log every stanza sent and received per connection (SASL secrets are redacted).
+    pub xml_trace: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            xml_trace: false,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if given), applies `CONFABD_*` environment overrides, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.server.domains.is_empty() {
+            return bad("server.domains must name at least one domain".into());
+        }
+        for d in &self.server.domains {
+            match confab_proto::jid::BareJid::new(d) {
+                Ok(j) if j.node().is_none() && j.as_str() == d.as_str() => {}
+                _ => return bad(format!("server.domains: '{d}' is not a normalised domain")),
+            }
+        }
+        if self.storage.backend != "sqlite" {
+            return bad(format!(
+                "storage.backend '{}' is not supported (supported: sqlite)",
+                self.storage.backend
+            ));
+        }
+        if self.auth.scram_iterations < 4096 {
+            return bad("auth.scram_iterations must be at least 4096".into());
+        }
+        for m in &self.auth.mechanisms {
+            if confab_proto::sasl::Mechanism::from_name(m).is_none() {
+                return bad(format!("auth.mechanisms: unknown mechanism '{m}'"));
+            }
+        }
+        if self.limits.max_stanza_size < 4096 || self.limits.max_depth < 4 {
+            return bad(
+                "limits are too small for XMPP (max_stanza_size >= 4096, max_depth >= 4)".into(),
+            );
+        }
+        if self.limits.outbound_queue == 0 || self.limits.max_connections == 0 {
+            return bad("limits.outbound_queue and limits.max_connections must be positive".into());
+        }
+        if self.c2s.port == 0 && self.c2s.tls_port == 0 {
+            return bad("c2s.port and c2s.tls_port are both disabled".into());
+        }
+        Ok(())
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.storage
+            .sqlite_path
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("confab.db"))
+    }
+
+    pub fn is_local_domain(&self, d: &str) -> bool {
+        self.server.domains.iter().any(|x| x == d)
+    }
+}
+
+/// `CONFABD_C2S__PORT=5300` sets `[c2s] port = 5300`. Values are read as TOML when they parse
+/// (numbers, booleans, arrays) and as plain strings otherwise.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("CONFABD_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let section = section.to_ascii_lowercase();
+        let key = key.to_ascii_lowercase();
+        let value = match format!("v = {v}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(v.clone())),
+            Err(_) => toml::Value::String(v.clone()),
+        };
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => return Err(ConfigError::Invalid(format!("{section} is not a section"))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_config_defaults() {
+        let c = Config::load_with_env(None, std::iter::empty()).expect("defaults are valid");
+        assert_eq!(c.server.domains, vec!["localhost".to_string()]);
+        assert_eq!(c.c2s.port, 5222);
+        assert_eq!(c.c2s.tls_port, 5223);
+        assert!(c.c2s.require_tls);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[server]\ndomains = ['example.org']\n[c2s]\nport = 1234\n",
+        )
+        .expect("write");
+        let env = vec![
+            ("CONFABD_C2S__PORT".to_string(), "5300".to_string()),
+            (
+                "CONFABD_SERVER__DATA_DIR".to_string(),
+                "/var/lib/confab".to_string(),
+            ),
+            ("CONFABD_C2S__REQUIRE_TLS".to_string(), "false".to_string()),
+            (
+                "CONFABD_MODULES__DISABLED".to_string(),
+                "['version']".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load_with_env(Some(&p), env.into_iter()).expect("valid");
+        assert_eq!(c.server.domains, vec!["example.org".to_string()]);
+        assert_eq!(c.c2s.port, 5300);
+        assert!(!c.c2s.require_tls);
+        assert_eq!(c.server.data_dir, PathBuf::from("/var/lib/confab"));
+        assert_eq!(c.modules.disabled, vec!["version".to_string()]);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let cases = [
+            "[server]\ndomains = []\n",
+            "[server]\ndomains = ['Not Valid']\n",
+            "[storage]\nbackend = 'oracle'\n",
+            "[auth]\nscram_iterations = 10\n",
+            "[nosuchsection]\nx = 1\n",
+            "[c2s]\nnosuchkey = 1\n",
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (i, text) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("{i}.toml"));
+            std::fs::write(&p, text).expect("write");
+            assert!(
+                Config::load_with_env(Some(&p), std::iter::empty()).is_err(),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The module system: every feature is one module that, when enabled, registers what it
+//! handles — IQ handlers, stanza hooks, disco features and identities, stream features and
+//! lifecycle listeners. Disabling a module in `[modules] disabled` removes all of it.
+//!
+//! Read `modules/ping.rs` first: it is the smallest complete module.
+
+use crate::router::SessionInfo;
+use crate::ServerCtx;
+use async_trait::async_trait;
+use confab_proto::error::StanzaError;
+use confab_proto::jid::{BareJid, FullJid};
+use confab_proto::stanza::{IqType, Stanza};
+use confab_proto::xml::Element;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Who an IQ is addressed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IqTarget {
+    /// The server itself (`to` is a served domain).
+    Host,
+    /// A local account's bare JID; an IQ without `to` from a client is for its own account.
+    Account,
+}
+
+/// What an IQ handler answers.
+pub enum IqReply {
+    /// A `type='result'` reply with this payload (or none).
+    Result(Option<Element>),
+    /// A `type='error'` reply.
+    Error(StanzaError),
+    /// The handler answered (or will answer) by itself.
+    Handled,
+}
+
+#[async_trait]
+pub trait IqHandler: Send + Sync {
+    async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, target: IqTarget) -> IqReply;
+}
+
+/// Points in a stanza's path where modules can look at it and take it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HookPoint {
+    /// A stanza a local client sent, after its `from` was stamped and before routing.
+    FromClient,
+    /// A message, presence or iq addressed to a local account's bare JID (not an IQ that a
+    /// module answers for the account).
+    ToBareJid,
+    /// A stanza addressed to a full JID of a local account.
+    ToFullJid,
+    /// A message for a local account none of whose resources can take it right now; the
+    /// place for offline storage. If no hook takes it, it is bounced.
+    Undeliverable,
+}
+
+pub enum HookResult {
+    /// Carry on along the normal path (possibly with a changed stanza).
+    Continue,
+    /// The hook dealt with the stanza; stop here.
+    Handled,
+}
+
+#[async_trait]
+pub trait StanzaHook: Send + Sync {
+    async fn on_stanza(&self, ctx: &ServerCtx, point: HookPoint, stanza: &mut Stanza)
+        -> HookResult;
+}
+
+/// Session and account lifecycle events.
+#[async_trait]
+pub trait LifecycleListener: Send + Sync {
+    async fn session_bound(&self, _ctx: &ServerCtx, _session: &SessionInfo) {}
+    async fn session_closed(&self, _ctx: &ServerCtx, _jid: &FullJid) {}
+    /// The account was deleted: remove everything the module stores for it.
+    async fn account_deleted(&self, _ctx: &ServerCtx, _account: &BareJid) {}
+}
+
+/// Where a stream feature is offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureStage {
+    /// After authentication, beside resource binding.
+    Authenticated,
+}
+
+/// A disco identity (XEP-0030).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub category: String,
+    pub type_: String,
+    pub name: Option<String>,
+}
+
+/// A feature module.
+pub trait Module: Send + Sync + 'static {
+    /// The name used in `[modules] disabled` and in logs.
+    fn name(&self) -> &'static str;
+    /// Registers what this module handles.
+    fn register(self: Arc<Self>, reg: &mut Registry);
+}
+
+/// A hook with its priority (higher runs first).
+type PrioritizedHook = (i32, Arc<dyn StanzaHook>);
+
+/// Everything enabled modules registered; built once at start and then read-only, so the
+/// routing path takes no locks to consult it.
+#[derive(Default)]
+pub struct Registry {
+    iq: HashMap<(IqType, IqTarget, String), Arc<dyn IqHandler>>,
+    hooks: HashMap<HookPoint, Vec<PrioritizedHook>>,
+    lifecycle: Vec<Arc<dyn LifecycleListener>>,
+    host_features: Vec<String>,
+    account_features: Vec<String>,
+    identities: Vec<Identity>,
+    stream_features: Vec<(FeatureStage, Element)>,
+    modules: Vec<&'static str>,
+}
+
+impl Registry {
+    /// Handles IQs of this type whose payload is in `ns`, sent to `target`.
+    pub fn iq(&mut self, type_: IqType, target: IqTarget, ns: &str, h: Arc<dyn IqHandler>) {
+        self.iq.insert((type_, target, ns.to_string()), h);
+    }
+
+    /// Adds a stanza hook; higher priority runs first.
+    pub fn hook(&mut self, point: HookPoint, priority: i32, h: Arc<dyn StanzaHook>) {
+        let v = self.hooks.entry(point).or_default();
+        v.push((priority, h));
+        v.sort_by_key(|h| std::cmp::Reverse(h.0));
+    }
+
+    pub fn lifecycle(&mut self, l: Arc<dyn LifecycleListener>) {
+        self.lifecycle.push(l);
+    }
+
+    /// A disco#info feature of the server.
+    pub fn host_feature(&mut self, var: &str) {
+        if !self.host_features.iter().any(|f| f == var) {
+            self.host_features.push(var.to_string());
+        }
+    }
+
+    /// A disco#info feature of every account's bare JID.
+    pub fn account_feature(&mut self, var: &str) {
+        if !self.account_features.iter().any(|f| f == var) {
+            self.account_features.push(var.to_string());
+        }
+    }
+
+    pub fn identity(&mut self, category: &str, type_: &str, name: Option<&str>) {
+        self.identities.push(Identity {
+            category: category.into(),
+            type_: type_.into(),
+            name: name.map(str::to_string),
+        });
+    }
+
+    pub fn stream_feature(&mut self, stage: FeatureStage, e: Element) {
+        self.stream_features.push((stage, e));
+    }
+
+    pub fn iq_handler(
+        &self,
+        type_: IqType,
+        target: IqTarget,
+        ns: &str,
+    ) -> Option<&Arc<dyn IqHandler>> {
+        self.iq.get(&(type_, target, ns.to_string()))
+    }
+
+    pub fn hooks(&self, point: HookPoint) -> impl Iterator<Item = &Arc<dyn StanzaHook>> {
+        self.hooks
+            .get(&point)
+            .into_iter()
+            .flat_map(|v| v.iter().map(|(_, h)| h))
+    }
+
+    pub fn lifecycle_listeners(&self) -> &[Arc<dyn LifecycleListener>] {
+        &self.lifecycle
+    }
+
+    pub fn host_features(&self) -> &[String] {
+        &self.host_features
+    }
+
+    pub fn account_features(&self) -> &[String] {
+        &self.account_features
+    }
+
+    pub fn identities(&self) -> &[Identity] {
+        &self.identities
+    }
+
+    pub fn stream_features(&self, stage: FeatureStage) -> impl Iterator<Item = &Element> {
+        self.stream_features
+            .iter()
+            .filter(move |(s, _)| *s == stage)
+            .map(|(_, e)| e)
+    }
+
+    /// Names of the enabled modules, in load order.
+    pub fn modules(&self) -> &[&'static str] {
+        &self.modules
+    }
+
+    /// Registers the enabled modules from this list.
+    pub fn build(all: Vec<Arc<dyn Module>>, disabled: &[String]) -> Registry {
+        let mut reg = Registry::default();
+        for m in all {
+            if disabled.iter().any(|d| d == m.name()) {
+                tracing::info!(module = m.name(), "module disabled by configuration");
+                continue;
+            }
+            reg.modules.push(m.name());
+            m.register(&mut reg);
+        }
+        reg
+    }
+}

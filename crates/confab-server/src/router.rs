@@ -1,0 +1,390 @@
+//! The session table and stanza routing (RFC 6120 §10, RFC 6121 §8).
+//!
+//! The table is a concurrent map keyed by bare JID: routing takes no global lock and holds
+//! no lock across an await. A stanza is serialized once and the same bytes are queued for
+//! every recipient.
+
+use crate::config::ResourceConflict;
+use crate::module::{HookPoint, HookResult, IqReply, IqTarget};
+use crate::ServerCtx;
+use bytes::Bytes;
+use confab_proto::error::{StanzaError, StanzaErrorCondition, StreamError};
+use confab_proto::jid::{BareJid, FullJid, Jid};
+use confab_proto::ns;
+use confab_proto::stanza::{IqType, Stanza, StanzaKind};
+use dashmap::DashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What a session's writer receives.
+pub enum Outbound {
+    /// Serialized stanza bytes, shared between all recipients.
+    Data(Bytes),
+}
+
+/// A bound session as the rest of the server sees it.
+pub struct SessionInfo {
+    pub id: u64,
+    pub jid: FullJid,
+    tx: mpsc::Sender<Outbound>,
+    /// Asks the session to end with this stream error (conflict, slow reader, ...).
+    close_tx: mpsc::Sender<StreamError>,
+    available: AtomicBool,
+    priority: AtomicI8,
+}
+
+impl SessionInfo {
+    pub fn new(
+        id: u64,
+        jid: FullJid,
+        tx: mpsc::Sender<Outbound>,
+        close_tx: mpsc::Sender<StreamError>,
+    ) -> Self {
+        SessionInfo {
+            id,
+            jid,
+            tx,
+            close_tx,
+            available: AtomicBool::new(false),
+            priority: AtomicI8::new(0),
+        }
+    }
+
+    /// Whether the session has sent available presence (RFC 6121 §4.2).
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub fn priority(&self) -> i8 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
+    pub fn set_presence(&self, available: bool, priority: i8) {
+        self.priority.store(priority, Ordering::Relaxed);
+        self.available.store(available, Ordering::Relaxed);
+    }
+
+    /// Queues bytes for the session. A full queue means the client stopped reading: the
+    /// session is closed with `<policy-violation/>` and the caller learns it was not queued.
+    pub fn send(&self, data: Bytes) -> bool {
+        match self.tx.try_send(Outbound::Data(data)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(jid = %self.jid, "outbound queue full; closing slow session");
+                self.close(StreamError::with_text(
+                    confab_proto::StreamErrorCondition::PolicyViolation,
+                    "too many unread stanzas",
+                ));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn close(&self, err: StreamError) {
+        let _ = self.close_tx.try_send(err);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BindError {
+    Conflict,
+}
+
+#[derive(Default)]
+pub struct Router {
+    sessions: DashMap<BareJid, Vec<Arc<SessionInfo>>>,
+    next_id: AtomicU64,
+}
+
+impl Router {
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a bound session, applying the resource-conflict policy. Returns the session
+    /// that was replaced, if any (the caller closes it with `<conflict/>`).
+    pub fn bind(
+        &self,
+        s: Arc<SessionInfo>,
+        policy: ResourceConflict,
+    ) -> Result<Option<Arc<SessionInfo>>, BindError> {
+        let mut entry = self.sessions.entry(s.jid.to_bare()).or_default();
+        let existing = entry.iter().position(|o| o.jid == s.jid);
+        match (existing, policy) {
+            (Some(_), ResourceConflict::Refuse | ResourceConflict::Random) => {
+                Err(BindError::Conflict)
+            }
+            (Some(i), ResourceConflict::KickOld) => {
+                let old = std::mem::replace(&mut entry[i], s);
+                Ok(Some(old))
+            }
+            (None, _) => {
+                entry.push(s);
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn unbind(&self, s: &SessionInfo) {
+        let bare = s.jid.to_bare();
+        self.sessions.remove_if_mut(&bare, |_, v| {
+            v.retain(|o| o.id != s.id);
+            v.is_empty()
+        });
+    }
+
+    pub fn resource_bound(&self, jid: &FullJid) -> bool {
+        self.session(jid).is_some()
+    }
+
+    pub fn session(&self, jid: &FullJid) -> Option<Arc<SessionInfo>> {
+        self.sessions
+            .get(&jid.to_bare())
+            .and_then(|v| v.iter().find(|s| &s.jid == jid).cloned())
+    }
+
+    pub fn sessions_of(&self, bare: &BareJid) -> Vec<Arc<SessionInfo>> {
+        self.sessions
+            .get(bare)
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.iter().map(|e| e.value().len()).sum()
+    }
+
+    /// Every session (for shutdown and administration).
+    pub fn all_sessions(&self) -> Vec<Arc<SessionInfo>> {
+        self.sessions
+            .iter()
+            .flat_map(|e| e.value().clone())
+            .collect()
+    }
+}
+
+type BoxFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Routes a stanza whose `from` is trusted (stamped by a session or made by the server).
+pub fn route(ctx: &ServerCtx, stanza: Stanza) -> BoxFut<'_> {
+    Box::pin(route_inner(ctx, stanza))
+}
+
+async fn route_inner(ctx: &ServerCtx, mut stanza: Stanza) {
+    let to = match stanza.to.clone() {
+        Some(t) => t,
+        None => {
+            // RFC 6120 §10.3: no `to` means the sender's own account.
+            match stanza.from.clone() {
+                Some(from) => Jid::from(from.to_bare()),
+                None => return,
+            }
+        }
+    };
+    let domain = to.domain().as_str();
+    if !ctx.config.is_local_domain(domain) {
+        // Federation arrives with s2s; until then remote domains are unreachable.
+        bounce(ctx, &stanza, StanzaErrorCondition::RemoteServerNotFound).await;
+        return;
+    }
+    if to.node().is_none() {
+        to_host(ctx, stanza).await;
+        return;
+    }
+    let bare = to.to_bare();
+    match to.try_as_full() {
+        Ok(full) => {
+            if let Some(session) = ctx.router.session(full) {
+                if run_hooks(ctx, HookPoint::ToFullJid, &mut stanza).await {
+                    return;
+                }
+                deliver(ctx, &stanza, &[session]).await;
+                return;
+            }
+            match stanza.kind {
+                // RFC 6121 §8.5.3.2: a message to an unavailable resource is treated as if
+                // sent to the bare JID, except groupchat and headline.
+                StanzaKind::Message => match stanza.type_attr() {
+                    Some("groupchat") => {
+                        bounce(ctx, &stanza, StanzaErrorCondition::ServiceUnavailable).await
+                    }
+                    Some("headline") => {}
+                    _ => to_bare(ctx, stanza, bare).await,
+                },
+                StanzaKind::Iq => {
+                    bounce(ctx, &stanza, StanzaErrorCondition::ServiceUnavailable).await
+                }
+                StanzaKind::Presence => {
+                    if account_exists(ctx, &bare).await {
+                        let _ = run_hooks(ctx, HookPoint::ToFullJid, &mut stanza).await;
+                    }
+                }
+            }
+        }
+        Err(_) => to_bare(ctx, stanza, bare).await,
+    }
+}
+
+async fn account_exists(ctx: &ServerCtx, bare: &BareJid) -> bool {
+    let Some(node) = bare.node() else {
+        return false;
+    };
+    if !ctx.router.sessions_of(bare).is_empty() {
+        return true;
+    }
+    match ctx
+        .stores
+        .accounts
+        .account_exists(bare.domain().as_str(), node.as_str())
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "account lookup failed");
+            false
+        }
+    }
+}
+
+async fn to_bare(ctx: &ServerCtx, mut stanza: Stanza, bare: BareJid) {
+    if !account_exists(ctx, &bare).await {
+        // RFC 6121 §8.5.1: no such user. Presence is dropped silently (no leak of
+        // whether the account exists beyond what RFC 6121 requires).
+        if stanza.kind != StanzaKind::Presence {
+            bounce(ctx, &stanza, StanzaErrorCondition::ServiceUnavailable).await;
+        }
+        return;
+    }
+    if stanza.kind == StanzaKind::Iq {
+        handle_iq(ctx, stanza, IqTarget::Account).await;
+        return;
+    }
+    if run_hooks(ctx, HookPoint::ToBareJid, &mut stanza).await {
+        return;
+    }
+    let sessions = ctx.router.sessions_of(&bare);
+    match stanza.kind {
+        StanzaKind::Message => {
+            // RFC 6121 §8.5.2.1: the available resources with the highest non-negative
+            // priority get it.
+            let best = sessions
+                .iter()
+                .filter(|s| s.is_available() && s.priority() >= 0)
+                .map(|s| s.priority())
+                .max();
+            let targets: Vec<_> = match best {
+                Some(p) => sessions
+                    .into_iter()
+                    .filter(|s| s.is_available() && s.priority() == p)
+                    .collect(),
+                None => Vec::new(),
+            };
+            if targets.is_empty() || !deliver(ctx, &stanza, &targets).await {
+                undeliverable(ctx, stanza).await;
+            }
+        }
+        StanzaKind::Presence => {
+            let targets: Vec<_> = sessions.into_iter().filter(|s| s.is_available()).collect();
+            deliver(ctx, &stanza, &targets).await;
+        }
+        StanzaKind::Iq => {}
+    }
+}
+
+/// A message nobody can take now: offer it to the Undeliverable hooks (offline storage),
+/// else bounce it per RFC 6121 §8.5.2.1.1.
+async fn undeliverable(ctx: &ServerCtx, mut stanza: Stanza) {
+    if run_hooks(ctx, HookPoint::Undeliverable, &mut stanza).await {
+        return;
+    }
+    match stanza.type_attr() {
+        Some("headline") | Some("error") => {}
+        _ => bounce(ctx, &stanza, StanzaErrorCondition::ServiceUnavailable).await,
+    }
+}
+
+async fn to_host(ctx: &ServerCtx, stanza: Stanza) {
+    // Messages and presence to the server itself are for modules (e.g. MOTD, MUC
+    // components later); with none interested they are dropped, as Prosody does.
+    if stanza.kind == StanzaKind::Iq {
+        handle_iq(ctx, stanza, IqTarget::Host).await;
+    }
+}
+
+/// Dispatches an IQ to the module registered for its payload namespace; unhandled get/set
+/// gets `<service-unavailable/>`, results and errors are never answered.
+pub async fn handle_iq(ctx: &ServerCtx, stanza: Stanza, target: IqTarget) {
+    let Some(t) = stanza.iq_type() else {
+        return;
+    };
+    if matches!(t, IqType::Result | IqType::Error) {
+        // A response to an IQ the server sent: modules that wait for replies hook
+        // FromClient; here there is nothing to answer.
+        return;
+    }
+    let handler = stanza
+        .iq_payload()
+        .and_then(|p| ctx.registry.iq_handler(t, target, &p.ns));
+    let reply = match handler {
+        Some(h) => h.handle_iq(ctx, &stanza, target).await,
+        None => IqReply::Error(StanzaError::new(StanzaErrorCondition::ServiceUnavailable)),
+    };
+    match reply {
+        IqReply::Result(payload) => {
+            let mut r = stanza.iq_result(payload);
+            if r.from.is_none() {
+                r.set_from(stanza.to.clone());
+            }
+            route(ctx, r).await;
+        }
+        IqReply::Error(e) => send_error(ctx, &stanza, e).await,
+        IqReply::Handled => {}
+    }
+}
+
+/// Returns true if a hook handled the stanza.
+async fn run_hooks(ctx: &ServerCtx, point: HookPoint, stanza: &mut Stanza) -> bool {
+    for h in ctx.registry.hooks(point) {
+        if let HookResult::Handled = h.on_stanza(ctx, point, stanza).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Serializes once and queues for each session; true if at least one accepted it.
+pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInfo>]) -> bool {
+    if targets.is_empty() {
+        return false;
+    }
+    let bytes = Bytes::from(stanza.el.to_xml(ns::CLIENT));
+    let mut any = false;
+    for s in targets {
+        any |= s.send(bytes.clone());
+    }
+    if !any && stanza.kind == StanzaKind::Iq {
+        bounce(ctx, stanza, StanzaErrorCondition::ServiceUnavailable).await;
+    }
+    any
+}
+
+/// Answers a stanza with an error, unless it is itself an error or an iq result.
+pub async fn send_error(ctx: &ServerCtx, stanza: &Stanza, err: StanzaError) {
+    if let Some(mut reply) = stanza.error_reply(&err) {
+        if reply.from.is_none() {
+            // Errors generated by the server for a stanza without `to` come from the
+            // sender's own account or the server.
+            let own = stanza.from.as_ref().map(|f| Jid::from(f.to_bare()));
+            reply.set_from(own);
+        }
+        route(ctx, reply).await;
+    }
+}
+
+pub async fn bounce(ctx: &ServerCtx, stanza: &Stanza, cond: StanzaErrorCondition) {
+    send_error(ctx, stanza, StanzaError::new(cond)).await;
+}

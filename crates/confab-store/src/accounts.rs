@@ -1,0 +1,36 @@
+//! Accounts and their authentication secrets.
+
+use crate::Result;
+use async_trait::async_trait;
+use confab_proto::sasl::ScramCredentials;
+
+/// Accounts per domain. Passwords are never stored: only salted SCRAM keys (one set per
+/// hash, so SCRAM-SHA-1 and SCRAM-SHA-256 both work and PLAIN can be verified).
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account; `StoreError::Conflict` if it exists.
+    async fn create_account(
+        &self,
+        domain: &str,
+        username: &str,
+        creds: &[ScramCredentials],
+    ) -> Result<()>;
+    /// The stored SCRAM credentials, or `None` if there is no such account.
+    async fn credentials(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> Result<Option<Vec<ScramCredentials>>>;
+    /// Replaces the credentials; returns false if there is no such account.
+    async fn set_credentials(
+        &self,
+        domain: &str,
+        username: &str,
+        creds: &[ScramCredentials],
+    ) -> Result<bool>;
+    /// Deletes the account and everything stored for it; returns false if it did not exist.
+    async fn delete_account(&self, domain: &str, username: &str) -> Result<bool>;
+    async fn account_exists(&self, domain: &str, username: &str) -> Result<bool>;
+    /// Usernames of a domain, sorted.
+    async fn list_accounts(&self, domain: &str) -> Result<Vec<String>>;
+}

@@ -1,0 +1,248 @@
+//! The embedded SQLite backend (WAL journal, full sync: an acknowledged write survives a
+//! crash or kill -9).
+
+use crate::accounts::AccountStore;
+use crate::{Result, StoreError};
+use async_trait::async_trait;
+use confab_proto::sasl::{ScramCredentials, ScramHash};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// Schema migrations, applied in order once each. Never edit a released entry: add one.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE accounts (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (domain, username)
+    );
+    CREATE TABLE account_credentials (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        iterations INTEGER NOT NULL,
+        salt BLOB NOT NULL,
+        stored_key BLOB NOT NULL,
+        server_key BLOB NOT NULL,
+        PRIMARY KEY (domain, username, hash),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );",
+)];
+
+pub struct SqliteDb {
+    pool: SqlitePool,
+}
+
+impl SqliteDb {
+    pub async fn open(path: &Path) -> Result<SqliteDb> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+            }
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let db = SqliteDb { pool };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied storage migration");
+        }
+        Ok(())
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn hash_name(h: ScramHash) -> &'static str {
+    match h {
+        ScramHash::Sha1 => "SHA-1",
+        ScramHash::Sha256 => "SHA-256",
+    }
+}
+
+async fn insert_credentials(
+    tx: &mut sqlx::SqliteConnection,
+    domain: &str,
+    username: &str,
+    creds: &[ScramCredentials],
+) -> Result<()> {
+    for c in creds {
+        sqlx::query(
+            "INSERT INTO account_credentials (domain, username, hash, iterations, salt, stored_key, server_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(domain)
+        .bind(username)
+        .bind(hash_name(c.hash))
+        .bind(i64::from(c.iterations))
+        .bind(&c.salt)
+        .bind(&c.stored_key)
+        .bind(&c.server_key)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl AccountStore for SqliteDb {
+    async fn create_account(
+        &self,
+        domain: &str,
+        username: &str,
+        creds: &[ScramCredentials],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (domain, username, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(domain)
+        .bind(username)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict);
+        }
+        insert_credentials(&mut tx, domain, username, creds).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn credentials(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> Result<Option<Vec<ScramCredentials>>> {
+        if !self.account_exists(domain, username).await? {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT hash, iterations, salt, stored_key, server_key FROM account_credentials
+             WHERE domain = ? AND username = ?",
+        )
+        .bind(domain)
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let hash = match r.try_get::<String, _>("hash")?.as_str() {
+                "SHA-1" => ScramHash::Sha1,
+                "SHA-256" => ScramHash::Sha256,
+                other => return Err(StoreError::Corrupt(format!("unknown hash {other}"))),
+            };
+            let iterations: i64 = r.try_get("iterations")?;
+            out.push(ScramCredentials {
+                hash,
+                iterations: u32::try_from(iterations)
+                    .map_err(|_| StoreError::Corrupt("iteration count".into()))?,
+                salt: r.try_get("salt")?,
+                stored_key: r.try_get("stored_key")?,
+                server_key: r.try_get("server_key")?,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    async fn set_credentials(
+        &self,
+        domain: &str,
+        username: &str,
+        creds: &[ScramCredentials],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE domain = ? AND username = ?")
+                .bind(domain)
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM account_credentials WHERE domain = ? AND username = ?")
+            .bind(domain)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        insert_credentials(&mut tx, domain, username, creds).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_account(&self, domain: &str, username: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM accounts WHERE domain = ? AND username = ?")
+            .bind(domain)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn account_exists(&self, domain: &str, username: &str) -> Result<bool> {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE domain = ? AND username = ?")
+                .bind(domain)
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(exists.is_some())
+    }
+
+    async fn list_accounts(&self, domain: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT username FROM accounts WHERE domain = ? ORDER BY username")
+                .bind(domain)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
