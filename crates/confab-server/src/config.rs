@@ -347,6 +347,21 @@ mod tests {
     }
 
     #[test]
+    fn example_file_is_valid_and_matches_defaults() {
+        let text = include_str!("../../../confabd.example.toml");
+        let table: toml::Table = text.parse().expect("example parses");
+        let c: Config = toml::Value::Table(table)
+            .try_into()
+            .expect("example deserializes");
+        c.validate().expect("example is valid");
+        let d = Config::default();
+        assert_eq!(c.c2s.port, d.c2s.port);
+        assert_eq!(c.limits.max_stanza_size, d.limits.max_stanza_size);
+        assert_eq!(c.auth.mechanisms, d.auth.mechanisms);
+        assert_eq!(c.limits.max_depth, d.limits.max_depth);
+    }
+
+    #[test]
     fn env_overrides_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.toml");

@@ -1,0 +1,189 @@
+//! The operator's path, through the real binary: add a user, start the server, log in over
+//! STARTTLS with SCRAM-SHA-256, and stop it with SIGTERM.
+
+use confab_proto::sasl::Mechanism;
+use confab_stream::client::{connect, ClientOptions};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn confabd(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_confabd"));
+    c.arg("--config").arg(config).env_remove("RUST_LOG");
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn write_config(dir: &Path, port: u16, tls_port: u16) -> std::path::PathBuf {
+    let p = dir.join("confabd.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[server]\ndomains = ['localhost']\ndata_dir = '{}'\n[c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\ntls_port = {tls_port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write config");
+    p
+}
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn version_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_confabd"))
+        .arg("--version")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn user_management() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), free_port(), free_port());
+    let mut add = confabd(&cfg);
+    add.args(["user", "add", "Alice@localhost", "--password-stdin"]);
+    let out = run_with_stdin(add, "s3cret\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Adding again is refused.
+    let mut again = confabd(&cfg);
+    again.args(["user", "add", "alice@localhost", "--password", "x"]);
+    assert!(!again.output().expect("run").status.success());
+    // Unknown domain and invalid address are refused.
+    for bad in ["bob@elsewhere.example", "not a jid", "localhost"] {
+        let out = confabd(&cfg)
+            .args(["user", "add", bad, "--password", "x"])
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{bad} accepted");
+    }
+    let list = confabd(&cfg).args(["user", "list"]).output().expect("run");
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "alice@localhost\n");
+    let out = confabd(&cfg)
+        .args(["user", "passwd", "alice@localhost", "--password", "new"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let out = confabd(&cfg)
+        .args(["user", "del", "alice@localhost"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let list = confabd(&cfg).args(["user", "list"]).output().expect("run");
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "");
+    let out = confabd(&cfg)
+        .args(["user", "del", "alice@localhost"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "deleting a missing user must fail");
+}
+
+#[test]
+fn check_reports_problems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), free_port(), free_port());
+    let out = confabd(&cfg).arg("check").output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A port in use is reported.
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let cfg = write_config(
+        dir.path(),
+        busy.local_addr().expect("addr").port(),
+        free_port(),
+    );
+    let out = confabd(&cfg).arg("check").output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  port"));
+    // An invalid configuration is refused before anything runs.
+    std::fs::write(&cfg, "[c2s]\nport = 'x'\n").expect("write");
+    let out = confabd(&cfg).arg("check").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn run_login_and_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = write_config(dir.path(), port, free_port());
+    let out = confabd(&cfg)
+        .args(["user", "add", "alice@localhost", "--password", "pw"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let mut server = confabd(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let result = rt.block_on(async {
+        let started = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err("server did not start".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut o = ClientOptions::new(addr, "localhost", "alice", "pw");
+        o.mechanism = Some(Mechanism::ScramSha256);
+        let s = connect(&o).await.map_err(|e| e.to_string())?;
+        Ok(s.jid.to_string())
+    });
+    // SIGTERM: the server closes streams and exits 0.
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let jid = result.expect("login");
+    assert!(jid.starts_with("alice@localhost/"), "{jid}");
+    assert!(status.expect("server exited after SIGTERM").success());
+    // The generated certificate and database are in the data directory.
+    assert!(dir.path().join("data/tls/cert.pem").exists());
+    assert!(dir.path().join("data/confab.db").exists());
+}

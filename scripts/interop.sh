@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Interop test against slixmpp (an independent XMPP client library, from PyPI):
+# builds confabd, starts it on free loopback ports with a throwaway data dir and two
+# accounts, and runs tests/interop/slixmpp_login_and_chat.py against it.
+#
+# Environment:
+#   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)
+#   CARGO_TARGET_DIR   respected (the binary is found via `cargo metadata`)
+#   INTEROP_VERBOSE=1  slixmpp debug log (every stanza) from the test script
+#   CONFAB_INTEROP_NO_BUILD=1  skip `cargo build` and use the binary already in the target dir
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SLIXMPP_VERSION="1.17.0"
+VENV="${CONFAB_VENV:-$HOME/.cache/confab-venv}"
+
+echo "== python venv ($VENV) with slixmpp $SLIXMPP_VERSION"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('slixmpp') != '$SLIXMPP_VERSION')" 2>/dev/null; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check "slixmpp==$SLIXMPP_VERSION"
+fi
+
+if [ "${CONFAB_INTEROP_NO_BUILD:-0}" = "1" ]; then
+    echo "== using the already built confabd (CONFAB_INTEROP_NO_BUILD=1)"
+else
+    echo "== cargo build -p confabd"
+    cargo build -q -p confabd
+fi
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+CONFABD="$TARGET_DIR/debug/confabd"
+[ -x "$CONFABD" ] || { echo "confabd not found at $CONFABD" >&2; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/confab-interop.XXXXXX")"
+LOG="$WORK/confabd.log"
+SERVER_PID=""
+STATUS=1
+
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ "$STATUS" -ne 0 ] && [ -f "$LOG" ]; then
+        echo "== confabd log (last 60 lines of $LOG)" >&2
+        tail -n 60 "$LOG" >&2 || true
+        echo "== (kept $WORK for inspection)" >&2
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Two free ports (bound to port 0 then released; a small race, acceptable for a test).
+read -r PORT TLS_PORT < <(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()
+EOF
+)
+
+CONFIG="$WORK/confabd.toml"
+cat >"$CONFIG" <<EOF
+[server]
+domains = ["localhost"]
+data_dir = "$WORK/data"
+
+[c2s]
+interfaces = ["127.0.0.1"]
+port = $PORT
+tls_port = $TLS_PORT
+EOF
+
+ALICE_PASSWORD="alice-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+BOB_PASSWORD="bob-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+export ALICE_PASSWORD BOB_PASSWORD
+
+echo "== adding users alice and bob"
+printf '%s\n' "$ALICE_PASSWORD" | "$CONFABD" --config "$CONFIG" user add alice@localhost --password-stdin >>"$LOG" 2>&1
+printf '%s\n' "$BOB_PASSWORD" | "$CONFABD" --config "$CONFIG" user add bob@localhost --password-stdin >>"$LOG" 2>&1
+
+echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT)"
+RUST_LOG="${RUST_LOG:-info}" "$CONFABD" --config "$CONFIG" run >>"$LOG" 2>&1 &
+SERVER_PID=$!
+
+# Bounded wait until both ports accept connections.
+if ! python3 - "$PORT" "$TLS_PORT" "$SERVER_PID" <<'EOF'
+import os, socket, sys, time
+ports, pid = [int(p) for p in sys.argv[1:3]], int(sys.argv[3])
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("confabd exited during startup")
+    try:
+        for p in ports:
+            socket.create_connection(("127.0.0.1", p), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit("confabd did not accept connections within 30 s")
+EOF
+then
+    exit 1
+fi
+
+echo "== slixmpp interop test"
+VERBOSE_FLAG=()
+[ "${INTEROP_VERBOSE:-0}" = "1" ] && VERBOSE_FLAG=(--verbose)
+set +e
+"$VENV/bin/python" tests/interop/slixmpp_login_and_chat.py \
+    --host 127.0.0.1 --port "$PORT" --tls-port "$TLS_PORT" \
+    --alice alice@localhost --bob bob@localhost --timeout 60 "${VERBOSE_FLAG[@]}"
+STATUS=$?
+set -e
+exit "$STATUS"
