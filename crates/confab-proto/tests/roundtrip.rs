@@ -97,12 +97,7 @@ proptest! {
         let split = split.min(all.len());
         for chunk in [&all[..split], &all[split..]] {
             let mut buf = chunk;
-            loop {
-                match p.next_event(&mut buf) {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = p.next_event(&mut buf) {}
         }
     }
 }
