@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Confab has: formatting, lints, unit and integration tests, interop tests
 # against independent XMPP implementations, and a bounded fuzz smoke run.
-# Installs what the tests need (Python venv with slixmpp, cargo-fuzz) on first use.
+# Installs what the tests need (a Python venv with slixmpp, cargo-fuzz) on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +13,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace
+
+echo "== interop: slixmpp against confabd"
+./scripts/interop.sh
+
+echo "== fuzz smoke (${CONFAB_FUZZ_SECONDS:-30}s per target)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+for target in stream_parser sasl_server; do
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+        -max_total_time="${CONFAB_FUZZ_SECONDS:-30}" -rss_limit_mb=2048)
+done
 
 echo "== all test stages passed"

@@ -4,6 +4,7 @@
 Checks, each counted as passed or failed:
   * alice and bob log in over STARTTLS (c2s port) with SASL SCRAM-SHA-256 (forced) and
     get a bound full JID;
+  * initial presence is reflected to the sending resource (RFC 6121 4.2.2);
   * after initial presence, alice sends a chat message to bob's *bare* JID and bob
     receives it with the right body and from = alice's full JID;
   * bob replies to alice's full JID and alice receives it (from = bob's full JID);
@@ -87,6 +88,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("failed_all_auth", self._on_failed_auth)
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("message", self._on_message)
+        self.own_presence = loop.create_future()
+        self.add_event_handler("presence_available", self._on_presence)
 
     def _on_auth_success(self, _stanza):
         mech = self.plugin["feature_mechanisms"].mech
@@ -108,6 +111,10 @@ class Client(slixmpp.ClientXMPP):
     def _on_message(self, msg):
         if msg["type"] in ("chat", "normal"):
             self.messages.put_nowait(msg)
+
+    def _on_presence(self, pres):
+        if pres["from"].full == self.boundjid.full and not self.own_presence.done():
+            self.own_presence.set_result(pres)
 
     def start(self):
         self.connect(*self.target)
@@ -177,11 +184,16 @@ async def run(args):
     try:
         if alice and bob:
             # Initial presence, so messages to the bare JID are routed to these sessions.
-            alice.send_presence()
-            bob.send_presence()
-            # Let the server process the presence before the first message (same stream
-            # order makes this safe for the sender; the short pause covers the recipient).
-            await asyncio.sleep(0.5)
+            # RFC 6121 4.2.2: the server broadcasts initial presence to all of the user's
+            # available resources, including the sender; waiting for that echo also means
+            # bob's presence was processed before alice's message is routed to his bare JID.
+            for c in (alice, bob):
+                c.send_presence()
+            for name, c in (("alice", alice), ("bob", bob)):
+                got = await wait(c.own_presence)
+                check(f"{name}: initial presence reflected to the sending resource",
+                      got is not None, f"no presence from {c.boundjid.full} within "
+                      f"{STEP_TIMEOUT:.0f}s")
 
             body1 = f"hello bob {uuid.uuid4().hex[:8]}"
             alice.send_message(mto=slixmpp.JID(args.bob).bare, mbody=body1, mtype="chat")
