@@ -672,6 +672,7 @@ impl C2s {
                 jid.clone(),
                 tx.clone(),
                 close_tx.clone(),
+                self.ctx.config.limits.max_outbound_bytes,
             ));
             match self.ctx.router.bind(info.clone(), policy) {
                 Ok(old) => {
@@ -772,8 +773,23 @@ impl C2s {
                     if self.trace {
                         tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(&buf));
                     }
-                    if stream.write_bytes(&buf).await.is_err() {
-                        return End::Gone;
+                    // A client that stops reading blocks this write; a close request (slow
+                    // reader, conflict, shutdown) must still end the session. The stream is
+                    // then mid-stanza, so the connection is dropped without a stream error.
+                    tokio::select! {
+                        r = stream.write_bytes(&buf) => {
+                            if r.is_err() {
+                                return End::Gone;
+                            }
+                        }
+                        err = close_rx.recv() => {
+                            tracing::info!(reason = ?err.map(|e| e.condition), "closing a session blocked on writing");
+                            return End::Gone;
+                        }
+                        _ = shutdown.changed() => return End::Gone,
+                    }
+                    if let Some(info) = &self.session {
+                        info.written(buf.len());
                     }
                     last_out = Instant::now();
                 }
@@ -937,4 +953,25 @@ fn redact(e: &Element) -> String {
         return c.to_xml(ns::CLIENT);
     }
     e.to_xml(ns::CLIENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_trace_redacts_sasl_payloads() {
+        let auth = Element::new("auth", ns::SASL)
+            .attr("mechanism", "PLAIN")
+            .text("AGFsaWNlAHNlY3JldA==");
+        let shown = redact(&auth);
+        assert!(!shown.contains("AGFsaWNl"), "{shown}");
+        assert!(
+            shown.contains("[redacted]") && shown.contains("PLAIN"),
+            "{shown}"
+        );
+        let msg =
+            Element::new("message", ns::CLIENT).child(Element::new("body", ns::CLIENT).text("hi"));
+        assert!(redact(&msg).contains("hi"));
+    }
 }

@@ -120,6 +120,8 @@ pub struct LimitsSection {
     pub max_connections_per_ip: usize,
     /// Stanzas queued for one session before it is treated as a slow reader and closed.
     pub outbound_queue: usize,
+    /// Bytes queued for one session before it is treated as a slow reader and closed.
+    pub max_outbound_bytes: usize,
 }
 
 impl Default for LimitsSection {
@@ -133,6 +135,7 @@ impl Default for LimitsSection {
             max_connections: 19_000,
             max_connections_per_ip: 19_000,
             outbound_queue: 512,
+            max_outbound_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -280,8 +283,11 @@ impl Config {
                 "limits are too small for XMPP (max_stanza_size >= 4096, max_depth >= 4)".into(),
             );
         }
-        if self.limits.outbound_queue == 0 || self.limits.max_connections == 0 {
-            return bad("limits.outbound_queue and limits.max_connections must be positive".into());
+        if self.limits.outbound_queue == 0
+            || self.limits.max_connections == 0
+            || self.limits.max_outbound_bytes < self.limits.max_stanza_size
+        {
+            return bad("limits.outbound_queue and max_connections must be positive, max_outbound_bytes at least max_stanza_size".into());
         }
         if self.c2s.port == 0 && self.c2s.tls_port == 0 {
             return bad("c2s.port and c2s.tls_port are both disabled".into());

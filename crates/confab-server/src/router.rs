@@ -15,7 +15,7 @@ use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use dashmap::DashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -34,6 +34,9 @@ pub struct SessionInfo {
     close_tx: mpsc::Sender<StreamError>,
     available: AtomicBool,
     priority: AtomicI8,
+    /// Bytes queued but not yet written, bounded by `max_queued_bytes`.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
 }
 
 impl SessionInfo {
@@ -42,6 +45,7 @@ impl SessionInfo {
         jid: FullJid,
         tx: mpsc::Sender<Outbound>,
         close_tx: mpsc::Sender<StreamError>,
+        max_queued_bytes: usize,
     ) -> Self {
         SessionInfo {
             id,
@@ -50,6 +54,8 @@ impl SessionInfo {
             close_tx,
             available: AtomicBool::new(false),
             priority: AtomicI8::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
         }
     }
 
@@ -67,21 +73,40 @@ impl SessionInfo {
         self.available.store(available, Ordering::Relaxed);
     }
 
-    /// Queues bytes for the session. A full queue means the client stopped reading: the
-    /// session is closed with `<policy-violation/>` and the caller learns it was not queued.
+    /// Queues bytes for the session. A full queue (by count or bytes) means the client
+    /// stopped reading: the session is closed with `<policy-violation/>` and the caller
+    /// learns the data was not queued.
     pub fn send(&self, data: Bytes) -> bool {
+        let len = data.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.slow_reader();
+            return false;
+        }
         match self.tx.try_send(Outbound::Data(data)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(jid = %self.jid, "outbound queue full; closing slow session");
-                self.close(StreamError::with_text(
-                    confab_proto::StreamErrorCondition::PolicyViolation,
-                    "too many unread stanzas",
-                ));
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.slow_reader();
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The writer reports bytes it has written.
+    pub fn written(&self, n: usize) {
+        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn slow_reader(&self) {
+        tracing::warn!(jid = %self.jid, "outbound queue full; closing slow session");
+        self.close(StreamError::with_text(
+            confab_proto::StreamErrorCondition::PolicyViolation,
+            "too many unread stanzas",
+        ));
     }
 
     pub fn close(&self, err: StreamError) {
@@ -202,7 +227,9 @@ async fn route_inner(ctx: &ServerCtx, mut stanza: Stanza) {
                 if run_hooks(ctx, HookPoint::ToFullJid, &mut stanza).await {
                     return;
                 }
-                deliver(ctx, &stanza, &[session]).await;
+                if !deliver(ctx, &stanza, &[session]).await && stanza.kind == StanzaKind::Message {
+                    undeliverable(ctx, stanza).await;
+                }
                 return;
             }
             match stanza.kind {

@@ -32,6 +32,79 @@ async fn login_with_every_mechanism_and_tls_mode() {
 }
 
 #[tokio::test]
+async fn both_channel_binding_types_work() {
+    use confab_proto::sasl::ChannelBindingType;
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    for cb in [
+        ChannelBindingType::TlsExporter,
+        ChannelBindingType::TlsServerEndPoint,
+    ] {
+        for mech in [Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus] {
+            let mut o = ts.options("alice");
+            o.mechanism = Some(mech);
+            o.channel_binding = Some(cb);
+            let s = connect(&o)
+                .await
+                .unwrap_or_else(|e| panic!("{} with {}: {e}", mech.name(), cb.name()));
+            assert_eq!(s.mechanism, mech);
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_reader_is_disconnected_and_senders_get_errors() {
+    let ts = TestServer::start_with(|c| c.limits.outbound_queue = 8).await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut bob = ts.login_available("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    // Bob stops reading. Alice sends far more than socket buffers and the queue hold.
+    let body = "x".repeat(16 * 1024);
+    let mut bounced = 0;
+    for i in 0..2000 {
+        let m = Element::new("message", ns::CLIENT)
+            .attr("to", bob.jid.as_str())
+            .attr("id", format!("m{i}"))
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text(body.clone()));
+        alice.send(&m).await.expect("send");
+        while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(1), alice.recv()).await {
+            if e.get_attr("type") == Some("error") {
+                bounced += 1;
+            }
+        }
+        if bounced > 0 {
+            break;
+        }
+    }
+    assert!(
+        bounced > 0,
+        "undeliverable messages must bounce, not vanish"
+    );
+    // Bob's session was ended: either a policy-violation stream error, or (when the server
+    // was blocked writing to him) the connection is dropped.
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), bob.recv()).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(ClientError::Stream(e))) => {
+                break e.condition == StreamErrorCondition::PolicyViolation;
+            }
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "slow reader was not disconnected");
+    assert!(ts
+        .server()
+        .ctx()
+        .router
+        .sessions_of(&bob.jid.to_bare())
+        .is_empty());
+    ping(&mut alice).await;
+}
+
+#[tokio::test]
 async fn username_is_case_insensitive_and_resource_requested() {
     let ts = TestServer::start().await;
     ts.add_user("alice").await;

@@ -38,6 +38,9 @@ pub struct ClientOptions {
     /// Use this mechanism (it must be offered); otherwise the strongest offered.
     pub mechanism: Option<Mechanism>,
     pub authzid: Option<String>,
+    /// The channel-binding type for -PLUS mechanisms; by default tls-exporter when the
+    /// connection has it (TLS 1.3), else tls-server-end-point.
+    pub channel_binding: Option<ChannelBindingType>,
 }
 
 impl ClientOptions {
@@ -52,6 +55,7 @@ impl ClientOptions {
             verify: CertVerification::Insecure,
             mechanism: None,
             authzid: None,
+            channel_binding: None,
         }
     }
 }
@@ -273,9 +277,17 @@ async fn authenticate(
         };
     }
     let binding = if mech.is_plus() {
-        match (&cb.tls_exporter, &cb.tls_server_end_point) {
-            (Some(d), _) => Some((ChannelBindingType::TlsExporter, d.clone())),
-            (None, Some(d)) => Some((ChannelBindingType::TlsServerEndPoint, d.clone())),
+        match (
+            opts.channel_binding,
+            &cb.tls_exporter,
+            &cb.tls_server_end_point,
+        ) {
+            (Some(ChannelBindingType::TlsServerEndPoint), _, Some(d)) => {
+                Some((ChannelBindingType::TlsServerEndPoint, d.clone()))
+            }
+            (Some(ChannelBindingType::TlsServerEndPoint), _, None) => None,
+            (_, Some(d), _) => Some((ChannelBindingType::TlsExporter, d.clone())),
+            (_, None, Some(d)) => Some((ChannelBindingType::TlsServerEndPoint, d.clone())),
             _ => None,
         }
     } else {
