@@ -3,6 +3,7 @@
 //! **Architecture invariant:** this crate does no I/O and knows nothing of tokio, sockets or
 //! storage. Servers, clients and tools all build on the same types here.
 
+pub mod datetime;
 pub mod error;
 pub mod jid;
 pub mod ns;

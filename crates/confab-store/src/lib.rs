@@ -7,10 +7,16 @@
 //! **Architecture invariant:** the store knows accounts and their data, never sessions or
 //! connections.
 
+pub mod account_data;
 mod accounts;
+pub mod offline;
+pub mod roster;
 pub mod sqlite;
 
+pub use account_data::DataStore;
 pub use accounts::AccountStore;
+pub use offline::{OfflineMessage, OfflineStore};
+pub use roster::{RosterItem, RosterStore, Subscription};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
+    pub data: Arc<dyn DataStore>,
+    pub roster: Arc<dyn RosterStore>,
+    pub offline: Arc<dyn OfflineStore>,
 }
 
 /// Which database to open.
@@ -48,9 +57,12 @@ impl Stores {
     pub async fn open(backend: &Backend) -> Result<Stores> {
         match backend {
             Backend::Sqlite { path } => {
-                let db = sqlite::SqliteDb::open(path).await?;
+                let db = Arc::new(sqlite::SqliteDb::open(path).await?);
                 Ok(Stores {
-                    accounts: Arc::new(db),
+                    accounts: db.clone(),
+                    data: db.clone(),
+                    roster: db.clone(),
+                    offline: db,
                 })
             }
         }

@@ -1,18 +1,14 @@
-//! The embedded SQLite backend (WAL journal, full sync: an acknowledged write survives a
-//! crash or kill -9).
+//! Accounts in SQLite.
 
+use super::{now, SqliteDb};
 use crate::accounts::AccountStore;
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use confab_proto::sasl::{ScramCredentials, ScramHash};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use std::path::Path;
-use std::time::Duration;
+use sqlx::Row;
 
-/// Schema migrations, applied in order once each. Never edit a released entry: add one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
+    "accounts-1",
     "CREATE TABLE accounts (
         domain TEXT NOT NULL,
         username TEXT NOT NULL,
@@ -31,74 +27,6 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
     );",
 )];
-
-pub struct SqliteDb {
-    pool: SqlitePool,
-}
-
-impl SqliteDb {
-    pub async fn open(path: &Path) -> Result<SqliteDb> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
-            }
-        }
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        let db = SqliteDb { pool };
-        db.migrate().await?;
-        Ok(db)
-    }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if done.is_some() {
-                continue;
-            }
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, "applied storage migration");
-        }
-        Ok(())
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn hash_name(h: ScramHash) -> &'static str {
     match h {
@@ -219,6 +147,8 @@ impl AccountStore for SqliteDb {
     }
 
     async fn delete_account(&self, domain: &str, username: &str) -> Result<bool> {
+        // Every other feature's table references accounts with ON DELETE CASCADE, so this
+        // one statement removes all of the account's data atomically.
         let r = sqlx::query("DELETE FROM accounts WHERE domain = ? AND username = ?")
             .bind(domain)
             .bind(username)

@@ -1,0 +1,45 @@
+//! Small documents kept per account (vCard, private XML, last activity, block list, ...) or
+//! per served domain (invite tokens, ...): Prosody's `open_store` in one trait. Each module
+//! picks its own `kind`, so modules never see each other's data.
+
+use crate::Result;
+use async_trait::async_trait;
+
+#[async_trait]
+pub trait DataStore: Send + Sync {
+    async fn get_account_data(
+        &self,
+        domain: &str,
+        username: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<String>>;
+    async fn set_account_data(
+        &self,
+        domain: &str,
+        username: &str,
+        kind: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<()>;
+    /// Returns false if there was nothing to delete.
+    async fn delete_account_data(
+        &self,
+        domain: &str,
+        username: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<bool>;
+    /// All (key, value) pairs of this kind for the account, sorted by key.
+    async fn list_account_data(
+        &self,
+        domain: &str,
+        username: &str,
+        kind: &str,
+    ) -> Result<Vec<(String, String)>>;
+
+    async fn get_host_data(&self, domain: &str, kind: &str, key: &str) -> Result<Option<String>>;
+    async fn set_host_data(&self, domain: &str, kind: &str, key: &str, value: &str) -> Result<()>;
+    async fn delete_host_data(&self, domain: &str, kind: &str, key: &str) -> Result<bool>;
+    async fn list_host_data(&self, domain: &str, kind: &str) -> Result<Vec<(String, String)>>;
+}
