@@ -85,13 +85,18 @@ port = $PORT
 tls_port = $TLS_PORT
 EOF
 
-ALICE_PASSWORD="alice-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
-BOB_PASSWORD="bob-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
-export ALICE_PASSWORD BOB_PASSWORD
-
-echo "== adding users alice and bob"
-printf '%s\n' "$ALICE_PASSWORD" | "$CONFABD" --config "$CONFIG" user add alice@localhost --password-stdin >>"$LOG" 2>&1
-printf '%s\n' "$BOB_PASSWORD" | "$CONFABD" --config "$CONFIG" user add bob@localhost --password-stdin >>"$LOG" 2>&1
+# Each script gets its own pair of accounts (alice1/bob1, alice2/bob2, ...) so scripts do
+# not see each other's rosters; passwords travel in the environment, not on command lines.
+SCRIPTS=(tests/interop/slixmpp_*.py)
+N=0
+for _ in "${SCRIPTS[@]}"; do
+    N=$((N + 1))
+    for who in alice bob; do
+        pw="$who$N-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+        export "PASSWORD_${who}${N}=$pw"
+        printf '%s\n' "$pw" | "$CONFABD" --config "$CONFIG" user add "$who$N@localhost" --password-stdin >>"$LOG" 2>&1
+    done
+done
 
 echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT)"
 RUST_LOG="${RUST_LOG:-info}" "$CONFABD" --config "$CONFIG" run >>"$LOG" 2>&1 &
@@ -119,13 +124,21 @@ then
     exit 1
 fi
 
-echo "== slixmpp interop test"
 VERBOSE_FLAG=()
 [ "${INTEROP_VERBOSE:-0}" = "1" ] && VERBOSE_FLAG=(--verbose)
-set +e
-"$VENV/bin/python" tests/interop/slixmpp_login_and_chat.py \
-    --host 127.0.0.1 --port "$PORT" --tls-port "$TLS_PORT" \
-    --alice alice@localhost --bob bob@localhost --timeout 60 "${VERBOSE_FLAG[@]}"
-STATUS=$?
-set -e
+N=0
+STATUS=0
+for script in "${SCRIPTS[@]}"; do
+    N=$((N + 1))
+    echo "== slixmpp interop: $script"
+    pa="PASSWORD_alice$N"
+    pb="PASSWORD_bob$N"
+    set +e
+    ALICE_PASSWORD="${!pa}" BOB_PASSWORD="${!pb}" "$VENV/bin/python" "$script" \
+        --host 127.0.0.1 --port "$PORT" --tls-port "$TLS_PORT" \
+        --alice "alice$N@localhost" --bob "bob$N@localhost" --timeout 60 "${VERBOSE_FLAG[@]}"
+    rc=$?
+    set -e
+    [ "$rc" -eq 0 ] || STATUS=$rc
+done
 exit "$STATUS"
