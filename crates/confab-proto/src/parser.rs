@@ -282,6 +282,31 @@ impl StreamParser {
     }
 }
 
+/// Parses one element stored as XML (e.g. a stanza kept in the database) in the given
+/// default namespace. Returns `None` if it is not exactly one well-formed element.
+pub fn parse_fragment(xml: &str, default_ns: &str) -> Option<Element> {
+    let header = format!(
+        "<stream:stream xmlns='{}' xmlns:stream='{}'>",
+        crate::xml::escape(default_ns),
+        crate::ns::STREAM
+    );
+    let mut p = StreamParser::new(Limits {
+        max_stanza_size: xml.len() + header.len() + 16,
+        ..Limits::default()
+    });
+    let mut buf = header.as_bytes();
+    match p.next_event(&mut buf) {
+        Ok(Some(StreamEvent::Header(_))) => {}
+        _ => return None,
+    }
+    let mut buf = xml.as_bytes();
+    let el = match p.next_event(&mut buf) {
+        Ok(Some(StreamEvent::Element(e))) => e,
+        _ => return None,
+    };
+    buf.iter().all(u8::is_ascii_whitespace).then_some(el)
+}
+
 fn header_from(name: &str, ns: &str, attrs: Vec<Attr>) -> StreamHeader {
     let mut h = StreamHeader {
         name: name.to_string(),
@@ -373,6 +398,19 @@ mod tests {
         let mut p = StreamParser::new(limits);
         let doc = format!("{HEADER}{body}");
         parse_all(&mut p, doc.as_bytes()).expect_err("must fail")
+    }
+
+    #[test]
+    fn fragments() {
+        let e = parse_fragment(
+            "<message to='a@b'><body>x</body></message>",
+            "jabber:client",
+        )
+        .expect("parses");
+        assert!(e.is("message", "jabber:client"));
+        assert!(parse_fragment("<a/><b/>", "jabber:client").is_none());
+        assert!(parse_fragment("<a>", "jabber:client").is_none());
+        assert!(parse_fragment("", "jabber:client").is_none());
     }
 
     #[test]

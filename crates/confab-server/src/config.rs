@@ -26,7 +26,30 @@ pub struct Config {
     pub storage: StorageSection,
     pub auth: AuthSection,
     pub modules: ModulesSection,
+    pub roster: RosterSection,
     pub log: LogSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RosterSection {
+    /// Contacts per roster; adding more gets `<not-allowed/>`.
+    pub max_items: usize,
+    /// Longest contact name and group name, in bytes (`<not-acceptable/>` beyond).
+    pub max_name_length: usize,
+    pub max_group_length: usize,
+    pub max_groups_per_item: usize,
+}
+
+impl Default for RosterSection {
+    fn default() -> Self {
+        RosterSection {
+            max_items: 5000,
+            max_name_length: 1024,
+            max_group_length: 1024,
+            max_groups_per_item: 64,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod config;
 pub mod module;
 pub mod modules;
+pub mod roster;
 pub mod router;
 
 use crate::config::Config;

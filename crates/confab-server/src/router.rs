@@ -37,6 +37,8 @@ pub struct SessionInfo {
     /// Bytes queued but not yet written, bounded by `max_queued_bytes`.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
+    /// Whether the client asked for its roster (it then gets roster pushes, RFC 6121 §2.1.6).
+    roster_requested: AtomicBool,
 }
 
 impl SessionInfo {
@@ -56,6 +58,7 @@ impl SessionInfo {
             priority: AtomicI8::new(0),
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
+            roster_requested: AtomicBool::new(false),
         }
     }
 
@@ -66,6 +69,14 @@ impl SessionInfo {
 
     pub fn priority(&self) -> i8 {
         self.priority.load(Ordering::Relaxed)
+    }
+
+    pub fn wants_roster_pushes(&self) -> bool {
+        self.roster_requested.load(Ordering::Relaxed)
+    }
+
+    pub fn set_roster_requested(&self) {
+        self.roster_requested.store(true, Ordering::Relaxed);
     }
 
     pub fn set_presence(&self, available: bool, priority: i8) {

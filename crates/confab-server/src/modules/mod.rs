@@ -6,6 +6,8 @@ use std::sync::Arc;
 pub mod disco;
 pub mod legacy_session;
 pub mod ping;
+pub mod presence;
+pub mod roster;
 pub mod version;
 
 /// Every built-in module; the configuration decides which are enabled.
@@ -15,5 +17,7 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(legacy_session::LegacySession),
+        Arc::new(roster::Roster),
+        Arc::new(presence::Presence::default()),
     ]
 }

@@ -1,0 +1,556 @@
+//! Presence and subscriptions, RFC 6121 §3–§4: initial presence with probes, broadcast to
+//! subscribers only, directed presence, the subscription state machine (with pending-in
+//! requests kept for offline users and pre-approval), and unavailable presence when a
+//! session ends. Roster changes go through `crate::roster`, which pushes them.
+
+use crate::module::{HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook};
+use crate::roster::{self, parts};
+use crate::router::{self, SessionInfo};
+use crate::ServerCtx;
+use async_trait::async_trait;
+use bytes::Bytes;
+use confab_proto::datetime::format_datetime;
+use confab_proto::error::{StanzaError, StanzaErrorCondition};
+use confab_proto::jid::{BareJid, FullJid, Jid};
+use confab_proto::ns;
+use confab_proto::parser::parse_fragment;
+use confab_proto::stanza::{Stanza, StanzaKind};
+use confab_proto::xml::Element;
+use confab_store::RosterItem;
+use dashmap::DashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Where the last unavailable presence of an account is kept, for probes while offline.
+const KIND: &str = "presence";
+
+#[derive(Default)]
+pub struct Presence {
+    /// The last available presence each session broadcast.
+    last: DashMap<FullJid, Element>,
+    /// Entities each session sent directed available presence to (RFC 6121 §4.6), who get
+    /// its unavailable presence too.
+    directed: DashMap<FullJid, HashSet<Jid>>,
+}
+
+impl Module for Presence {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        reg.hook(HookPoint::FromClient, 100, self.clone());
+        reg.hook(HookPoint::ToBareJid, 100, self.clone());
+        reg.hook(HookPoint::ToFullJid, 100, self.clone());
+        reg.lifecycle(self);
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A copy of `el` addressed from/to the given JIDs.
+fn addressed(el: &Element, from: &Jid, to: &Jid) -> Option<Stanza> {
+    let mut el = el.clone();
+    el.set_attr("from", from.as_str());
+    el.set_attr("to", to.as_str());
+    Stanza::from_element(el).ok()
+}
+
+fn presence_el(type_: Option<&str>) -> Element {
+    let mut e = Element::new("presence", ns::CLIENT);
+    if let Some(t) = type_ {
+        e.set_attr("type", t);
+    }
+    e
+}
+
+async fn load_item(ctx: &ServerCtx, account: &BareJid, contact: &BareJid) -> Option<RosterItem> {
+    match roster::item(ctx, account, contact).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            None
+        }
+    }
+}
+
+async fn save(ctx: &ServerCtx, account: &BareJid, item: &RosterItem) {
+    // An item that carries no state any more disappears.
+    let empty = !item.in_roster
+        && item.subscription == confab_store::Subscription::None
+        && !item.ask
+        && item.pending_in.is_none()
+        && !item.approved;
+    let r = if empty {
+        roster::remove_and_push(ctx, account, item).await
+    } else {
+        roster::save_and_push(ctx, account, item).await
+    };
+    if let Err(e) = r {
+        tracing::error!(error = %e, "roster save failed");
+    }
+}
+
+/// Delivers to every available resource of a local account (subscription stanzas that
+/// the user must see).
+fn deliver_to_available(ctx: &ServerCtx, account: &BareJid, el: &Element) {
+    let bytes = Bytes::from(el.to_xml(ns::CLIENT));
+    for s in ctx.router.sessions_of(account) {
+        if s.is_available() {
+            s.send(bytes.clone());
+        }
+    }
+}
+
+impl Presence {
+    async fn subscribers(&self, ctx: &ServerCtx, account: &BareJid) -> Vec<Jid> {
+        let (d, u) = parts(account);
+        match ctx.stores.roster.roster(d, u).await {
+            Ok((_, items)) => items
+                .into_iter()
+                .filter(|i| i.subscription.has_from())
+                .filter_map(|i| Jid::new(&i.jid).ok())
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "roster load failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Sends a session's available or unavailable presence to its subscribers, to the user's
+    /// own resources, and (for unavailable) to everyone it sent directed presence to.
+    async fn broadcast(&self, ctx: &ServerCtx, from: &FullJid, el: &Element, unavailable: bool) {
+        let account = from.to_bare();
+        let from_jid = Jid::from(from.clone());
+        let mut targets = self.subscribers(ctx, &account).await;
+        targets.push(Jid::from(account.clone()));
+        if unavailable {
+            if let Some((_, directed)) = self.directed.remove(from) {
+                for d in directed {
+                    if !targets.contains(&d) {
+                        targets.push(d);
+                    }
+                }
+            }
+        }
+        for t in targets {
+            if let Some(p) = addressed(el, &from_jid, &t) {
+                router::route(ctx, p).await;
+            }
+        }
+    }
+
+    /// RFC 6121 §4.2: the first available presence of a session.
+    async fn initial(&self, ctx: &ServerCtx, from: &FullJid) {
+        let account = from.to_bare();
+        let (d, u) = parts(&account);
+        let items = match ctx.stores.roster.roster(d, u).await {
+            Ok((_, items)) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "roster load failed");
+                return;
+            }
+        };
+        let own = Jid::from(account.clone());
+        let Some(session) = ctx.router.session(from) else {
+            return;
+        };
+        for item in &items {
+            let Ok(contact) = Jid::new(&item.jid) else {
+                continue;
+            };
+            // Probe contacts whose presence the user receives.
+            if item.subscription.has_to() {
+                if let Some(p) = addressed(&presence_el(Some("probe")), &own, &contact) {
+                    router::route(ctx, p).await;
+                }
+            }
+            // Subscription requests that arrived while the user was offline (§3.1.3).
+            if let Some(xml) = &item.pending_in {
+                if let Some(mut req) = parse_fragment(xml, ns::CLIENT) {
+                    req.set_attr("to", own.as_str());
+                    session.send(Bytes::from(req.to_xml(ns::CLIENT)));
+                }
+            }
+        }
+        // The presence of the user's other available resources.
+        for other in ctx.router.sessions_of(&account) {
+            if other.jid == *from {
+                continue;
+            }
+            if let Some(p) = self.last.get(&other.jid) {
+                let mut el = p.clone();
+                el.set_attr("from", other.jid.as_str());
+                el.set_attr("to", from.as_str());
+                session.send(Bytes::from(el.to_xml(ns::CLIENT)));
+            }
+        }
+    }
+
+    async fn outbound(&self, ctx: &ServerCtx, stanza: &mut Stanza) -> HookResult {
+        let Some(from) = stanza
+            .from
+            .as_ref()
+            .and_then(|f| f.try_as_full().ok())
+            .cloned()
+        else {
+            return HookResult::Continue;
+        };
+        let type_ = stanza.type_attr().map(str::to_string);
+        let Some(to) = stanza.to.clone() else {
+            match type_.as_deref() {
+                None => {
+                    let mut el = stanza.el.clone();
+                    el.remove_attr("to");
+                    let first = self.last.insert(from.clone(), el.clone()).is_none();
+                    self.broadcast(ctx, &from, &el, false).await;
+                    if first {
+                        self.initial(ctx, &from).await;
+                    }
+                }
+                Some("unavailable") => {
+                    self.last.remove(&from);
+                    let mut el = stanza.el.clone();
+                    el.remove_attr("to");
+                    self.broadcast(ctx, &from, &el, true).await;
+                    self.remember_unavailable(ctx, &from, &el).await;
+                }
+                // Subscription stanzas and probes need an addressee.
+                _ => {}
+            }
+            return HookResult::Handled;
+        };
+        let account = from.to_bare();
+        match type_.as_deref() {
+            None => {
+                self.directed.entry(from).or_default().insert(to);
+                HookResult::Continue
+            }
+            Some("unavailable") => {
+                if let Some(mut d) = self.directed.get_mut(&from) {
+                    d.remove(&to);
+                }
+                HookResult::Continue
+            }
+            Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
+                let contact = to.to_bare();
+                if contact == account {
+                    router::send_error(
+                        ctx,
+                        stanza,
+                        StanzaError::with_text(
+                            StanzaErrorCondition::BadRequest,
+                            "subscription to oneself",
+                        ),
+                    )
+                    .await;
+                    return HookResult::Handled;
+                }
+                self.outbound_subscription(ctx, &account, &contact, t, stanza)
+                    .await;
+                HookResult::Handled
+            }
+            // Probes are the server's business (RFC 6121 §4.3).
+            Some("probe") => HookResult::Handled,
+            _ => HookResult::Continue,
+        }
+    }
+
+    async fn outbound_subscription(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        contact: &BareJid,
+        t: &str,
+        stanza: &Stanza,
+    ) {
+        let mut item = load_item(ctx, account, contact)
+            .await
+            .unwrap_or_else(|| RosterItem::new(contact.as_str()));
+        let mut route_it = true;
+        let mut send_presence = false;
+        let mut send_unavailable = false;
+        match t {
+            "subscribe" => {
+                if !item.subscription.has_to() {
+                    item.ask = true;
+                    item.in_roster = true;
+                    save(ctx, account, &item).await;
+                }
+            }
+            "subscribed" => {
+                if item.pending_in.is_some() {
+                    item.subscription = item.subscription.with_from(true);
+                    item.pending_in = None;
+                    item.approved = false;
+                    item.in_roster = true;
+                    save(ctx, account, &item).await;
+                    send_presence = true;
+                } else if !item.subscription.has_from() {
+                    // RFC 6121 §3.4: pre-approval; nothing goes to the contact yet.
+                    item.approved = true;
+                    item.in_roster = true;
+                    save(ctx, account, &item).await;
+                    route_it = false;
+                } else {
+                    route_it = false;
+                }
+            }
+            "unsubscribe" => {
+                if item.subscription.has_to() || item.ask {
+                    item.subscription = item.subscription.with_to(false);
+                    item.ask = false;
+                    save(ctx, account, &item).await;
+                }
+            }
+            _ => {
+                // unsubscribed: cancel or refuse the contact's subscription.
+                send_unavailable = item.subscription.has_from();
+                if send_unavailable || item.pending_in.is_some() || item.approved {
+                    item.subscription = item.subscription.with_from(false);
+                    item.pending_in = None;
+                    item.approved = false;
+                    save(ctx, account, &item).await;
+                }
+            }
+        }
+        let own = Jid::from(account.clone());
+        let contact_jid = Jid::from(contact.clone());
+        if route_it {
+            // Subscription stanzas carry the user's bare JID (RFC 6121 §3.1.2), and keep
+            // their payload (e.g. an XEP-0172 nickname).
+            if let Some(p) = addressed(&stanza.el, &own, &contact_jid) {
+                router::route(ctx, p).await;
+            }
+        }
+        if send_presence || send_unavailable {
+            for s in ctx.router.sessions_of(account) {
+                let el = if send_unavailable {
+                    Some(presence_el(Some("unavailable")))
+                } else {
+                    self.last.get(&s.jid).map(|e| e.clone())
+                };
+                if let Some(el) = el {
+                    if let Some(p) = addressed(&el, &Jid::from(s.jid.clone()), &contact_jid) {
+                        router::route(ctx, p).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A presence stanza for a local account (bare or full JID).
+    async fn inbound(&self, ctx: &ServerCtx, stanza: &mut Stanza) -> HookResult {
+        let (Some(to), Some(from)) = (stanza.to.clone(), stanza.from.clone()) else {
+            return HookResult::Continue;
+        };
+        let account = to.to_bare();
+        let contact = from.to_bare();
+        let type_ = stanza.type_attr().map(str::to_string);
+        match type_.as_deref() {
+            Some("probe") => {
+                self.answer_probe(ctx, &account, &from).await;
+                HookResult::Handled
+            }
+            Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
+                self.inbound_subscription(ctx, &account, &contact, t, stanza)
+                    .await;
+                HookResult::Handled
+            }
+            _ => HookResult::Continue,
+        }
+    }
+
+    async fn inbound_subscription(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        contact: &BareJid,
+        t: &str,
+        stanza: &Stanza,
+    ) {
+        let existing = load_item(ctx, account, contact).await;
+        let mut item = existing
+            .clone()
+            .unwrap_or_else(|| RosterItem::new(contact.as_str()));
+        let own = Jid::from(account.clone());
+        let contact_jid = Jid::from(contact.clone());
+        // What the user's clients see: from the contact's bare JID, to the user's bare JID.
+        let mut shown = stanza.el.clone();
+        shown.set_attr("from", contact.as_str());
+        shown.set_attr("to", own.as_str());
+        match t {
+            "subscribe" => {
+                if item.subscription.has_from() || item.approved {
+                    if !item.subscription.has_from() {
+                        item.subscription = item.subscription.with_from(true);
+                        item.approved = false;
+                        save(ctx, account, &item).await;
+                    }
+                    // Already approved: the server answers for the user (§3.1.3).
+                    if let Some(p) = addressed(&presence_el(Some("subscribed")), &own, &contact_jid)
+                    {
+                        router::route(ctx, p).await;
+                    }
+                    for s in ctx.router.sessions_of(account) {
+                        if let Some(el) = self.last.get(&s.jid).map(|e| e.clone()) {
+                            if let Some(p) = addressed(&el, &Jid::from(s.jid.clone()), &contact_jid)
+                            {
+                                router::route(ctx, p).await;
+                            }
+                        }
+                    }
+                    return;
+                }
+                // Kept until the user answers; delivered again at each login until then.
+                item.pending_in = Some(shown.to_xml(ns::CLIENT));
+                let (d, u) = parts(account);
+                if let Err(e) = ctx.stores.roster.put_roster_item(d, u, &item).await {
+                    tracing::error!(error = %e, "storing a subscription request failed");
+                    return;
+                }
+                deliver_to_available(ctx, account, &shown);
+            }
+            "subscribed" => {
+                if item.ask {
+                    item.ask = false;
+                    item.subscription = item.subscription.with_to(true);
+                    save(ctx, account, &item).await;
+                    deliver_to_available(ctx, account, &shown);
+                }
+            }
+            "unsubscribe" => {
+                if item.subscription.has_from() || item.pending_in.is_some() {
+                    item.subscription = item.subscription.with_from(false);
+                    item.pending_in = None;
+                    save(ctx, account, &item).await;
+                    deliver_to_available(ctx, account, &shown);
+                }
+            }
+            _ => {
+                if item.subscription.has_to() || item.ask {
+                    item.subscription = item.subscription.with_to(false);
+                    item.ask = false;
+                    save(ctx, account, &item).await;
+                    deliver_to_available(ctx, account, &shown);
+                }
+            }
+        }
+    }
+
+    /// RFC 6121 §4.3.2: only contacts with a subscription learn the user's presence.
+    async fn answer_probe(&self, ctx: &ServerCtx, account: &BareJid, prober: &Jid) {
+        let allowed = load_item(ctx, account, &prober.to_bare())
+            .await
+            .is_some_and(|i| i.subscription.has_from());
+        if !allowed {
+            return;
+        }
+        let mut any = false;
+        for s in ctx.router.sessions_of(account) {
+            if let Some(el) = self.last.get(&s.jid).map(|e| e.clone()) {
+                any = true;
+                if let Some(p) = addressed(&el, &Jid::from(s.jid.clone()), prober) {
+                    router::route(ctx, p).await;
+                }
+            }
+        }
+        if any {
+            return;
+        }
+        // Offline: the last unavailable presence, with when it was sent.
+        let (d, u) = parts(account);
+        let stored = ctx
+            .stores
+            .data
+            .get_account_data(d, u, KIND, "last-unavailable")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|x| parse_fragment(&x, ns::CLIENT));
+        let el = stored.unwrap_or_else(|| presence_el(Some("unavailable")));
+        if let Some(p) = addressed(&el, &Jid::from(account.clone()), prober) {
+            router::route(ctx, p).await;
+        }
+    }
+
+    /// Keeps the account's last unavailable presence (status included) for probes.
+    async fn remember_unavailable(&self, ctx: &ServerCtx, from: &FullJid, el: &Element) {
+        let account = from.to_bare();
+        if ctx
+            .router
+            .sessions_of(&account)
+            .iter()
+            .any(|s| s.jid != *from && s.is_available())
+        {
+            return;
+        }
+        let mut stored = el.clone();
+        stored.remove_attr("from");
+        stored.remove_attr("to");
+        stored.remove_children("delay", ns::DELAY);
+        stored.push_child(
+            Element::new("delay", ns::DELAY)
+                .attr("from", account.domain().as_str())
+                .attr("stamp", format_datetime(now())),
+        );
+        let (d, u) = parts(&account);
+        if let Err(e) = ctx
+            .stores
+            .data
+            .set_account_data(d, u, KIND, "last-unavailable", &stored.to_xml(ns::CLIENT))
+            .await
+        {
+            tracing::error!(error = %e, "storing last presence failed");
+        }
+    }
+}
+
+#[async_trait]
+impl StanzaHook for Presence {
+    async fn on_stanza(
+        &self,
+        ctx: &ServerCtx,
+        point: HookPoint,
+        stanza: &mut Stanza,
+    ) -> HookResult {
+        if stanza.kind != StanzaKind::Presence {
+            return HookResult::Continue;
+        }
+        match point {
+            HookPoint::FromClient => self.outbound(ctx, stanza).await,
+            _ => self.inbound(ctx, stanza).await,
+        }
+    }
+}
+
+#[async_trait]
+impl LifecycleListener for Presence {
+    async fn session_bound(&self, _: &ServerCtx, _: &SessionInfo) {}
+
+    /// A session that ends without unavailable presence still goes offline for everyone
+    /// who saw it (RFC 6121 §4.5.2).
+    async fn session_closed(&self, ctx: &ServerCtx, jid: &FullJid) {
+        let was_available = self.last.remove(jid).is_some();
+        let directed = self.directed.contains_key(jid);
+        if was_available || directed {
+            let el = presence_el(Some("unavailable"));
+            self.broadcast(ctx, jid, &el, true).await;
+            if was_available {
+                self.remember_unavailable(ctx, jid, &el).await;
+            }
+        }
+        self.directed.remove(jid);
+    }
+
+    async fn account_deleted(&self, _: &ServerCtx, account: &BareJid) {
+        self.last.retain(|k, _| k.to_bare() != *account);
+        self.directed.retain(|k, _| k.to_bare() != *account);
+    }
+}

@@ -1,0 +1,227 @@
+//! Roster management, RFC 6121 §2: get (with XEP-0237 versioning), set, remove, pushes.
+//! Subscription state changes are the presence module's; both use `crate::roster`.
+
+use crate::module::{FeatureStage, IqHandler, IqReply, IqTarget, Module, Registry};
+use crate::roster::{self, item_element, parts, NS};
+use crate::router;
+use crate::ServerCtx;
+use async_trait::async_trait;
+use confab_proto::error::{StanzaError, StanzaErrorCondition};
+use confab_proto::jid::{BareJid, Jid};
+use confab_proto::ns;
+use confab_proto::stanza::{IqType, Stanza};
+use confab_proto::xml::Element;
+use confab_store::RosterItem;
+use std::sync::Arc;
+
+pub struct Roster;
+
+impl Module for Roster {
+    fn name(&self) -> &'static str {
+        "roster"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
+        reg.iq(IqType::Set, IqTarget::Account, NS, self);
+        // XEP-0237 roster versioning.
+        reg.stream_feature(
+            FeatureStage::Authenticated,
+            Element::new("ver", "urn:xmpp:features:rosterver"),
+        );
+    }
+}
+
+fn err(c: StanzaErrorCondition, text: &str) -> IqReply {
+    IqReply::Error(StanzaError::with_text(c, text))
+}
+
+#[async_trait]
+impl IqHandler for Roster {
+    async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, _: IqTarget) -> IqReply {
+        let Some(from) = iq.from.as_ref().and_then(|f| f.try_as_full().ok()).cloned() else {
+            return err(
+                StanzaErrorCondition::Forbidden,
+                "roster requests come from a client",
+            );
+        };
+        let account = from.to_bare();
+        // RFC 6121 §2.1.5: only the account itself may read or change its roster.
+        if let Some(to) = &iq.to {
+            if to.to_bare() != account {
+                return err(StanzaErrorCondition::Forbidden, "not your roster");
+            }
+        }
+        let Some(query) = iq.iq_payload() else {
+            return err(StanzaErrorCondition::BadRequest, "missing query");
+        };
+        match iq.iq_type() {
+            Some(IqType::Get) => get(ctx, &from, &account, query).await,
+            Some(IqType::Set) => set(ctx, &account, query).await,
+            _ => IqReply::Handled,
+        }
+    }
+}
+
+async fn get(
+    ctx: &ServerCtx,
+    from: &confab_proto::FullJid,
+    account: &BareJid,
+    query: &Element,
+) -> IqReply {
+    if let Some(s) = ctx.router.session(from) {
+        s.set_roster_requested();
+    }
+    let (d, u) = parts(account);
+    let (version, items) = match ctx.stores.roster.roster(d, u).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            return err(StanzaErrorCondition::InternalServerError, "storage");
+        }
+    };
+    let ver = version.to_string();
+    // XEP-0237: an up-to-date client gets an empty result; changes arrive as pushes.
+    if query.get_attr("ver") == Some(ver.as_str()) {
+        return IqReply::Result(None);
+    }
+    let mut q = Element::new("query", NS).attr("ver", ver);
+    for i in items.iter().filter(|i| i.in_roster) {
+        q.push_child(item_element(i, false));
+    }
+    IqReply::Result(Some(q))
+}
+
+async fn set(ctx: &ServerCtx, account: &BareJid, query: &Element) -> IqReply {
+    let limits = &ctx.config.roster;
+    let items: Vec<&Element> = query.elements().filter(|e| e.is("item", NS)).collect();
+    // RFC 6121 §2.3.3: exactly one item.
+    let [item] = items.as_slice() else {
+        return err(
+            StanzaErrorCondition::BadRequest,
+            "a roster set carries exactly one item",
+        );
+    };
+    let Some(jid) = item.get_attr("jid").and_then(|j| Jid::new(j).ok()) else {
+        return err(StanzaErrorCondition::JidMalformed, "invalid jid");
+    };
+    // Roster items are bare JIDs (a full JID is kept as given by some servers; we normalise).
+    let contact = jid.to_bare();
+    let existing = match roster::item(ctx, account, &contact).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            return err(StanzaErrorCondition::InternalServerError, "storage");
+        }
+    };
+    if item.get_attr("subscription") == Some("remove") {
+        return remove(ctx, account, existing).await;
+    }
+    let name = item
+        .get_attr("name")
+        .map(str::to_string)
+        .filter(|n| !n.is_empty());
+    if name
+        .as_ref()
+        .is_some_and(|n| n.len() > limits.max_name_length)
+    {
+        return err(StanzaErrorCondition::NotAcceptable, "name too long");
+    }
+    let mut groups: Vec<String> = Vec::new();
+    for g in item.elements().filter(|e| e.is("group", NS)) {
+        let g = g.text_content();
+        if g.is_empty() {
+            return err(StanzaErrorCondition::NotAcceptable, "empty group name");
+        }
+        if g.len() > limits.max_group_length {
+            return err(StanzaErrorCondition::NotAcceptable, "group name too long");
+        }
+        if groups.contains(&g) {
+            return err(StanzaErrorCondition::BadRequest, "duplicate group");
+        }
+        groups.push(g);
+    }
+    if groups.len() > limits.max_groups_per_item {
+        return err(StanzaErrorCondition::NotAcceptable, "too many groups");
+    }
+    let mut new = match existing {
+        Some(i) => i,
+        None => {
+            let (d, u) = parts(account);
+            match ctx.stores.roster.roster(d, u).await {
+                Ok((_, all)) if all.iter().filter(|i| i.in_roster).count() >= limits.max_items => {
+                    return err(StanzaErrorCondition::NotAllowed, "roster is full");
+                }
+                Ok(_) => {}
+                Err(_) => return err(StanzaErrorCondition::InternalServerError, "storage"),
+            }
+            RosterItem::new(contact.as_str())
+        }
+    };
+    // Clients may only change name and groups; subscription state is the server's.
+    new.name = name;
+    new.groups = groups;
+    new.in_roster = true;
+    match roster::save_and_push(ctx, account, &new).await {
+        Ok(()) => IqReply::Result(None),
+        Err(e) => {
+            tracing::error!(error = %e, "roster save failed");
+            err(StanzaErrorCondition::InternalServerError, "storage")
+        }
+    }
+}
+
+/// RFC 6121 §2.5.2: removing a contact also cancels the subscriptions both ways.
+async fn remove(ctx: &ServerCtx, account: &BareJid, existing: Option<RosterItem>) -> IqReply {
+    let Some(item) =
+        existing.filter(|i| i.in_roster || i.subscription != confab_store::Subscription::None)
+    else {
+        return err(StanzaErrorCondition::ItemNotFound, "no such contact");
+    };
+    let from = Jid::from(account.clone());
+    let contact = match Jid::new(&item.jid) {
+        Ok(j) => j,
+        Err(_) => return err(StanzaErrorCondition::InternalServerError, "stored jid"),
+    };
+    let mut notices = Vec::new();
+    if item.subscription.has_to() || item.ask {
+        notices.push("unsubscribe");
+    }
+    if item.subscription.has_from() || item.pending_in.is_some() {
+        notices.push("unsubscribed");
+    }
+    let stop_presence = item.subscription.has_from();
+    if let Err(e) = roster::remove_and_push(ctx, account, &item).await {
+        tracing::error!(error = %e, "roster remove failed");
+        return err(StanzaErrorCondition::InternalServerError, "storage");
+    }
+    if stop_presence {
+        // The contact no longer sees the user: it learns the user went away.
+        for s in ctx
+            .router
+            .sessions_of(account)
+            .into_iter()
+            .filter(|s| s.is_available())
+        {
+            let el = Element::new("presence", ns::CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", s.jid.to_string())
+                .attr("to", contact.to_string());
+            if let Ok(p) = Stanza::from_element(el) {
+                router::route(ctx, p).await;
+            }
+        }
+    }
+    for t in notices {
+        let el = Element::new("presence", ns::CLIENT).attr("type", t);
+        let mut p = match Stanza::from_element(el) {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        p.set_from(Some(from.clone()));
+        p.set_to(Some(contact.clone()));
+        // Through the router, so the contact's side applies the state change.
+        router::route(ctx, p).await;
+    }
+    IqReply::Result(None)
+}

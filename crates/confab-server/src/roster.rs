@@ -1,0 +1,105 @@
+//! The roster service shared by the roster and presence modules (like Prosody's
+//! rostermanager): loading and saving items of local accounts, their XML form, and roster
+//! pushes to the account's interested resources (RFC 6121 §2.1.6).
+
+use crate::ServerCtx;
+use bytes::Bytes;
+use confab_proto::jid::BareJid;
+use confab_proto::ns;
+use confab_proto::xml::Element;
+use confab_store::{RosterItem, StoreError};
+
+pub const NS: &str = "jabber:iq:roster";
+
+/// (domain, username) of a local account.
+pub fn parts(account: &BareJid) -> (&str, &str) {
+    (
+        account.domain().as_str(),
+        account.node().map(|n| n.as_str()).unwrap_or_default(),
+    )
+}
+
+pub async fn item(
+    ctx: &ServerCtx,
+    account: &BareJid,
+    contact: &BareJid,
+) -> Result<Option<RosterItem>, StoreError> {
+    let (d, u) = parts(account);
+    ctx.stores.roster.roster_item(d, u, contact.as_str()).await
+}
+
+/// The `<item/>` clients see. `remove` renders a deletion push.
+pub fn item_element(item: &RosterItem, remove: bool) -> Element {
+    let mut e = Element::new("item", NS).attr("jid", item.jid.clone());
+    if remove {
+        e.set_attr("subscription", "remove");
+        return e;
+    }
+    if let Some(n) = &item.name {
+        e.set_attr("name", n.clone());
+    }
+    e.set_attr("subscription", item.subscription.as_str());
+    if item.ask {
+        e.set_attr("ask", "subscribe");
+    }
+    if item.approved && !item.subscription.has_from() {
+        e.set_attr("approved", "true");
+    }
+    for g in &item.groups {
+        e.push_child(Element::new("group", NS).text(g.clone()));
+    }
+    e
+}
+
+/// Saves an item and pushes it (when visible) to the account's interested resources.
+pub async fn save_and_push(
+    ctx: &ServerCtx,
+    account: &BareJid,
+    item: &RosterItem,
+) -> Result<(), StoreError> {
+    let (d, u) = parts(account);
+    let version = ctx.stores.roster.put_roster_item(d, u, item).await?;
+    if item.in_roster {
+        push(ctx, account, item_element(item, false), version);
+    }
+    Ok(())
+}
+
+/// Deletes an item and pushes `subscription='remove'`.
+pub async fn remove_and_push(
+    ctx: &ServerCtx,
+    account: &BareJid,
+    item: &RosterItem,
+) -> Result<(), StoreError> {
+    let (d, u) = parts(account);
+    if let Some(version) = ctx
+        .stores
+        .roster
+        .delete_roster_item(d, u, &item.jid)
+        .await?
+    {
+        if item.in_roster {
+            push(ctx, account, item_element(item, true), version);
+        }
+    }
+    Ok(())
+}
+
+/// Sends a roster push to every resource of the account that requested the roster.
+pub fn push(ctx: &ServerCtx, account: &BareJid, item: Element, version: u64) {
+    for s in ctx.router.sessions_of(account) {
+        if !s.wants_roster_pushes() {
+            continue;
+        }
+        let iq = Element::new("iq", ns::CLIENT)
+            .attr("type", "set")
+            .attr("id", format!("push-{version}-{}", s.id))
+            .attr("to", s.jid.to_string())
+            .child(
+                Element::new("query", NS)
+                    .attr("ver", version.to_string())
+                    .child(item.clone()),
+            );
+        s.send(Bytes::from(iq.to_xml(ns::CLIENT)));
+    }
+}

@@ -1,0 +1,640 @@
+//! Rosters (RFC 6121 §2), subscriptions (§3) and presence (§4) between real sessions.
+
+mod common;
+
+use common::*;
+use confab_proto::xml::Element;
+use confab_proto::{ns, StanzaError};
+use confab_stream::client::ClientSession;
+use std::time::Duration;
+
+const ROSTER: &str = "jabber:iq:roster";
+
+/// Reads until a stanza matches, skipping others (roster pushes, presence) on the way.
+async fn expect(c: &mut ClientSession, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return e,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => panic!("stream ended waiting for {what}: {e}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+/// True if no stanza matching `pred` arrives within `ms`.
+async fn never(c: &mut ClientSession, ms: u64, pred: impl Fn(&Element) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return false,
+            Ok(Ok(_)) => continue,
+            _ => return true,
+        }
+    }
+}
+
+async fn iq(c: &mut ClientSession, type_: &str, to: Option<&str>, payload: Element) -> Element {
+    let id = format!("iq{}", rand_id());
+    let mut e = Element::new("iq", ns::CLIENT)
+        .attr("type", type_)
+        .attr("id", id.clone())
+        .child(payload);
+    if let Some(t) = to {
+        e.set_attr("to", t);
+    }
+    c.send(&e).await.expect("send");
+    expect(c, "iq reply", |r| {
+        r.name == "iq" && r.get_attr("id") == Some(id.as_str()) && r.get_attr("type") != Some("set")
+    })
+    .await
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn condition(e: &Element) -> String {
+    StanzaError::from_stanza(e)
+        .map(|e| e.condition.as_str().to_string())
+        .unwrap_or_else(|| format!("no error in {e}"))
+}
+
+async fn get_roster(c: &mut ClientSession) -> Element {
+    let r = iq(c, "get", None, Element::new("query", ROSTER)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    r.get_child("query", ROSTER)
+        .cloned()
+        .unwrap_or_else(|| Element::new("query", ROSTER))
+}
+
+fn item<'a>(q: &'a Element, jid: &str) -> Option<&'a Element> {
+    q.elements().find(|i| i.get_attr("jid") == Some(jid))
+}
+
+async fn send_presence(c: &mut ClientSession, to: &str, type_: &str) {
+    c.send(
+        &Element::new("presence", ns::CLIENT)
+            .attr("to", to)
+            .attr("type", type_),
+    )
+    .await
+    .expect("send");
+}
+
+fn is_presence_from(e: &Element, from_bare: &str, type_: Option<&str>) -> bool {
+    e.name == "presence"
+        && e.get_attr("from")
+            .is_some_and(|f| f.split('/').next() == Some(from_bare))
+        && e.get_attr("type") == type_
+}
+
+/// alice and bob subscribed both ways, both online and available.
+async fn befriend(ts: &TestServer) -> (ClientSession, ClientSession) {
+    let mut alice = ts.login("alice").await;
+    let mut bob = ts.login("bob").await;
+    get_roster(&mut alice).await;
+    get_roster(&mut bob).await;
+    alice
+        .send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    bob.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    send_presence(&mut alice, "bob@localhost", "subscribe").await;
+    expect(&mut bob, "subscribe", |e| {
+        is_presence_from(e, "alice@localhost", Some("subscribe"))
+    })
+    .await;
+    send_presence(&mut bob, "alice@localhost", "subscribed").await;
+    expect(&mut alice, "subscribed", |e| {
+        is_presence_from(e, "bob@localhost", Some("subscribed"))
+    })
+    .await;
+    expect(&mut alice, "bob's presence", |e| {
+        is_presence_from(e, "bob@localhost", None)
+    })
+    .await;
+    send_presence(&mut bob, "alice@localhost", "subscribe").await;
+    expect(&mut alice, "subscribe", |e| {
+        is_presence_from(e, "bob@localhost", Some("subscribe"))
+    })
+    .await;
+    send_presence(&mut alice, "bob@localhost", "subscribed").await;
+    expect(&mut bob, "alice's presence", |e| {
+        is_presence_from(e, "alice@localhost", None)
+    })
+    .await;
+    (alice, bob)
+}
+
+/// Logs in and sends initial presence without consuming what arrives after it.
+async fn online(ts: &TestServer, user: &str) -> ClientSession {
+    let mut c = ts.login(user).await;
+    c.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    c
+}
+
+async fn server_with(users: &[&str]) -> TestServer {
+    let ts = TestServer::start().await;
+    for u in users {
+        ts.add_user(u).await;
+    }
+    ts
+}
+
+#[tokio::test]
+async fn roster_set_get_push_versioning_and_remove() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut a1 = ts.login("alice").await;
+    let mut a2 = ts.login("alice").await;
+    let q = get_roster(&mut a1).await;
+    assert_eq!(q.elements().count(), 0);
+    let v0 = q.get_attr("ver").expect("ver").to_string();
+    get_roster(&mut a2).await;
+    let set = Element::new("query", ROSTER).child(
+        Element::new("item", ROSTER)
+            .attr("jid", "Bob@LocalHost")
+            .attr("name", "Bobby")
+            .child(Element::new("group", ROSTER).text("Friends"))
+            .child(Element::new("group", ROSTER).text("Work")),
+    );
+    let r = iq(&mut a1, "set", None, set).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    // Every interested resource gets the push (a1's arrived before its result), with the
+    // normalised JID.
+    for c in [&mut a2] {
+        let push = expect(c, "roster push", |e| {
+            e.name == "iq" && e.get_attr("type") == Some("set")
+        })
+        .await;
+        let q = push.get_child("query", ROSTER).expect("query");
+        let i = item(q, "bob@localhost").expect("item");
+        assert_eq!(i.get_attr("subscription"), Some("none"));
+        assert_eq!(i.get_attr("name"), Some("Bobby"));
+        assert_eq!(i.elements().count(), 2);
+        assert!(q.get_attr("ver").is_some_and(|v| v != v0));
+    }
+    let q = get_roster(&mut a1).await;
+    let ver = q.get_attr("ver").expect("ver").to_string();
+    assert!(item(&q, "bob@localhost").is_some());
+    // XEP-0237: an up-to-date version gets an empty result.
+    let r = iq(
+        &mut a1,
+        "get",
+        None,
+        Element::new("query", ROSTER).attr("ver", ver.clone()),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    assert!(r.get_child("query", ROSTER).is_none(), "{r}");
+    // An old version gets the full roster.
+    let r = iq(
+        &mut a1,
+        "get",
+        None,
+        Element::new("query", ROSTER).attr("ver", v0),
+    )
+    .await;
+    assert!(r.get_child("query", ROSTER).is_some());
+    // Remove.
+    let rm = Element::new("query", ROSTER).child(
+        Element::new("item", ROSTER)
+            .attr("jid", "bob@localhost")
+            .attr("subscription", "remove"),
+    );
+    let r = iq(&mut a1, "set", None, rm.clone()).await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let push = expect(&mut a2, "remove push", |e| {
+        e.get_attr("type") == Some("set")
+            && e.get_child("query", ROSTER)
+                .and_then(|q| item(q, "bob@localhost"))
+                .and_then(|i| i.get_attr("subscription"))
+                == Some("remove")
+    })
+    .await;
+    assert!(push.get_attr("from").is_none() || push.get_attr("from") == Some("alice@localhost"));
+    assert!(item(&get_roster(&mut a1).await, "bob@localhost").is_none());
+    // Removing again: item-not-found.
+    let r = iq(&mut a1, "set", None, rm).await;
+    assert_eq!(condition(&r), "item-not-found");
+    // The roster survives a new login.
+    let r = iq(
+        &mut a1,
+        "set",
+        None,
+        Element::new("query", ROSTER)
+            .child(Element::new("item", ROSTER).attr("jid", "carol@localhost")),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let mut a3 = ts.login("alice").await;
+    assert!(item(&get_roster(&mut a3).await, "carol@localhost").is_some());
+}
+
+#[tokio::test]
+async fn roster_set_bad_input_stores_nothing() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut a = ts.login("alice").await;
+    let item_el = |jid: &str| Element::new("item", ROSTER).attr("jid", jid);
+    let cases: Vec<(Element, &str)> = vec![
+        (
+            Element::new("query", ROSTER)
+                .child(item_el("x@localhost"))
+                .child(item_el("y@localhost")),
+            "bad-request",
+        ),
+        (Element::new("query", ROSTER), "bad-request"),
+        (
+            Element::new("query", ROSTER)
+                .child(item_el("x@localhost").child(Element::new("group", ROSTER))),
+            "not-acceptable",
+        ),
+        (
+            Element::new("query", ROSTER).child(
+                item_el("x@localhost")
+                    .child(Element::new("group", ROSTER).text("G"))
+                    .child(Element::new("group", ROSTER).text("G")),
+            ),
+            "bad-request",
+        ),
+        (
+            Element::new("query", ROSTER)
+                .child(item_el("x@localhost").attr("name", "n".repeat(5000))),
+            "not-acceptable",
+        ),
+        (
+            Element::new("query", ROSTER).child(item_el("@@bad")),
+            "jid-malformed",
+        ),
+        (
+            Element::new("query", ROSTER).child(Element::new("item", ROSTER)),
+            "jid-malformed",
+        ),
+    ];
+    for (q, cond) in cases {
+        let r = iq(&mut a, "set", None, q.clone()).await;
+        assert_eq!(condition(&r), cond, "{q}");
+    }
+    // Someone else's roster is forbidden.
+    let r = iq(
+        &mut a,
+        "get",
+        Some("bob@localhost"),
+        Element::new("query", ROSTER),
+    )
+    .await;
+    assert_eq!(condition(&r), "forbidden");
+    assert_eq!(
+        get_roster(&mut a).await.elements().count(),
+        0,
+        "nothing was stored"
+    );
+}
+
+#[tokio::test]
+async fn roster_size_limit() {
+    let ts = TestServer::start_with(|c| c.roster.max_items = 2).await;
+    ts.add_user("alice").await;
+    let mut a = ts.login("alice").await;
+    for (i, expect_ok) in [(1, true), (2, true), (3, false)] {
+        let q = Element::new("query", ROSTER)
+            .child(Element::new("item", ROSTER).attr("jid", format!("c{i}@localhost")));
+        let r = iq(&mut a, "set", None, q).await;
+        if expect_ok {
+            assert_eq!(r.get_attr("type"), Some("result"));
+        } else {
+            assert_eq!(condition(&r), "not-allowed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscription_flow_both_ways_with_roster_states() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let (mut alice, mut bob) = befriend(&ts).await;
+    let qa = get_roster(&mut alice).await;
+    assert_eq!(
+        item(&qa, "bob@localhost").and_then(|i| i.get_attr("subscription")),
+        Some("both")
+    );
+    let qb = get_roster(&mut bob).await;
+    assert_eq!(
+        item(&qb, "alice@localhost").and_then(|i| i.get_attr("subscription")),
+        Some("both")
+    );
+    // Presence changes now flow.
+    alice
+        .send(
+            &Element::new("presence", ns::CLIENT)
+                .child(Element::new("show", ns::CLIENT).text("away")),
+        )
+        .await
+        .expect("send");
+    let p = expect(&mut bob, "away", |e| {
+        is_presence_from(e, "alice@localhost", None) && e.get_child("show", ns::CLIENT).is_some()
+    })
+    .await;
+    assert_eq!(
+        p.get_child("show", ns::CLIENT)
+            .map(|s| s.text_content())
+            .as_deref(),
+        Some("away")
+    );
+    // Bob cancels alice's subscription to him: alice sees him go offline, the roster says "to" for bob.
+    send_presence(&mut bob, "alice@localhost", "unsubscribed").await;
+    expect(&mut alice, "unavailable", |e| {
+        is_presence_from(e, "bob@localhost", Some("unavailable"))
+    })
+    .await;
+    let qb = get_roster(&mut bob).await;
+    assert_eq!(
+        item(&qb, "alice@localhost").and_then(|i| i.get_attr("subscription")),
+        Some("to")
+    );
+    let qa = get_roster(&mut alice).await;
+    assert_eq!(
+        item(&qa, "bob@localhost").and_then(|i| i.get_attr("subscription")),
+        Some("from")
+    );
+    // Bob's later presence no longer reaches alice.
+    bob.send(
+        &Element::new("presence", ns::CLIENT)
+            .child(Element::new("status", ns::CLIENT).text("secret")),
+    )
+    .await
+    .expect("send");
+    assert!(
+        never(&mut alice, 400, |e| is_presence_from(
+            e,
+            "bob@localhost",
+            None
+        ))
+        .await,
+        "presence leaked"
+    );
+    // Alice unsubscribes from... she has none "to" bob; she cancels bob's subscription instead.
+    send_presence(&mut alice, "bob@localhost", "unsubscribed").await;
+    expect(&mut bob, "alice gone", |e| {
+        is_presence_from(e, "alice@localhost", Some("unavailable"))
+    })
+    .await;
+    let qa = get_roster(&mut alice).await;
+    assert_eq!(
+        item(&qa, "bob@localhost").and_then(|i| i.get_attr("subscription")),
+        Some("none")
+    );
+}
+
+#[tokio::test]
+async fn presence_never_reaches_non_subscribers() {
+    let ts = server_with(&["alice", "bob", "mallory"]).await;
+    let (mut alice, _bob) = befriend(&ts).await;
+    let mut mallory = ts.login_available("mallory").await;
+    alice
+        .send(
+            &Element::new("presence", ns::CLIENT)
+                .child(Element::new("status", ns::CLIENT).text("hi")),
+        )
+        .await
+        .expect("send");
+    assert!(
+        never(&mut mallory, 400, |e| is_presence_from(
+            e,
+            "alice@localhost",
+            None
+        ))
+        .await
+    );
+    // A probe from a non-subscriber is not answered either.
+    send_presence(&mut mallory, "alice@localhost", "probe").await;
+    assert!(
+        never(&mut mallory, 400, |e| e.name == "presence"
+            && e.get_attr("from").is_some_and(|f| f.starts_with("alice@")))
+        .await
+    );
+    // Subscribing to oneself is an error.
+    send_presence(&mut mallory, "mallory@localhost", "subscribe").await;
+    let e = expect(&mut mallory, "error", |e| {
+        e.name == "presence" && e.get_attr("type") == Some("error")
+    })
+    .await;
+    assert_eq!(condition(&e), "bad-request");
+}
+
+#[tokio::test]
+async fn subscription_request_waits_for_offline_user_with_nickname() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut alice = ts.login_available("alice").await;
+    get_roster(&mut alice).await;
+    alice
+        .send(
+            &Element::new("presence", ns::CLIENT)
+                .attr("to", "bob@localhost")
+                .attr("type", "subscribe")
+                .child(Element::new("nick", "http://jabber.org/protocol/nick").text("Alice A.")),
+        )
+        .await
+        .expect("send");
+    // Pending-out is visible in alice's roster.
+    let push = expect(&mut alice, "push", |e| e.get_attr("type") == Some("set")).await;
+    let q = push.get_child("query", ROSTER).expect("query");
+    assert_eq!(
+        item(q, "bob@localhost").and_then(|i| i.get_attr("ask")),
+        Some("subscribe")
+    );
+    // Bob logs in later (twice: the request stays until answered) and sees the request with the nickname.
+    for _ in 0..2 {
+        let mut bob = online(&ts, "bob").await;
+        let req = expect(&mut bob, "subscribe", |e| {
+            is_presence_from(e, "alice@localhost", Some("subscribe"))
+        })
+        .await;
+        assert_eq!(req.get_attr("from"), Some("alice@localhost"));
+        assert_eq!(
+            req.get_child("nick", "http://jabber.org/protocol/nick")
+                .map(|n| n.text_content())
+                .as_deref(),
+            Some("Alice A.")
+        );
+        // Not part of bob's roster until he answers.
+        assert!(item(&get_roster(&mut bob).await, "alice@localhost").is_none());
+        bob.close().await.expect("close");
+    }
+    let mut bob = ts.login_available("bob").await;
+    send_presence(&mut bob, "alice@localhost", "subscribed").await;
+    expect(&mut alice, "subscribed", |e| {
+        is_presence_from(e, "bob@localhost", Some("subscribed"))
+    })
+    .await;
+    expect(&mut alice, "bob online", |e| {
+        is_presence_from(e, "bob@localhost", None)
+    })
+    .await;
+    let mut bob2 = online(&ts, "bob").await;
+    assert!(
+        never(&mut bob2, 400, |e| is_presence_from(
+            e,
+            "alice@localhost",
+            Some("subscribe")
+        ))
+        .await,
+        "answered request delivered again"
+    );
+}
+
+#[tokio::test]
+async fn pre_approval_answers_at_once() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut bob = ts.login_available("bob").await;
+    get_roster(&mut bob).await;
+    send_presence(&mut bob, "alice@localhost", "subscribed").await;
+    let push = expect(&mut bob, "push", |e| e.get_attr("type") == Some("set")).await;
+    let q = push.get_child("query", ROSTER).expect("query");
+    assert_eq!(
+        item(q, "alice@localhost").and_then(|i| i.get_attr("approved")),
+        Some("true")
+    );
+    let mut alice = ts.login_available("alice").await;
+    send_presence(&mut alice, "bob@localhost", "subscribe").await;
+    expect(&mut alice, "auto subscribed", |e| {
+        is_presence_from(e, "bob@localhost", Some("subscribed"))
+    })
+    .await;
+    expect(&mut alice, "bob's presence", |e| {
+        is_presence_from(e, "bob@localhost", None)
+    })
+    .await;
+    assert!(
+        never(&mut bob, 300, |e| is_presence_from(
+            e,
+            "alice@localhost",
+            Some("subscribe")
+        ))
+        .await
+    );
+}
+
+#[tokio::test]
+async fn probes_on_login_get_last_presence_with_delay_and_logout_is_broadcast() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let (mut alice, bob) = befriend(&ts).await;
+    // Bob leaves with a status: alice sees unavailable.
+    let mut bob = bob;
+    bob.send(
+        &Element::new("presence", ns::CLIENT)
+            .attr("type", "unavailable")
+            .child(Element::new("status", ns::CLIENT).text("gone fishing")),
+    )
+    .await
+    .expect("send");
+    expect(&mut alice, "bob unavailable", |e| {
+        is_presence_from(e, "bob@localhost", Some("unavailable"))
+    })
+    .await;
+    bob.close().await.expect("close");
+    alice.close().await.expect("close");
+    // Alice comes back: her probe is answered with bob's last unavailable presence and a delay.
+    let mut alice = online(&ts, "alice").await;
+    let p = expect(&mut alice, "probe answer", |e| {
+        is_presence_from(e, "bob@localhost", Some("unavailable"))
+    })
+    .await;
+    assert_eq!(
+        p.get_child("status", ns::CLIENT)
+            .map(|s| s.text_content())
+            .as_deref(),
+        Some("gone fishing")
+    );
+    assert!(
+        p.get_child("delay", ns::DELAY)
+            .and_then(|d| d.get_attr("stamp"))
+            .is_some(),
+        "{p}"
+    );
+    // Bob comes online: alice sees him; bob's probe gets alice's current presence.
+    let mut bob = online(&ts, "bob").await;
+    expect(&mut alice, "bob online", |e| {
+        is_presence_from(e, "bob@localhost", None)
+    })
+    .await;
+    expect(&mut bob, "alice's presence", |e| {
+        is_presence_from(e, "alice@localhost", None)
+    })
+    .await;
+    // A dropped connection (no unavailable sent) is broadcast as unavailable.
+    drop(bob);
+    expect(&mut alice, "bob dropped", |e| {
+        is_presence_from(e, "bob@localhost", Some("unavailable"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn directed_presence_and_its_implied_unavailable() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    alice
+        .send(&Element::new("presence", ns::CLIENT).attr("to", bob.jid.as_str()))
+        .await
+        .expect("send");
+    expect(&mut bob, "directed", |e| {
+        is_presence_from(e, "alice@localhost", None)
+    })
+    .await;
+    alice.close().await.expect("close");
+    expect(&mut bob, "implied unavailable", |e| {
+        is_presence_from(e, "alice@localhost", Some("unavailable"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn own_resources_see_each_other_and_priority_routing() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut a1 = ts.login("alice").await;
+    a1.send(
+        &Element::new("presence", ns::CLIENT).child(Element::new("priority", ns::CLIENT).text("5")),
+    )
+    .await
+    .expect("send");
+    let a1jid = a1.jid.to_string();
+    expect(&mut a1, "own echo", |e| {
+        e.name == "presence" && e.get_attr("from") == Some(a1jid.as_str())
+    })
+    .await;
+    let mut a2 = ts.login("alice").await;
+    a2.send(
+        &Element::new("presence", ns::CLIENT).child(Element::new("priority", ns::CLIENT).text("1")),
+    )
+    .await
+    .expect("send");
+    let a2jid = a2.jid.to_string();
+    expect(&mut a1, "a2 online", |e| {
+        e.name == "presence" && e.get_attr("from") == Some(a2jid.as_str())
+    })
+    .await;
+    expect(&mut a2, "a1's presence", |e| {
+        e.name == "presence" && e.get_attr("from") == Some(a1jid.as_str())
+    })
+    .await;
+    // A message to the bare JID goes to the highest priority only.
+    let mut bob = ts.login_available("bob").await;
+    bob.send(
+        &Element::new("message", ns::CLIENT)
+            .attr("to", "alice@localhost")
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("p")),
+    )
+    .await
+    .expect("send");
+    expect(&mut a1, "message", |e| e.name == "message").await;
+    assert!(never(&mut a2, 300, |e| e.name == "message").await);
+}
