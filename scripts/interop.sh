@@ -14,6 +14,11 @@ cd "$(dirname "$0")/.."
 SLIXMPP_VERSION="1.17.0"
 VENV="${CONFAB_VENV:-$HOME/.cache/confab-venv}"
 
+if ! command -v go-sendxmpp >/dev/null 2>&1; then
+    echo "== installing go-sendxmpp (Debian)"
+    (apt-get update -qq && apt-get install -y -qq go-sendxmpp) >/dev/null
+fi
+
 echo "== python venv ($VENV) with slixmpp $SLIXMPP_VERSION"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
@@ -97,6 +102,10 @@ for _ in "${SCRIPTS[@]}"; do
         printf '%s\n' "$pw" | "$CONFABD" --config "$CONFIG" user add "$who$N@localhost" --password-stdin >>"$LOG" 2>&1
     done
 done
+GS_SENDER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+GS_RECEIVER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+printf '%s\n' "$GS_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add gs-sender@localhost --password-stdin >>"$LOG" 2>&1
+printf '%s\n' "$GS_RECEIVER_PW" | "$CONFABD" --config "$CONFIG" user add gs-receiver@localhost --password-stdin >>"$LOG" 2>&1
 
 echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT)"
 RUST_LOG="${RUST_LOG:-info}" "$CONFABD" --config "$CONFIG" run >>"$LOG" 2>&1 &
@@ -141,4 +150,11 @@ for script in "${SCRIPTS[@]}"; do
     set -e
     [ "$rc" -eq 0 ] || STATUS=$rc
 done
+echo "== go-sendxmpp interop"
+set +e
+tests/interop/go_sendxmpp.sh 127.0.0.1 "$PORT" "$TLS_PORT" \
+    gs-sender@localhost "$GS_SENDER_PW" gs-receiver@localhost "$GS_RECEIVER_PW"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
 exit "$STATUS"

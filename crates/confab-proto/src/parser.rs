@@ -89,6 +89,8 @@ pub struct StreamParser {
     /// Elements under construction; the first is the top-level element.
     stack: Vec<Element>,
     header_seen: bool,
+    /// Whether any non-whitespace byte has been fed yet.
+    started: bool,
     closed: bool,
     /// Bytes consumed since the last complete top-level unit; bounds buffered input.
     pending: usize,
@@ -115,6 +117,7 @@ impl StreamParser {
             limits,
             stack: Vec::new(),
             header_seen: false,
+            started: false,
             closed: false,
             pending: 0,
             failed: None,
@@ -165,6 +168,16 @@ impl StreamParser {
                     return Ok(None);
                 }
                 return Err(ParseError::NotWellFormed("data after stream end".into()));
+            }
+            if !self.started {
+                // Whitespace before the stream header is legal XML (prolog `Misc*`) and some
+                // clients send a newline there after a restart; rxml refuses it, so skip it.
+                let ws = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                *buf = &buf[ws..];
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                self.started = true;
             }
             let before = buf.len();
             let result = self.parser.parse(buf, false);
@@ -398,6 +411,14 @@ mod tests {
         let mut p = StreamParser::new(limits);
         let doc = format!("{HEADER}{body}");
         parse_all(&mut p, doc.as_bytes()).expect_err("must fail")
+    }
+
+    #[test]
+    fn whitespace_before_the_header_is_skipped() {
+        let mut p = StreamParser::new(Limits::default());
+        let doc = format!("\n \r\n{HEADER}<presence/>");
+        let events = parse_all(&mut p, doc.as_bytes()).expect("parses");
+        assert_eq!(events.len(), 2);
     }
 
     #[test]

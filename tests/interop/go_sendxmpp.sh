@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Interop with go-sendxmpp (a Debian XMPP client we did not write): one account listens
+# (-l), the other sends a message over STARTTLS and one over direct TLS; the listener must
+# print both. Usage: go_sendxmpp.sh HOST PORT TLS_PORT SENDER_JID SENDER_PW RECEIVER_JID RECEIVER_PW
+set -euo pipefail
+host=$1 port=$2 tls_port=$3 sender=$4 sender_pw=$5 receiver=$6 receiver_pw=$7
+out=$(mktemp)
+trap 'rm -f "$out"; [ -n "${listener:-}" ] && kill "$listener" 2>/dev/null || true' EXIT
+passed=0 failed=0
+check() { if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS $1"; else failed=$((failed + 1)); echo "FAIL $1"; fi; }
+
+timeout 30 go-sendxmpp -l -n -u "$receiver" -p "$receiver_pw" -j "$host:$port" >"$out" 2>&1 &
+listener=$!
+sleep 2
+m1="starttls-$RANDOM$RANDOM"
+m2="directtls-$RANDOM$RANDOM"
+echo "$m1" | timeout 15 go-sendxmpp -n -u "$sender" -p "$sender_pw" -j "$host:$port" "$receiver"
+check "go-sendxmpp sends over STARTTLS" $?
+echo "$m2" | timeout 15 go-sendxmpp -t -n -u "$sender" -p "$sender_pw" -j "$host:$tls_port" "$receiver"
+check "go-sendxmpp sends over direct TLS" $?
+for _ in $(seq 1 50); do
+    grep -q "$m2" "$out" && break
+    sleep 0.2
+done
+grep -q "$sender: $m1" "$out"; check "go-sendxmpp listener receives the STARTTLS message" $?
+grep -q "$sender: $m2" "$out"; check "go-sendxmpp listener receives the direct TLS message" $?
+[ "$failed" = 0 ] || { echo "listener output:"; cat "$out"; }
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
