@@ -1,0 +1,121 @@
+//! Message delivery rules of RFC 6121 §8.5 by type, priority and addressing.
+
+mod common;
+
+use common::*;
+use confab_proto::xml::Element;
+use confab_proto::{ns, StanzaError};
+
+fn msg(to: &str, type_: Option<&str>, body: &str) -> Element {
+    let mut m = Element::new("message", ns::CLIENT)
+        .attr("to", to)
+        .attr("id", body)
+        .child(Element::new("body", ns::CLIENT).text(body));
+    if let Some(t) = type_ {
+        m.set_attr("type", t);
+    }
+    m
+}
+
+#[tokio::test]
+async fn negative_priority_gets_no_bare_jid_messages_but_full_jid_ones() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login("bob").await;
+    bob.send(
+        &Element::new("presence", ns::CLIENT)
+            .child(Element::new("priority", ns::CLIENT).text("-1")),
+    )
+    .await
+    .expect("presence");
+    ping(&mut bob).await;
+    let mut bob_hi = ts.login("bob").await;
+    bob_hi
+        .send(
+            &Element::new("presence", ns::CLIENT)
+                .child(Element::new("priority", ns::CLIENT).text("0")),
+        )
+        .await
+        .expect("presence");
+    ping(&mut bob_hi).await;
+    alice
+        .send(&msg("bob@localhost", Some("chat"), "to-bare"))
+        .await
+        .expect("send");
+    let got = recv_message(&mut bob_hi).await;
+    assert_eq!(got.get_attr("id"), Some("to-bare"));
+    assert!(
+        no_message(&mut bob, 300).await,
+        "negative priority got a bare-JID message"
+    );
+    alice
+        .send(&msg(bob.jid.as_str(), Some("chat"), "to-full"))
+        .await
+        .expect("send");
+    let got = recv_message(&mut bob).await;
+    assert_eq!(got.get_attr("id"), Some("to-full"));
+}
+
+#[tokio::test]
+async fn types_without_an_available_resource() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    // bob is online but has not sent presence: not available.
+    let mut bob = ts.login("bob").await;
+    // headline: silently dropped.
+    alice
+        .send(&msg("bob@localhost", Some("headline"), "h"))
+        .await
+        .expect("send");
+    // groupchat to a user: an error back.
+    alice
+        .send(&msg("bob@localhost", Some("groupchat"), "g"))
+        .await
+        .expect("send");
+    let e = recv_message(&mut alice).await;
+    assert_eq!(e.get_attr("id"), Some("g"));
+    assert_eq!(e.get_attr("type"), Some("error"));
+    let err = StanzaError::from_stanza(&e).expect("error");
+    assert_eq!(err.condition.as_str(), "service-unavailable");
+    // Error messages are never answered with errors (no loops).
+    alice
+        .send(&msg("nobody@localhost", Some("error"), "e"))
+        .await
+        .expect("send");
+    assert!(no_message(&mut alice, 300).await);
+    assert!(
+        no_message(&mut bob, 100).await,
+        "a non-available session got a bare-JID message"
+    );
+    // groupchat to a full JID that is not online: error too.
+    alice
+        .send(&msg("bob@localhost/gone", Some("groupchat"), "g2"))
+        .await
+        .expect("send");
+    let e = recv_message(&mut alice).await;
+    assert_eq!(e.get_attr("type"), Some("error"));
+}
+
+async fn recv_message(c: &mut confab_stream::client::ClientSession) -> Element {
+    loop {
+        let e = recv(c).await;
+        if e.name == "message" {
+            return e;
+        }
+    }
+}
+
+async fn no_message(c: &mut confab_stream::client::ClientSession, ms: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(e)) if e.name == "message" => return false,
+            Ok(Ok(_)) => continue,
+            _ => return true,
+        }
+    }
+}
