@@ -6,6 +6,7 @@ use std::sync::Arc;
 pub mod disco;
 pub mod legacy_session;
 pub mod ping;
+pub mod register;
 pub mod version;
 
 /// Every built-in module; the configuration decides which are enabled.
@@ -15,5 +16,6 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(legacy_session::LegacySession),
+        Arc::new(register::Register::default()),
     ]
 }
