@@ -854,6 +854,10 @@ impl C2s {
                     // reader, conflict, shutdown) must still end the session. The stream is
                     // then mid-stanza, so the connection is dropped without a stream error.
                     tokio::select! {
+                        // The write goes first: a close request only cuts a write that is
+                        // actually blocked, not one that can complete (e.g. the reply to an
+                        // account removal, queued just before its close request).
+                        biased;
                         r = stream.write_bytes(&buf) => {
                             if r.is_err() {
                                 return End::Gone;
