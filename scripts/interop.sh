@@ -88,6 +88,10 @@ data_dir = "$WORK/data"
 interfaces = ["127.0.0.1"]
 port = $PORT
 tls_port = $TLS_PORT
+
+[registration]
+# slixmpp_register.py registers, changes and removes an account in-band.
+policy = "open"
 EOF
 
 # Each script gets its own pair of accounts (alice1/bob1, alice2/bob2, ...) so scripts do

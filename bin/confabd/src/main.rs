@@ -27,6 +27,27 @@ enum Command {
     User(UserCommand),
     /// Check the configuration, certificate, ports and storage, then exit.
     Check,
+    /// Manage registration invitations (`[registration] policy = "invite"`).
+    #[command(subcommand)]
+    Invite(InviteCommand),
+}
+
+#[derive(Subcommand)]
+enum InviteCommand {
+    /// Create a one-time invitation; prints the token and its xmpp: URI (XEP-0401/0445).
+    Create {
+        /// The domain to register on (default: the first served domain).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Seconds the invitation is valid (default: [registration] invite_expiry).
+        #[arg(long)]
+        expires: Option<u64>,
+    },
+    /// List the stored invitations of a domain (all served domains by default).
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -84,6 +105,7 @@ fn main() -> ExitCode {
             Command::Run => run(config).await,
             Command::User(u) => user(config, u).await,
             Command::Check => check(config).await,
+            Command::Invite(i) => invite(config, i).await,
         }
     });
     match result {
@@ -199,6 +221,66 @@ async fn user(config: Config, cmd: UserCommand) -> Result<(), String> {
                     .map_err(|e| e.to_string())?
                 {
                     println!("{u}@{d}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn invite(config: Config, cmd: InviteCommand) -> Result<(), String> {
+    use confab_server::modules::register;
+    let served = |d: Option<String>| -> Result<Vec<String>, String> {
+        match d {
+            Some(d) if config.is_local_domain(&d) => Ok(vec![d]),
+            Some(d) => Err(format!("{d} is not a domain served here")),
+            None => Ok(config.server.domains.clone()),
+        }
+    };
+    let stores = open_stores(&config).await.map_err(|e| e.to_string())?;
+    match cmd {
+        InviteCommand::Create { domain, expires } => {
+            let domain = served(domain)?
+                .into_iter()
+                .next()
+                .ok_or("no domain is served")?;
+            let ttl = expires.unwrap_or(config.registration.invite_expiry);
+            if ttl == 0 {
+                return Err("--expires must be positive".into());
+            }
+            let inv = register::create_invite(&stores, &domain, ttl)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("token   {}", inv.token);
+            println!("uri     {}", inv.uri());
+            println!(
+                "expires {}",
+                confab_proto::datetime::format_datetime(inv.expires)
+            );
+            if config.registration.policy != confab_server::config::RegistrationPolicy::Invite {
+                eprintln!(
+                    "note: [registration] policy is not \"invite\"; the token is accepted only then"
+                );
+            }
+        }
+        InviteCommand::List { domain } => {
+            let now = register::now_unix();
+            for d in served(domain)? {
+                for inv in register::list_invites(&stores, &d)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    println!(
+                        "{}  {}  {}{}",
+                        inv.token,
+                        confab_proto::datetime::format_datetime(inv.expires),
+                        inv.uri(),
+                        if inv.is_expired(now) {
+                            "  (expired)"
+                        } else {
+                            ""
+                        }
+                    );
                 }
             }
         }

@@ -187,3 +187,63 @@ fn run_login_and_sigterm() {
     assert!(dir.path().join("data/tls/cert.pem").exists());
     assert!(dir.path().join("data/confab.db").exists());
 }
+
+#[test]
+fn invite_create_and_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), free_port(), free_port());
+    let mut create = confabd(&cfg);
+    create.args(["invite", "create", "--expires", "3600"]);
+    let out = create.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token"))
+        .map(|t| t.trim().to_string())
+        .expect("token printed");
+    assert!(token.len() >= 20 && token.chars().all(|c| c.is_ascii_alphanumeric()));
+    let uri = format!("xmpp:localhost?register;preauth={token}");
+    assert!(stdout.contains(&uri), "{stdout}");
+    // The policy is still closed: the operator is told.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("policy"));
+    // A second, already expired invitation is listed as such.
+    let mut short = confabd(&cfg);
+    short.args([
+        "invite",
+        "create",
+        "--domain",
+        "localhost",
+        "--expires",
+        "1",
+    ]);
+    assert!(short.output().expect("run").status.success());
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut list = confabd(&cfg);
+    list.args(["invite", "list"]);
+    let out = list.output().expect("run");
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    let fresh = lines
+        .iter()
+        .find(|l| l.starts_with(&token))
+        .expect("token listed");
+    assert!(
+        fresh.contains(&uri) && !fresh.contains("expired"),
+        "{fresh}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with("(expired)")), "{listed}");
+    // Unknown domains and a zero lifetime are refused.
+    let mut bad = confabd(&cfg);
+    bad.args(["invite", "create", "--domain", "example.net"]);
+    assert!(!bad.output().expect("run").status.success());
+    let mut zero = confabd(&cfg);
+    zero.args(["invite", "create", "--expires", "0"]);
+    assert!(!zero.output().expect("run").status.success());
+}

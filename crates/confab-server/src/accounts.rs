@@ -93,3 +93,36 @@ pub async fn delete(stores: &Stores, jid: &BareJid) -> Result<(), AccountError> 
         Err(AccountError::NotFound)
     }
 }
+
+/// Deletes an account on a running server (in-band removal, admin console): every session
+/// of it ends with `<not-authorized/>` (XEP-0077 §3.2), every module's `account_deleted`
+/// runs while the account's data still exists (so e.g. subscriptions can be cancelled), then
+/// the account and, by cascade, all its stored data go. The CLI, which runs without a
+/// server, uses `delete` instead.
+pub async fn delete_account_live(
+    ctx: &crate::ServerCtx,
+    jid: &BareJid,
+) -> Result<(), AccountError> {
+    let (d, u) = parts(jid);
+    if u.is_empty() || !ctx.stores.accounts.account_exists(d, u).await? {
+        return Err(AccountError::NotFound);
+    }
+    end_sessions(ctx, jid);
+    let listeners = ctx.registry.lifecycle_listeners().to_vec();
+    for l in listeners {
+        l.account_deleted(ctx, jid).await;
+    }
+    delete(&ctx.stores, jid).await?;
+    // A login that completed meanwhile must not outlive the account.
+    end_sessions(ctx, jid);
+    Ok(())
+}
+
+fn end_sessions(ctx: &crate::ServerCtx, jid: &BareJid) {
+    for s in ctx.router.sessions_of(jid) {
+        s.close(confab_proto::error::StreamError::with_text(
+            confab_proto::error::StreamErrorCondition::NotAuthorized,
+            "the account was deleted",
+        ));
+    }
+}

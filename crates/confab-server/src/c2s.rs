@@ -78,6 +78,9 @@ struct C2s {
     auth_failures: u32,
     session: Option<Arc<SessionInfo>>,
     trace: bool,
+    peer: SocketAddr,
+    /// Per-connection state of pre-authentication IQ handlers.
+    pre_auth_state: std::collections::HashMap<String, String>,
 }
 
 /// Serves one client connection until it ends.
@@ -122,6 +125,8 @@ pub async fn serve(
             authenticated: None,
             auth_failures: 0,
             session: None,
+            peer,
+            pre_auth_state: Default::default(),
         };
         tracing::debug!("connected");
         s.run(shutdown).await;
@@ -301,6 +306,16 @@ impl C2s {
                 }
                 f.push_child(tls);
             }
+            if self.secure {
+                // Pre-authentication features (e.g. registration) need an encrypted stream.
+                for e in self
+                    .ctx
+                    .registry
+                    .stream_features(crate::module::FeatureStage::PreAuth)
+                {
+                    f.push_child(e.clone());
+                }
+            }
             let mechs = self.offered_mechanisms();
             if !mechs.is_empty() {
                 let mut m = Element::new("mechanisms", ns::SASL);
@@ -371,10 +386,72 @@ impl C2s {
                     }
                     continue;
                 }
+                let e = match self.pre_auth_iq(e).await? {
+                    None => continue,
+                    Some(e) => e,
+                };
                 tracing::info!(element = %e.name, "element before authentication");
                 return Err(StreamErrorCondition::NotAuthorized.into());
             }
         }
+    }
+
+    /// A get/set IQ before authentication whose payload namespace a module registered for
+    /// (`Registry::pre_auth_iq`): answered here, on this stream, without `to`. Returns the
+    /// element back when no handler takes it.
+    async fn pre_auth_iq(&mut self, e: Element) -> Result<Option<Element>, End> {
+        if !e.is("iq", ns::CLIENT) || !matches!(e.get_attr("type"), Some("get" | "set")) {
+            return Ok(Some(e));
+        }
+        let ctx = self.ctx.clone();
+        let handler = e
+            .elements()
+            .next()
+            .and_then(|p| ctx.registry.pre_auth_iq_handler(&p.ns))
+            .cloned();
+        let Some(handler) = handler else {
+            return Ok(Some(e));
+        };
+        let mut stanza = match Stanza::from_element(e) {
+            Ok(s) => s,
+            Err(b) => {
+                let (why, el) = *b;
+                if let StanzaParseError::Invalid(err) = why {
+                    let mut reply = error_reply_for(&el, None, None, &err);
+                    reply.set_to(None);
+                    self.send(&reply.el).await?;
+                    return Ok(None);
+                }
+                return Ok(Some(el));
+            }
+        };
+        // Nobody has an address yet: a `from` is meaningless and not trusted.
+        stanza.set_from(None);
+        let mut conn = crate::module::PreAuthConn {
+            peer: self.peer,
+            secure: self.secure,
+            domain: self.domain.clone().unwrap_or_default(),
+            state: std::mem::take(&mut self.pre_auth_state),
+        };
+        let reply = handler.handle_pre_auth_iq(&ctx, &mut conn, &stanza).await;
+        self.pre_auth_state = conn.state;
+        let out = match reply {
+            crate::module::IqReply::Result(payload) => Some(stanza.iq_result(payload)),
+            crate::module::IqReply::Error(err) => stanza.error_reply(&err).map(|mut r| {
+                // Pre-authentication payloads can carry secrets: never echo them.
+                r.el.children.retain(|n| match n {
+                    confab_proto::xml::Node::Element(c) => c.name == "error",
+                    _ => false,
+                });
+                r
+            }),
+            crate::module::IqReply::Handled => None,
+        };
+        if let Some(mut r) = out {
+            r.set_to(None);
+            self.send(&r.el).await?;
+        }
+        Ok(None)
     }
 
     async fn starttls(&mut self) -> Result<(), End> {
@@ -777,6 +854,10 @@ impl C2s {
                     // reader, conflict, shutdown) must still end the session. The stream is
                     // then mid-stanza, so the connection is dropped without a stream error.
                     tokio::select! {
+                        // The write goes first: a close request only cuts a write that is
+                        // actually blocked, not one that can complete (e.g. the reply to an
+                        // account removal, queued just before its close request).
+                        biased;
                         r = stream.write_bytes(&buf) => {
                             if r.is_err() {
                                 return End::Gone;
@@ -794,10 +875,20 @@ impl C2s {
                     last_out = Instant::now();
                 }
                 err = close_rx.recv() => {
-                    return match err {
-                        Some(e) => End::Error(e),
-                        None => End::Gone,
-                    };
+                    let Some(e) = err else { return End::Gone };
+                    // What was queued before the close request (e.g. the reply to an
+                    // account removal) goes out before the stream error.
+                    let mut buf = Vec::new();
+                    while let Ok(Outbound::Data(more)) = rx.try_recv() {
+                        buf.extend_from_slice(&more);
+                    }
+                    if !buf.is_empty() && e.condition != StreamErrorCondition::PolicyViolation {
+                        if self.trace {
+                            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(&buf));
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_bytes(&buf)).await;
+                    }
+                    return End::Error(e);
                 }
                 _ = shutdown.changed() => {
                     return StreamErrorCondition::SystemShutdown.into();

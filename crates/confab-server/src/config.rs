@@ -28,6 +28,7 @@ pub struct Config {
     pub modules: ModulesSection,
     pub roster: RosterSection,
     pub log: LogSection,
+    pub registration: RegistrationSection,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -247,6 +248,50 @@ impl Default for LogSection {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationPolicy {
+    /// No in-band registration (accounts come from `confabd user add`).
+    Closed,
+    /// Anyone may register in-band (XEP-0077), within the rate limit.
+    Open,
+    /// Only holders of an invitation token (`confabd invite create`, XEP-0401/0445).
+    Invite,
+}
+
+/// XEP-0077 In-Band Registration and account self-service (`register` module).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationSection {
+    pub policy: RegistrationPolicy,
+    /// Shortest password accepted for registration and password changes, in characters.
+    pub min_password_length: usize,
+    /// Accounts one IP address may register per `rate_window` (0: unlimited).
+    pub rate_limit_per_ip: u32,
+    /// Seconds of the per-IP registration window.
+    pub rate_window: u64,
+    /// Seconds an invitation stays valid when `confabd invite create` gets no --expires.
+    pub invite_expiry: u64,
+    /// Users may change their password in-band.
+    pub allow_password_change: bool,
+    /// Users may delete their own account in-band.
+    pub allow_account_removal: bool,
+}
+
+impl Default for RegistrationSection {
+    fn default() -> Self {
+        RegistrationSection {
+            policy: RegistrationPolicy::Closed,
+            min_password_length: 8,
+            rate_limit_per_ip: 5,
+            rate_window: 3600,
+            invite_expiry: 7 * 24 * 3600,
+            allow_password_change: true,
+            allow_account_removal: true,
+        }
+    }
+}
+
 impl Config {
     /// Loads the file (if given), applies `CONFABD_*` environment overrides, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -311,6 +356,13 @@ impl Config {
             || self.limits.max_outbound_bytes < self.limits.max_stanza_size
         {
             return bad("limits.outbound_queue and max_connections must be positive, max_outbound_bytes at least max_stanza_size".into());
+        }
+        let r = &self.registration;
+        if r.min_password_length == 0 || r.min_password_length > 1024 {
+            return bad("registration.min_password_length must be between 1 and 1024".into());
+        }
+        if r.rate_window == 0 || r.invite_expiry == 0 {
+            return bad("registration.rate_window and invite_expiry must be positive".into());
         }
         if self.c2s.port == 0 && self.c2s.tls_port == 0 {
             return bad("c2s.port and c2s.tls_port are both disabled".into());
@@ -421,6 +473,26 @@ mod tests {
     }
 
     #[test]
+    fn registration_defaults_and_values() {
+        let c = Config::default();
+        assert_eq!(c.registration.policy, RegistrationPolicy::Closed);
+        assert_eq!(c.registration.min_password_length, 8);
+        let env = vec![
+            (
+                "CONFABD_REGISTRATION__POLICY".to_string(),
+                "invite".to_string(),
+            ),
+            (
+                "CONFABD_REGISTRATION__RATE_LIMIT_PER_IP".to_string(),
+                "0".to_string(),
+            ),
+        ];
+        let c = Config::load_with_env(None, env.into_iter()).expect("valid");
+        assert_eq!(c.registration.policy, RegistrationPolicy::Invite);
+        assert_eq!(c.registration.rate_limit_per_ip, 0);
+    }
+
+    #[test]
     fn rejects_bad_values() {
         let cases = [
             "[server]\ndomains = []\n",
@@ -429,6 +501,9 @@ mod tests {
             "[auth]\nscram_iterations = 10\n",
             "[nosuchsection]\nx = 1\n",
             "[c2s]\nnosuchkey = 1\n",
+            "[registration]\npolicy = 'maybe'\n",
+            "[registration]\nmin_password_length = 0\n",
+            "[registration]\nrate_window = 0\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

@@ -80,7 +80,8 @@ impl Server {
             .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
         let stores = open_stores(&config).await?;
         let tls = certs::load_or_generate(&config).map_err(StartError::Tls)?;
-        let registry = Registry::build(modules::all(), &config.modules.disabled);
+        let registry =
+            Registry::build_with_config(modules::all(), &config.modules.disabled, &config);
         tracing::info!(modules = ?registry.modules(), "modules enabled");
         let mut listeners = Vec::new();
         for iface in &config.c2s.interfaces {

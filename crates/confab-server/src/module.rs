@@ -12,6 +12,7 @@ use confab_proto::jid::{BareJid, FullJid};
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Who an IQ is addressed to.
@@ -78,8 +79,36 @@ pub trait LifecycleListener: Send + Sync {
 /// Where a stream feature is offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FeatureStage {
+    /// Before authentication, beside SASL; offered only once the stream is encrypted.
+    PreAuth,
     /// After authentication, beside resource binding.
     Authenticated,
+}
+
+/// The connection a pre-authentication IQ arrived on: there is no account and no `from`
+/// yet, only what the transport knows, plus per-connection state that handlers keep between
+/// IQs of the same stream (e.g. an accepted invitation token).
+pub struct PreAuthConn {
+    pub peer: SocketAddr,
+    /// TLS is established (STARTTLS or direct TLS).
+    pub secure: bool,
+    /// The domain the client's stream header named.
+    pub domain: String,
+    /// Per-connection values, keyed by names the module chooses (prefix them with the
+    /// module name); dropped with the connection.
+    pub state: HashMap<String, String>,
+}
+
+/// Answers IQs a client sends before it authenticates (e.g. XEP-0077 registration). The
+/// reply goes back on the same stream, without `to`.
+#[async_trait]
+pub trait PreAuthIqHandler: Send + Sync {
+    async fn handle_pre_auth_iq(
+        &self,
+        ctx: &ServerCtx,
+        conn: &mut PreAuthConn,
+        iq: &Stanza,
+    ) -> IqReply;
 }
 
 /// A disco identity (XEP-0030).
@@ -112,7 +141,10 @@ pub struct Registry {
     account_features: Vec<String>,
     identities: Vec<Identity>,
     stream_features: Vec<(FeatureStage, Element)>,
+    pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
     modules: Vec<&'static str>,
+    /// The configuration modules register under (for config-dependent registrations).
+    config: crate::config::Config,
 }
 
 impl Registry {
@@ -156,6 +188,20 @@ impl Registry {
 
     pub fn stream_feature(&mut self, stage: FeatureStage, e: Element) {
         self.stream_features.push((stage, e));
+    }
+
+    /// Handles get/set IQs whose payload is in `ns` sent before authentication.
+    pub fn pre_auth_iq(&mut self, ns: &str, h: Arc<dyn PreAuthIqHandler>) {
+        self.pre_auth_iq.insert(ns.to_string(), h);
+    }
+
+    pub fn pre_auth_iq_handler(&self, ns: &str) -> Option<&Arc<dyn PreAuthIqHandler>> {
+        self.pre_auth_iq.get(ns)
+    }
+
+    /// The server configuration, for modules whose registrations depend on it.
+    pub fn config(&self) -> &crate::config::Config {
+        &self.config
     }
 
     pub fn iq_handler(
@@ -204,7 +250,19 @@ impl Registry {
 
     /// Registers the enabled modules from this list.
     pub fn build(all: Vec<Arc<dyn Module>>, disabled: &[String]) -> Registry {
-        let mut reg = Registry::default();
+        Self::build_with_config(all, disabled, &crate::config::Config::default())
+    }
+
+    /// Like `build`, with the configuration visible to modules through `config()`.
+    pub fn build_with_config(
+        all: Vec<Arc<dyn Module>>,
+        disabled: &[String],
+        config: &crate::config::Config,
+    ) -> Registry {
+        let mut reg = Registry {
+            config: config.clone(),
+            ..Registry::default()
+        };
         for m in all {
             if disabled.iter().any(|d| d == m.name()) {
                 tracing::info!(module = m.name(), "module disabled by configuration");

@@ -7,6 +7,7 @@ pub mod disco;
 pub mod legacy_session;
 pub mod ping;
 pub mod presence;
+pub mod register;
 pub mod roster;
 pub mod version;
 
@@ -19,5 +20,6 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(legacy_session::LegacySession),
         Arc::new(roster::Roster),
         Arc::new(presence::Presence::default()),
+        Arc::new(register::Register::default()),
     ]
 }
