@@ -638,3 +638,29 @@ async fn own_resources_see_each_other_and_priority_routing() {
     expect(&mut a1, "message", |e| e.name == "message").await;
     assert!(never(&mut a2, 300, |e| e.name == "message").await);
 }
+
+#[tokio::test]
+async fn deleting_an_account_cancels_its_subscriptions() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let (_alice, mut bob) = befriend(&ts).await;
+    let jid = confab_proto::BareJid::new("alice@localhost").expect("jid");
+    confab_server::accounts::delete_account_live(ts.server().ctx(), &jid)
+        .await
+        .expect("delete");
+    expect(&mut bob, "alice unavailable", |e| {
+        is_presence_from(e, "alice@localhost", Some("unavailable"))
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let q = get_roster(&mut bob).await;
+        if item(&q, "alice@localhost").and_then(|i| i.get_attr("subscription")) == Some("none") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's roster still subscribed: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,7 +1,9 @@
 //! Roster management, RFC 6121 §2: get (with XEP-0237 versioning), set, remove, pushes.
 //! Subscription state changes are the presence module's; both use `crate::roster`.
 
-use crate::module::{FeatureStage, IqHandler, IqReply, IqTarget, Module, Registry};
+use crate::module::{
+    FeatureStage, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
+};
 use crate::roster::{self, item_element, parts, NS};
 use crate::router;
 use crate::ServerCtx;
@@ -23,7 +25,8 @@ impl Module for Roster {
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
         reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
-        reg.iq(IqType::Set, IqTarget::Account, NS, self);
+        reg.iq(IqType::Set, IqTarget::Account, NS, self.clone());
+        reg.lifecycle(self);
         // XEP-0237 roster versioning.
         reg.stream_feature(
             FeatureStage::Authenticated,
@@ -167,6 +170,40 @@ async fn set(ctx: &ServerCtx, account: &BareJid, query: &Element) -> IqReply {
         Err(e) => {
             tracing::error!(error = %e, "roster save failed");
             err(StanzaErrorCondition::InternalServerError, "storage")
+        }
+    }
+}
+
+#[async_trait]
+impl LifecycleListener for Roster {
+    /// A deleted account cancels its subscriptions, so contacts' rosters stay truthful
+    /// (the data itself goes with the account's rows).
+    async fn account_deleted(&self, ctx: &ServerCtx, account: &BareJid) {
+        let (d, u) = parts(account);
+        let Ok((_, items)) = ctx.stores.roster.roster(d, u).await else {
+            return;
+        };
+        let from = Jid::from(account.clone());
+        for item in items {
+            let Ok(contact) = Jid::new(&item.jid) else {
+                continue;
+            };
+            let mut notices = Vec::new();
+            if item.subscription.has_to() || item.ask {
+                notices.push("unsubscribe");
+            }
+            if item.subscription.has_from() || item.pending_in.is_some() {
+                notices.push("unsubscribed");
+            }
+            for t in notices {
+                let el = Element::new("presence", ns::CLIENT)
+                    .attr("type", t)
+                    .attr("from", from.as_str())
+                    .attr("to", contact.as_str());
+                if let Ok(p) = Stanza::from_element(el) {
+                    router::route(ctx, p).await;
+                }
+            }
         }
     }
 }
