@@ -101,24 +101,25 @@ impl IqHandler for Private {
         if children.is_empty() {
             return err(StanzaErrorCondition::NotAcceptable);
         }
+        let stored: Vec<String> = match data.list_account_data(domain, user, KIND).await {
+            Ok(all) => all.into_iter().map(|(k, _)| k).collect(),
+            Err(e) => return internal(e),
+        };
+        let mut keys: Vec<String> = children.iter().map(|c| key_of(c)).collect();
+        keys.sort();
+        keys.dedup();
+        let new = keys.iter().filter(|k| !stored.contains(k)).count();
+        // Checked before storing anything, so a refused set changes nothing.
+        if stored.len() + new > MAX_FRAGMENTS {
+            return IqReply::Error(StanzaError::with_text(
+                StanzaErrorCondition::ResourceConstraint,
+                format!("at most {MAX_FRAGMENTS} private XML fragments"),
+            ));
+        }
         for child in children {
-            let key = key_of(child);
-            match data.get_account_data(domain, user, KIND, &key).await {
-                Ok(Some(_)) => {}
-                Ok(None) => match data.list_account_data(domain, user, KIND).await {
-                    Ok(all) if all.len() >= MAX_FRAGMENTS => {
-                        return IqReply::Error(StanzaError::with_text(
-                            StanzaErrorCondition::ResourceConstraint,
-                            format!("at most {MAX_FRAGMENTS} private XML fragments"),
-                        ))
-                    }
-                    Ok(_) => {}
-                    Err(e) => return internal(e),
-                },
-                Err(e) => return internal(e),
-            }
+            let text = stored_xml::to_stored(child);
             if let Err(e) = data
-                .set_account_data(domain, user, KIND, &key, &stored_xml::to_stored(child))
+                .set_account_data(domain, user, KIND, &key_of(child), &text)
                 .await
             {
                 return internal(e);
