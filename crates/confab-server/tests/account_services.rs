@@ -604,6 +604,88 @@ async fn last_activity_of_server_and_users() {
     assert_eq!(condition(&r), "service-unavailable");
 }
 
+#[tokio::test]
+async fn last_activity_query_to_a_resource_needs_a_subscription() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login("bob").await;
+    let alice_full = alice.jid.to_string();
+    // Not subscribed: the server answers forbidden; alice's client never sees the query.
+    let r = last(&mut bob, Some(&alice_full)).await;
+    assert_eq!(condition(&r), "forbidden");
+    assert_eq!(r.get_attr("from"), Some(alice_full.as_str()));
+    assert!(nothing_arrives(&mut alice, 300).await);
+    // Subscribed: delivered to the client, which answers itself.
+    subscribe_from(&ts, "alice", "bob", Subscription::Both).await;
+    let id = next_id();
+    bob.send(
+        &Element::new("iq", ns::CLIENT)
+            .attr("type", "get")
+            .attr("id", id.clone())
+            .attr("to", alice_full.clone())
+            .child(Element::new("query", LAST)),
+    )
+    .await
+    .expect("send");
+    let q = recv(&mut alice).await;
+    assert_eq!(q.get_attr("id"), Some(id.as_str()), "{q}");
+    assert!(q.get_child("query", LAST).is_some());
+    // Other queries to the resource are not affected, subscribed or not.
+    subscribe_from(&ts, "alice", "bob", Subscription::None).await;
+    bob.send(
+        &Element::new("iq", ns::CLIENT)
+            .attr("type", "get")
+            .attr("id", "v")
+            .attr("to", alice_full.clone())
+            .child(Element::new("query", "jabber:iq:version")),
+    )
+    .await
+    .expect("send");
+    let q = recv(&mut alice).await;
+    assert_eq!(q.get_attr("id"), Some("v"), "{q}");
+}
+
+#[tokio::test]
+async fn account_deletion_removes_stored_data() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    let mut alice = ts.login("alice").await;
+    let r = iq(&mut alice, "set", None, vcard("A")).await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let r = iq(&mut alice, "set", None, private(vec![bookmarks("a")])).await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    alice.close().await.expect("close");
+    let ctx = ts.server().ctx();
+    let data = &ctx.stores.data;
+    let mut recorded = false;
+    for _ in 0..50 {
+        if !data
+            .list_account_data(DOMAIN, "alice", "last")
+            .await
+            .expect("list")
+            .is_empty()
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "logout recorded");
+    let jid = confab_proto::BareJid::new("alice@localhost").expect("jid");
+    for l in ctx.registry.lifecycle_listeners() {
+        l.account_deleted(ctx, &jid).await;
+    }
+    for kind in ["vcard", "private", "last"] {
+        let left = data
+            .list_account_data(DOMAIN, "alice", kind)
+            .await
+            .expect("list");
+        assert!(left.is_empty(), "{kind}: {left:?}");
+    }
+}
+
 // ---------------------------------------------------------------- XEP-0030 for accounts
 
 fn disco_info(node: Option<&str>) -> Element {

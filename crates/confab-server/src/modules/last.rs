@@ -45,6 +45,7 @@ impl Module for Last {
         reg.iq(IqType::Get, IqTarget::Host, NS, self.clone());
         reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
         reg.hook(HookPoint::FromClient, 0, self.clone());
+        reg.hook(HookPoint::ToFullJid, 0, self.clone());
         reg.lifecycle(self);
         reg.host_feature(NS);
         reg.account_feature(NS);
@@ -159,9 +160,50 @@ impl IqHandler for Last {
     }
 }
 
+impl Last {
+    /// XEP-0012 §5: a query to a resource reaches it only if the requester may see the
+    /// user's presence; otherwise the server answers `<forbidden/>`.
+    async fn to_resource(&self, ctx: &ServerCtx, stanza: &Stanza) -> HookResult {
+        let is_query = stanza.kind == StanzaKind::Iq
+            && stanza.iq_type() == Some(IqType::Get)
+            && stanza.iq_payload().is_some_and(|p| p.ns == NS);
+        let (Some(from), Some(to)) = (stanza.from.as_ref(), stanza.to.as_ref()) else {
+            return HookResult::Continue;
+        };
+        if !is_query {
+            return HookResult::Continue;
+        }
+        let allowed = match may_see_presence(ctx, &from.to_bare(), &to.to_bare()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "roster lookup failed");
+                false
+            }
+        };
+        if allowed {
+            return HookResult::Continue;
+        }
+        crate::router::send_error(
+            ctx,
+            stanza,
+            StanzaError::new(StanzaErrorCondition::Forbidden),
+        )
+        .await;
+        HookResult::Handled
+    }
+}
+
 #[async_trait]
 impl StanzaHook for Last {
-    async fn on_stanza(&self, _: &ServerCtx, _: HookPoint, stanza: &mut Stanza) -> HookResult {
+    async fn on_stanza(
+        &self,
+        ctx: &ServerCtx,
+        point: HookPoint,
+        stanza: &mut Stanza,
+    ) -> HookResult {
+        if point == HookPoint::ToFullJid {
+            return self.to_resource(ctx, stanza).await;
+        }
         // Broadcast unavailable presence: remember its status for the logout record; an
         // available one makes an earlier status stale.
         if stanza.kind != StanzaKind::Presence || stanza.to.is_some() {
