@@ -835,6 +835,9 @@ impl C2s {
                         return e.into();
                     }
                     last_in = Instant::now();
+                    if let Some(info) = &self.session {
+                        info.touch_input();
+                    }
                 }
                 out = rx.recv() => {
                     let Some(Outbound::Data(first)) = out else { return End::Gone };

@@ -29,6 +29,8 @@ pub struct Config {
     pub roster: RosterSection,
     pub log: LogSection,
     pub registration: RegistrationSection,
+    pub vcard: VcardSection,
+    pub ping: PingSection,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -292,6 +294,40 @@ impl Default for RegistrationSection {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VcardSection {
+    /// Largest vCard (XEP-0054) accepted, in bytes of XML; larger gets `<not-acceptable/>`.
+    pub max_size: usize,
+}
+
+impl Default for VcardSection {
+    fn default() -> Self {
+        // Below the default stanza limit so a stored vCard always fits in a reply.
+        VcardSection {
+            max_size: 192 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PingSection {
+    /// Seconds a client may be silent before the server pings it (XEP-0199); 0: never.
+    pub interval: u64,
+    /// Seconds the client has to answer a server ping before its session is closed.
+    pub timeout: u64,
+}
+
+impl Default for PingSection {
+    fn default() -> Self {
+        PingSection {
+            interval: 0,
+            timeout: 60,
+        }
+    }
+}
+
 impl Config {
     /// Loads the file (if given), applies `CONFABD_*` environment overrides, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -364,6 +400,12 @@ impl Config {
         if r.rate_window == 0 || r.invite_expiry == 0 {
             return bad("registration.rate_window and invite_expiry must be positive".into());
         }
+        if self.vcard.max_size < 1024 || self.vcard.max_size > self.limits.max_stanza_size {
+            return bad("vcard.max_size must be between 1024 and limits.max_stanza_size".into());
+        }
+        if self.ping.interval > 0 && self.ping.timeout == 0 {
+            return bad("ping.timeout must be positive when ping.interval is set".into());
+        }
         if self.c2s.port == 0 && self.c2s.tls_port == 0 {
             return bad("c2s.port and c2s.tls_port are both disabled".into());
         }
@@ -425,6 +467,9 @@ mod tests {
         assert_eq!(c.c2s.port, 5222);
         assert_eq!(c.c2s.tls_port, 5223);
         assert!(c.c2s.require_tls);
+        assert_eq!(c.vcard.max_size, 192 * 1024);
+        assert_eq!(c.ping.interval, 0);
+        assert_eq!(c.ping.timeout, 60);
     }
 
     #[test]
@@ -440,6 +485,9 @@ mod tests {
         assert_eq!(c.limits.max_stanza_size, d.limits.max_stanza_size);
         assert_eq!(c.auth.mechanisms, d.auth.mechanisms);
         assert_eq!(c.limits.max_depth, d.limits.max_depth);
+        assert_eq!(c.vcard.max_size, d.vcard.max_size);
+        assert_eq!(c.ping.interval, d.ping.interval);
+        assert_eq!(c.ping.timeout, d.ping.timeout);
     }
 
     #[test]
@@ -504,6 +552,9 @@ mod tests {
             "[registration]\npolicy = 'maybe'\n",
             "[registration]\nmin_password_length = 0\n",
             "[registration]\nrate_window = 0\n",
+            "[vcard]\nmax_size = 10\n",
+            "[vcard]\nmax_size = 100000000\n",
+            "[ping]\ninterval = 5\ntimeout = 0\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

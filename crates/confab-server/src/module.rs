@@ -125,6 +125,10 @@ pub trait Module: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Registers what this module handles.
     fn register(self: Arc<Self>, reg: &mut Registry);
+    /// Called once every enabled module has registered, for what depends on the complete
+    /// registration (e.g. the entity-capabilities hash of all disco features). Must not
+    /// add disco identities or features.
+    fn finish(self: Arc<Self>, _reg: &mut Registry) {}
 }
 
 /// A hook with its priority (higher runs first).
@@ -263,13 +267,18 @@ impl Registry {
             config: config.clone(),
             ..Registry::default()
         };
+        let mut enabled = Vec::new();
         for m in all {
             if disabled.iter().any(|d| d == m.name()) {
                 tracing::info!(module = m.name(), "module disabled by configuration");
                 continue;
             }
             reg.modules.push(m.name());
-            m.register(&mut reg);
+            m.clone().register(&mut reg);
+            enabled.push(m);
+        }
+        for m in enabled {
+            m.finish(&mut reg);
         }
         reg
     }

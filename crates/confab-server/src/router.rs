@@ -39,6 +39,15 @@ pub struct SessionInfo {
     max_queued_bytes: usize,
     /// Whether the client asked for its roster (it then gets roster pushes, RFC 6121 §2.1.6).
     roster_requested: AtomicBool,
+    /// When the client last sent anything, in `monotonic_ms()` (for pinging idle clients).
+    last_input_ms: AtomicU64,
+}
+
+/// Milliseconds since the first call in this process; a cheap clock for atomics.
+pub fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl SessionInfo {
@@ -59,7 +68,19 @@ impl SessionInfo {
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             roster_requested: AtomicBool::new(false),
+            last_input_ms: AtomicU64::new(monotonic_ms()),
         }
+    }
+
+    /// The session's connection delivered bytes just now.
+    pub fn touch_input(&self) {
+        self.last_input_ms.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the client has been silent.
+    pub fn idle_for(&self) -> std::time::Duration {
+        let last = self.last_input_ms.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(monotonic_ms().saturating_sub(last))
     }
 
     /// Whether the session has sent available presence (RFC 6121 §4.2).

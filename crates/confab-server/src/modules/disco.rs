@@ -1,16 +1,27 @@
-//! XEP-0030 Service Discovery for the server: identities and features gathered from every
-//! enabled module's registration, so disabling a module removes its features here too.
+//! XEP-0030 Service Discovery for the server and for accounts, and the server's XEP-0115
+//! entity capabilities. Identities and features are gathered from every enabled module's
+//! registration, so disabling a module removes its features here too.
 
-use crate::module::{IqHandler, IqReply, IqTarget, Module, Registry};
+use crate::module::{FeatureStage, Identity, IqHandler, IqReply, IqTarget, Module, Registry};
 use crate::ServerCtx;
 use async_trait::async_trait;
+use base64::Engine as _;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
-use confab_proto::ns::{DISCO_INFO, DISCO_ITEMS};
+use confab_proto::jid::BareJid;
+use confab_proto::ns::{CAPS, DISCO_INFO, DISCO_ITEMS};
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
-use std::sync::Arc;
+use sha1::{Digest, Sha1};
+use std::sync::{Arc, OnceLock};
 
-pub struct Disco;
+/// The XEP-0115 node naming this software.
+pub const CAPS_NODE: &str = "https://confab.invalid";
+
+#[derive(Default)]
+pub struct Disco {
+    /// The server's XEP-0115 verification string, computed once every module registered.
+    ver: OnceLock<String>,
+}
 
 impl Module for Disco {
     fn name(&self) -> &'static str {
@@ -19,40 +30,200 @@ impl Module for Disco {
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
         reg.iq(IqType::Get, IqTarget::Host, DISCO_INFO, self.clone());
-        reg.iq(IqType::Get, IqTarget::Host, DISCO_ITEMS, self);
+        reg.iq(IqType::Get, IqTarget::Host, DISCO_ITEMS, self.clone());
+        reg.iq(IqType::Get, IqTarget::Account, DISCO_INFO, self.clone());
+        reg.iq(IqType::Get, IqTarget::Account, DISCO_ITEMS, self);
         reg.identity("server", "im", Some("Confab"));
         reg.host_feature(DISCO_INFO);
         reg.host_feature(DISCO_ITEMS);
+        reg.host_feature(CAPS);
+        reg.account_feature(DISCO_INFO);
+        reg.account_feature(DISCO_ITEMS);
+    }
+
+    fn finish(self: Arc<Self>, reg: &mut Registry) {
+        let ver = caps_ver(reg.identities(), reg.host_features());
+        // XEP-0115 §6.3: the server's caps as a stream feature.
+        reg.stream_feature(
+            FeatureStage::Authenticated,
+            Element::new("c", CAPS)
+                .attr("hash", "sha-1")
+                .attr("node", CAPS_NODE)
+                .attr("ver", ver.clone()),
+        );
+        let _ = self.ver.set(ver);
+    }
+}
+
+/// The XEP-0115 §5.1 verification string (SHA-1) of identities and features, without
+/// extended information forms.
+pub fn caps_ver(identities: &[Identity], features: &[String]) -> String {
+    let mut ids: Vec<String> = identities
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}//{}",
+                i.category,
+                i.type_,
+                i.name.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    ids.sort();
+    let mut feats: Vec<&str> = features.iter().map(String::as_str).collect();
+    feats.sort_unstable();
+    feats.dedup();
+    let mut s = String::new();
+    for i in &ids {
+        s.push_str(i);
+        s.push('<');
+    }
+    for f in feats {
+        s.push_str(f);
+        s.push('<');
+    }
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+}
+
+fn info(identities: &[Identity], features: &[String]) -> Element {
+    let mut out = Element::new("query", DISCO_INFO);
+    for i in identities {
+        let mut e = Element::new("identity", DISCO_INFO)
+            .attr("category", i.category.clone())
+            .attr("type", i.type_.clone());
+        if let Some(n) = &i.name {
+            e.set_attr("name", n.clone());
+        }
+        out.push_child(e);
+    }
+    let mut features: Vec<&String> = features.iter().collect();
+    features.sort();
+    features.dedup();
+    for f in features {
+        out.push_child(Element::new("feature", DISCO_INFO).attr("var", f.clone()));
+    }
+    out
+}
+
+fn err(c: StanzaErrorCondition) -> IqReply {
+    IqReply::Error(StanzaError::new(c))
+}
+
+/// The user themself, or a contact the user has a `from`/`both` subscription with.
+async fn may_see_presence(
+    ctx: &ServerCtx,
+    requester: &BareJid,
+    target: &BareJid,
+) -> Result<bool, confab_store::StoreError> {
+    if requester == target {
+        return Ok(true);
+    }
+    let Some(node) = target.node() else {
+        return Ok(false);
+    };
+    let item = ctx
+        .stores
+        .roster
+        .roster_item(target.domain().as_str(), node.as_str(), requester.as_str())
+        .await?;
+    Ok(item.is_some_and(|i| i.subscription.has_from()))
+}
+
+impl Disco {
+    fn host(&self, ctx: &ServerCtx, q: &Element) -> IqReply {
+        if q.ns == DISCO_ITEMS {
+            if q.get_attr("node").is_some() {
+                return err(StanzaErrorCondition::ItemNotFound);
+            }
+            return IqReply::Result(Some(Element::new("query", DISCO_ITEMS)));
+        }
+        let mut out = info(ctx.registry.identities(), ctx.registry.host_features());
+        if let Some(node) = q.get_attr("node") {
+            // XEP-0115 §6.2: the caps node answers like the server itself.
+            let caps_node = self.ver.get().map(|v| format!("{CAPS_NODE}#{v}"));
+            if caps_node.as_deref() != Some(node) {
+                return err(StanzaErrorCondition::ItemNotFound);
+            }
+            out.set_attr("node", node);
+        }
+        IqReply::Result(Some(out))
+    }
+
+    async fn account(&self, ctx: &ServerCtx, iq: &Stanza, q: &Element) -> IqReply {
+        let Some(requester) = iq.from.as_ref().map(|f| f.to_bare()) else {
+            return err(StanzaErrorCondition::BadRequest);
+        };
+        let target = iq
+            .to
+            .as_ref()
+            .map(|t| t.to_bare())
+            .unwrap_or(requester.clone());
+        let allowed = match may_see_presence(ctx, &requester, &target).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "roster lookup failed");
+                return err(StanzaErrorCondition::InternalServerError);
+            }
+        };
+        if q.ns == DISCO_ITEMS {
+            // XEP-0030 §8: no items to show (PEP nodes come later); unauthorised requesters
+            // get the same empty result.
+            if allowed && q.get_attr("node").is_some() {
+                return err(StanzaErrorCondition::ItemNotFound);
+            }
+            return IqReply::Result(Some(Element::new("query", DISCO_ITEMS)));
+        }
+        // XEP-0030 §8: no presence subscription means service-unavailable, so the answer
+        // does not reveal whether the account exists.
+        if !allowed {
+            return err(StanzaErrorCondition::ServiceUnavailable);
+        }
+        if q.get_attr("node").is_some() {
+            return err(StanzaErrorCondition::ItemNotFound);
+        }
+        let identity = Identity {
+            category: "account".into(),
+            type_: "registered".into(),
+            name: None,
+        };
+        IqReply::Result(Some(info(&[identity], ctx.registry.account_features())))
     }
 }
 
 #[async_trait]
 impl IqHandler for Disco {
-    async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, _: IqTarget) -> IqReply {
-        let Some(q) = iq.iq_payload() else {
-            return IqReply::Error(StanzaError::new(StanzaErrorCondition::BadRequest));
+    async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, target: IqTarget) -> IqReply {
+        let Some(q) = iq.iq_payload().filter(|q| q.name == "query") else {
+            return err(StanzaErrorCondition::BadRequest);
         };
-        if q.get_attr("node").is_some() {
-            return IqReply::Error(StanzaError::new(StanzaErrorCondition::ItemNotFound));
+        match target {
+            IqTarget::Host => self.host(ctx, q),
+            IqTarget::Account => self.account(ctx, iq, q).await,
         }
-        if q.ns == DISCO_ITEMS {
-            return IqReply::Result(Some(Element::new("query", DISCO_ITEMS)));
-        }
-        let mut out = Element::new("query", DISCO_INFO);
-        for i in ctx.registry.identities() {
-            let mut e = Element::new("identity", DISCO_INFO)
-                .attr("category", i.category.clone())
-                .attr("type", i.type_.clone());
-            if let Some(n) = &i.name {
-                e.set_attr("name", n.clone());
-            }
-            out.push_child(e);
-        }
-        let mut features: Vec<&String> = ctx.registry.host_features().iter().collect();
-        features.sort();
-        for f in features {
-            out.push_child(Element::new("feature", DISCO_INFO).attr("var", f.clone()));
-        }
-        IqReply::Result(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xep_0115_simple_example() {
+        // XEP-0115 §5.2.
+        let ids = [Identity {
+            category: "client".into(),
+            type_: "pc".into(),
+            name: Some("Exodus 0.9.1".into()),
+        }];
+        let features: Vec<String> = [
+            "http://jabber.org/protocol/disco#info",
+            "http://jabber.org/protocol/disco#items",
+            "http://jabber.org/protocol/muc",
+            "http://jabber.org/protocol/caps",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(caps_ver(&ids, &features), "QgayPKawpkPSDYmwT/WM94uAlu0=");
     }
 }

@@ -1,15 +1,42 @@
-//! XEP-0199 XMPP Ping: answers pings to the server and to a client's own account.
-//! The smallest complete module: read this one first.
+//! XEP-0199 XMPP Ping: answers pings to the server and to a client's own account, and (with
+//! `[ping] interval`) pings clients that have been silent that long, closing those that do
+//! not answer within `[ping] timeout`.
+//! The answering half is the smallest complete module: read that first.
 
-use crate::module::{IqHandler, IqReply, IqTarget, Module, Registry};
+use crate::module::{
+    HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
+    StanzaHook,
+};
+use crate::router::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
-use confab_proto::stanza::{IqType, Stanza};
+use confab_proto::ns;
+use confab_proto::stanza::{IqType, Stanza, StanzaKind};
+use confab_proto::xml::Element;
+use confab_proto::{StreamError, StreamErrorCondition};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const NS: &str = "urn:xmpp:ping";
+/// Ids of the server's own pings start with this.
+const ID_PREFIX: &str = "confab-ping-";
 
-pub struct Ping;
+#[derive(Default)]
+pub struct Ping {
+    /// The idle scanner runs once per server, started with the first session.
+    scanner_started: AtomicBool,
+    pending: Arc<Pending>,
+}
+
+/// The server's pings not answered yet.
+#[derive(Default)]
+struct Pending {
+    next_id: AtomicU64,
+    /// Session id -> (ping id, when sent).
+    by_session: DashMap<u64, (String, Instant)>,
+}
 
 impl Module for Ping {
     fn name(&self) -> &'static str {
@@ -18,8 +45,10 @@ impl Module for Ping {
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
         reg.iq(IqType::Get, IqTarget::Host, NS, self.clone());
-        reg.iq(IqType::Get, IqTarget::Account, NS, self);
+        reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
         reg.host_feature(NS);
+        reg.hook(HookPoint::FromClient, 100, self.clone());
+        reg.lifecycle(self);
     }
 }
 
@@ -27,5 +56,98 @@ impl Module for Ping {
 impl IqHandler for Ping {
     async fn handle_iq(&self, _: &ServerCtx, _: &Stanza, _: IqTarget) -> IqReply {
         IqReply::Result(None)
+    }
+}
+
+#[async_trait]
+impl StanzaHook for Ping {
+    async fn on_stanza(&self, ctx: &ServerCtx, _: HookPoint, stanza: &mut Stanza) -> HookResult {
+        // Answers (result, or an error such as service-unavailable: either proves the client
+        // is there) to the server's own pings end here.
+        let is_answer = stanza.kind == StanzaKind::Iq
+            && matches!(stanza.iq_type(), Some(IqType::Result | IqType::Error))
+            && stanza.id().is_some_and(|id| id.starts_with(ID_PREFIX))
+            && stanza.to.as_ref().is_none_or(|to| to.node().is_none());
+        if !is_answer {
+            return HookResult::Continue;
+        }
+        let session = stanza
+            .from
+            .as_ref()
+            .and_then(|f| f.try_as_full().ok())
+            .and_then(|f| ctx.router.session(f));
+        if let Some(s) = session {
+            self.pending
+                .by_session
+                .remove_if(&s.id, |_, (id, _)| Some(id.as_str()) == stanza.id());
+        }
+        HookResult::Handled
+    }
+}
+
+#[async_trait]
+impl LifecycleListener for Ping {
+    async fn session_bound(&self, ctx: &ServerCtx, _: &SessionInfo) {
+        let cfg = &ctx.config.ping;
+        if cfg.interval == 0 || self.scanner_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // One task scans every session instead of a timer per session. It holds the
+        // server weakly so it ends with it.
+        let weak = Arc::downgrade(ctx);
+        let pending = self.pending.clone();
+        let interval = Duration::from_secs(cfg.interval);
+        let timeout = Duration::from_secs(cfg.timeout);
+        let tick =
+            (interval.min(timeout) / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(ctx) = weak.upgrade() else { return };
+                pending.scan(&ctx, interval, timeout).await;
+            }
+        });
+    }
+}
+
+impl Pending {
+    async fn scan(&self, ctx: &ServerCtx, interval: Duration, timeout: Duration) {
+        let sessions = ctx.router.all_sessions();
+        // Forget pings to sessions that are gone.
+        self.by_session
+            .retain(|id, _| sessions.iter().any(|s| s.id == *id));
+        for s in sessions {
+            let sent = self.by_session.get(&s.id).map(|p| p.1);
+            match sent {
+                Some(at) if at.elapsed() >= timeout => {
+                    tracing::info!(jid = %s.jid, "no answer to ping; closing session");
+                    self.by_session.remove(&s.id);
+                    s.close(StreamError::with_text(
+                        StreamErrorCondition::ConnectionTimeout,
+                        "no answer to ping",
+                    ));
+                }
+                None if s.idle_for() >= interval => self.send(ctx, &s).await,
+                _ => {}
+            }
+        }
+    }
+
+    async fn send(&self, ctx: &ServerCtx, s: &Arc<SessionInfo>) {
+        let id = format!(
+            "{ID_PREFIX}{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let el = Element::new("iq", ns::CLIENT)
+            .attr("type", "get")
+            .attr("id", id.clone())
+            .attr("from", s.jid.domain().as_str())
+            .attr("to", s.jid.to_string())
+            .child(Element::new("ping", NS));
+        let Ok(stanza) = Stanza::from_element(el) else {
+            return;
+        };
+        self.by_session.insert(s.id, (id, Instant::now()));
+        crate::router::deliver(ctx, &stanza, std::slice::from_ref(s)).await;
     }
 }

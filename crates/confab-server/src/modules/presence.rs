@@ -39,7 +39,9 @@ impl Module for Presence {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
-        reg.hook(HookPoint::FromClient, 100, self.clone());
+        // Last: broadcast presence is consumed here, and other modules (offline delivery,
+        // last activity, blocking) must see it first.
+        reg.hook(HookPoint::FromClient, -100, self.clone());
         reg.hook(HookPoint::ToBareJid, 100, self.clone());
         reg.hook(HookPoint::ToFullJid, 100, self.clone());
         reg.lifecycle(self);

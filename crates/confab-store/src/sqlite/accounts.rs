@@ -67,7 +67,7 @@ impl AccountStore for SqliteDb {
         username: &str,
         creds: &[ScramCredentials],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (domain, username, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         )
@@ -126,7 +126,7 @@ impl AccountStore for SqliteDb {
         username: &str,
         creds: &[ScramCredentials],
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM accounts WHERE domain = ? AND username = ?")
                 .bind(domain)

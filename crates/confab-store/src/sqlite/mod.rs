@@ -56,6 +56,13 @@ impl SqliteDb {
         &self.pool
     }
 
+    /// A transaction that takes the write lock at once. A deferred one that reads first
+    /// fails with "database is locked" when another connection wrote in between (the
+    /// busy timeout does not apply to that upgrade), so every read-then-write uses this.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     async fn migrate(&self) -> Result<()> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
@@ -63,7 +70,7 @@ impl SqliteDb {
         .execute(&self.pool)
         .await?;
         for (name, sql) in migrations() {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             let done: Option<String> =
                 sqlx::query_scalar("SELECT name FROM schema_migrations WHERE name = ?")
                     .bind(name)

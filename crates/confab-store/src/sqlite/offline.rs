@@ -30,7 +30,7 @@ impl OfflineStore for SqliteDb {
         quota: usize,
     ) -> Result<bool> {
         // Count and insert in one transaction so concurrent senders cannot overshoot.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM offline_messages WHERE domain = ? AND username = ?",
         )

@@ -153,7 +153,7 @@ impl RosterStore for SqliteDb {
         username: &str,
         item: &RosterItem,
     ) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO roster_items (domain, username, jid, name, subscription, ask, pending_in, approved, in_roster)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -200,7 +200,7 @@ impl RosterStore for SqliteDb {
         username: &str,
         jid: &str,
     ) -> Result<Option<u64>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let r =
             sqlx::query("DELETE FROM roster_items WHERE domain = ? AND username = ? AND jid = ?")
                 .bind(domain)

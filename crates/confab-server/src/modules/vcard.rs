@@ -1,0 +1,194 @@
+//! XEP-0054 vcard-temp: each account stores one vCard, readable by anyone who can address
+//! the account, writable only by the account itself. When a vCard with a photo is set, the
+//! SHA-1 of the image is kept for XEP-0153 avatar hashes (`avatar_hash`); the
+//! `vcard-temp:x:update` element in presence is not touched by this module.
+
+use crate::module::{IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry};
+use crate::modules::stored_xml;
+use crate::ServerCtx;
+use async_trait::async_trait;
+use base64::Engine as _;
+use confab_proto::error::{StanzaError, StanzaErrorCondition};
+use confab_proto::jid::BareJid;
+use confab_proto::stanza::{IqType, Stanza};
+use confab_proto::xml::Element;
+use sha1::{Digest, Sha1};
+use std::sync::Arc;
+
+pub const NS: &str = "vcard-temp";
+const KIND: &str = "vcard";
+const KEY_VCARD: &str = "vcard";
+const KEY_AVATAR: &str = "avatar-hash";
+
+pub struct Vcard;
+
+impl Module for Vcard {
+    fn name(&self) -> &'static str {
+        "vcard"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
+        reg.iq(IqType::Set, IqTarget::Account, NS, self.clone());
+        reg.lifecycle(self);
+        reg.host_feature(NS);
+        reg.account_feature(NS);
+    }
+}
+
+/// The account an IQ is for: its `to`, or the sender's own account without one.
+pub(crate) fn target_account(iq: &Stanza) -> Option<BareJid> {
+    iq.to
+        .as_ref()
+        .or(iq.from.as_ref())
+        .map(|j| j.to_bare())
+        .filter(|b| b.node().is_some())
+}
+
+fn internal(e: impl std::fmt::Display) -> IqReply {
+    tracing::error!(error = %e, "vcard storage failed");
+    IqReply::Error(StanzaError::new(StanzaErrorCondition::InternalServerError))
+}
+
+/// The XEP-0153 hash of a vCard's photo: hex SHA-1 of the decoded BINVAL. `Ok(None)` without
+/// a photo; `Err` if the BINVAL is not base64.
+pub fn photo_hash(vcard: &Element) -> Result<Option<String>, base64::DecodeError> {
+    let Some(binval) = vcard
+        .get_child("PHOTO", NS)
+        .and_then(|p| p.get_child("BINVAL", NS))
+    else {
+        return Ok(None);
+    };
+    // BINVAL is often wrapped over several lines.
+    let text: String = binval
+        .text_content()
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let data = base64::engine::general_purpose::STANDARD.decode(text)?;
+    let digest = Sha1::digest(&data);
+    Ok(Some(digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// The stored avatar hash of an account (for XEP-0153 presence annotations): `Some("")` if
+/// the account's vCard has no photo, `None` if it has no vCard or storage failed.
+pub async fn avatar_hash(ctx: &ServerCtx, account: &BareJid) -> Option<String> {
+    let node = account.node()?;
+    ctx.stores
+        .data
+        .get_account_data(account.domain().as_str(), node.as_str(), KIND, KEY_AVATAR)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "vcard storage failed");
+            None
+        })
+}
+
+#[async_trait]
+impl IqHandler for Vcard {
+    async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, _: IqTarget) -> IqReply {
+        let (Some(account), Some(payload)) = (target_account(iq), iq.iq_payload()) else {
+            return IqReply::Error(StanzaError::new(StanzaErrorCondition::BadRequest));
+        };
+        if payload.name != "vCard" {
+            return IqReply::Error(StanzaError::new(StanzaErrorCondition::BadRequest));
+        }
+        let Some(node) = account.node() else {
+            return IqReply::Error(StanzaError::new(StanzaErrorCondition::BadRequest));
+        };
+        let (domain, user) = (account.domain().as_str(), node.as_str());
+        let data = &ctx.stores.data;
+        if iq.iq_type() == Some(IqType::Get) {
+            // XEP-0054 §3.1 allows an empty vCard when none exists; clients handle it best.
+            return match data.get_account_data(domain, user, KIND, KEY_VCARD).await {
+                Ok(Some(text)) => {
+                    match stored_xml::from_stored(&text, ctx.config.limits.parser_limits()) {
+                        Some(v) => IqReply::Result(Some(v)),
+                        None => IqReply::Error(StanzaError::new(
+                            StanzaErrorCondition::InternalServerError,
+                        )),
+                    }
+                }
+                Ok(None) => IqReply::Result(Some(Element::new("vCard", NS))),
+                Err(e) => internal(e),
+            };
+        }
+        // XEP-0054 §3.2: only the owner may set a vCard.
+        let own = iq.from.as_ref().map(|f| f.to_bare()) == Some(account.clone());
+        if !own {
+            return IqReply::Error(StanzaError::new(StanzaErrorCondition::Forbidden));
+        }
+        let text = stored_xml::to_stored(payload);
+        if text.len() > ctx.config.vcard.max_size {
+            return IqReply::Error(StanzaError::with_text(
+                StanzaErrorCondition::NotAcceptable,
+                format!("vCard larger than {} bytes", ctx.config.vcard.max_size),
+            ));
+        }
+        let hash = match photo_hash(payload) {
+            Ok(h) => h.unwrap_or_default(),
+            Err(_) => {
+                return IqReply::Error(StanzaError::with_text(
+                    StanzaErrorCondition::BadRequest,
+                    "PHOTO/BINVAL is not base64",
+                ))
+            }
+        };
+        if let Err(e) = data
+            .set_account_data(domain, user, KIND, KEY_VCARD, &text)
+            .await
+        {
+            return internal(e);
+        }
+        if let Err(e) = data
+            .set_account_data(domain, user, KIND, KEY_AVATAR, &hash)
+            .await
+        {
+            return internal(e);
+        }
+        IqReply::Result(None)
+    }
+}
+
+#[async_trait]
+impl LifecycleListener for Vcard {
+    async fn account_deleted(&self, ctx: &ServerCtx, account: &BareJid) {
+        let Some(node) = account.node() else { return };
+        for key in [KEY_VCARD, KEY_AVATAR] {
+            if let Err(e) = ctx
+                .stores
+                .data
+                .delete_account_data(account.domain().as_str(), node.as_str(), KIND, key)
+                .await
+            {
+                tracing::error!(error = %e, "deleting vcard failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photo_hash_of_wrapped_base64() {
+        // SHA-1 of "abc" (FIPS 180 test vector).
+        let v = Element::new("vCard", NS).child(
+            Element::new("PHOTO", NS)
+                .child(Element::new("TYPE", NS).text("image/png"))
+                .child(Element::new("BINVAL", NS).text("YW\n Jj")),
+        );
+        assert_eq!(
+            photo_hash(&v).ok().flatten().as_deref(),
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+        assert_eq!(photo_hash(&Element::new("vCard", NS)).ok(), Some(None));
+        let bad = Element::new("vCard", NS)
+            .child(Element::new("PHOTO", NS).child(Element::new("BINVAL", NS).text("!!")));
+        assert!(photo_hash(&bad).is_err());
+    }
+}
