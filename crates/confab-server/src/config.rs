@@ -27,6 +27,8 @@ pub struct Config {
     pub auth: AuthSection,
     pub modules: ModulesSection,
     pub log: LogSection,
+    pub offline: OfflineSection,
+    pub blocking: BlockingSection,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -206,6 +208,35 @@ pub struct ModulesSection {
     pub disabled: Vec<String>,
 }
 
+/// XEP-0160 offline messages (`offline` module).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineSection {
+    /// Messages kept per account while it is offline; past this, senders get
+    /// `<service-unavailable/>`.
+    pub quota: usize,
+}
+
+impl Default for OfflineSection {
+    fn default() -> Self {
+        OfflineSection { quota: 1000 }
+    }
+}
+
+/// XEP-0191 blocking command (`blocking` module).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockingSection {
+    /// Most JIDs one account may block; a block past it gets `<resource-constraint/>`.
+    pub max_items: usize,
+}
+
+impl Default for BlockingSection {
+    fn default() -> Self {
+        BlockingSection { max_items: 1000 }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
@@ -289,6 +320,9 @@ impl Config {
         {
             return bad("limits.outbound_queue and max_connections must be positive, max_outbound_bytes at least max_stanza_size".into());
         }
+        if self.offline.quota > 100_000 || self.blocking.max_items > 100_000 {
+            return bad("offline.quota and blocking.max_items must be at most 100000".into());
+        }
         if self.c2s.port == 0 && self.c2s.tls_port == 0 {
             return bad("c2s.port and c2s.tls_port are both disabled".into());
         }
@@ -365,6 +399,8 @@ mod tests {
         assert_eq!(c.limits.max_stanza_size, d.limits.max_stanza_size);
         assert_eq!(c.auth.mechanisms, d.auth.mechanisms);
         assert_eq!(c.limits.max_depth, d.limits.max_depth);
+        assert_eq!(c.offline.quota, d.offline.quota);
+        assert_eq!(c.blocking.max_items, d.blocking.max_items);
     }
 
     #[test]
@@ -406,6 +442,10 @@ mod tests {
             "[auth]\nscram_iterations = 10\n",
             "[nosuchsection]\nx = 1\n",
             "[c2s]\nnosuchkey = 1\n",
+            "[offline]\nquota = 1000000\n",
+            "[offline]\nquota = -1\n",
+            "[blocking]\nmax_items = 1000000\n",
+            "[blocking]\nnosuchkey = 1\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

@@ -96,6 +96,13 @@ impl SessionInfo {
         }
     }
 
+    /// Whether `len` more bytes fit in the queue now, so a bulk sender (offline delivery)
+    /// can pace itself instead of tripping the slow-reader limit.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.tx.capacity() > 0
+            && self.queued_bytes.load(Ordering::Relaxed) + len <= self.max_queued_bytes
+    }
+
     /// The writer reports bytes it has written.
     pub fn written(&self, n: usize) {
         self.queued_bytes.fetch_sub(n, Ordering::Relaxed);

@@ -3,8 +3,10 @@
 use crate::module::Module;
 use std::sync::Arc;
 
+pub mod blocking;
 pub mod disco;
 pub mod legacy_session;
+pub mod offline;
 pub mod ping;
 pub mod version;
 
@@ -15,5 +17,7 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(legacy_session::LegacySession),
+        Arc::new(blocking::Blocking::new()),
+        Arc::new(offline::Offline::new()),
     ]
 }
