@@ -289,8 +289,29 @@ async fn what_is_stored_besides_bodies() {
         )
         .await
         .expect("send");
+    // Attributes in other namespaces, xml:lang, escaped text and unknown payloads come
+    // back exactly as they were routed.
+    let mut rich = Element::new("message", ns::CLIENT)
+        .attr("to", "bob@localhost")
+        .attr("id", "rich")
+        .child(Element::new("body", ns::CLIENT).text("<a & 'b' \"c\"> 😀"))
+        .child(
+            Element::new("x", "jabber:x:oob")
+                .child(Element::new("url", "jabber:x:oob").text("https://example.org/?a=1&b=2")),
+        );
+    rich.attrs.push(confab_proto::xml::Attr {
+        ns: ns::XML.into(),
+        name: "lang".into(),
+        value: "en".into(),
+    });
+    rich.attrs.push(confab_proto::xml::Attr {
+        ns: "urn:example:ext".into(),
+        name: "flag".into(),
+        value: "1".into(),
+    });
+    alice.send(&rich).await.expect("send");
     ping(&mut alice).await;
-    assert_eq!(stored(&ts, "bob").await, 3);
+    assert_eq!(stored(&ts, "bob").await, 4);
     let mut bob = ts.login("bob").await;
     send_presence(&mut bob, None).await;
     let r = recv_message(&mut bob).await;
@@ -307,6 +328,16 @@ async fn what_is_stored_besides_bodies() {
         body(&recv_message(&mut bob).await).as_deref(),
         Some("keep me")
     );
+    let mut got = recv_message(&mut bob).await;
+    assert_delayed(&got);
+    got.remove_children("delay", ns::DELAY);
+    assert_eq!(got.remove_attr("from").as_deref(), Some(alice.jid.as_str()));
+    // Attribute order is not significant in XML.
+    for e in [&mut got, &mut rich] {
+        e.attrs
+            .sort_by(|a, b| (&a.ns, &a.name).cmp(&(&b.ns, &b.name)));
+    }
+    assert_eq!(got, rich);
 }
 
 #[tokio::test]

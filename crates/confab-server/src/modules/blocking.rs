@@ -127,10 +127,9 @@ impl Blocking {
     }
 
     async fn blocks(&self, ctx: &ServerCtx, account: &BareJid, other: &Jid) -> bool {
-        if exempt(ctx, account, other) {
-            return false;
-        }
-        matches(&*self.list(ctx, account).await, other)
+        let list = self.list(ctx, account).await;
+        // Most lists are empty: decide that before any allocation.
+        !list.is_empty() && !exempt(ctx, account, other) && matches(&list, other)
     }
 
     /// The user sent a stanza to a JID they block (XEP-0191 §3.3).
