@@ -361,6 +361,25 @@ async fn session_without_presence_gets_nothing_until_it_is_available() {
     assert_eq!(body(&m).as_deref(), Some("wait"));
     assert_delayed(&m);
     wait_stored(&ts, "bob", 0).await;
+
+    // Unavailable, then available again on the same stream: what was stored meanwhile
+    // is delivered on the new initial presence.
+    bob.send(&Element::new("presence", ns::CLIENT).attr("type", "unavailable"))
+        .await
+        .expect("unavailable");
+    ping(&mut bob).await;
+    alice
+        .send(&chat("bob@localhost", "meanwhile"))
+        .await
+        .expect("send");
+    ping(&mut alice).await;
+    assert!(no_message(&mut bob, 300).await);
+    assert_eq!(stored(&ts, "bob").await, 1);
+    send_presence(&mut bob, None).await;
+    let m = recv_message(&mut bob).await;
+    assert_eq!(body(&m).as_deref(), Some("meanwhile"));
+    assert_delayed(&m);
+    wait_stored(&ts, "bob", 0).await;
 }
 
 #[tokio::test]

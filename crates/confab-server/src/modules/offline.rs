@@ -285,12 +285,22 @@ impl Offline {
     }
 
     fn on_presence(&self, ctx: &ServerCtx, stanza: &Stanza) {
-        if stanza.to.is_some() || stanza.type_attr().is_some() {
+        if stanza.to.is_some() {
             return;
         }
         let Some(full) = stanza.from.as_ref().and_then(|f| f.try_as_full().ok()) else {
             return;
         };
+        match stanza.type_attr() {
+            None => {}
+            // The next available presence is initial again (RFC 6121 §4.2) and delivers
+            // what was stored meanwhile.
+            Some("unavailable") => {
+                self.inner.delivered.remove(full);
+                return;
+            }
+            Some(_) => return,
+        }
         let Some(session) = ctx.router.session(full) else {
             return;
         };
