@@ -31,6 +31,8 @@ pub struct Config {
     pub registration: RegistrationSection,
     pub vcard: VcardSection,
     pub ping: PingSection,
+    pub offline: OfflineSection,
+    pub blocking: BlockingSection,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -232,6 +234,35 @@ pub struct ModulesSection {
     pub disabled: Vec<String>,
 }
 
+/// XEP-0160 offline messages (`offline` module).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineSection {
+    /// Messages kept per account while it is offline; past this, senders get
+    /// `<service-unavailable/>`.
+    pub quota: usize,
+}
+
+impl Default for OfflineSection {
+    fn default() -> Self {
+        OfflineSection { quota: 1000 }
+    }
+}
+
+/// XEP-0191 blocking command (`blocking` module).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockingSection {
+    /// Most JIDs one account may block; a block past it gets `<resource-constraint/>`.
+    pub max_items: usize,
+}
+
+impl Default for BlockingSection {
+    fn default() -> Self {
+        BlockingSection { max_items: 1000 }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
@@ -389,9 +420,9 @@ impl Config {
         }
         if self.limits.outbound_queue == 0
             || self.limits.max_connections == 0
-            || self.limits.max_outbound_bytes < self.limits.max_stanza_size
+            || self.limits.max_outbound_bytes < 2 * self.limits.max_stanza_size
         {
-            return bad("limits.outbound_queue and max_connections must be positive, max_outbound_bytes at least max_stanza_size".into());
+            return bad("limits.outbound_queue and max_connections must be positive, max_outbound_bytes at least twice max_stanza_size".into());
         }
         let r = &self.registration;
         if r.min_password_length == 0 || r.min_password_length > 1024 {
@@ -405,6 +436,9 @@ impl Config {
         }
         if self.ping.interval > 0 && self.ping.timeout == 0 {
             return bad("ping.timeout must be positive when ping.interval is set".into());
+        }
+        if self.offline.quota > 100_000 || self.blocking.max_items > 100_000 {
+            return bad("offline.quota and blocking.max_items must be at most 100000".into());
         }
         if self.c2s.port == 0 && self.c2s.tls_port == 0 {
             return bad("c2s.port and c2s.tls_port are both disabled".into());
@@ -488,6 +522,8 @@ mod tests {
         assert_eq!(c.vcard.max_size, d.vcard.max_size);
         assert_eq!(c.ping.interval, d.ping.interval);
         assert_eq!(c.ping.timeout, d.ping.timeout);
+        assert_eq!(c.offline.quota, d.offline.quota);
+        assert_eq!(c.blocking.max_items, d.blocking.max_items);
     }
 
     #[test]
@@ -555,6 +591,10 @@ mod tests {
             "[vcard]\nmax_size = 10\n",
             "[vcard]\nmax_size = 100000000\n",
             "[ping]\ninterval = 5\ntimeout = 0\n",
+            "[offline]\nquota = 1000000\n",
+            "[offline]\nquota = -1\n",
+            "[blocking]\nmax_items = 1000000\n",
+            "[blocking]\nnosuchkey = 1\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

@@ -128,6 +128,14 @@ impl SessionInfo {
         }
     }
 
+    /// Whether `len` more bytes fit in the first half of the queue now, so a bulk sender
+    /// (offline delivery) can pace itself and still leave room for live stanzas, instead of
+    /// tripping the slow-reader limit.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.tx.capacity() * 2 > self.tx.max_capacity()
+            && self.queued_bytes.load(Ordering::Relaxed) + len <= self.max_queued_bytes / 2
+    }
+
     /// The writer reports bytes it has written.
     pub fn written(&self, n: usize) {
         self.queued_bytes.fetch_sub(n, Ordering::Relaxed);

@@ -3,9 +3,11 @@
 use crate::module::Module;
 use std::sync::Arc;
 
+pub mod blocking;
 pub mod disco;
 pub mod last;
 pub mod legacy_session;
+pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod private;
@@ -30,5 +32,7 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(private::Private),
         Arc::new(time::Time),
         Arc::new(last::Last::default()),
+        Arc::new(blocking::Blocking::new()),
+        Arc::new(offline::Offline::new()),
     ]
 }

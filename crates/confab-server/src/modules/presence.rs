@@ -41,7 +41,7 @@ impl Module for Presence {
     fn register(self: Arc<Self>, reg: &mut Registry) {
         // Last: broadcast presence is consumed here, and other modules (offline delivery,
         // last activity, blocking) must see it first.
-        reg.hook(HookPoint::FromClient, -100, self.clone());
+        reg.hook(HookPoint::FromClient, i32::MIN, self.clone());
         reg.hook(HookPoint::ToBareJid, 100, self.clone());
         reg.hook(HookPoint::ToFullJid, 100, self.clone());
         reg.lifecycle(self);

@@ -204,13 +204,17 @@ impl Raw {
     }
 }
 
-/// Expects that the session is ended by the server with a stream error.
+/// Expects that the session is ended by the server with a stream error; stanzas still in
+/// flight before it (e.g. presence of the user's other resources) are skipped.
 pub async fn expect_session_stream_error(c: &mut ClientSession) -> StreamErrorCondition {
-    match tokio::time::timeout(Duration::from_secs(10), c.recv()).await {
-        Ok(Err(confab_stream::client::ClientError::Stream(e))) => e.condition,
-        Ok(Ok(e)) => panic!("expected a stream error, got {e}"),
-        Ok(Err(e)) => panic!("expected a stream error, got {e}"),
-        Err(_) => panic!("timed out waiting for a stream error"),
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Err(confab_stream::client::ClientError::Stream(e))) => return e.condition,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => panic!("expected a stream error, got {e}"),
+            Err(_) => panic!("timed out waiting for a stream error"),
+        }
     }
 }
 

@@ -1,0 +1,498 @@
+//! XEP-0191 Blocking Command: each account keeps a list of JIDs it does not want to talk
+//! to. Stanzas between the account and a blocked JID are stopped in both directions:
+//! outbound ones get `<not-acceptable/>` + `<blocked/>`, inbound ones look as if the user
+//! were offline (XEP-0191 §3.3).
+//!
+//! Lists live in the data store (kind `blocklist`, one key per JID) and are cached in memory,
+//! so the routing path reads the database at most once per account.
+
+use crate::module::{
+    HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
+    StanzaHook,
+};
+use crate::router::{route, send_error};
+use crate::ServerCtx;
+use async_trait::async_trait;
+use bytes::Bytes;
+use confab_proto::error::{StanzaError, StanzaErrorCondition, StanzaErrorType};
+use confab_proto::jid::{BareJid, Jid};
+use confab_proto::ns;
+use confab_proto::stanza::{IqType, Stanza, StanzaKind};
+use confab_proto::xml::Element;
+use dashmap::DashMap;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub const NS: &str = "urn:xmpp:blocking";
+pub const NS_ERRORS: &str = "urn:xmpp:blocking:errors";
+const KIND: &str = "blocklist";
+
+/// A block list: normalized JID strings.
+type List = Arc<BTreeSet<String>>;
+
+pub struct Blocking {
+    cache: DashMap<BareJid, List>,
+    /// Shared by every account with an empty list, so idle accounts cost no allocation.
+    empty: List,
+    /// Serializes changes, so a change is computed from the latest stored list.
+    write: tokio::sync::Mutex<()>,
+    push_id: AtomicU64,
+}
+
+impl Blocking {
+    pub fn new() -> Self {
+        Blocking {
+            cache: DashMap::new(),
+            empty: List::default(),
+            write: tokio::sync::Mutex::new(()),
+            push_id: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Module for Blocking {
+    fn name(&self) -> &'static str {
+        "blocking"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
+        reg.iq(IqType::Set, IqTarget::Account, NS, self.clone());
+        // High priority: a blocked stanza must not reach offline storage, presence
+        // handling or any other module.
+        reg.hook(HookPoint::FromClient, 1000, self.clone());
+        reg.hook(HookPoint::ToBareJid, 1000, self.clone());
+        reg.hook(HookPoint::ToFullJid, 1000, self.clone());
+        reg.lifecycle(self);
+        reg.account_feature(NS);
+        reg.host_feature(NS);
+    }
+}
+
+/// XEP-0191 §8 (as XEP-0016): an item matches the JID itself, a bare item every resource
+/// of it, a domain item everything at that domain.
+fn matches(list: &BTreeSet<String>, jid: &Jid) -> bool {
+    if list.is_empty() {
+        return false;
+    }
+    list.contains(jid.as_str())
+        || (jid.resource().is_some() && list.contains(jid.to_bare().as_str()))
+        || list.contains(jid.domain().as_str())
+}
+
+/// The server itself and the account's own resources are never blocked (XEP-0191 §5 note).
+fn exempt(ctx: &ServerCtx, account: &BareJid, other: &Jid) -> bool {
+    (other.node().is_none() && ctx.config.is_local_domain(other.domain().as_str()))
+        || other.to_bare() == *account
+}
+
+impl Blocking {
+    /// The account's list, from the cache or loaded once.
+    async fn list(&self, ctx: &ServerCtx, account: &BareJid) -> List {
+        if let Some(l) = self.cache.get(account) {
+            return l.clone();
+        }
+        match self.load(ctx, account).await {
+            Ok(l) => {
+                // A change racing with this load inserted the newer list: keep that one.
+                self.cache.entry(account.clone()).or_insert(l).clone()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, account = %account, "reading block list failed");
+                self.empty.clone()
+            }
+        }
+    }
+
+    async fn load(&self, ctx: &ServerCtx, account: &BareJid) -> confab_store::Result<List> {
+        let Some(node) = account.node() else {
+            return Ok(self.empty.clone());
+        };
+        let rows = ctx
+            .stores
+            .data
+            .list_account_data(account.domain().as_str(), node.as_str(), KIND)
+            .await?;
+        if rows.is_empty() {
+            return Ok(self.empty.clone());
+        }
+        Ok(Arc::new(rows.into_iter().map(|(k, _)| k).collect()))
+    }
+
+    async fn blocks(&self, ctx: &ServerCtx, account: &BareJid, other: &Jid) -> bool {
+        let list = self.list(ctx, account).await;
+        // Most lists are empty: decide that before any allocation.
+        !list.is_empty() && !exempt(ctx, account, other) && matches(&list, other)
+    }
+
+    /// The user sent a stanza to a JID they block (XEP-0191 §3.3).
+    async fn refuse_outbound(&self, ctx: &ServerCtx, stanza: &Stanza) {
+        if stanza.kind == StanzaKind::Presence {
+            return;
+        }
+        let err = StanzaError {
+            type_: StanzaErrorType::Cancel,
+            ..StanzaError::new(StanzaErrorCondition::NotAcceptable)
+        };
+        let Some(mut reply) = stanza.error_reply(&err) else {
+            return;
+        };
+        if let Some(e) = reply.el.get_child_mut("error", &stanza.el.ns) {
+            e.push_child(Element::new("blocked", NS_ERRORS));
+        }
+        // Straight to the session: routing it would run the user's own inbound filter,
+        // which blocks the very JID this error comes from.
+        let session = stanza
+            .from
+            .as_ref()
+            .and_then(|f| f.try_as_full().ok())
+            .and_then(|f| ctx.router.session(f));
+        if let Some(s) = session {
+            s.send(Bytes::from(reply.el.to_xml(ns::CLIENT)));
+        }
+    }
+
+    /// A blocked JID sent something to the user: the user looks unavailable to it.
+    async fn refuse_inbound(&self, ctx: &ServerCtx, stanza: &Stanza) {
+        match stanza.kind {
+            StanzaKind::Presence => {}
+            StanzaKind::Message | StanzaKind::Iq => {
+                // error_reply answers neither errors nor iq results.
+                send_error(
+                    ctx,
+                    stanza,
+                    StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                )
+                .await
+            }
+        }
+    }
+
+    /// A stanza from a local client: its own block list applies to the recipient, and for
+    /// IQs to another account's bare JID (which the router hands to modules, not to the
+    /// ToBareJid hooks) the recipient's list applies to the sender.
+    async fn client_stanza(&self, ctx: &ServerCtx, stanza: &Stanza) -> HookResult {
+        let (Some(to), Some(from)) = (&stanza.to, &stanza.from) else {
+            return HookResult::Continue;
+        };
+        let sender = from.to_bare();
+        if self.blocks(ctx, &sender, to).await {
+            self.refuse_outbound(ctx, stanza).await;
+            return HookResult::Handled;
+        }
+        let to_local_account = to.node().is_some()
+            && to.resource().is_none()
+            && ctx.config.is_local_domain(to.domain().as_str());
+        if stanza.kind == StanzaKind::Iq
+            && to_local_account
+            && self.blocks(ctx, &to.to_bare(), from).await
+        {
+            self.refuse_inbound(ctx, stanza).await;
+            return HookResult::Handled;
+        }
+        HookResult::Continue
+    }
+
+    /// A stanza for a local account (bare or full JID).
+    async fn to_account(&self, ctx: &ServerCtx, stanza: &Stanza) -> HookResult {
+        let (Some(to), Some(from)) = (&stanza.to, &stanza.from) else {
+            return HookResult::Continue;
+        };
+        let recipient = to.to_bare();
+        if self.blocks(ctx, &recipient, from).await {
+            self.refuse_inbound(ctx, stanza).await;
+            return HookResult::Handled;
+        }
+        // Presence the server sends on a user's behalf (broadcasts, probes answered) does
+        // not pass FromClient: apply the sender's list here too.
+        let from_local_account =
+            from.node().is_some() && ctx.config.is_local_domain(from.domain().as_str());
+        if stanza.kind == StanzaKind::Presence
+            && from_local_account
+            && self.blocks(ctx, &from.to_bare(), to).await
+        {
+            return HookResult::Handled;
+        }
+        HookResult::Continue
+    }
+}
+
+#[async_trait]
+impl StanzaHook for Blocking {
+    async fn on_stanza(
+        &self,
+        ctx: &ServerCtx,
+        point: HookPoint,
+        stanza: &mut Stanza,
+    ) -> HookResult {
+        match point {
+            HookPoint::FromClient => self.client_stanza(ctx, stanza).await,
+            HookPoint::ToBareJid | HookPoint::ToFullJid => self.to_account(ctx, stanza).await,
+            HookPoint::Undeliverable => HookResult::Continue,
+        }
+    }
+}
+
+fn bad_request(text: &str) -> IqReply {
+    IqReply::Error(StanzaError::with_text(
+        StanzaErrorCondition::BadRequest,
+        text,
+    ))
+}
+
+/// The `jid` attributes of `<item/>` children, normalized; an invalid one is an error.
+fn parse_items(payload: &Element) -> Result<Vec<String>, IqReply> {
+    let mut out = Vec::new();
+    for item in payload.elements() {
+        if !item.is("item", NS) {
+            continue;
+        }
+        let Some(raw) = item.get_attr("jid") else {
+            return Err(bad_request("item without a jid"));
+        };
+        match Jid::new(raw) {
+            Ok(j) => out.push(j.as_str().to_string()),
+            Err(_) => {
+                return Err(IqReply::Error(StanzaError::with_text(
+                    StanzaErrorCondition::JidMalformed,
+                    format!("invalid jid '{raw}'"),
+                )))
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn items_element(name: &str, jids: &[String]) -> Element {
+    let mut e = Element::new(name, NS);
+    for j in jids {
+        e.push_child(Element::new("item", NS).attr("jid", j.clone()));
+    }
+    e
+}
+
+enum Change {
+    Block(Vec<String>),
+    Unblock(Vec<String>),
+    UnblockAll,
+}
+
+impl Blocking {
+    /// Applies a change to the stored list and the cache; `Err` is the IQ error to send.
+    async fn apply(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        change: &Change,
+    ) -> Result<(), IqReply> {
+        let internal = |e: confab_store::StoreError| {
+            tracing::error!(error = %e, account = %account, "updating block list failed");
+            IqReply::Error(StanzaError::new(StanzaErrorCondition::InternalServerError))
+        };
+        let Some(node) = account.node() else {
+            return Err(IqReply::Error(StanzaError::new(
+                StanzaErrorCondition::ItemNotFound,
+            )));
+        };
+        let (domain, node) = (account.domain().as_str(), node.as_str());
+        let _guard = self.write.lock().await;
+        let current = self.load(ctx, account).await.map_err(internal)?;
+        let mut next: BTreeSet<String> = (*current).clone();
+        match change {
+            Change::Block(jids) => {
+                let added: Vec<&String> = jids.iter().filter(|j| !current.contains(*j)).collect();
+                if current.len() + added.len() > ctx.config.blocking.max_items {
+                    return Err(IqReply::Error(StanzaError::with_text(
+                        StanzaErrorCondition::ResourceConstraint,
+                        "too many blocked JIDs",
+                    )));
+                }
+                for j in added {
+                    ctx.stores
+                        .data
+                        .set_account_data(domain, node, KIND, j, "")
+                        .await
+                        .map_err(internal)?;
+                    next.insert(j.clone());
+                }
+            }
+            Change::Unblock(jids) => {
+                for j in jids.iter().filter(|j| current.contains(*j)) {
+                    ctx.stores
+                        .data
+                        .delete_account_data(domain, node, KIND, j)
+                        .await
+                        .map_err(internal)?;
+                    next.remove(j);
+                }
+            }
+            Change::UnblockAll => {
+                for j in current.iter() {
+                    ctx.stores
+                        .data
+                        .delete_account_data(domain, node, KIND, j)
+                        .await
+                        .map_err(internal)?;
+                    next.remove(j);
+                }
+            }
+        }
+        let list = if next.is_empty() {
+            self.empty.clone()
+        } else {
+            Arc::new(next)
+        };
+        self.cache.insert(account.clone(), list);
+        Ok(())
+    }
+
+    /// XEP-0191 §3.3/§3.4: every resource of the account learns of the change.
+    fn push(&self, ctx: &ServerCtx, account: &BareJid, payload: Element) {
+        for s in ctx.router.sessions_of(account) {
+            let id = self.push_id.fetch_add(1, Ordering::Relaxed);
+            let iq = Element::new("iq", ns::CLIENT)
+                .attr("type", "set")
+                .attr("id", format!("block-push-{id}"))
+                .attr("to", s.jid.to_string())
+                .child(payload.clone());
+            s.send(Bytes::from(iq.to_xml(ns::CLIENT)));
+        }
+    }
+}
+
+#[async_trait]
+impl IqHandler for Blocking {
+    async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, _: IqTarget) -> IqReply {
+        let Some(from) = &iq.from else {
+            return IqReply::Error(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
+        };
+        let account = from.to_bare();
+        // Only the account itself manages its list; to others this does not exist.
+        if iq.to.as_ref().is_some_and(|t| t.to_bare() != account) {
+            return IqReply::Error(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
+        }
+        let Some(payload) = iq.iq_payload() else {
+            return bad_request("no payload");
+        };
+        match (iq.iq_type(), payload.name.as_str()) {
+            (Some(IqType::Get), "blocklist") => {
+                let list = self.list(ctx, &account).await;
+                let jids: Vec<String> = list.iter().cloned().collect();
+                IqReply::Result(Some(items_element("blocklist", &jids)))
+            }
+            (Some(IqType::Set), "block" | "unblock") => {
+                let jids = match parse_items(payload) {
+                    Ok(j) => j,
+                    Err(reply) => return reply,
+                };
+                let block = payload.name == "block";
+                let change = match (block, jids.is_empty()) {
+                    (true, true) => return bad_request("block needs at least one item"),
+                    (true, false) => Change::Block(jids.clone()),
+                    (false, true) => Change::UnblockAll,
+                    (false, false) => Change::Unblock(jids.clone()),
+                };
+                if let Err(reply) = self.apply(ctx, &account, &change).await {
+                    return reply;
+                }
+                // TODO(presence): XEP-0191 §3.3/§3.4 unavailable presence to newly blocked
+                // contacts and current presence to unblocked ones belongs to the presence
+                // module.
+                let mut result = iq.iq_result(None);
+                if result.from.is_none() {
+                    result.set_from(iq.to.clone());
+                }
+                route(ctx, result).await;
+                self.push(ctx, &account, items_element(&payload.name, &jids));
+                IqReply::Handled
+            }
+            _ => bad_request("expected blocklist (get), block or unblock (set)"),
+        }
+    }
+}
+
+#[async_trait]
+impl LifecycleListener for Blocking {
+    async fn account_deleted(&self, ctx: &ServerCtx, account: &BareJid) {
+        if self.apply(ctx, account, &Change::UnblockAll).await.is_err() {
+            tracing::error!(account = %account, "deleting block list failed");
+        }
+        self.cache.remove(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn jid(s: &str) -> Jid {
+        Jid::new(s).expect("valid jid")
+    }
+
+    #[test]
+    fn matching_rules() {
+        let full = list(&["romeo@montague.net/orchard"]);
+        assert!(matches(&full, &jid("romeo@montague.net/orchard")));
+        assert!(!matches(&full, &jid("romeo@montague.net/garden")));
+        assert!(!matches(&full, &jid("romeo@montague.net")));
+
+        let bare = list(&["romeo@montague.net"]);
+        assert!(matches(&bare, &jid("romeo@montague.net")));
+        assert!(matches(&bare, &jid("romeo@montague.net/orchard")));
+        assert!(!matches(&bare, &jid("benvolio@montague.net")));
+        assert!(!matches(&bare, &jid("montague.net")));
+
+        let dom_res = list(&["montague.net/chat"]);
+        assert!(matches(&dom_res, &jid("montague.net/chat")));
+        assert!(!matches(&dom_res, &jid("montague.net")));
+        assert!(!matches(&dom_res, &jid("romeo@montague.net/chat")));
+
+        let domain = list(&["montague.net"]);
+        assert!(matches(&domain, &jid("montague.net")));
+        assert!(matches(&domain, &jid("montague.net/chat")));
+        assert!(matches(&domain, &jid("romeo@montague.net")));
+        assert!(matches(&domain, &jid("romeo@montague.net/orchard")));
+        assert!(!matches(&domain, &jid("juliet@capulet.com")));
+        assert!(!matches(&domain, &jid("sub.montague.net")));
+    }
+
+    #[test]
+    fn items_are_normalized_and_validated() {
+        let block = Element::new("block", NS)
+            .child(Element::new("item", NS).attr("jid", "Romeo@Montague.NET"))
+            .child(Element::new("item", NS).attr("jid", "romeo@montague.net"));
+        assert_eq!(
+            parse_items(&block).ok(),
+            Some(vec!["romeo@montague.net".to_string()])
+        );
+        let bad = Element::new("block", NS).child(Element::new("item", NS).attr("jid", "@x"));
+        assert!(matches!(
+            parse_items(&bad),
+            Err(IqReply::Error(StanzaError {
+                condition: StanzaErrorCondition::JidMalformed,
+                ..
+            }))
+        ));
+        let missing = Element::new("block", NS).child(Element::new("item", NS));
+        assert!(matches!(
+            parse_items(&missing),
+            Err(IqReply::Error(StanzaError {
+                condition: StanzaErrorCondition::BadRequest,
+                ..
+            }))
+        ));
+    }
+}
