@@ -247,6 +247,20 @@ async fn vcard_avatar_hash_and_update_passes_through() {
         confab_server::modules::vcard::avatar_hash(ctx, &account).await,
         Some(String::new())
     );
+    // XEP-0153: presence without an annotation gets the stored hash (empty: no avatar).
+    alice
+        .send(&Element::new("presence", ns::CLIENT).attr("to", bob.jid.to_string()))
+        .await
+        .expect("send");
+    let p = recv(&mut bob).await;
+    let x = p
+        .get_child("x", "vcard-temp:x:update")
+        .unwrap_or_else(|| panic!("not annotated: {p}"));
+    assert_eq!(
+        x.get_child("photo", "vcard-temp:x:update")
+            .map(|e| e.text_content()),
+        Some(String::new())
+    );
     // The presence annotation reaches the recipient untouched.
     let update = Element::new("x", "vcard-temp:x:update")
         .child(Element::new("photo", "vcard-temp:x:update").text(expected.clone()));

@@ -3,14 +3,17 @@
 //! SHA-1 of the image is kept for XEP-0153 avatar hashes (`avatar_hash`); the
 //! `vcard-temp:x:update` element in presence is not touched by this module.
 
-use crate::module::{IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry};
+use crate::module::{
+    HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
+    StanzaHook,
+};
 use crate::modules::stored_xml;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use base64::Engine as _;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::BareJid;
-use confab_proto::stanza::{IqType, Stanza};
+use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use sha1::{Digest, Sha1};
 use std::sync::Arc;
@@ -30,6 +33,8 @@ impl Module for Vcard {
     fn register(self: Arc<Self>, reg: &mut Registry) {
         reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
         reg.iq(IqType::Set, IqTarget::Account, NS, self.clone());
+        // Before the presence module broadcasts it.
+        reg.hook(HookPoint::FromClient, 10, self.clone());
         reg.lifecycle(self);
         reg.host_feature(NS);
         reg.account_feature(NS);
@@ -85,6 +90,35 @@ pub async fn avatar_hash(ctx: &ServerCtx, account: &BareJid) -> Option<String> {
             tracing::error!(error = %e, "vcard storage failed");
             None
         })
+}
+
+const UPDATE_NS: &str = "vcard-temp:x:update";
+
+/// XEP-0153 §4.1: available presence from a client that does not annotate it itself gets
+/// the stored avatar hash, so contacts learn about avatar changes (as ejabberd does).
+#[async_trait]
+impl StanzaHook for Vcard {
+    async fn on_stanza(&self, ctx: &ServerCtx, _: HookPoint, stanza: &mut Stanza) -> HookResult {
+        if stanza.kind != StanzaKind::Presence
+            || stanza.type_attr().is_some()
+            || stanza.el.get_child("x", UPDATE_NS).is_some()
+        {
+            return HookResult::Continue;
+        }
+        let Some(account) = stanza.from.as_ref().map(|f| f.to_bare()) else {
+            return HookResult::Continue;
+        };
+        if let Some(hash) = avatar_hash(ctx, &account).await {
+            let mut photo = Element::new("photo", UPDATE_NS);
+            if !hash.is_empty() {
+                photo = photo.text(hash);
+            }
+            stanza
+                .el
+                .push_child(Element::new("x", UPDATE_NS).child(photo));
+        }
+        HookResult::Continue
+    }
 }
 
 #[async_trait]
