@@ -664,3 +664,47 @@ async fn deleting_an_account_cancels_its_subscriptions() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn blocking_a_contact_hides_presence_and_unblocking_restores_it() {
+    const BLOCKING: &str = "urn:xmpp:blocking";
+    let ts = server_with(&["alice", "bob"]).await;
+    let (mut alice, mut bob) = befriend(&ts).await;
+    let block = Element::new("block", BLOCKING)
+        .child(Element::new("item", BLOCKING).attr("jid", "alice@localhost"));
+    let r = iq(&mut bob, "set", None, block).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    expect(&mut alice, "bob unavailable", |e| {
+        is_presence_from(e, "bob@localhost", Some("unavailable"))
+    })
+    .await;
+    // Later presence changes do not reach the blocked contact.
+    bob.send(
+        &Element::new("presence", ns::CLIENT)
+            .child(Element::new("status", ns::CLIENT).text("hidden")),
+    )
+    .await
+    .expect("send");
+    assert!(
+        never(&mut alice, 400, |e| is_presence_from(
+            e,
+            "bob@localhost",
+            None
+        ))
+        .await
+    );
+    let unblock = Element::new("unblock", BLOCKING)
+        .child(Element::new("item", BLOCKING).attr("jid", "alice@localhost"));
+    let r = iq(&mut bob, "set", None, unblock).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let p = expect(&mut alice, "bob back", |e| {
+        is_presence_from(e, "bob@localhost", None)
+    })
+    .await;
+    assert_eq!(
+        p.get_child("status", ns::CLIENT)
+            .map(|s| s.text_content())
+            .as_deref(),
+        Some("hidden")
+    );
+}

@@ -401,12 +401,21 @@ impl IqHandler for Blocking {
                     (false, true) => Change::UnblockAll,
                     (false, false) => Change::Unblock(jids.clone()),
                 };
+                // XEP-0191 §3.3: the newly blocked see the user go offline — sent before
+                // the block is stored, or the block itself would drop it.
+                if block {
+                    presence_on_block(ctx, &account, &jids).await;
+                }
+                let unblocked: Vec<String> = match &change {
+                    Change::UnblockAll => self.list(ctx, &account).await.iter().cloned().collect(),
+                    _ => jids.clone(),
+                };
                 if let Err(reply) = self.apply(ctx, &account, &change).await {
                     return reply;
                 }
-                // TODO(presence): XEP-0191 §3.3/§3.4 unavailable presence to newly blocked
-                // contacts and current presence to unblocked ones belongs to the presence
-                // module.
+                if !block {
+                    presence_on_unblock(ctx, &account, &unblocked).await;
+                }
                 let mut result = iq.iq_result(None);
                 if result.from.is_none() {
                     result.set_from(iq.to.clone());
@@ -416,6 +425,55 @@ impl IqHandler for Blocking {
                 IqReply::Handled
             }
             _ => bad_request("expected blocklist (get), block or unblock (set)"),
+        }
+    }
+}
+
+/// Contacts among `jids` that may see the account's presence (a from-subscription).
+async fn subscribers_among(ctx: &ServerCtx, account: &BareJid, jids: &[String]) -> Vec<Jid> {
+    let mut out = Vec::new();
+    for j in jids {
+        let Ok(jid) = BareJid::new(j) else {
+            continue;
+        };
+        if let Ok(Some(item)) = crate::roster::item(ctx, account, &jid).await {
+            if item.subscription.has_from() {
+                out.push(Jid::from(jid));
+            }
+        }
+    }
+    out
+}
+
+async fn presence_on_block(ctx: &ServerCtx, account: &BareJid, jids: &[String]) {
+    for contact in subscribers_among(ctx, account, jids).await {
+        for s in ctx
+            .router
+            .sessions_of(account)
+            .into_iter()
+            .filter(|s| s.is_available())
+        {
+            let el = Element::new("presence", ns::CLIENT)
+                .attr("type", "unavailable")
+                .attr("from", s.jid.as_str())
+                .attr("to", contact.as_str());
+            if let Ok(p) = Stanza::from_element(el) {
+                route(ctx, p).await;
+            }
+        }
+    }
+}
+
+/// XEP-0191 §3.4: unblocked subscribers get the current presence again. A probe on the
+/// contact's behalf makes the presence module answer with exactly that.
+async fn presence_on_unblock(ctx: &ServerCtx, account: &BareJid, jids: &[String]) {
+    for contact in subscribers_among(ctx, account, jids).await {
+        let el = Element::new("presence", ns::CLIENT)
+            .attr("type", "probe")
+            .attr("from", contact.as_str())
+            .attr("to", account.as_str());
+        if let Ok(p) = Stanza::from_element(el) {
+            route(ctx, p).await;
         }
     }
 }
