@@ -111,12 +111,12 @@ GS_RECEIVER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf '%s\n' "$GS_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add gs-sender@localhost --password-stdin >>"$LOG" 2>&1
 printf '%s\n' "$GS_RECEIVER_PW" | "$CONFABD" --config "$CONFIG" user add gs-receiver@localhost --password-stdin >>"$LOG" 2>&1
 
-echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT)"
-RUST_LOG="${RUST_LOG:-info}" "$CONFABD" --config "$CONFIG" run >>"$LOG" 2>&1 &
-SERVER_PID=$!
-
-# Bounded wait until both ports accept connections.
-if ! python3 - "$PORT" "$TLS_PORT" "$SERVER_PID" <<'EOF'
+start_server() {
+    echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT)"
+    RUST_LOG="${RUST_LOG:-info}" "$CONFABD" --config "$CONFIG" run >>"$LOG" 2>&1 &
+    SERVER_PID=$!
+    # Bounded wait until both ports accept connections.
+    python3 - "$PORT" "$TLS_PORT" "$SERVER_PID" <<'EOF'
 import os, socket, sys, time
 ports, pid = [int(p) for p in sys.argv[1:3]], int(sys.argv[3])
 deadline = time.monotonic() + 30
@@ -133,9 +133,8 @@ while time.monotonic() < deadline:
         time.sleep(0.2)
 sys.exit("confabd did not accept connections within 30 s")
 EOF
-then
-    exit 1
-fi
+}
+start_server || exit 1
 
 VERBOSE_FLAG=()
 [ "${INTEROP_VERBOSE:-0}" = "1" ] && VERBOSE_FLAG=(--verbose)
@@ -154,6 +153,32 @@ for script in "${SCRIPTS[@]}"; do
     set -e
     [ "$rc" -eq 0 ] || STATUS=$rc
 done
+# The whole story with real clients, across a crash: two users register in-band, add each
+# other and chat; one goes offline and is sent a message; the server is killed with SIGKILL
+# and restarted; the message is still delivered; then they block each other.
+scenario() {
+    ALICE_PASSWORD="scenario-a-$RANDOM$RANDOM" BOB_PASSWORD="scenario-b-$RANDOM$RANDOM" \
+        "$VENV/bin/python" tests/interop/scenario_register_chat_restart_block.py \
+        --host 127.0.0.1 --port "$PORT" --tls-port "$TLS_PORT" --phase "$1" \
+        --state "$WORK/scenario.json" --timeout 60 "${VERBOSE_FLAG[@]}"
+}
+echo "== scenario: register, befriend, chat, offline message (phase 1)"
+set +e
+scenario 1
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+echo "== kill -9 confabd and start it again"
+kill -9 "$SERVER_PID" 2>/dev/null || true
+wait "$SERVER_PID" 2>/dev/null || true
+start_server || exit 1
+echo "== scenario: offline message after the crash, blocking (phase 2)"
+set +e
+scenario 2
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+
 echo "== go-sendxmpp interop"
 set +e
 tests/interop/go_sendxmpp.sh 127.0.0.1 "$PORT" "$TLS_PORT" \

@@ -26,11 +26,15 @@ class Client(slixmpp.ClientXMPP):
     """STARTTLS + SCRAM-SHA-256 client that accepts the server's self-signed certificate and
     collects presences and messages in queues."""
 
-    def __init__(self, jid, password, host, port, plugins=()):
+    def __init__(self, jid, password, host, port, plugins=(), register=False):
         super().__init__(jid, password,
                          plugin_config={"feature_mechanisms": {"use_mech": "SCRAM-SHA-256"}})
         for p in plugins:
             self.register_plugin(p)
+        if register:
+            # XEP-0077: register the account in-band before authenticating.
+            self.register_plugin("xep_0077")
+            self.add_event_handler("register", self._register)
         self.target = (host, port)
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -48,6 +52,17 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("presence", self.presences.put_nowait)
         self.add_event_handler("message", self.messages.put_nowait)
 
+    async def _register(self, _form):
+        iq = self.Iq()
+        iq["type"] = "set"
+        iq["register"]["username"] = self.boundjid.user
+        iq["register"]["password"] = self.password
+        try:
+            await iq.send(timeout=STEP_TIMEOUT)
+        except Exception as e:  # noqa: BLE001 - reported as a failed login
+            check(f"in-band registration of {self.boundjid.bare}", False, str(e))
+            self.disconnect()
+
     async def close(self):
         try:
             await asyncio.wait_for(self.disconnect(wait=1.0), 3)
@@ -55,8 +70,8 @@ class Client(slixmpp.ClientXMPP):
             pass
 
 
-async def login(name, jid, password, args, plugins=(), auto_authorize=True):
-    c = Client(jid, password, args.host, args.port, plugins)
+async def login(name, jid, password, args, plugins=(), auto_authorize=True, register=False):
+    c = Client(jid, password, args.host, args.port, plugins, register)
     c.roster.auto_authorize = auto_authorize
     c.roster.auto_subscribe = False
     c.connect(*c.target)
@@ -86,7 +101,7 @@ async def next_matching(queue, pred, timeout=STEP_TIMEOUT):
             return item
 
 
-def run_main(doc, run):
+def run_main(doc, run, add_args=None, need_passwords=True):
     p = argparse.ArgumentParser(description=doc.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
@@ -95,10 +110,12 @@ def run_main(doc, run):
     p.add_argument("--bob", default="bob@localhost")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("-v", "--verbose", action="store_true")
+    if add_args:
+        add_args(p)
     args = p.parse_args()
     args.alice_password = os.environ.get("ALICE_PASSWORD")
     args.bob_password = os.environ.get("BOB_PASSWORD")
-    if not args.alice_password or not args.bob_password:
+    if need_passwords and (not args.alice_password or not args.bob_password):
         p.error("ALICE_PASSWORD and BOB_PASSWORD must be set")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
 
