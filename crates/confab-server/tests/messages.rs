@@ -119,3 +119,39 @@ async fn no_message(c: &mut confab_stream::client::ClientSession, ms: u64) -> bo
         }
     }
 }
+
+#[tokio::test]
+async fn chat_states_and_receipt_requests_pass_through_untouched() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    let m = msg("bob@localhost", Some("chat"), "with extras")
+        .child(Element::new(
+            "active",
+            "http://jabber.org/protocol/chatstates",
+        ))
+        .child(Element::new("request", "urn:xmpp:receipts"))
+        .child(Element::new("nick", "http://jabber.org/protocol/nick").text("Al"));
+    alice.send(&m).await.expect("send");
+    let got = recv_message(&mut bob).await;
+    for (name, ns_) in [
+        ("active", "http://jabber.org/protocol/chatstates"),
+        ("request", "urn:xmpp:receipts"),
+        ("nick", "http://jabber.org/protocol/nick"),
+    ] {
+        assert_eq!(got.get_child(name, ns_), m.get_child(name, ns_), "{got}");
+    }
+    // The receipt goes back the same way.
+    let receipt = Element::new("message", ns::CLIENT)
+        .attr("to", alice.jid.as_str())
+        .child(Element::new("received", "urn:xmpp:receipts").attr("id", "with extras"));
+    bob.send(&receipt).await.expect("send");
+    let got = recv_message(&mut alice).await;
+    assert_eq!(
+        got.get_child("received", "urn:xmpp:receipts")
+            .and_then(|r| r.get_attr("id")),
+        Some("with extras")
+    );
+}
