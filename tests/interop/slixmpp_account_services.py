@@ -11,53 +11,17 @@ Checks, each counted as passed or failed:
     subscribed to alice, is refused alice's last activity with <forbidden/>;
   * service discovery of the server (XEP-0030, xep_0030): the new features are listed;
     alice's own account answers with identity account/registered.
-
-The server's self-signed certificate is accepted (verification disabled).
-Exit status 0 only if every check passed; the last line printed is `N passed, M failed`.
-The whole run is bounded by --timeout seconds (default 60).
-
-Usage:
-  slixmpp_account_services.py --host 127.0.0.1 --port 5222 --tls-port 5223 \
-      --alice alice@localhost --bob bob@localhost
-Passwords come from --alice-password/--bob-password or ALICE_PASSWORD, BOB_PASSWORD.
 """
 
-import argparse
-import asyncio
 import datetime as dt
-import logging
-import os
-import signal
-import ssl
-import sys
 import uuid
 
 import slixmpp
-from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins import xep_0082
 from slixmpp.xmlstream import ElementBase
+from xmpp_common import check, iq_attempt, login, run_main
 
-STEP_TIMEOUT = 15.0
-PLUGINS = ["xep_0030", "xep_0049", "xep_0054", "xep_0012", "xep_0202"]
-
-PASSED = 0
-FAILED = 0
-
-
-def check(name, ok, detail=""):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print(f"PASS {name}", flush=True)
-    else:
-        FAILED += 1
-        print(f"FAIL {name}{': ' + detail if detail else ''}", flush=True)
-    return ok
-
-
-def summary_and_exit():
-    print(f"{PASSED} passed, {FAILED} failed", flush=True)
-    sys.exit(0 if FAILED == 0 and PASSED > 0 else 1)
+PLUGINS = ("xep_0030", "xep_0049", "xep_0054", "xep_0012", "xep_0202")
 
 
 class Note(ElementBase):
@@ -74,62 +38,9 @@ class Note(ElementBase):
         self.xml.text = value
 
 
-class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, host, port):
-        super().__init__(jid, password)
-        self.target = (host, port)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.ssl_context = ctx
-        self.enable_direct_tls = False
-        self.enable_starttls = True
-        self.enable_plaintext = False
-        for p in PLUGINS:
-            self.register_plugin(p)
-        self.plugin["xep_0049"].register(Note)
-        loop = asyncio.get_running_loop()
-        self.session_started = loop.create_future()
-        self.add_event_handler("session_start", self._on_session_start)
-        self.add_event_handler("failed_all_auth", self._on_failed)
-
-    def _on_session_start(self, _event):
-        if not self.session_started.done():
-            self.session_started.set_result(True)
-
-    def _on_failed(self, _event=None):
-        if not self.session_started.done():
-            self.session_started.set_result(False)
-
-    async def close(self):
-        try:
-            await asyncio.wait_for(self.disconnect(wait=1.0), 3)
-        except Exception:  # noqa: BLE001 - best effort
-            pass
-
-
-async def login(name, jid, password, host, port):
-    c = Client(jid, password, host, port)
-    c.connect(*c.target)
-    try:
-        ok = await asyncio.wait_for(asyncio.shield(c.session_started), STEP_TIMEOUT)
-    except asyncio.TimeoutError:
-        ok = False
-    if not check(f"{name}: login", ok):
-        await c.close()
-        return None
-    return c
-
-
 async def attempt(name, coro):
     """Runs an IQ coroutine; returns (result, error condition)."""
-    try:
-        return await asyncio.wait_for(coro, STEP_TIMEOUT), None
-    except IqError as e:
-        return None, e.iq["error"]["condition"]
-    except (IqTimeout, asyncio.TimeoutError):
-        check(name, False, "no answer")
-        return None, "timeout"
+    return await iq_attempt(coro, name)
 
 
 async def vcard(alice, bob, alice_bare):
@@ -218,12 +129,15 @@ async def disco(alice, domain, alice_bare):
 
 
 async def run(args):
-    alice = await login("alice", args.alice, args.alice_password, args.host, args.port)
-    bob = await login("bob", args.bob, args.bob_password, args.host, args.port)
+    alice = await login("alice", args.alice, args.alice_password, args, plugins=PLUGINS,
+                        mech=None)
+    bob = await login("bob", args.bob, args.bob_password, args, plugins=PLUGINS, mech=None)
     try:
         if not (alice and bob):
             check("account services", False, "skipped: a login failed")
             return
+        for c in (alice, bob):
+            c.plugin["xep_0049"].register(Note)
         alice_bare = slixmpp.JID(args.alice).bare
         domain = slixmpp.JID(args.alice).domain
         await vcard(alice, bob, alice_bare)
@@ -237,46 +151,5 @@ async def run(args):
                 await c.close()
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True, help="STARTTLS c2s port")
-    p.add_argument("--tls-port", type=int, required=True, help="direct TLS c2s port")
-    p.add_argument("--alice", default="alice@localhost")
-    p.add_argument("--alice-password", default=os.environ.get("ALICE_PASSWORD"))
-    p.add_argument("--bob", default="bob@localhost")
-    p.add_argument("--bob-password", default=os.environ.get("BOB_PASSWORD"))
-    p.add_argument("--timeout", type=float, default=60.0, help="overall limit, seconds")
-    p.add_argument("-v", "--verbose", action="store_true", help="slixmpp debug log (stanzas)")
-    args = p.parse_args()
-    if not args.alice_password or not args.bob_password:
-        p.error("passwords needed (--alice-password/--bob-password or ALICE_/BOB_PASSWORD)")
-
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.ERROR,
-                        format="%(levelname)-8s %(name)s %(message)s")
-
-    # Hard stop even if the event loop is wedged.
-    def on_alarm(_signum, _frame):
-        check(f"finished within {args.timeout:.0f}s", False, "hard timeout")
-        print(f"{PASSED} passed, {FAILED} failed", flush=True)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.timeout) + 5)
-
-    async def bounded():
-        try:
-            await asyncio.wait_for(run(args), args.timeout)
-        except asyncio.TimeoutError:
-            check(f"finished within {args.timeout:.0f}s", False, "overall timeout")
-
-    try:
-        asyncio.run(bounded())
-    except Exception as e:  # noqa: BLE001 - report, never crash without the summary
-        check("test run", False, f"unexpected {type(e).__name__}: {e}")
-    signal.alarm(0)
-    summary_and_exit()
-
-
 if __name__ == "__main__":
-    main()
+    run_main(__doc__, run)

@@ -11,6 +11,33 @@ use confab_store::{RosterItem, StoreError};
 
 pub const NS: &str = "jabber:iq:roster";
 
+/// Serialises read-modify-write changes of one account's roster: two subscription stanzas
+/// for the same account handled at once must not overwrite each other's change. Striped, so
+/// memory does not grow with the number of accounts. Never hold it across routing: the
+/// contact's side takes its own stripe, which may be the same one.
+pub async fn lock(account: &BareJid) -> tokio::sync::MutexGuard<'static, ()> {
+    use std::hash::{Hash, Hasher};
+    static STRIPES: std::sync::OnceLock<Vec<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    let stripes = STRIPES.get_or_init(|| (0..256).map(|_| tokio::sync::Mutex::new(())).collect());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    account.hash(&mut h);
+    let i = (h.finish() % 256) as usize;
+    match stripes.get(i) {
+        Some(m) => m.lock().await,
+        None => unreachable_stripe(stripes).await,
+    }
+}
+
+async fn unreachable_stripe(
+    stripes: &'static [tokio::sync::Mutex<()>],
+) -> tokio::sync::MutexGuard<'static, ()> {
+    // `i < 256 == stripes.len()`, so this is not reached; it keeps indexing panic-free.
+    match stripes.first() {
+        Some(m) => m.lock().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// (domain, username) of a local account.
 pub fn parts(account: &BareJid) -> (&str, &str) {
     (

@@ -9,7 +9,6 @@ use common::*;
 use confab_proto::ns;
 use confab_proto::parser::StreamEvent;
 use confab_proto::xml::Element;
-use confab_proto::StanzaError;
 use confab_store::{RosterItem, Subscription};
 use confab_stream::client::{stream_header, ClientSession};
 use sha1::{Digest, Sha1};
@@ -24,34 +23,6 @@ fn next_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("t{}", N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Sends an iq and returns the reply with the same id (skipping anything else).
-async fn iq(c: &mut ClientSession, type_: &str, to: Option<&str>, payload: Element) -> Element {
-    let id = next_id();
-    let mut e = Element::new("iq", ns::CLIENT)
-        .attr("type", type_)
-        .attr("id", id.clone())
-        .child(payload);
-    if let Some(t) = to {
-        e.set_attr("to", t);
-    }
-    c.send(&e).await.expect("send");
-    loop {
-        let r = recv(c).await;
-        if r.name == "iq" && r.get_attr("id") == Some(id.as_str()) {
-            return r;
-        }
-    }
-}
-
-fn condition(r: &Element) -> String {
-    assert_eq!(r.get_attr("type"), Some("error"), "{r}");
-    StanzaError::from_stanza(r)
-        .expect("stanza error")
-        .condition
-        .as_str()
-        .to_string()
 }
 
 fn payload<'a>(r: &'a Element, name: &str, ns: &str) -> &'a Element {

@@ -100,26 +100,6 @@ async fn types_without_an_available_resource() {
     assert_eq!(e.get_attr("type"), Some("error"));
 }
 
-async fn recv_message(c: &mut confab_stream::client::ClientSession) -> Element {
-    loop {
-        let e = recv(c).await;
-        if e.name == "message" {
-            return e;
-        }
-    }
-}
-
-async fn no_message(c: &mut confab_stream::client::ClientSession, ms: u64) -> bool {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
-    loop {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Ok(Ok(e)) if e.name == "message" => return false,
-            Ok(Ok(_)) => continue,
-            _ => return true,
-        }
-    }
-}
-
 #[tokio::test]
 async fn chat_states_and_receipt_requests_pass_through_untouched() {
     let ts = TestServer::start().await;

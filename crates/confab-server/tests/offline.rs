@@ -39,29 +39,6 @@ async fn wait_stored(ts: &TestServer, user: &str, n: u64) {
     assert_eq!(stored(ts, user).await, n);
 }
 
-/// The next message, skipping anything else (presence echoes from other modules).
-async fn recv_message(c: &mut ClientSession) -> Element {
-    loop {
-        let e = recv(c).await;
-        if e.name == "message" {
-            return e;
-        }
-    }
-}
-
-/// True if no message arrives within the window (other stanzas are ignored).
-async fn no_message(c: &mut ClientSession, ms: u64) -> bool {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
-    loop {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Err(_) => return true,
-            Ok(Ok(e)) if e.name == "message" => return false,
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => panic!("stream ended: {e}"),
-        }
-    }
-}
-
 async fn send_presence(c: &mut ClientSession, priority: Option<i8>) {
     let mut p = Element::new("presence", ns::CLIENT);
     if let Some(pr) = priority {

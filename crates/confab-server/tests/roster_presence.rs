@@ -3,65 +3,12 @@
 mod common;
 
 use common::*;
+use confab_proto::ns;
 use confab_proto::xml::Element;
-use confab_proto::{ns, StanzaError};
 use confab_stream::client::ClientSession;
 use std::time::Duration;
 
 const ROSTER: &str = "jabber:iq:roster";
-
-/// Reads until a stanza matches, skipping others (roster pushes, presence) on the way.
-async fn expect(c: &mut ClientSession, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Ok(Ok(e)) if pred(&e) => return e,
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => panic!("stream ended waiting for {what}: {e}"),
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
-}
-
-/// True if no stanza matching `pred` arrives within `ms`.
-async fn never(c: &mut ClientSession, ms: u64, pred: impl Fn(&Element) -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-    loop {
-        match tokio::time::timeout_at(deadline, c.recv()).await {
-            Ok(Ok(e)) if pred(&e) => return false,
-            Ok(Ok(_)) => continue,
-            _ => return true,
-        }
-    }
-}
-
-async fn iq(c: &mut ClientSession, type_: &str, to: Option<&str>, payload: Element) -> Element {
-    let id = format!("iq{}", rand_id());
-    let mut e = Element::new("iq", ns::CLIENT)
-        .attr("type", type_)
-        .attr("id", id.clone())
-        .child(payload);
-    if let Some(t) = to {
-        e.set_attr("to", t);
-    }
-    c.send(&e).await.expect("send");
-    expect(c, "iq reply", |r| {
-        r.name == "iq" && r.get_attr("id") == Some(id.as_str()) && r.get_attr("type") != Some("set")
-    })
-    .await
-}
-
-fn rand_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn condition(e: &Element) -> String {
-    StanzaError::from_stanza(e)
-        .map(|e| e.condition.as_str().to_string())
-        .unwrap_or_else(|| format!("no error in {e}"))
-}
 
 async fn get_roster(c: &mut ClientSession) -> Element {
     let r = iq(c, "get", None, Element::new("query", ROSTER)).await;
@@ -707,4 +654,44 @@ async fn blocking_a_contact_hides_presence_and_unblocking_restores_it() {
             .as_deref(),
         Some("hidden")
     );
+}
+
+#[tokio::test]
+async fn simultaneous_mutual_subscriptions_end_as_both() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut alice = online(&ts, "alice").await;
+    let mut bob = online(&ts, "bob").await;
+    get_roster(&mut alice).await;
+    get_roster(&mut bob).await;
+    // Each asks and approves at the same moment the other does.
+    let (a, b) = tokio::join!(
+        async {
+            send_presence(&mut alice, "bob@localhost", "subscribe").await;
+            send_presence(&mut alice, "bob@localhost", "subscribed").await;
+        },
+        async {
+            send_presence(&mut bob, "alice@localhost", "subscribe").await;
+            send_presence(&mut bob, "alice@localhost", "subscribed").await;
+        }
+    );
+    let _ = (a, b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let qa = get_roster(&mut alice).await;
+        let qb = get_roster(&mut bob).await;
+        let sa = item(&qa, "bob@localhost")
+            .and_then(|i| i.get_attr("subscription"))
+            .map(str::to_string);
+        let sb = item(&qb, "alice@localhost")
+            .and_then(|i| i.get_attr("subscription"))
+            .map(str::to_string);
+        if sa.as_deref() == Some("both") && sb.as_deref() == Some("both") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice: {sa:?}, bob: {sb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

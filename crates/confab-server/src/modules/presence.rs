@@ -272,6 +272,7 @@ impl Presence {
         t: &str,
         stanza: &Stanza,
     ) {
+        let guard = roster::lock(account).await;
         let mut item = load_item(ctx, account, contact)
             .await
             .unwrap_or_else(|| RosterItem::new(contact.as_str()));
@@ -322,6 +323,7 @@ impl Presence {
                 }
             }
         }
+        drop(guard);
         let own = Jid::from(account.clone());
         let contact_jid = Jid::from(contact.clone());
         if route_it {
@@ -377,9 +379,9 @@ impl Presence {
         t: &str,
         stanza: &Stanza,
     ) {
-        let existing = load_item(ctx, account, contact).await;
-        let mut item = existing
-            .clone()
+        let guard = roster::lock(account).await;
+        let mut item = load_item(ctx, account, contact)
+            .await
             .unwrap_or_else(|| RosterItem::new(contact.as_str()));
         let own = Jid::from(account.clone());
         let contact_jid = Jid::from(contact.clone());
@@ -395,6 +397,7 @@ impl Presence {
                         item.approved = false;
                         save(ctx, account, &item).await;
                     }
+                    drop(guard);
                     // Already approved: the server answers for the user (§3.1.3).
                     if let Some(p) = addressed(&presence_el(Some("subscribed")), &own, &contact_jid)
                     {

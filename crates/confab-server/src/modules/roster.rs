@@ -110,6 +110,7 @@ async fn set(ctx: &ServerCtx, account: &BareJid, query: &Element) -> IqReply {
     };
     // Roster items are bare JIDs (a full JID is kept as given by some servers; we normalise).
     let contact = jid.to_bare();
+    let guard = roster::lock(account).await;
     let existing = match roster::item(ctx, account, &contact).await {
         Ok(i) => i,
         Err(e) => {
@@ -118,7 +119,7 @@ async fn set(ctx: &ServerCtx, account: &BareJid, query: &Element) -> IqReply {
         }
     };
     if item.get_attr("subscription") == Some("remove") {
-        return remove(ctx, account, existing).await;
+        return remove(ctx, account, existing, guard).await;
     }
     let name = item
         .get_attr("name")
@@ -209,7 +210,12 @@ impl LifecycleListener for Roster {
 }
 
 /// RFC 6121 §2.5.2: removing a contact also cancels the subscriptions both ways.
-async fn remove(ctx: &ServerCtx, account: &BareJid, existing: Option<RosterItem>) -> IqReply {
+async fn remove(
+    ctx: &ServerCtx,
+    account: &BareJid,
+    existing: Option<RosterItem>,
+    guard: tokio::sync::MutexGuard<'static, ()>,
+) -> IqReply {
     let Some(item) =
         existing.filter(|i| i.in_roster || i.subscription != confab_store::Subscription::None)
     else {
@@ -232,6 +238,8 @@ async fn remove(ctx: &ServerCtx, account: &BareJid, existing: Option<RosterItem>
         tracing::error!(error = %e, "roster remove failed");
         return err(StanzaErrorCondition::InternalServerError, "storage");
     }
+    // The contact's side changes its own roster when these arrive.
+    drop(guard);
     if stop_presence {
         // The contact no longer sees the user: it learns the user went away.
         for s in ctx

@@ -120,7 +120,7 @@ pub async fn ping(c: &mut ClientSession) {
     }
 }
 
-fn rand_id() -> u64 {
+pub fn rand_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
@@ -225,4 +225,65 @@ pub fn tls_opts(ts: &TestServer, user: &str, mode: TlsMode) -> ClientOptions {
     }
     o.tls = mode;
     o
+}
+
+/// Reads until a stanza matches, skipping others (pushes, presence) on the way.
+pub async fn expect(c: &mut ClientSession, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return e,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => panic!("stream ended waiting for {what}: {e}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+/// True if no stanza matching `pred` arrives within `ms` (others are skipped).
+pub async fn never(c: &mut ClientSession, ms: u64, pred: impl Fn(&Element) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return false,
+            Ok(Ok(_)) => continue,
+            _ => return true,
+        }
+    }
+}
+
+/// The next message, skipping other stanzas.
+pub async fn recv_message(c: &mut ClientSession) -> Element {
+    expect(c, "a message", |e| e.name == "message").await
+}
+
+/// True if no message arrives within the window (other stanzas are ignored).
+pub async fn no_message(c: &mut ClientSession, ms: u64) -> bool {
+    never(c, ms, |e| e.name == "message").await
+}
+
+/// Sends an iq and returns its reply (result or error), skipping other stanzas.
+pub async fn iq(c: &mut ClientSession, type_: &str, to: Option<&str>, payload: Element) -> Element {
+    let id = format!("iq-{}", rand_id());
+    let mut e = Element::new("iq", ns::CLIENT)
+        .attr("type", type_)
+        .attr("id", id.clone())
+        .child(payload);
+    if let Some(t) = to {
+        e.set_attr("to", t);
+    }
+    c.send(&e).await.expect("send");
+    expect(c, "iq reply", |r| {
+        r.name == "iq"
+            && r.get_attr("id") == Some(id.as_str())
+            && matches!(r.get_attr("type"), Some("result" | "error"))
+    })
+    .await
+}
+
+/// The stanza error condition of an error reply (or a note that there is none).
+pub fn condition(e: &Element) -> String {
+    confab_proto::StanzaError::from_stanza(e)
+        .map(|e| e.condition.as_str().to_string())
+        .unwrap_or_else(|| format!("no error in {e}"))
 }
