@@ -81,6 +81,8 @@ struct C2s {
     peer: SocketAddr,
     /// Per-connection state of pre-authentication IQ handlers.
     pre_auth_state: std::collections::HashMap<String, String>,
+    /// Stanzas taken from the queue but not written when the session ended.
+    unsent: Vec<bytes::Bytes>,
 }
 
 /// Serves one client connection until it ends.
@@ -127,6 +129,7 @@ pub async fn serve(
             session: None,
             peer,
             pre_auth_state: Default::default(),
+            unsent: Vec::new(),
         };
         tracing::debug!("connected");
         s.run(shutdown).await;
@@ -149,9 +152,44 @@ impl C2s {
                 "negotiation took too long",
             )),
             Ok(Err(end)) => end,
-            Ok(Ok((rx, close_rx))) => self.established(rx, close_rx, &mut shutdown).await,
+            Ok(Ok((mut rx, mut close_rx))) => {
+                let end = self
+                    .established(&mut rx, &mut close_rx, &mut shutdown)
+                    .await;
+                self.finish(end).await;
+                self.reroute_unsent(rx).await;
+                return;
+            }
         };
         self.finish(end).await;
+    }
+
+    /// Messages that were queued for this session but never written (the connection went
+    /// away, or was cut as a slow reader) are routed again now that the session is unbound:
+    /// to another resource, to offline storage, or back to the sender as an error. Accepted
+    /// messages are never silently lost.
+    async fn reroute_unsent(&mut self, mut rx: mpsc::Receiver<Outbound>) {
+        rx.close();
+        let mut unsent = std::mem::take(&mut self.unsent);
+        while let Ok(Outbound::Data(b)) = rx.try_recv() {
+            unsent.push(b);
+        }
+        for b in unsent {
+            // Several stanzas may share one buffer only within a write batch, and batches
+            // are kept per stanza here, so each item is one element.
+            let Ok(text) = std::str::from_utf8(&b) else {
+                continue;
+            };
+            let Some(el) = confab_proto::parser::parse_fragment(text, ns::CLIENT) else {
+                continue;
+            };
+            if el.name != "message" || el.get_attr("type") == Some("error") {
+                continue;
+            }
+            if let Ok(stanza) = Stanza::from_element(el) {
+                router::route(&self.ctx, stanza).await;
+            }
+        }
     }
 
     async fn finish(&mut self, end: End) {
@@ -793,8 +831,8 @@ impl C2s {
     /// The bound session: stanzas in, queued stanzas out, keepalives, timeouts, shutdown.
     async fn established(
         &mut self,
-        mut rx: mpsc::Receiver<Outbound>,
-        mut close_rx: mpsc::Receiver<StreamError>,
+        rx: &mut mpsc::Receiver<Outbound>,
+        close_rx: &mut mpsc::Receiver<StreamError>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         let c2s = &self.ctx.config.c2s;
@@ -844,9 +882,13 @@ impl C2s {
                     // Batch whatever else is queued into one write.
                     let mut buf = Vec::with_capacity(first.len());
                     buf.extend_from_slice(&first);
+                    let mut batch = vec![first];
                     while buf.len() < 64 * 1024 {
                         match rx.try_recv() {
-                            Ok(Outbound::Data(more)) => buf.extend_from_slice(&more),
+                            Ok(Outbound::Data(more)) => {
+                                buf.extend_from_slice(&more);
+                                batch.push(more);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -863,14 +905,19 @@ impl C2s {
                         biased;
                         r = stream.write_bytes(&buf) => {
                             if r.is_err() {
+                                self.unsent.extend(batch);
                                 return End::Gone;
                             }
                         }
                         err = close_rx.recv() => {
                             tracing::info!(reason = ?err.map(|e| e.condition), "closing a session blocked on writing");
+                            self.unsent.extend(batch);
                             return End::Gone;
                         }
-                        _ = shutdown.changed() => return End::Gone,
+                        _ = shutdown.changed() => {
+                            self.unsent.extend(batch);
+                            return End::Gone;
+                        }
                     }
                     if let Some(info) = &self.session {
                         info.written(buf.len());
@@ -882,15 +929,22 @@ impl C2s {
                     // What was queued before the close request (e.g. the reply to an
                     // account removal) goes out before the stream error.
                     let mut buf = Vec::new();
+                    let mut batch = Vec::new();
                     while let Ok(Outbound::Data(more)) = rx.try_recv() {
                         buf.extend_from_slice(&more);
+                        batch.push(more);
                     }
                     if !buf.is_empty() && e.condition != StreamErrorCondition::PolicyViolation {
                         if self.trace {
                             tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(&buf));
                         }
-                        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_bytes(&buf)).await;
+                        let written = tokio::time::timeout(Duration::from_secs(2), stream.write_bytes(&buf)).await;
+                        if matches!(written, Ok(Ok(()))) {
+                            batch.clear();
+                        }
                     }
+                    // A slow reader's queue is not written: it is routed elsewhere.
+                    self.unsent.extend(batch);
                     return End::Error(e);
                 }
                 _ = shutdown.changed() => {

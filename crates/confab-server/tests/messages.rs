@@ -135,3 +135,80 @@ async fn chat_states_and_receipt_requests_pass_through_untouched() {
         Some("with extras")
     );
 }
+
+/// sent = read by the recipient + stored offline + bounced, even when the recipient's
+/// session is cut as a slow reader with stanzas still queued for it.
+#[tokio::test]
+async fn nothing_is_lost_when_a_slow_reader_is_cut() {
+    const N: usize = 300;
+    let ts = TestServer::start_with(|c| c.limits.max_outbound_bytes = 2 * c.limits.max_stanza_size)
+        .await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let bob = ts.login_available("bob").await;
+    let bob_jid = bob.jid.to_string();
+    // Bob reads nothing until alice is done, then drains what reached his socket.
+    let body = "y".repeat(16 * 1024);
+    let mut bounced = 0;
+    for i in 0..N {
+        alice
+            .send(
+                &msg(&bob_jid, Some("chat"), &format!("m{i}"))
+                    .child(Element::new("x", "urn:example:pad").text(body.clone())),
+            )
+            .await
+            .expect("send");
+        while let Ok(Ok(e)) =
+            tokio::time::timeout(std::time::Duration::from_millis(1), alice.recv()).await
+        {
+            if e.name == "message" && e.get_attr("type") == Some("error") {
+                bounced += 1;
+            }
+        }
+    }
+    ping(&mut alice).await;
+    let mut bob = bob;
+    let mut read = std::collections::HashSet::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), bob.recv()).await {
+            Ok(Ok(e)) if e.name == "message" => {
+                read.insert(e.get_attr("id").unwrap_or_default().to_string());
+            }
+            Ok(Ok(_)) => continue,
+            _ => break,
+        }
+    }
+    let ctx = ts.server().ctx();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stored = ctx
+            .stores
+            .offline
+            .offline_messages("localhost", "bob")
+            .await
+            .expect("offline");
+        let stored_ids: std::collections::HashSet<String> = stored
+            .iter()
+            .filter_map(|m| confab_proto::parser::parse_fragment(&m.stanza, ns::CLIENT))
+            .filter_map(|e| e.get_attr("id").map(str::to_string))
+            .collect();
+        let accounted = (0..N)
+            .filter(|i| {
+                let id = format!("m{i}");
+                read.contains(&id) || stored_ids.contains(&id)
+            })
+            .count()
+            + bounced;
+        if accounted >= N {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lost messages: sent {N}, read {}, stored {}, bounced {bounced}",
+            read.len(),
+            stored_ids.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
