@@ -25,8 +25,20 @@ pub trait OfflineStore: Send + Sync {
         stamp: i64,
         quota: usize,
     ) -> Result<bool>;
-    /// The stored messages in the order they were accepted.
-    async fn offline_messages(&self, domain: &str, username: &str) -> Result<Vec<OfflineMessage>>;
+    /// At most `limit` stored messages with an id above `after_id`, in the order they were
+    /// accepted (delivery reads page by page, so memory stays bounded).
+    async fn offline_page(
+        &self,
+        domain: &str,
+        username: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<OfflineMessage>>;
+    /// All stored messages, in order (administration and tests).
+    async fn offline_messages(&self, domain: &str, username: &str) -> Result<Vec<OfflineMessage>> {
+        self.offline_page(domain, username, i64::MIN, usize::MAX)
+            .await
+    }
     /// Deletes the messages up to and including `id` (after they were handed to a session).
     async fn delete_offline(&self, domain: &str, username: &str, up_to_id: i64) -> Result<u64>;
     async fn offline_count(&self, domain: &str, username: &str) -> Result<u64>;

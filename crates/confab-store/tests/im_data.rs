@@ -105,6 +105,18 @@ async fn offline_order_and_quota() {
         ]
     );
     assert_eq!(msgs[0].stamp, 100);
+    // Paging: after an id, at most `limit`.
+    let page = o
+        .offline_page("localhost", "bob", msgs[0].id, 1)
+        .await
+        .expect("page");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, msgs[1].id);
+    assert!(o
+        .offline_page("localhost", "bob", msgs[2].id, 10)
+        .await
+        .expect("page")
+        .is_empty());
     assert_eq!(
         o.delete_offline("localhost", "bob", msgs[1].id)
             .await

@@ -164,43 +164,51 @@ impl Inner {
         let lock = self.flushing.entry(account.clone()).or_default().clone();
         {
             let _guard = lock.lock().await;
-            let msgs = match ctx
-                .stores
-                .offline
-                .offline_messages(domain, node.as_str())
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(error = %e, account = %account, "reading offline messages failed");
-                    Vec::new()
-                }
-            };
+            // One page at a time: a full quota of large messages never sits in memory.
             let mut done: Option<i64> = None;
             let mut pending = 0;
-            for m in msgs {
-                let Some(mut el) = parse_stored(&ctx, &m.stanza) else {
-                    // Unreadable rows can never be delivered; keeping them would block the
-                    // queue for good.
-                    tracing::error!(id = m.id, account = %account, "dropping unparsable offline message");
-                    done = Some(m.id);
-                    pending += 1;
-                    continue;
+            let mut after = i64::MIN;
+            'pages: loop {
+                let msgs = match ctx
+                    .stores
+                    .offline
+                    .offline_page(domain, node.as_str(), after, DELETE_BATCH)
+                    .await
+                {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::error!(error = %e, account = %account, "reading offline messages failed");
+                        Vec::new()
+                    }
                 };
-                el.push_child(
-                    Element::new("delay", ns::DELAY)
-                        .attr("from", domain)
-                        .attr("stamp", format_datetime(m.stamp)),
-                );
-                let bytes = Bytes::from(el.to_xml(ns::CLIENT));
-                if !wait_for_room(&ctx, &session, bytes.len()).await || !session.send(bytes) {
+                if msgs.is_empty() {
                     break;
                 }
-                done = Some(m.id);
-                pending += 1;
-                if pending >= DELETE_BATCH {
-                    delete_up_to(&ctx, domain, node.as_str(), done).await;
-                    pending = 0;
+                for m in msgs {
+                    after = m.id;
+                    let Some(mut el) = parse_stored(&ctx, &m.stanza) else {
+                        // Unreadable rows can never be delivered; keeping them would block
+                        // the queue for good.
+                        tracing::error!(id = m.id, account = %account, "dropping unparsable offline message");
+                        done = Some(m.id);
+                        pending += 1;
+                        continue;
+                    };
+                    el.push_child(
+                        Element::new("delay", ns::DELAY)
+                            .attr("from", domain)
+                            .attr("stamp", format_datetime(m.stamp)),
+                    );
+                    let bytes = Bytes::from(el.to_xml(ns::CLIENT));
+                    if !wait_for_room(&ctx, &session, bytes.len()).await || !session.send(bytes) {
+                        break 'pages;
+                    }
+                    done = Some(m.id);
+                    pending += 1;
+                    if pending >= DELETE_BATCH {
+                        delete_up_to(&ctx, domain, node.as_str(), done).await;
+                        pending = 0;
+                    }
                 }
             }
             if pending > 0 {

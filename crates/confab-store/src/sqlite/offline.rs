@@ -54,12 +54,21 @@ impl OfflineStore for SqliteDb {
         Ok(true)
     }
 
-    async fn offline_messages(&self, domain: &str, username: &str) -> Result<Vec<OfflineMessage>> {
+    async fn offline_page(
+        &self,
+        domain: &str,
+        username: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<OfflineMessage>> {
         let rows = sqlx::query(
-            "SELECT id, stanza, stamp FROM offline_messages WHERE domain = ? AND username = ? ORDER BY id",
+            "SELECT id, stanza, stamp FROM offline_messages WHERE domain = ? AND username = ? AND id > ?
+             ORDER BY id LIMIT ?",
         )
         .bind(domain)
         .bind(username)
+        .bind(after_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
