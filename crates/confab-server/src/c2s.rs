@@ -198,7 +198,7 @@ impl C2s {
             let listeners: Vec<Arc<dyn LifecycleListener>> =
                 self.ctx.registry.lifecycle_listeners().to_vec();
             for l in listeners {
-                l.session_closed(&self.ctx, &info.jid).await;
+                l.session_closed(&self.ctx, &info).await;
             }
         }
         let closing = match end {

@@ -8,7 +8,7 @@ use crate::router::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::StanzaError;
-use confab_proto::jid::{BareJid, FullJid};
+use confab_proto::jid::BareJid;
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use std::collections::HashMap;
@@ -71,7 +71,9 @@ pub trait StanzaHook: Send + Sync {
 #[async_trait]
 pub trait LifecycleListener: Send + Sync {
     async fn session_bound(&self, _ctx: &ServerCtx, _session: &SessionInfo) {}
-    async fn session_closed(&self, _ctx: &ServerCtx, _jid: &FullJid) {}
+    /// The session ended (already unbound). With the kick-old policy a new session may
+    /// hold the same full JID by now: compare `session.id`, not just the JID.
+    async fn session_closed(&self, _ctx: &ServerCtx, _session: &SessionInfo) {}
     /// The account was deleted: remove everything the module stores for it.
     async fn account_deleted(&self, _ctx: &ServerCtx, _account: &BareJid) {}
 }

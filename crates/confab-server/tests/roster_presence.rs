@@ -695,3 +695,32 @@ async fn simultaneous_mutual_subscriptions_end_as_both() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn reconnecting_on_the_same_resource_is_not_a_logout() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let (mut alice, bob) = befriend(&ts).await;
+    let mut o = ts.options("bob");
+    o.resource = Some(bob.jid.resource().to_string());
+    // The new session takes over the resource (kick-old) and goes online at once.
+    let mut bob2 = confab_stream::client::connect(&o).await.expect("reconnect");
+    bob2.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    // Its initial presence is handled as such: the probe brings alice's presence.
+    expect(&mut bob2, "alice's presence", |e| {
+        is_presence_from(e, "alice@localhost", None)
+    })
+    .await;
+    // The old session's end is not broadcast as bob going offline.
+    assert!(
+        never(&mut alice, 500, |e| is_presence_from(
+            e,
+            "bob@localhost",
+            Some("unavailable")
+        ))
+        .await,
+        "a replaced session was announced as a logout"
+    );
+    drop(bob);
+}

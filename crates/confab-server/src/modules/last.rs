@@ -6,6 +6,7 @@ use crate::module::{
     HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
     StanzaHook,
 };
+use crate::router::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
@@ -232,7 +233,8 @@ impl StanzaHook for Last {
 
 #[async_trait]
 impl LifecycleListener for Last {
-    async fn session_closed(&self, ctx: &ServerCtx, jid: &FullJid) {
+    async fn session_closed(&self, ctx: &ServerCtx, session: &SessionInfo) {
+        let jid = &session.jid;
         let status = self.status.remove(jid).map(|(_, s)| s).unwrap_or_default();
         let bare = jid.to_bare();
         // Only the account's last session ending is a logout.

@@ -350,12 +350,11 @@ impl StanzaHook for Offline {
 
 #[async_trait]
 impl LifecycleListener for Offline {
-    async fn session_closed(&self, ctx: &ServerCtx, jid: &FullJid) {
+    async fn session_closed(&self, _: &ServerCtx, session: &SessionInfo) {
         // With kick-old conflicts a new session may already hold this JID: keep its entry.
-        let live = ctx.router.session(jid).map(|s| s.id);
         self.inner
             .delivered
-            .remove_if(jid, |_, id| Some(*id) != live);
+            .remove_if(&session.jid, |_, id| *id == session.id);
     }
 
     async fn account_deleted(&self, ctx: &ServerCtx, account: &BareJid) {

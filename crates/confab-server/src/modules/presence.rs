@@ -26,8 +26,9 @@ const KIND: &str = "presence";
 
 #[derive(Default)]
 pub struct Presence {
-    /// The last available presence each session broadcast.
-    last: DashMap<FullJid, Element>,
+    /// The last available presence each session broadcast, with the session's id (a new
+    /// session may reuse a full JID before the old one's cleanup ran).
+    last: DashMap<FullJid, (u64, Element)>,
     /// Entities each session sent directed available presence to (RFC 6121 §4.6), who get
     /// its unavailable presence too.
     directed: DashMap<FullJid, HashSet<Jid>>,
@@ -187,7 +188,7 @@ impl Presence {
                 continue;
             }
             if let Some(p) = self.last.get(&other.jid) {
-                let mut el = p.clone();
+                let mut el = p.1.clone();
                 el.set_attr("from", other.jid.as_str());
                 el.set_attr("to", from.as_str());
                 session.send(Bytes::from(el.to_xml(ns::CLIENT)));
@@ -210,7 +211,11 @@ impl Presence {
                 None => {
                     let mut el = stanza.el.clone();
                     el.remove_attr("to");
-                    let first = self.last.insert(from.clone(), el.clone()).is_none();
+                    let id = ctx.router.session(&from).map(|s| s.id).unwrap_or(u64::MAX);
+                    let first = self
+                        .last
+                        .insert(from.clone(), (id, el.clone()))
+                        .is_none_or(|(old, _)| old != id);
                     self.broadcast(ctx, &from, &el, false).await;
                     if first {
                         self.initial(ctx, &from).await;
@@ -338,7 +343,7 @@ impl Presence {
                 let el = if send_unavailable {
                     Some(presence_el(Some("unavailable")))
                 } else {
-                    self.last.get(&s.jid).map(|e| e.clone())
+                    self.last.get(&s.jid).map(|e| e.1.clone())
                 };
                 if let Some(el) = el {
                     if let Some(p) = addressed(&el, &Jid::from(s.jid.clone()), &contact_jid) {
@@ -404,7 +409,7 @@ impl Presence {
                         router::route(ctx, p).await;
                     }
                     for s in ctx.router.sessions_of(account) {
-                        if let Some(el) = self.last.get(&s.jid).map(|e| e.clone()) {
+                        if let Some(el) = self.last.get(&s.jid).map(|e| e.1.clone()) {
                             if let Some(p) = addressed(&el, &Jid::from(s.jid.clone()), &contact_jid)
                             {
                                 router::route(ctx, p).await;
@@ -459,7 +464,7 @@ impl Presence {
         }
         let mut any = false;
         for s in ctx.router.sessions_of(account) {
-            if let Some(el) = self.last.get(&s.jid).map(|e| e.clone()) {
+            if let Some(el) = self.last.get(&s.jid).map(|e| e.1.clone()) {
                 any = true;
                 if let Some(p) = addressed(&el, &Jid::from(s.jid.clone()), prober) {
                     router::route(ctx, p).await;
@@ -541,7 +546,14 @@ impl LifecycleListener for Presence {
 
     /// A session that ends without unavailable presence still goes offline for everyone
     /// who saw it (RFC 6121 §4.5.2).
-    async fn session_closed(&self, ctx: &ServerCtx, jid: &FullJid) {
+    async fn session_closed(&self, ctx: &ServerCtx, session: &SessionInfo) {
+        let jid = &session.jid;
+        if ctx.router.session(jid).is_some() {
+            // Replaced by a new session on the same resource (kick-old): the user did not
+            // go offline, and the state now belongs to the new session.
+            self.last.remove_if(jid, |_, (id, _)| *id == session.id);
+            return;
+        }
         let was_available = self.last.remove(jid).is_some();
         let directed = self.directed.contains_key(jid);
         if was_available || directed {
