@@ -648,22 +648,33 @@ impl C2s {
 
     async fn sasl_plain(&mut self, data: &[u8]) -> Result<(BareJid, Option<Vec<u8>>), SaslFailure> {
         let req = parse_plain(data)?;
-        let jid = self
-            .account_for(&req.authcid)
-            .ok_or(SaslFailure::NotAuthorized)?;
-        let creds = self.load_credentials(&jid).await?;
-        let ok = creds
-            .as_deref()
-            .and_then(|c| {
-                c.iter()
-                    .find(|c| c.hash == confab_proto::sasl::ScramHash::Sha256)
-                    .or(c.first())
-            })
-            .map(|c| c.verify_password(&req.password))
-            .unwrap_or(false);
-        if !ok {
+        let jid = self.account_for(&req.authcid);
+        let creds = match &jid {
+            Some(j) => self.load_credentials(j).await?,
+            None => None,
+        };
+        let stored = creds.as_deref().and_then(|c| {
+            c.iter()
+                .find(|c| c.hash == confab_proto::sasl::ScramHash::Sha256)
+                .or(c.first())
+        });
+        let ok = match stored {
+            Some(c) => c.verify_password(&req.password),
+            None => {
+                // Unknown users cost the same key derivation, so timing does not tell which
+                // accounts exist (SCRAM uses a decoy exchange for the same reason).
+                let _ = ScramCredentials::derive(
+                    confab_proto::sasl::ScramHash::Sha256,
+                    &req.password,
+                    b"confab-unknown-user",
+                    self.ctx.config.auth.scram_iterations,
+                );
+                false
+            }
+        };
+        let Some(jid) = jid.filter(|_| ok) else {
             return Err(SaslFailure::NotAuthorized);
-        }
+        };
         self.check_authzid(req.authzid.as_deref(), &jid)?;
         Ok((jid, None))
     }

@@ -375,10 +375,17 @@ async fn undeliverable(ctx: &ServerCtx, mut stanza: Stanza) {
 }
 
 async fn to_host(ctx: &ServerCtx, stanza: Stanza) {
-    // Messages and presence to the server itself are for modules (e.g. MOTD, MUC
-    // components later); with none interested they are dropped, as Prosody does.
-    if stanza.kind == StanzaKind::Iq {
-        handle_iq(ctx, stanza, IqTarget::Host).await;
+    match stanza.kind {
+        StanzaKind::Iq => handle_iq(ctx, stanza, IqTarget::Host).await,
+        // No module takes messages to the server itself yet: the sender learns it was not
+        // delivered (headlines and errors are never answered).
+        StanzaKind::Message => match stanza.type_attr() {
+            Some("headline") | Some("error") => {}
+            _ => bounce(ctx, &stanza, StanzaErrorCondition::ServiceUnavailable).await,
+        },
+        // Presence to the server is for modules (e.g. MUC components later); none is
+        // interested, so it is dropped as Prosody does.
+        StanzaKind::Presence => {}
     }
 }
 

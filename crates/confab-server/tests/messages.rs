@@ -91,6 +91,14 @@ async fn types_without_an_available_resource() {
         no_message(&mut bob, 100).await,
         "a non-available session got a bare-JID message"
     );
+    // A chat message to the server itself: nothing handles it, so it bounces.
+    alice
+        .send(&msg("localhost", Some("chat"), "to-server"))
+        .await
+        .expect("send");
+    let e = recv_message(&mut alice).await;
+    assert_eq!(e.get_attr("id"), Some("to-server"));
+    assert_eq!(condition(&e), "service-unavailable");
     // groupchat to a full JID that is not online: error too.
     alice
         .send(&msg("bob@localhost/gone", Some("groupchat"), "g2"))

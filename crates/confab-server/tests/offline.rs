@@ -198,11 +198,6 @@ async fn what_is_not_stored() {
         .send(&chat("bob@localhost", "news").attr("type", "headline"))
         .await
         .expect("send");
-    // no-store hint: dropped.
-    alice
-        .send(&chat("bob@localhost", "secret").child(Element::new("no-store", HINTS)))
-        .await
-        .expect("send");
     // Error: never stored, never answered.
     alice
         .send(&chat("bob@localhost", "oops").attr("type", "error"))
@@ -232,6 +227,20 @@ async fn what_is_not_stored() {
         StanzaError::from_stanza(&e).map(|x| x.condition.as_str()),
         Some("service-unavailable")
     );
+    assert_eq!(stored(&ts, "bob").await, 0);
+
+    // no-store hint: not stored, and the sender learns it was not delivered.
+    alice
+        .send(
+            &chat("bob@localhost", "secret")
+                .attr("id", "ns")
+                .child(Element::new("no-store", HINTS)),
+        )
+        .await
+        .expect("send");
+    let e = recv(&mut alice).await;
+    assert_eq!(e.get_attr("id"), Some("ns"));
+    assert_eq!(e.get_attr("type"), Some("error"));
     assert_eq!(stored(&ts, "bob").await, 0);
 
     let mut bob = ts.login("bob").await;

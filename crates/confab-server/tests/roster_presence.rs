@@ -260,6 +260,14 @@ async fn roster_size_limit() {
             assert_eq!(condition(&r), "not-allowed");
         }
     }
+    // Subscribing to someone new cannot grow the roster past the limit either.
+    send_presence(&mut a, "c9@localhost", "subscribe").await;
+    let e = expect(&mut a, "error", |e| {
+        e.name == "presence" && e.get_attr("type") == Some("error")
+    })
+    .await;
+    assert_eq!(condition(&e), "not-allowed");
+    assert!(item(&get_roster(&mut a).await, "c9@localhost").is_none());
 }
 
 #[tokio::test]

@@ -85,9 +85,10 @@ fn classify(el: &Element) -> Decision {
     if type_ == "error" || type_ == "groupchat" {
         return Decision::Pass;
     }
-    // XEP-0334: no-store wins over store, keeping the sender's privacy wish.
+    // XEP-0334: no-store wins over store, keeping the sender's privacy wish; the router then
+    // bounces it (RFC 6121 §8.5.2.1.1), so the sender learns it was not delivered.
     if el.get_child("no-store", HINTS).is_some() {
-        return Decision::Drop;
+        return Decision::Pass;
     }
     if el.get_child("store", HINTS).is_some() {
         return Decision::Store;
@@ -427,7 +428,7 @@ mod tests {
         assert_eq!(classify(&msg(vec![receipt.clone()], None)), Decision::Store);
         assert_eq!(
             classify(&msg(vec![body.clone(), no_store.clone()], None)),
-            Decision::Drop
+            Decision::Pass
         );
         assert_eq!(
             classify(&msg(vec![receipt, store.clone()], Some("headline"))),
@@ -435,7 +436,7 @@ mod tests {
         );
         assert_eq!(
             classify(&msg(vec![body, store, no_store], None)),
-            Decision::Drop
+            Decision::Pass
         );
     }
 }

@@ -24,6 +24,24 @@ use std::sync::Arc;
 /// Where the last unavailable presence of an account is kept, for probes while offline.
 const KIND: &str = "presence";
 
+/// Most entities one session's directed presence is remembered for.
+const MAX_DIRECTED: usize = 1000;
+
+/// Whether the account's roster already holds `max` items (visible or not).
+async fn roster_full(ctx: &ServerCtx, account: &BareJid, visible_only: bool) -> bool {
+    let (d, u) = parts(account);
+    match ctx.stores.roster.roster(d, u).await {
+        Ok((_, items)) => {
+            items
+                .iter()
+                .filter(|i| i.in_roster || !visible_only)
+                .count()
+                >= ctx.config.roster.max_items
+        }
+        Err(_) => true,
+    }
+}
+
 #[derive(Default)]
 pub struct Presence {
     /// The last available presence each session broadcast, with the session's id (a new
@@ -236,7 +254,11 @@ impl Presence {
         let account = from.to_bare();
         match type_.as_deref() {
             None => {
-                self.directed.entry(from).or_default().insert(to);
+                // Bounded: a client cannot grow server memory by addressing many entities.
+                let mut set = self.directed.entry(from).or_default();
+                if set.len() < MAX_DIRECTED || set.contains(&to) {
+                    set.insert(to);
+                }
                 HookResult::Continue
             }
             Some("unavailable") => {
@@ -278,9 +300,22 @@ impl Presence {
         stanza: &Stanza,
     ) {
         let guard = roster::lock(account).await;
-        let mut item = load_item(ctx, account, contact)
-            .await
-            .unwrap_or_else(|| RosterItem::new(contact.as_str()));
+        let existing = load_item(ctx, account, contact).await;
+        if existing.is_none()
+            && matches!(t, "subscribe" | "subscribed")
+            && roster_full(ctx, account, true).await
+        {
+            drop(guard);
+            // Same limit and condition as a roster set (RFC 6121 §2.3.3).
+            router::send_error(
+                ctx,
+                stanza,
+                StanzaError::with_text(StanzaErrorCondition::NotAllowed, "roster is full"),
+            )
+            .await;
+            return;
+        }
+        let mut item = existing.unwrap_or_else(|| RosterItem::new(contact.as_str()));
         let mut route_it = true;
         let mut send_presence = false;
         let mut send_unavailable = false;
@@ -415,6 +450,19 @@ impl Presence {
                                 router::route(ctx, p).await;
                             }
                         }
+                    }
+                    return;
+                }
+                if item.pending_in.is_none()
+                    && !item.in_roster
+                    && roster_full(ctx, account, false).await
+                {
+                    // Requests beyond the roster limit are refused, not stored.
+                    drop(guard);
+                    if let Some(p) =
+                        addressed(&presence_el(Some("unsubscribed")), &own, &contact_jid)
+                    {
+                        router::route(ctx, p).await;
                     }
                     return;
                 }
@@ -566,7 +614,18 @@ impl LifecycleListener for Presence {
         self.directed.remove(jid);
     }
 
-    async fn account_deleted(&self, _: &ServerCtx, account: &BareJid) {
+    async fn account_deleted(&self, ctx: &ServerCtx, account: &BareJid) {
+        // The roster is still there: contacts see every resource go offline first.
+        let online: Vec<FullJid> = self
+            .last
+            .iter()
+            .filter(|e| e.key().to_bare() == *account)
+            .map(|e| e.key().clone())
+            .collect();
+        for jid in online {
+            self.broadcast(ctx, &jid, &presence_el(Some("unavailable")), true)
+                .await;
+        }
         self.last.retain(|k, _| k.to_bare() != *account);
         self.directed.retain(|k, _| k.to_bare() != *account);
     }
