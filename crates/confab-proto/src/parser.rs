@@ -295,17 +295,18 @@ impl StreamParser {
     }
 }
 
-/// Parses one element stored as XML (e.g. a stanza kept in the database) in the given
-/// default namespace. Returns `None` if it is not exactly one well-formed element.
-pub fn parse_fragment(xml: &str, default_ns: &str) -> Option<Element> {
+/// Parses one element stored as XML (a stanza or document kept in the database) in the
+/// given default namespace, with the given limits (the size limit grows to fit the text,
+/// which was checked when it was received). `None` unless it is exactly one element.
+pub fn parse_fragment(xml: &str, default_ns: &str, limits: &Limits) -> Option<Element> {
     let header = format!(
         "<stream:stream xmlns='{}' xmlns:stream='{}'>",
         crate::xml::escape(default_ns),
         crate::ns::STREAM
     );
     let mut p = StreamParser::new(Limits {
-        max_stanza_size: xml.len() + header.len() + 16,
-        ..Limits::default()
+        max_stanza_size: limits.max_stanza_size.max(xml.len() + header.len() + 16),
+        ..limits.clone()
     });
     let mut buf = header.as_bytes();
     match p.next_event(&mut buf) {
@@ -426,12 +427,13 @@ mod tests {
         let e = parse_fragment(
             "<message to='a@b'><body>x</body></message>",
             "jabber:client",
+            &Limits::default(),
         )
         .expect("parses");
         assert!(e.is("message", "jabber:client"));
-        assert!(parse_fragment("<a/><b/>", "jabber:client").is_none());
-        assert!(parse_fragment("<a>", "jabber:client").is_none());
-        assert!(parse_fragment("", "jabber:client").is_none());
+        assert!(parse_fragment("<a/><b/>", "jabber:client", &Limits::default()).is_none());
+        assert!(parse_fragment("<a>", "jabber:client", &Limits::default()).is_none());
+        assert!(parse_fragment("", "jabber:client", &Limits::default()).is_none());
     }
 
     #[test]

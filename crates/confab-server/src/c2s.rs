@@ -180,7 +180,11 @@ impl C2s {
             let Ok(text) = std::str::from_utf8(&b) else {
                 continue;
             };
-            let Some(el) = confab_proto::parser::parse_fragment(text, ns::CLIENT) else {
+            let Some(el) = confab_proto::parser::parse_fragment(
+                text,
+                ns::CLIENT,
+                &self.ctx.config.limits.parser_limits(),
+            ) else {
                 continue;
             };
             if el.name != "message" || el.get_attr("type") == Some("error") {

@@ -198,7 +198,9 @@ async fn nothing_is_lost_when_a_slow_reader_is_cut() {
             .expect("offline");
         let stored_ids: std::collections::HashSet<String> = stored
             .iter()
-            .filter_map(|m| confab_proto::parser::parse_fragment(&m.stanza, ns::CLIENT))
+            .filter_map(|m| {
+                confab_proto::parser::parse_fragment(&m.stanza, ns::CLIENT, &Default::default())
+            })
             .filter_map(|e| e.get_attr("id").map(str::to_string))
             .collect();
         let accounted = (0..N)

@@ -13,7 +13,6 @@ pub mod presence;
 pub mod private;
 pub mod register;
 pub mod roster;
-mod stored_xml;
 pub mod time;
 pub mod vcard;
 pub mod version;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use confab_proto::datetime::format_datetime;
 use confab_proto::jid::{BareJid, FullJid};
 use confab_proto::ns;
-use confab_proto::parser::{StreamEvent, StreamParser};
+use confab_proto::parser::parse_fragment;
 use confab_proto::stanza::{Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use dashmap::DashMap;
@@ -115,27 +115,6 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Parses a stored stanza back into an element, within the configured limits.
-fn parse_stored(ctx: &ServerCtx, xml: &str) -> Option<Element> {
-    let mut limits = ctx.config.limits.parser_limits();
-    // Re-serialization may differ a little in size from what was received.
-    limits.max_stanza_size = limits.max_stanza_size.max(xml.len() + 1024);
-    let mut parser = StreamParser::new(limits);
-    let doc = format!(
-        "<stream:stream xmlns='{}' xmlns:stream='{}'>{xml}",
-        ns::CLIENT,
-        ns::STREAM
-    );
-    let mut buf = doc.as_bytes();
-    loop {
-        match parser.next_event(&mut buf) {
-            Ok(Some(StreamEvent::Element(e))) => return Some(e),
-            Ok(Some(StreamEvent::Header(_))) => continue,
-            _ => return None,
-        }
-    }
-}
-
 /// Whether the session is still the one bound under its JID.
 fn still_bound(ctx: &ServerCtx, s: &SessionInfo) -> bool {
     ctx.router.session(&s.jid).is_some_and(|b| b.id == s.id)
@@ -187,7 +166,9 @@ impl Inner {
                 }
                 for m in msgs {
                     after = m.id;
-                    let Some(mut el) = parse_stored(&ctx, &m.stanza) else {
+                    let Some(mut el) =
+                        parse_fragment(&m.stanza, ns::CLIENT, &ctx.config.limits.parser_limits())
+                    else {
                         // Unreadable rows can never be delivered; keeping them would block
                         // the queue for good.
                         tracing::error!(id = m.id, account = %account, "dropping unparsable offline message");

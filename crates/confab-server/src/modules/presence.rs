@@ -194,7 +194,9 @@ impl Presence {
             }
             // Subscription requests that arrived while the user was offline (§3.1.3).
             if let Some(xml) = &item.pending_in {
-                if let Some(mut req) = parse_fragment(xml, ns::CLIENT) {
+                if let Some(mut req) =
+                    parse_fragment(xml, ns::CLIENT, &ctx.config.limits.parser_limits())
+                {
                     req.set_attr("to", own.as_str());
                     session.send(Bytes::from(req.to_xml(ns::CLIENT)));
                 }
@@ -531,7 +533,7 @@ impl Presence {
             .await
             .ok()
             .flatten()
-            .and_then(|x| parse_fragment(&x, ns::CLIENT));
+            .and_then(|x| parse_fragment(&x, ns::CLIENT, &ctx.config.limits.parser_limits()));
         let el = stored.unwrap_or_else(|| presence_el(Some("unavailable")));
         if let Some(p) = addressed(&el, &Jid::from(account.clone()), prober) {
             router::route(ctx, p).await;

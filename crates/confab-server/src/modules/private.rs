@@ -2,12 +2,12 @@
 //! (element name, namespace), readable and writable only by the account itself.
 
 use crate::module::{IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry};
-use crate::modules::stored_xml;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::BareJid;
 use confab_proto::ns;
+use confab_proto::parser::parse_fragment;
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use std::sync::Arc;
@@ -88,7 +88,11 @@ impl IqHandler for Private {
             };
             let fragment = match stored {
                 Some(text) => {
-                    match stored_xml::from_stored(&text, ctx.config.limits.parser_limits()) {
+                    match parse_fragment(
+                        &text,
+                        confab_proto::ns::CLIENT,
+                        &ctx.config.limits.parser_limits(),
+                    ) {
                         Some(e) => e,
                         None => return err(StanzaErrorCondition::InternalServerError),
                     }
@@ -117,7 +121,7 @@ impl IqHandler for Private {
             ));
         }
         for child in children {
-            let text = stored_xml::to_stored(child);
+            let text = child.to_xml(confab_proto::ns::CLIENT);
             if let Err(e) = data
                 .set_account_data(domain, user, KIND, &key_of(child), &text)
                 .await

@@ -7,12 +7,12 @@ use crate::module::{
     HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
     StanzaHook,
 };
-use crate::modules::stored_xml;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use base64::Engine as _;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::BareJid;
+use confab_proto::parser::parse_fragment;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use sha1::{Digest, Sha1};
@@ -139,7 +139,11 @@ impl IqHandler for Vcard {
             // XEP-0054 §3.1 allows an empty vCard when none exists; clients handle it best.
             return match data.get_account_data(domain, user, KIND, KEY_VCARD).await {
                 Ok(Some(text)) => {
-                    match stored_xml::from_stored(&text, ctx.config.limits.parser_limits()) {
+                    match parse_fragment(
+                        &text,
+                        confab_proto::ns::CLIENT,
+                        &ctx.config.limits.parser_limits(),
+                    ) {
                         Some(v) => IqReply::Result(Some(v)),
                         None => IqReply::Error(StanzaError::new(
                             StanzaErrorCondition::InternalServerError,
@@ -155,7 +159,7 @@ impl IqHandler for Vcard {
         if !own {
             return IqReply::Error(StanzaError::new(StanzaErrorCondition::Forbidden));
         }
-        let text = stored_xml::to_stored(payload);
+        let text = payload.to_xml(confab_proto::ns::CLIENT);
         if text.len() > ctx.config.vcard.max_size {
             return IqReply::Error(StanzaError::with_text(
                 StanzaErrorCondition::NotAcceptable,
