@@ -55,6 +55,22 @@ pub async fn item(
     ctx.stores.roster.roster_item(d, u, contact.as_str()).await
 }
 
+/// Whether `requester` may see `target`'s presence and presence-like data (last activity,
+/// account disco): the user themself, or a contact `target` has a `from`/`both`
+/// subscription with (RFC 6121 §3).
+pub async fn may_see_presence(
+    ctx: &ServerCtx,
+    requester: &BareJid,
+    target: &BareJid,
+) -> Result<bool, StoreError> {
+    if requester == target {
+        return Ok(true);
+    }
+    Ok(item(ctx, target, requester)
+        .await?
+        .is_some_and(|i| i.subscription.has_from()))
+}
+
 /// The `<item/>` clients see. `remove` renders a deletion push.
 pub fn item_element(item: &RosterItem, remove: bool) -> Element {
     let mut e = Element::new("item", NS).attr("jid", item.jid.clone());

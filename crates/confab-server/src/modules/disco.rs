@@ -7,7 +7,6 @@ use crate::ServerCtx;
 use async_trait::async_trait;
 use base64::Engine as _;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
-use confab_proto::jid::BareJid;
 use confab_proto::ns::{CAPS, DISCO_INFO, DISCO_ITEMS};
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
@@ -109,26 +108,6 @@ fn err(c: StanzaErrorCondition) -> IqReply {
     IqReply::Error(StanzaError::new(c))
 }
 
-/// The user themself, or a contact the user has a `from`/`both` subscription with.
-async fn may_see_presence(
-    ctx: &ServerCtx,
-    requester: &BareJid,
-    target: &BareJid,
-) -> Result<bool, confab_store::StoreError> {
-    if requester == target {
-        return Ok(true);
-    }
-    let Some(node) = target.node() else {
-        return Ok(false);
-    };
-    let item = ctx
-        .stores
-        .roster
-        .roster_item(target.domain().as_str(), node.as_str(), requester.as_str())
-        .await?;
-    Ok(item.is_some_and(|i| i.subscription.has_from()))
-}
-
 impl Disco {
     fn host(&self, ctx: &ServerCtx, q: &Element) -> IqReply {
         if q.ns == DISCO_ITEMS {
@@ -158,7 +137,7 @@ impl Disco {
             .as_ref()
             .map(|t| t.to_bare())
             .unwrap_or(requester.clone());
-        let allowed = match may_see_presence(ctx, &requester, &target).await {
+        let allowed = match crate::roster::may_see_presence(ctx, &requester, &target).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "roster lookup failed");

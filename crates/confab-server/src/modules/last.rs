@@ -72,27 +72,6 @@ fn query(seconds: u64, status: &str) -> IqReply {
     IqReply::Result(Some(q))
 }
 
-/// Whether `requester` may see `target`'s presence: the user themself, or a contact the
-/// target has a `from`/`both` subscription with (RFC 6121 §3).
-async fn may_see_presence(
-    ctx: &ServerCtx,
-    requester: &BareJid,
-    target: &BareJid,
-) -> Result<bool, confab_store::StoreError> {
-    if requester == target {
-        return Ok(true);
-    }
-    let Some(node) = target.node() else {
-        return Ok(false);
-    };
-    let item = ctx
-        .stores
-        .roster
-        .roster_item(target.domain().as_str(), node.as_str(), requester.as_str())
-        .await?;
-    Ok(item.is_some_and(|i| i.subscription.has_from()))
-}
-
 impl Last {
     async fn account(&self, ctx: &ServerCtx, iq: &Stanza) -> IqReply {
         let Some(requester) = iq.from.as_ref().map(|f| f.to_bare()) else {
@@ -106,7 +85,7 @@ impl Last {
         let Some(node) = target.node() else {
             return err(StanzaErrorCondition::BadRequest);
         };
-        match may_see_presence(ctx, &requester, &target).await {
+        match crate::roster::may_see_presence(ctx, &requester, &target).await {
             Ok(true) => {}
             // XEP-0012 §4: no presence subscription, no last activity.
             Ok(false) => return err(StanzaErrorCondition::Forbidden),
@@ -174,13 +153,14 @@ impl Last {
         if !is_query {
             return HookResult::Continue;
         }
-        let allowed = match may_see_presence(ctx, &from.to_bare(), &to.to_bare()).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "roster lookup failed");
-                false
-            }
-        };
+        let allowed =
+            match crate::roster::may_see_presence(ctx, &from.to_bare(), &to.to_bare()).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "roster lookup failed");
+                    false
+                }
+            };
         if allowed {
             return HookResult::Continue;
         }
