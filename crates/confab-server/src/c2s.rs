@@ -164,6 +164,17 @@ impl C2s {
         self.finish(end).await;
     }
 
+    /// Keeps a batch that was not written, for `reroute_unsent` (stored stanzas excepted:
+    /// they stay in storage).
+    fn keep_unsent(&mut self, batch: Vec<Outbound>) {
+        self.unsent.extend(
+            batch
+                .into_iter()
+                .filter(|o| o.written.is_none())
+                .map(|o| o.data),
+        );
+    }
+
     /// Messages that were queued for this session but never written (the connection went
     /// away, or was cut as a slow reader) are routed again now that the session is unbound:
     /// to another resource, to offline storage, or back to the sender as an error. Accepted
@@ -171,8 +182,11 @@ impl C2s {
     async fn reroute_unsent(&mut self, mut rx: mpsc::Receiver<Outbound>) {
         rx.close();
         let mut unsent = std::mem::take(&mut self.unsent);
-        while let Ok(Outbound::Data(b)) = rx.try_recv() {
-            unsent.push(b);
+        while let Ok(out) = rx.try_recv() {
+            // Stored stanzas are still in storage: delivered at the next login.
+            if out.written.is_none() {
+                unsent.push(out.data);
+            }
         }
         for b in unsent {
             // Several stanzas may share one buffer only within a write batch, and batches
@@ -893,15 +907,15 @@ impl C2s {
                     }
                 }
                 out = rx.recv() => {
-                    let Some(Outbound::Data(first)) = out else { return End::Gone };
+                    let Some(first) = out else { return End::Gone };
                     // Batch whatever else is queued into one write.
-                    let mut buf = Vec::with_capacity(first.len());
-                    buf.extend_from_slice(&first);
+                    let mut buf = Vec::with_capacity(first.data.len());
+                    buf.extend_from_slice(&first.data);
                     let mut batch = vec![first];
                     while buf.len() < 64 * 1024 {
                         match rx.try_recv() {
-                            Ok(Outbound::Data(more)) => {
-                                buf.extend_from_slice(&more);
+                            Ok(more) => {
+                                buf.extend_from_slice(&more.data);
                                 batch.push(more);
                             }
                             Err(_) => break,
@@ -920,20 +934,21 @@ impl C2s {
                         biased;
                         r = stream.write_bytes(&buf) => {
                             if r.is_err() {
-                                self.unsent.extend(batch);
+                                self.keep_unsent(batch);
                                 return End::Gone;
                             }
                         }
                         err = close_rx.recv() => {
                             tracing::info!(reason = ?err.map(|e| e.condition), "closing a session blocked on writing");
-                            self.unsent.extend(batch);
+                            self.keep_unsent(batch);
                             return End::Gone;
                         }
                         _ = shutdown.changed() => {
-                            self.unsent.extend(batch);
+                            self.keep_unsent(batch);
                             return End::Gone;
                         }
                     }
+                    confirm_written(batch);
                     if let Some(info) = &self.session {
                         info.written(buf.len());
                     }
@@ -945,8 +960,8 @@ impl C2s {
                     // account removal) goes out before the stream error.
                     let mut buf = Vec::new();
                     let mut batch = Vec::new();
-                    while let Ok(Outbound::Data(more)) = rx.try_recv() {
-                        buf.extend_from_slice(&more);
+                    while let Ok(more) = rx.try_recv() {
+                        buf.extend_from_slice(&more.data);
                         batch.push(more);
                     }
                     if !buf.is_empty() && e.condition != StreamErrorCondition::PolicyViolation {
@@ -955,11 +970,11 @@ impl C2s {
                         }
                         let written = tokio::time::timeout(Duration::from_secs(2), stream.write_bytes(&buf)).await;
                         if matches!(written, Ok(Ok(()))) {
-                            batch.clear();
+                            confirm_written(std::mem::take(&mut batch));
                         }
                     }
                     // A slow reader's queue is not written: it is routed elsewhere.
-                    self.unsent.extend(batch);
+                    self.keep_unsent(batch);
                     return End::Error(e);
                 }
                 _ = shutdown.changed() => {
@@ -1053,6 +1068,15 @@ impl C2s {
         }
         router::route(&ctx, stanza).await;
         Ok(())
+    }
+}
+
+/// Tells the senders of stored stanzas in a written batch that they went out.
+fn confirm_written(batch: Vec<Outbound>) {
+    for o in batch {
+        if let Some(ack) = o.written {
+            let _ = ack.send(());
+        }
     }
 }
 

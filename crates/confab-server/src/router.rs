@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// What a session's writer receives.
-pub enum Outbound {
-    /// Serialized stanza bytes, shared between all recipients.
-    Data(Bytes),
+/// What a session's writer receives: serialized stanza bytes, shared between recipients.
+pub struct Outbound {
+    pub data: Bytes,
+    /// Set for a stanza that is still kept in storage (offline delivery): the writer
+    /// confirms it once written, and it is not routed again if the session ends first.
+    pub written: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A bound session as the rest of the server sees it.
@@ -109,6 +111,17 @@ impl SessionInfo {
     /// stopped reading: the session is closed with `<policy-violation/>` and the caller
     /// learns the data was not queued.
     pub fn send(&self, data: Bytes) -> bool {
+        self.enqueue(data, None)
+    }
+
+    /// Queues a stanza that stays in storage until the returned receiver says it was
+    /// written to the connection; `None` if it was not queued.
+    pub fn send_stored(&self, data: Bytes) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(data, Some(tx)).then_some(rx)
+    }
+
+    fn enqueue(&self, data: Bytes, written: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
         let len = data.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if before + len > self.max_queued_bytes {
@@ -116,7 +129,7 @@ impl SessionInfo {
             self.slow_reader();
             return false;
         }
-        match self.tx.try_send(Outbound::Data(data)) {
+        match self.tx.try_send(Outbound { data, written }) {
             Ok(()) => true,
             Err(e) => {
                 self.queued_bytes.fetch_sub(len, Ordering::Relaxed);

@@ -144,11 +144,12 @@ impl Inner {
         let lock = self.flushing.entry(account.clone()).or_default().clone();
         {
             let _guard = lock.lock().await;
-            // One page at a time: a full quota of large messages never sits in memory.
-            let mut done: Option<i64> = None;
-            let mut pending = 0;
+            // One page at a time: a full quota of large messages never sits in memory. A
+            // row is deleted only once the session's writer confirms it went out, so a
+            // connection (or the server) dying meanwhile leaves it stored: at worst a
+            // duplicate at the next login, never a loss.
             let mut after = i64::MIN;
-            'pages: loop {
+            loop {
                 let msgs = match ctx
                     .stores
                     .offline
@@ -164,6 +165,8 @@ impl Inner {
                 if msgs.is_empty() {
                     break;
                 }
+                let mut sent = Vec::with_capacity(msgs.len());
+                let mut stopped = false;
                 for m in msgs {
                     after = m.id;
                     let Some(mut el) =
@@ -172,8 +175,7 @@ impl Inner {
                         // Unreadable rows can never be delivered; keeping them would block
                         // the queue for good.
                         tracing::error!(id = m.id, account = %account, "dropping unparsable offline message");
-                        done = Some(m.id);
-                        pending += 1;
+                        sent.push((m.id, None));
                         continue;
                     };
                     el.push_child(
@@ -182,19 +184,36 @@ impl Inner {
                             .attr("stamp", format_datetime(m.stamp)),
                     );
                     let bytes = Bytes::from(el.to_xml(ns::CLIENT));
-                    if !wait_for_room(&ctx, &session, bytes.len()).await || !session.send(bytes) {
-                        break 'pages;
-                    }
-                    done = Some(m.id);
-                    pending += 1;
-                    if pending >= DELETE_BATCH {
-                        delete_up_to(&ctx, domain, node.as_str(), done).await;
-                        pending = 0;
+                    let ack = if wait_for_room(&ctx, &session, bytes.len()).await {
+                        session.send_stored(bytes)
+                    } else {
+                        None
+                    };
+                    match ack {
+                        Some(ack) => sent.push((m.id, Some(ack))),
+                        None => {
+                            stopped = true;
+                            break;
+                        }
                     }
                 }
-            }
-            if pending > 0 {
-                delete_up_to(&ctx, domain, node.as_str(), done).await;
+                let mut confirmed = None;
+                for (id, ack) in sent {
+                    match ack {
+                        None => confirmed = Some(id),
+                        Some(ack) => match ack.await {
+                            Ok(()) => confirmed = Some(id),
+                            Err(_) => {
+                                stopped = true;
+                                break;
+                            }
+                        },
+                    }
+                }
+                delete_up_to(&ctx, domain, node.as_str(), confirmed).await;
+                if stopped {
+                    break;
+                }
             }
         }
         // Forget the lock unless someone else is waiting on it (map + this clone = 2).
