@@ -93,7 +93,14 @@ impl Server {
                     continue;
                 }
                 let addr = SocketAddr::new(ip, port);
-                listeners.push((bind(addr).map_err(|e| StartError::Listen(addr, e))?, direct));
+                match bind(addr) {
+                    Ok(l) => listeners.push((l, direct)),
+                    // A host without IPv6 still runs on the default ["0.0.0.0", "::"].
+                    Err(e) if ip.is_ipv6() && ip.is_unspecified() && ipv6_missing(&e) => {
+                        tracing::warn!(%addr, error = %e, "IPv6 is not available; not listening on it");
+                    }
+                    Err(e) => return Err(StartError::Listen(addr, e)),
+                }
             }
         }
         let max = config.limits.max_connections;
@@ -173,6 +180,14 @@ impl Server {
 /// Port 0 in the config means "any free port" only in tests; operators disable with 0.
 fn is_test_port(config: &Config) -> bool {
     config.c2s.port == 0 && config.c2s.tls_port == 0
+}
+
+fn ipv6_missing(e: &std::io::Error) -> bool {
+    // EAFNOSUPPORT (97) and EADDRNOTAVAIL (99) on Linux: no IPv6 stack or address.
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+    ) || matches!(e.raw_os_error(), Some(97) | Some(99))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
