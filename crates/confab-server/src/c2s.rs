@@ -870,6 +870,9 @@ impl C2s {
             (c2s.keepalive_interval > 0).then(|| Duration::from_secs(c2s.keepalive_interval));
         let mut last_in = Instant::now();
         let mut last_out = Instant::now();
+        let limits = &self.ctx.config.limits;
+        let mut throttle = ReadThrottle::new(limits.read_rate, limits.read_burst);
+        let mut resume_reading: Option<Instant> = None;
         let tick = Duration::from_secs(1).max(keepalive.unwrap_or(Duration::from_secs(30)) / 4);
         loop {
             // Everything already received is handled before waiting again.
@@ -897,10 +900,12 @@ impl C2s {
                 return End::Gone;
             };
             tokio::select! {
-                r = stream.read_more() => {
-                    if let Err(e) = r {
-                        return e.into();
-                    }
+                r = stream.read_more(), if resume_reading.is_none() => {
+                    let n = match r {
+                        Ok(n) => n,
+                        Err(e) => return e.into(),
+                    };
+                    resume_reading = throttle.consume(n);
                     last_in = Instant::now();
                     if let Some(info) = &self.session {
                         info.touch_input();
@@ -976,6 +981,9 @@ impl C2s {
                     // A slow reader's queue is not written: it is routed elsewhere.
                     self.keep_unsent(batch);
                     return End::Error(e);
+                }
+                _ = tokio::time::sleep_until(resume_reading.unwrap_or_else(Instant::now)), if resume_reading.is_some() => {
+                    resume_reading = None;
                 }
                 _ = shutdown.changed() => {
                     return StreamErrorCondition::SystemShutdown.into();
@@ -1068,6 +1076,38 @@ impl C2s {
         }
         router::route(&ctx, stanza).await;
         Ok(())
+    }
+}
+
+/// A token bucket over received bytes: a client sending faster than the configured rate is
+/// simply read later, so its stanzas queue in its own TCP window, not in server memory.
+struct ReadThrottle {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl ReadThrottle {
+    fn new(rate: u64, burst: u64) -> Self {
+        ReadThrottle {
+            rate: rate as f64,
+            burst: burst.max(rate) as f64,
+            tokens: burst.max(rate) as f64,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` bytes from the bucket; returns when reading may go on if it is in debt.
+    fn consume(&mut self, n: usize) -> Option<Instant> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst) - n as f64;
+        self.last = now;
+        (self.tokens < 0.0).then(|| now + Duration::from_secs_f64(-self.tokens / self.rate))
     }
 }
 

@@ -150,6 +150,11 @@ pub struct LimitsSection {
     pub outbound_queue: usize,
     /// Bytes queued for one session before it is treated as a slow reader and closed.
     pub max_outbound_bytes: usize,
+    /// Bytes per second a client session may send; faster clients are read more slowly
+    /// (backpressure, like ejabberd's shapers). 0: unlimited.
+    pub read_rate: u64,
+    /// Bytes a session may send in a burst above `read_rate`.
+    pub read_burst: u64,
 }
 
 impl Default for LimitsSection {
@@ -164,6 +169,8 @@ impl Default for LimitsSection {
             max_connections_per_ip: 19_000,
             outbound_queue: 512,
             max_outbound_bytes: 2 * 1024 * 1024,
+            read_rate: 256 * 1024,
+            read_burst: 1024 * 1024,
         }
     }
 }

@@ -57,6 +57,7 @@ async fn slow_reader_is_disconnected_and_senders_get_errors() {
     // Without offline storage, a message bob cannot take is bounced at once.
     let ts = TestServer::start_with(|c| {
         c.limits.outbound_queue = 8;
+        c.limits.read_rate = 0;
         c.modules.disabled = vec!["offline".into()];
     })
     .await;
@@ -646,6 +647,38 @@ async fn idle_sessions_time_out_and_keepalives_flow() {
         StreamErrorCondition::ConnectionTimeout
     );
     assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn fast_senders_are_read_at_the_configured_rate() {
+    let ts = TestServer::start_with(|c| {
+        c.limits.read_rate = 20_000;
+        c.limits.read_burst = 20_000;
+    })
+    .await;
+    ts.add_user("alice").await;
+    let mut alice = ts.login("alice").await;
+    let started = Instant::now();
+    // About 80 kB: 20 kB of burst, then 20 kB/s.
+    let pad = "z".repeat(8_000);
+    for i in 0..10 {
+        alice
+            .send(
+                &Element::new("message", ns::CLIENT)
+                    .attr("to", "localhost")
+                    .attr("type", "headline")
+                    .attr("id", format!("h{i}"))
+                    .child(Element::new("body", ns::CLIENT).text(pad.clone())),
+            )
+            .await
+            .expect("send");
+    }
+    ping(&mut alice).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "not throttled: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -149,8 +149,11 @@ async fn chat_states_and_receipt_requests_pass_through_untouched() {
 #[tokio::test]
 async fn nothing_is_lost_when_a_slow_reader_is_cut() {
     const N: usize = 300;
-    let ts = TestServer::start_with(|c| c.limits.max_outbound_bytes = 2 * c.limits.max_stanza_size)
-        .await;
+    let ts = TestServer::start_with(|c| {
+        c.limits.max_outbound_bytes = 2 * c.limits.max_stanza_size;
+        c.limits.read_rate = 0;
+    })
+    .await;
     ts.add_user("alice").await;
     ts.add_user("bob").await;
     let mut alice = ts.login_available("alice").await;

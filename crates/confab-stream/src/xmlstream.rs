@@ -71,7 +71,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
 
     /// Waits for more bytes from the peer. Cancel-safe: `read_buf` only extends the
     /// buffer's length once bytes have arrived.
-    pub async fn read_more(&mut self) -> Result<(), ReadError> {
+    /// Returns how many bytes arrived.
+    pub async fn read_more(&mut self) -> Result<usize, ReadError> {
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
             self.rbuf.reserve(READ_CHUNK);
         }
@@ -79,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
         if n == 0 {
             return Err(ReadError::Eof);
         }
-        Ok(())
+        Ok(n)
     }
 
     /// Drops the read buffer's memory while the connection is idle.
