@@ -682,6 +682,37 @@ async fn fast_senders_are_read_at_the_configured_rate() {
 }
 
 #[tokio::test]
+async fn connection_limits_per_ip() {
+    let ts = TestServer::start_with(|c| c.limits.max_connections_per_ip = 2).await;
+    let mut a = ts.raw().await;
+    a.open().await;
+    let mut b = ts.raw().await;
+    b.open().await;
+    // The third connection from the same address is closed at once.
+    let mut c = ts.raw().await;
+    c.send(&confab_stream::client::stream_header(DOMAIN)).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), c.stream.next_event()).await;
+    assert!(
+        matches!(r, Ok(Err(_))),
+        "third connection was served: {r:?}"
+    );
+    // Closing one frees a slot.
+    drop(a);
+    let mut served = false;
+    for _ in 0..50 {
+        let mut d = ts.raw().await;
+        d.send(&confab_stream::client::stream_header(DOMAIN)).await;
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), d.stream.next_event()).await
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "a freed slot was not reused");
+}
+
+#[tokio::test]
 async fn handshake_timeout() {
     let ts = TestServer::start_with(|c| c.c2s.handshake_timeout = 1).await;
     let mut r = ts.raw().await;
