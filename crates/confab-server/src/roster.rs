@@ -4,8 +4,9 @@
 
 use crate::ServerCtx;
 use bytes::Bytes;
-use confab_proto::jid::BareJid;
+use confab_proto::jid::{BareJid, Jid};
 use confab_proto::ns;
+use confab_proto::stanza::Stanza;
 use confab_proto::xml::Element;
 use confab_store::{RosterItem, StoreError};
 
@@ -126,6 +127,39 @@ pub async fn remove_and_push(
         }
     }
     Ok(())
+}
+
+/// Routes a server-generated presence of `type_` from `from` to `to`.
+pub async fn route_presence(ctx: &ServerCtx, type_: &str, from: &Jid, to: &Jid) {
+    let el = Element::new("presence", ns::CLIENT)
+        .attr("type", type_)
+        .attr("from", from.as_str())
+        .attr("to", to.as_str());
+    if let Ok(p) = Stanza::from_element(el) {
+        crate::router::route(ctx, p).await;
+    }
+}
+
+/// Tells `contact` that every available resource of `account` went away (the contact no
+/// longer sees the account's presence).
+pub async fn send_unavailable(ctx: &ServerCtx, account: &BareJid, contact: &Jid) {
+    for s in ctx.router.sessions_of(account) {
+        if s.is_available() {
+            route_presence(ctx, "unavailable", &Jid::from(s.jid.clone()), contact).await;
+        }
+    }
+}
+
+/// The subscription stanzas that cancel an item's state both ways (RFC 6121 §2.5.2).
+pub fn cancel_notices(item: &RosterItem) -> Vec<&'static str> {
+    let mut notices = Vec::new();
+    if item.subscription.has_to() || item.ask {
+        notices.push("unsubscribe");
+    }
+    if item.subscription.has_from() || item.pending_in.is_some() {
+        notices.push("unsubscribed");
+    }
+    notices
 }
 
 /// Sends a roster push to every resource of the account that requested the roster.

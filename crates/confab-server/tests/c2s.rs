@@ -413,48 +413,25 @@ async fn malformed_xml_closes_only_that_stream() {
     ts.add_user("alice").await;
     ts.add_user("bob").await;
     let mut bob = ts.login_available("bob").await;
-    let mut alice = ts.login("alice").await;
-    alice
-        .stream
-        .write_bytes(b"<message><body>oops</message>")
-        .await
-        .expect("write");
-    assert_eq!(
-        expect_session_stream_error(&mut alice).await,
-        StreamErrorCondition::NotWellFormed
-    );
-    ping(&mut bob).await;
-    let mut alice = ts.login("alice").await;
-    alice
-        .stream
-        .write_bytes(b"<!-- comment -->")
-        .await
-        .expect("write");
-    assert_eq!(
-        expect_session_stream_error(&mut alice).await,
-        StreamErrorCondition::RestrictedXml
-    );
-    let mut alice = ts.login("alice").await;
-    alice
-        .stream
-        .write_bytes(b"<?pi data?>")
-        .await
-        .expect("write");
-    assert_eq!(
-        expect_session_stream_error(&mut alice).await,
-        StreamErrorCondition::RestrictedXml
-    );
-    let mut alice = ts.login("alice").await;
-    alice
-        .stream
-        .write_bytes(b"<foo xmlns='urn:example'/>")
-        .await
-        .expect("write");
-    assert_eq!(
-        expect_session_stream_error(&mut alice).await,
-        StreamErrorCondition::UnsupportedStanzaType
-    );
-    ping(&mut bob).await;
+    let cases: [(&[u8], StreamErrorCondition); 4] = [
+        (
+            b"<message><body>oops</message>",
+            StreamErrorCondition::NotWellFormed,
+        ),
+        (b"<!-- comment -->", StreamErrorCondition::RestrictedXml),
+        (b"<?pi data?>", StreamErrorCondition::RestrictedXml),
+        (
+            b"<foo xmlns='urn:example'/>",
+            StreamErrorCondition::UnsupportedStanzaType,
+        ),
+    ];
+    for (bytes, condition) in cases {
+        let mut alice = ts.login("alice").await;
+        alice.stream.write_bytes(bytes).await.expect("write");
+        assert_eq!(expect_session_stream_error(&mut alice).await, condition);
+        // Only that stream ended.
+        ping(&mut bob).await;
+    }
 }
 
 #[tokio::test]

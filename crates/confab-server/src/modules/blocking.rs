@@ -447,20 +447,7 @@ async fn subscribers_among(ctx: &ServerCtx, account: &BareJid, jids: &[String]) 
 
 async fn presence_on_block(ctx: &ServerCtx, account: &BareJid, jids: &[String]) {
     for contact in subscribers_among(ctx, account, jids).await {
-        for s in ctx
-            .router
-            .sessions_of(account)
-            .into_iter()
-            .filter(|s| s.is_available())
-        {
-            let el = Element::new("presence", ns::CLIENT)
-                .attr("type", "unavailable")
-                .attr("from", s.jid.as_str())
-                .attr("to", contact.as_str());
-            if let Ok(p) = Stanza::from_element(el) {
-                route(ctx, p).await;
-            }
-        }
+        crate::roster::send_unavailable(ctx, account, &contact).await;
     }
 }
 
@@ -468,13 +455,8 @@ async fn presence_on_block(ctx: &ServerCtx, account: &BareJid, jids: &[String]) 
 /// contact's behalf makes the presence module answer with exactly that.
 async fn presence_on_unblock(ctx: &ServerCtx, account: &BareJid, jids: &[String]) {
     for contact in subscribers_among(ctx, account, jids).await {
-        let el = Element::new("presence", ns::CLIENT)
-            .attr("type", "probe")
-            .attr("from", contact.as_str())
-            .attr("to", account.as_str());
-        if let Ok(p) = Stanza::from_element(el) {
-            route(ctx, p).await;
-        }
+        let own = Jid::from(account.clone());
+        crate::roster::route_presence(ctx, "probe", &contact, &own).await;
     }
 }
 

@@ -5,12 +5,10 @@ use crate::module::{
     FeatureStage, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
 };
 use crate::roster::{self, item_element, parts, NS};
-use crate::router;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, Jid};
-use confab_proto::ns;
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use confab_store::RosterItem;
@@ -189,21 +187,8 @@ impl LifecycleListener for Roster {
             let Ok(contact) = Jid::new(&item.jid) else {
                 continue;
             };
-            let mut notices = Vec::new();
-            if item.subscription.has_to() || item.ask {
-                notices.push("unsubscribe");
-            }
-            if item.subscription.has_from() || item.pending_in.is_some() {
-                notices.push("unsubscribed");
-            }
-            for t in notices {
-                let el = Element::new("presence", ns::CLIENT)
-                    .attr("type", t)
-                    .attr("from", from.as_str())
-                    .attr("to", contact.as_str());
-                if let Ok(p) = Stanza::from_element(el) {
-                    router::route(ctx, p).await;
-                }
+            for t in roster::cancel_notices(&item) {
+                roster::route_presence(ctx, t, &from, &contact).await;
             }
         }
     }
@@ -226,13 +211,7 @@ async fn remove(
         Ok(j) => j,
         Err(_) => return err(StanzaErrorCondition::InternalServerError, "stored jid"),
     };
-    let mut notices = Vec::new();
-    if item.subscription.has_to() || item.ask {
-        notices.push("unsubscribe");
-    }
-    if item.subscription.has_from() || item.pending_in.is_some() {
-        notices.push("unsubscribed");
-    }
+    let notices = roster::cancel_notices(&item);
     let stop_presence = item.subscription.has_from();
     if let Err(e) = roster::remove_and_push(ctx, account, &item).await {
         tracing::error!(error = %e, "roster remove failed");
@@ -242,31 +221,10 @@ async fn remove(
     drop(guard);
     if stop_presence {
         // The contact no longer sees the user: it learns the user went away.
-        for s in ctx
-            .router
-            .sessions_of(account)
-            .into_iter()
-            .filter(|s| s.is_available())
-        {
-            let el = Element::new("presence", ns::CLIENT)
-                .attr("type", "unavailable")
-                .attr("from", s.jid.to_string())
-                .attr("to", contact.to_string());
-            if let Ok(p) = Stanza::from_element(el) {
-                router::route(ctx, p).await;
-            }
-        }
+        roster::send_unavailable(ctx, account, &contact).await;
     }
     for t in notices {
-        let el = Element::new("presence", ns::CLIENT).attr("type", t);
-        let mut p = match Stanza::from_element(el) {
-            Ok(p) => p,
-            Err(_) => continue,
-        };
-        p.set_from(Some(from.clone()));
-        p.set_to(Some(contact.clone()));
-        // Through the router, so the contact's side applies the state change.
-        router::route(ctx, p).await;
+        roster::route_presence(ctx, t, &from, &contact).await;
     }
     IqReply::Result(None)
 }
