@@ -17,13 +17,21 @@ cargo test --workspace
 echo "== interop: slixmpp against confabd"
 ./scripts/interop.sh
 
-echo "== fuzz smoke (${CONFAB_FUZZ_SECONDS:-30}s per target)"
+echo "== fuzz smoke (${CONFAB_FUZZ_SECONDS:-30}s per target, memory-limited)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-for target in stream_parser sasl_server; do
-    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
-        -max_total_time="${CONFAB_FUZZ_SECONDS:-30}" -rss_limit_mb=2048)
+# -malloc_limit_mb fails a run on any single huge allocation and -rss_limit_mb on growth;
+# stream_memory also checks what the parser holds against its own budget. Seeds in
+# fuzz/seeds/<target> start each run from known hard shapes.
+for target in stream_parser sasl_server stream_memory; do
+    mkdir -p "fuzz/corpus/$target"
+    seeds=()
+    if [ -d "fuzz/seeds/$target" ]; then
+        seeds=("seeds/$target")
+    fi
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
+        -max_total_time="${CONFAB_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 -malloc_limit_mb=256)
 done
 
 echo "== all test stages passed"

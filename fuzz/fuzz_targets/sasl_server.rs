@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => return,
     };
     let _ = if sel & 0x40 != 0 {
-        s.server_first_unknown_user(4096)
+        s.server_first_unknown_user(4096, b"secret")
     } else {
         s.server_first(&creds)
     };

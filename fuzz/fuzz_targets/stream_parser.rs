@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         max_depth: 16,
         max_attributes: 8,
         max_name_length: 64,
+        max_stanza_memory: 64 * 1024,
     };
     let mut p = StreamParser::new(limits.clone());
     // The first byte picks a chunk size so split tokens get exercised.

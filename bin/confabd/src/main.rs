@@ -203,9 +203,17 @@ async fn user(config: Config, cmd: UserCommand) -> Result<(), String> {
         }
         UserCommand::Del { jid } => {
             let jid = parse(&jid)?;
-            accounts::delete(&stores, &jid)
-                .await
-                .map_err(|e| format!("{jid}: {e}"))?;
+            // A running server deletes it itself, ending the account's live sessions.
+            match confab_server::control::request(&config, &format!("user-del {jid}")).await? {
+                Some(reply) if reply == "ok" => {}
+                Some(reply) => {
+                    let why = reply.strip_prefix("error: ").unwrap_or(&reply);
+                    return Err(format!("{jid}: {why}"));
+                }
+                None => accounts::delete(&stores, &jid)
+                    .await
+                    .map_err(|e| format!("{jid}: {e}"))?,
+            }
             println!("deleted {jid}");
         }
         UserCommand::List { domain } => {

@@ -200,7 +200,8 @@ impl StanzaError {
 
     /// The `<error/>` child in the given stanza namespace (jabber:client or jabber:server).
     pub fn to_element(&self, stanza_ns: &str) -> Element {
-        let mut e = Element::new("error", stanza_ns).attr("type", self.type_.as_str());
+        let mut e = Element::new("error", crate::xml::namespace(stanza_ns))
+            .attr("type", self.type_.as_str());
         if let Some(by) = &self.by {
             e.set_attr("by", by.clone());
         }

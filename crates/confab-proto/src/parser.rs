@@ -7,7 +7,7 @@
 //! input beyond the configured limits and memory per stream stays bounded.
 
 use crate::error::StreamErrorCondition;
-use crate::xml::{Attr, Element, Node};
+use crate::xml::{Attr, Element, Node, Ns};
 use rxml::error::EndOrError;
 use rxml::{Event, Parse, WithOptions};
 
@@ -22,6 +22,10 @@ pub struct Limits {
     pub max_attributes: usize,
     /// Longest element or attribute name, in bytes.
     pub max_name_length: usize,
+    /// Most memory one top-level element may hold once parsed (an estimate of the tree's
+    /// heap and struct sizes). Bounds what a stanza costs, not only what it sends: an
+    /// empty child element is 4 bytes on the wire and about a hundred in the tree.
+    pub max_stanza_memory: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +35,7 @@ impl Default for Limits {
             max_depth: 48,
             max_attributes: 64,
             max_name_length: 256,
+            max_stanza_memory: 1024 * 1024,
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct StreamParser {
     closed: bool,
     /// Bytes consumed since the last complete top-level unit; bounds buffered input.
     pending: usize,
+    /// Estimated memory held by the element under construction; bounds the parsed tree.
+    held: usize,
     failed: Option<ParseError>,
 }
 
@@ -120,6 +127,7 @@ impl StreamParser {
             started: false,
             closed: false,
             pending: 0,
+            held: 0,
             failed: None,
         }
     }
@@ -155,6 +163,7 @@ impl StreamParser {
             Err(e) => {
                 self.failed = Some(e.clone());
                 self.stack.clear();
+                self.held = 0;
                 Err(e)
             }
         }
@@ -209,21 +218,19 @@ impl StreamParser {
                 if attrs.len() > self.limits.max_attributes {
                     return Err(ParseError::PolicyViolation("too many attributes".into()));
                 }
+                let mut cost = ELEMENT_COST + name.len();
                 let mut converted = Vec::with_capacity(attrs.len());
-                for ((ans, aname), value) in attrs.iter() {
+                for ((ans, aname), value) in attrs.into_iter() {
                     if aname.len() > self.limits.max_name_length {
                         return Err(ParseError::PolicyViolation(
                             "attribute name too long".into(),
                         ));
                     }
+                    cost += ATTR_COST + aname.len() + value.len();
                     converted.push(Attr {
-                        ns: if ans.is_none() {
-                            String::new()
-                        } else {
-                            ans.as_str().to_string()
-                        },
+                        ns: shared(ans),
                         name: aname.as_str().to_string(),
-                        value: value.clone(),
+                        value,
                     });
                 }
                 if !self.header_seen {
@@ -241,14 +248,11 @@ impl StreamParser {
                         "elements nested too deeply".into(),
                     ));
                 }
+                self.hold(cost)?;
                 self.parser.set_text_buffering(true);
                 self.stack.push(Element {
                     name: name.as_str().to_string(),
-                    ns: if ns.is_none() {
-                        String::new()
-                    } else {
-                        ns.as_str().to_string()
-                    },
+                    ns: shared(ns),
                     attrs: converted,
                     children: Vec::new(),
                 });
@@ -256,11 +260,18 @@ impl StreamParser {
             }
             Event::Text(_, text) => {
                 match self.stack.last_mut() {
-                    Some(top) => {
-                        if let Some(Node::Text(t)) = top.children.last_mut() {
-                            t.push_str(&text);
-                        } else {
-                            top.children.push(Node::Text(text));
+                    Some(_) => {
+                        let appends = matches!(
+                            self.stack.last().and_then(|top| top.children.last()),
+                            Some(Node::Text(_))
+                        );
+                        self.hold(text.len() + if appends { 0 } else { NODE_COST })?;
+                        if let Some(top) = self.stack.last_mut() {
+                            if let Some(Node::Text(t)) = top.children.last_mut() {
+                                t.push_str(&text);
+                            } else {
+                                top.children.push(Node::Text(text));
+                            }
                         }
                     }
                     None => {
@@ -286,12 +297,40 @@ impl StreamParser {
                     }
                     None => {
                         self.pending = 0;
+                        self.held = 0;
                         self.parser.set_text_buffering(false);
                         Ok(Some(StreamEvent::Element(done)))
                     }
                 },
             },
         }
+    }
+}
+
+/// What one element costs in the tree besides its name: the `Element` itself and the
+/// `Node` that holds it in its parent (namespaces are shared, see `xml::Ns`).
+const ELEMENT_COST: usize = std::mem::size_of::<Element>() + std::mem::size_of::<Node>();
+/// What one attribute costs besides its name and value.
+const ATTR_COST: usize = std::mem::size_of::<Attr>();
+/// What a text node costs besides its characters.
+const NODE_COST: usize = std::mem::size_of::<Node>();
+
+/// Keeps rxml's shared namespace string instead of copying it (see `xml::Ns`).
+fn shared(ns: rxml::Namespace<'_>) -> Ns {
+    ns.into_static()
+}
+
+impl StreamParser {
+    /// Counts `cost` bytes towards what the element under construction holds.
+    fn hold(&mut self, cost: usize) -> Result<(), ParseError> {
+        self.held = self.held.saturating_add(cost);
+        if self.held > self.limits.max_stanza_memory {
+            return Err(ParseError::PolicyViolation(format!(
+                "element would hold more than {} bytes of memory",
+                self.limits.max_stanza_memory
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -306,6 +345,7 @@ pub fn parse_fragment(xml: &str, default_ns: &str, limits: &Limits) -> Option<El
     );
     let mut p = StreamParser::new(Limits {
         max_stanza_size: limits.max_stanza_size.max(xml.len() + header.len() + 16),
+        max_stanza_memory: limits.max_stanza_memory.max(xml.len().saturating_mul(8)),
         ..limits.clone()
     });
     let mut buf = header.as_bytes();
@@ -480,6 +520,7 @@ mod tests {
             max_depth: 5,
             max_attributes: 3,
             max_name_length: 20,
+            max_stanza_memory: 1 << 20,
         };
         let big = format!("<message><body>{}</body></message>", "x".repeat(5000));
         assert!(matches!(

@@ -5,6 +5,17 @@
 
 use std::fmt::Write as _;
 
+/// A namespace name. Shared, not copied: every element of a parsed stanza in the same
+/// namespace points at one string, so a long namespace declared once costs its length once
+/// (a copy per element let a small stanza hold gigabytes). Well-known names are static.
+pub type Ns = rxml::Namespace<'static>;
+
+/// A namespace name from a borrowed string: the static copy when the name is well known,
+/// otherwise one allocation.
+pub fn namespace(s: &str) -> Ns {
+    Ns::try_share_static(s).unwrap_or_else(|| Ns::from(s.to_string()))
+}
+
 /// A child node: an element or character data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
@@ -15,7 +26,7 @@ pub enum Node {
 /// One attribute. `ns` is empty for the usual un-namespaced attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
-    pub ns: String,
+    pub ns: Ns,
     pub name: String,
     pub value: String,
 }
@@ -24,13 +35,13 @@ pub struct Attr {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Element {
     pub name: String,
-    pub ns: String,
+    pub ns: Ns,
     pub attrs: Vec<Attr>,
     pub children: Vec<Node>,
 }
 
 impl Element {
-    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, ns: impl Into<Ns>) -> Self {
         Element {
             name: name.into(),
             ns: ns.into(),
@@ -86,7 +97,7 @@ impl Element {
         {
             Some(a) => a.value = value,
             None => self.attrs.push(Attr {
-                ns: String::new(),
+                ns: Ns::NONE,
                 name: name.to_string(),
                 value,
             }),
@@ -144,10 +155,20 @@ impl Element {
 
     /// Serializes with the element's namespace declared unless it equals `parent_ns`.
     pub fn write_to(&self, out: &mut String, parent_ns: &str) {
-        // Iterative-free recursion is bounded: parsed trees are depth-limited by the parser.
+        self.write_prefixed(out, parent_ns, None);
+    }
+
+    /// Like `write_to`; with a prefix, the element's name is written with that prefix
+    /// (declared on the stream header) and its namespace is not declared again.
+    fn write_prefixed(&self, out: &mut String, parent_ns: &str, prefix: Option<&str>) {
+        // Recursion is bounded: parsed trees are depth-limited by the parser.
         out.push('<');
+        if let Some(p) = prefix {
+            out.push_str(p);
+            out.push(':');
+        }
         out.push_str(&self.name);
-        if self.ns != parent_ns {
+        if prefix.is_none() && *self.ns != *parent_ns {
             out.push_str(" xmlns='");
             escape_into(out, &self.ns, true);
             out.push('\'');
@@ -157,7 +178,7 @@ impl Element {
             out.push(' ');
             if a.ns.is_empty() {
                 out.push_str(&a.name);
-            } else if a.ns == crate::ns::XML {
+            } else if *a.ns == *crate::ns::XML {
                 out.push_str("xml:");
                 out.push_str(&a.name);
             } else {
@@ -183,6 +204,10 @@ impl Element {
             }
         }
         out.push_str("</");
+        if let Some(p) = prefix {
+            out.push_str(p);
+            out.push(':');
+        }
         out.push_str(&self.name);
         out.push('>');
     }
@@ -191,6 +216,20 @@ impl Element {
     pub fn to_xml(&self, stream_ns: &str) -> String {
         let mut s = String::with_capacity(128);
         self.write_to(&mut s, stream_ns);
+        s
+    }
+
+    /// Serializes as a top-level element of a stream whose header declared `stream_ns` as
+    /// the default namespace and the `stream` prefix for the streams namespace: elements of
+    /// that namespace (features, stream errors) are written as `stream:features`, the form
+    /// RFC 6120 §4.8.5 recommends and some clients require.
+    pub fn to_stream_xml(&self, stream_ns: &str) -> String {
+        let mut s = String::with_capacity(128);
+        if *self.ns == *crate::ns::STREAM {
+            self.write_prefixed(&mut s, crate::ns::STREAM, Some("stream"));
+        } else {
+            self.write_to(&mut s, stream_ns);
+        }
         s
     }
 }
@@ -243,6 +282,24 @@ mod tests {
             "<message to='a&apos;b@example.com'><body>1 &lt; 2 &amp; \"x\"</body>\
              <active xmlns='http://jabber.org/protocol/chatstates'/></message>"
         );
+    }
+
+    #[test]
+    fn stream_level_elements_use_the_stream_prefix() {
+        let features = Element::new("features", crate::ns::STREAM)
+            .child(Element::new("bind", crate::ns::BIND));
+        assert_eq!(
+            features.to_stream_xml("jabber:client"),
+            "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+        );
+        let err = Element::new("error", crate::ns::STREAM)
+            .child(Element::new("conflict", crate::ns::STREAMS));
+        assert_eq!(
+            err.to_stream_xml("jabber:client"),
+            "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+        );
+        let msg = Element::new("message", "jabber:client");
+        assert_eq!(msg.to_stream_xml("jabber:client"), "<message/>");
     }
 
     #[test]

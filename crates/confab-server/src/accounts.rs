@@ -119,6 +119,7 @@ pub async fn delete_account_live(
 }
 
 fn end_sessions(ctx: &crate::ServerCtx, jid: &BareJid) {
+    ctx.router.end_unbound(jid);
     for s in ctx.router.sessions_of(jid) {
         s.close(confab_proto::error::StreamError::with_text(
             confab_proto::error::StreamErrorCondition::NotAuthorized,

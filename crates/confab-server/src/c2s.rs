@@ -75,6 +75,11 @@ struct C2s {
     domain: Option<String>,
     header_sent: bool,
     authenticated: Option<BareJid>,
+    /// The authenticated account's generation: binding re-checks it, so a stream of an
+    /// account deleted (and perhaps registered anew) meanwhile never binds.
+    generation: i64,
+    /// Fires when the authenticated account is deleted before this stream binds.
+    deleted: Option<Arc<tokio::sync::Notify>>,
     auth_failures: u32,
     session: Option<Arc<SessionInfo>>,
     trace: bool,
@@ -125,6 +130,8 @@ pub async fn serve(
             domain: None,
             header_sent: false,
             authenticated: None,
+            generation: 0,
+            deleted: None,
             auth_failures: 0,
             session: None,
             peer,
@@ -146,7 +153,11 @@ impl C2s {
 
     async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
         let deadline = Duration::from_secs(self.ctx.config.c2s.handshake_timeout.max(1));
-        let end = match tokio::time::timeout(deadline, self.negotiate()).await {
+        let negotiated = tokio::time::timeout(deadline, self.negotiate()).await;
+        if let Some(account) = &self.authenticated {
+            self.ctx.router.forget_authenticated(account, self.conn);
+        }
+        let end = match negotiated {
             Err(_) => End::Error(StreamError::with_text(
                 StreamErrorCondition::ConnectionTimeout,
                 "negotiation took too long",
@@ -166,20 +177,20 @@ impl C2s {
 
     /// Keeps a batch that was not written, for `reroute_unsent` (stored stanzas excepted:
     /// they stay in storage).
-    fn keep_unsent(&mut self, batch: Vec<Outbound>) {
-        self.unsent.extend(
-            batch
-                .into_iter()
-                .filter(|o| o.written.is_none())
-                .map(|o| o.data),
-        );
+    fn keep_unsent(&mut self, info: &SessionInfo, batch: Vec<Outbound>) {
+        for o in batch {
+            info.dequeued(&o);
+            if o.written.is_none() {
+                self.unsent.push(o.data);
+            }
+        }
     }
 
     /// Messages that were queued for this session but never written (the connection went
     /// away, or was cut as a slow reader) are routed again now that the session is unbound:
     /// to another resource, to offline storage, or back to the sender as an error. Accepted
     /// messages are never silently lost.
-    async fn reroute_unsent(&mut self, mut rx: mpsc::Receiver<Outbound>) {
+    async fn reroute_unsent(&mut self, mut rx: mpsc::UnboundedReceiver<Outbound>) {
         rx.close();
         let mut unsent = std::mem::take(&mut self.unsent);
         while let Ok(out) = rx.try_recv() {
@@ -201,11 +212,20 @@ impl C2s {
             ) else {
                 continue;
             };
-            if el.name != "message" || el.get_attr("type") == Some("error") {
+            let Ok(stanza) = Stanza::from_element(el) else {
                 continue;
-            }
-            if let Ok(stanza) = Stanza::from_element(el) {
-                router::route(&self.ctx, stanza).await;
+            };
+            match stanza.kind {
+                StanzaKind::Message if stanza.type_attr() != Some("error") => {
+                    router::route(&self.ctx, stanza).await;
+                }
+                // A request whose addressee is gone: the requester must not wait forever
+                // (RFC 6121 §8.5.3.2.2 for a full JID that is no longer there).
+                StanzaKind::Iq if matches!(stanza.iq_type(), Some(IqType::Get | IqType::Set)) => {
+                    router::bounce(&self.ctx, &stanza, StanzaErrorCondition::ServiceUnavailable)
+                        .await;
+                }
+                _ => {}
             }
         }
     }
@@ -228,7 +248,7 @@ impl C2s {
                 if !self.header_sent {
                     out.push_str(&self.header_xml());
                 }
-                out.push_str(&e.to_element().to_xml(ns::CLIENT));
+                out.push_str(&e.to_element().to_stream_xml(ns::CLIENT));
                 out.push_str("</stream:stream>");
                 Some(out)
             }
@@ -298,7 +318,7 @@ impl C2s {
         };
         self.check_header(&header)?;
         let mut out = self.header_xml();
-        out.push_str(&self.features().to_xml(ns::CLIENT));
+        out.push_str(&self.features().to_stream_xml(ns::CLIENT));
         self.header_sent = true;
         self.trace_out(&out);
         self.stream()?.write_bytes(out.as_bytes()).await?;
@@ -410,7 +430,13 @@ impl C2s {
     /// Everything up to a bound resource.
     async fn negotiate(
         &mut self,
-    ) -> Result<(mpsc::Receiver<Outbound>, mpsc::Receiver<StreamError>), End> {
+    ) -> Result<
+        (
+            mpsc::UnboundedReceiver<Outbound>,
+            mpsc::Receiver<StreamError>,
+        ),
+        End,
+    > {
         loop {
             self.open_stream().await?;
             if self.authenticated.is_some() {
@@ -545,6 +571,18 @@ impl C2s {
             None => Err(SaslFailure::InvalidMechanism),
             Some(mech) => self.sasl_exchange(mech, &auth, &offered).await?,
         };
+        let outcome = match outcome {
+            Ok((jid, mech, server_final)) => match self.account_generation(&jid).await {
+                Ok(Some(generation)) => {
+                    self.generation = generation;
+                    Ok((jid, mech, server_final))
+                }
+                // Deleted while authenticating.
+                Ok(None) => Err(SaslFailure::NotAuthorized),
+                Err(f) => Err(f),
+            },
+            Err(f) => Err(f),
+        };
         match outcome {
             Ok((jid, mech, server_final)) => {
                 let text = server_final.map(|d| B64.encode(d)).unwrap_or_default();
@@ -554,6 +592,7 @@ impl C2s {
                 }
                 self.send(&ok).await?;
                 tracing::info!(user = %jid, mechanism = mech.name(), "authenticated");
+                self.deleted = Some(self.ctx.router.authenticated(&jid, self.conn));
                 self.authenticated = Some(jid);
                 Ok(true)
             }
@@ -648,6 +687,19 @@ impl C2s {
         }
     }
 
+    async fn account_generation(&self, jid: &BareJid) -> Result<Option<i64>, SaslFailure> {
+        let node = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        self.ctx
+            .stores
+            .accounts
+            .account_generation(jid.domain().as_str(), node)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "account lookup failed");
+                SaslFailure::TemporaryAuthFailure
+            })
+    }
+
     async fn load_credentials(
         &self,
         jid: &BareJid,
@@ -675,21 +727,28 @@ impl C2s {
             c.iter()
                 .find(|c| c.hash == confab_proto::sasl::ScramHash::Sha256)
                 .or(c.first())
+                .cloned()
         });
-        let ok = match stored {
-            Some(c) => c.verify_password(&req.password),
+        let iterations = self.ctx.auth.decoy_iterations;
+        let secret = self.ctx.auth.decoy_secret.clone();
+        let password = req.password.clone();
+        // PBKDF2 takes milliseconds of CPU: off the async threads.
+        let ok = tokio::task::spawn_blocking(move || match stored {
+            Some(c) => c.verify_password(&password),
             None => {
                 // Unknown users cost the same key derivation, so timing does not tell which
                 // accounts exist (SCRAM uses a decoy exchange for the same reason).
                 let _ = ScramCredentials::derive(
                     confab_proto::sasl::ScramHash::Sha256,
-                    &req.password,
-                    b"confab-unknown-user",
-                    self.ctx.config.auth.scram_iterations,
+                    &password,
+                    &secret,
+                    iterations,
                 );
                 false
             }
-        };
+        })
+        .await
+        .unwrap_or(false);
         let Some(jid) = jid.filter(|_| ok) else {
             return Err(SaslFailure::NotAuthorized);
         };
@@ -729,7 +788,10 @@ impl C2s {
         let server_first = match cred {
             Some(c) => server.server_first(c),
             // Unknown users go through the same exchange and fail at the end.
-            None => server.server_first_unknown_user(self.ctx.config.auth.scram_iterations),
+            None => server.server_first_unknown_user(
+                self.ctx.auth.decoy_iterations,
+                &self.ctx.auth.decoy_secret,
+            ),
         };
         let server_first = match server_first {
             Ok(d) => d,
@@ -757,9 +819,20 @@ impl C2s {
     /// After authentication: only resource binding (and the legacy session IQ) until bound.
     async fn bind_phase(
         &mut self,
-    ) -> Result<(mpsc::Receiver<Outbound>, mpsc::Receiver<StreamError>), End> {
+    ) -> Result<
+        (
+            mpsc::UnboundedReceiver<Outbound>,
+            mpsc::Receiver<StreamError>,
+        ),
+        End,
+    > {
+        let deleted = self.deleted.clone().ok_or(End::Gone)?;
         loop {
-            let e = match self.next_event().await? {
+            let ev = tokio::select! {
+                ev = self.next_event() => ev?,
+                _ = deleted.notified() => return Err(account_deleted()),
+            };
+            let e = match ev {
                 StreamEvent::Element(e) => e,
                 StreamEvent::Close => return Err(End::PeerClosed),
                 StreamEvent::Header(_) => return Err(StreamErrorCondition::NotWellFormed.into()),
@@ -782,7 +855,13 @@ impl C2s {
     async fn bind(
         &mut self,
         iq: &Element,
-    ) -> Result<Option<(mpsc::Receiver<Outbound>, mpsc::Receiver<StreamError>)>, End> {
+    ) -> Result<
+        Option<(
+            mpsc::UnboundedReceiver<Outbound>,
+            mpsc::Receiver<StreamError>,
+        )>,
+        End,
+    > {
         let account = self.authenticated.clone().ok_or(End::Gone)?;
         let id = iq.get_attr("id").unwrap_or_default().to_string();
         let reply_error = |cond: StanzaErrorCondition| {
@@ -808,16 +887,17 @@ impl C2s {
             },
             None => random_resource(&account)?,
         };
-        let (tx, rx) = mpsc::channel(self.ctx.config.limits.outbound_queue);
         let (close_tx, close_rx) = mpsc::channel(1);
-        let info = loop {
-            let info = Arc::new(SessionInfo::new(
+        let limits = &self.ctx.config.limits;
+        let (info, rx) = loop {
+            let (info, rx) = SessionInfo::new(
                 self.conn,
                 jid.clone(),
-                tx.clone(),
                 close_tx.clone(),
-                self.ctx.config.limits.max_outbound_bytes,
-            ));
+                limits.outbound_queue,
+                limits.max_outbound_bytes,
+            );
+            let info = Arc::new(info);
             match self.ctx.router.bind(info.clone(), policy) {
                 Ok(old) => {
                     if let Some(old) = old {
@@ -827,7 +907,7 @@ impl C2s {
                             "replaced by a new session",
                         ));
                     }
-                    break info;
+                    break (info, rx);
                 }
                 Err(BindError::Conflict) if policy == ResourceConflict::Random => {
                     jid = random_resource(&account)?;
@@ -839,6 +919,16 @@ impl C2s {
                 }
             }
         };
+        // Checked after the session is in the table: a deletion either ran before this read
+        // (it sees no account, or a new generation) or ends the bound session itself.
+        let current = self.account_generation(&account).await;
+        if current != Ok(Some(self.generation)) {
+            self.ctx.router.unbind(&info);
+            return Err(match current {
+                Err(_) => StreamErrorCondition::InternalServerError.into(),
+                Ok(_) => account_deleted(),
+            });
+        }
         let result = Element::new("iq", ns::CLIENT)
             .attr("type", "result")
             .attr("id", id)
@@ -860,23 +950,30 @@ impl C2s {
     /// The bound session: stanzas in, queued stanzas out, keepalives, timeouts, shutdown.
     async fn established(
         &mut self,
-        rx: &mut mpsc::Receiver<Outbound>,
+        rx: &mut mpsc::UnboundedReceiver<Outbound>,
         close_rx: &mut mpsc::Receiver<StreamError>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
+        let Some(info) = self.session.clone() else {
+            return End::Gone;
+        };
         let c2s = &self.ctx.config.c2s;
         let idle = (c2s.idle_timeout > 0).then(|| Duration::from_secs(c2s.idle_timeout));
         let keepalive =
             (c2s.keepalive_interval > 0).then(|| Duration::from_secs(c2s.keepalive_interval));
+        let write_timeout = Duration::from_secs(c2s.write_timeout.max(1));
         let mut last_in = Instant::now();
         let mut last_out = Instant::now();
         let limits = &self.ctx.config.limits;
+        // The session's own output above this pauses its reading (see `router::with_origin`).
+        let own_limit = limits.max_outbound_bytes / 2;
         let mut throttle = ReadThrottle::new(limits.read_rate, limits.read_burst);
         let mut resume_reading: Option<Instant> = None;
         let tick = Duration::from_secs(1).max(keepalive.unwrap_or(Duration::from_secs(30)) / 4);
         loop {
-            // Everything already received is handled before waiting again.
-            loop {
+            // Everything already received is handled before waiting again, unless the
+            // session's own output has to drain first.
+            while info.own_backlog() <= own_limit {
                 let ev = match self.stream.as_mut().map(|s| s.next_buffered()) {
                     Some(Ok(Some(ev))) => ev,
                     Some(Ok(None)) => break,
@@ -885,7 +982,8 @@ impl C2s {
                 };
                 match ev {
                     StreamEvent::Element(e) => {
-                        if let Err(end) = self.handle_element(e).await {
+                        let handled = router::with_origin(info.id, self.handle_element(e));
+                        if let Err(end) = handled.await {
                             return end;
                         }
                     }
@@ -893,6 +991,7 @@ impl C2s {
                     StreamEvent::Header(_) => return StreamErrorCondition::NotWellFormed.into(),
                 }
             }
+            let reading = resume_reading.is_none() && info.own_backlog() <= own_limit;
             if let Some(s) = self.stream.as_mut() {
                 s.release_buffers();
             }
@@ -900,16 +999,14 @@ impl C2s {
                 return End::Gone;
             };
             tokio::select! {
-                r = stream.read_more(), if resume_reading.is_none() => {
+                r = stream.read_more(), if reading => {
                     let n = match r {
                         Ok(n) => n,
                         Err(e) => return e.into(),
                     };
                     resume_reading = throttle.consume(n);
                     last_in = Instant::now();
-                    if let Some(info) = &self.session {
-                        info.touch_input();
-                    }
+                    info.touch_input();
                 }
                 out = rx.recv() => {
                     let Some(first) = out else { return End::Gone };
@@ -930,8 +1027,9 @@ impl C2s {
                         tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(&buf));
                     }
                     // A client that stops reading blocks this write; a close request (slow
-                    // reader, conflict, shutdown) must still end the session. The stream is
-                    // then mid-stanza, so the connection is dropped without a stream error.
+                    // reader, conflict, shutdown) or the write timeout must still end the
+                    // session. The stream is then mid-stanza, so the connection is dropped
+                    // without a stream error.
                     tokio::select! {
                         // The write goes first: a close request only cuts a write that is
                         // actually blocked, not one that can complete (e.g. the reply to an
@@ -939,24 +1037,26 @@ impl C2s {
                         biased;
                         r = stream.write_bytes(&buf) => {
                             if r.is_err() {
-                                self.keep_unsent(batch);
+                                self.keep_unsent(&info, batch);
                                 return End::Gone;
                             }
                         }
                         err = close_rx.recv() => {
                             tracing::info!(reason = ?err.map(|e| e.condition), "closing a session blocked on writing");
-                            self.keep_unsent(batch);
+                            self.keep_unsent(&info, batch);
+                            return End::Gone;
+                        }
+                        _ = tokio::time::sleep(write_timeout) => {
+                            tracing::info!("closing a session whose writes are blocked");
+                            self.keep_unsent(&info, batch);
                             return End::Gone;
                         }
                         _ = shutdown.changed() => {
-                            self.keep_unsent(batch);
+                            self.keep_unsent(&info, batch);
                             return End::Gone;
                         }
                     }
-                    confirm_written(batch);
-                    if let Some(info) = &self.session {
-                        info.written(buf.len());
-                    }
+                    confirm_written(&info, batch);
                     last_out = Instant::now();
                 }
                 err = close_rx.recv() => {
@@ -975,11 +1075,11 @@ impl C2s {
                         }
                         let written = tokio::time::timeout(Duration::from_secs(2), stream.write_bytes(&buf)).await;
                         if matches!(written, Ok(Ok(()))) {
-                            confirm_written(std::mem::take(&mut batch));
+                            confirm_written(&info, std::mem::take(&mut batch));
                         }
                     }
                     // A slow reader's queue is not written: it is routed elsewhere.
-                    self.keep_unsent(batch);
+                    self.keep_unsent(&info, batch);
                     return End::Error(e);
                 }
                 _ = tokio::time::sleep_until(resume_reading.unwrap_or_else(Instant::now)), if resume_reading.is_some() => {
@@ -997,9 +1097,11 @@ impl C2s {
                     }
                     if let Some(k) = keepalive {
                         if now.duration_since(last_out) >= k {
-                            // RFC 6120 §4.6.1: whitespace keeps NATs and the peer's timers alive.
-                            if stream.write_bytes(b" ").await.is_err() {
-                                return End::Gone;
+                            // RFC 6120 §4.6.1: whitespace keeps NATs and the peer's timers
+                            // alive. A peer that does not read even that is gone.
+                            match tokio::time::timeout(write_timeout, stream.write_bytes(b" ")).await {
+                                Ok(Ok(())) => {}
+                                _ => return End::Gone,
                             }
                             last_out = now;
                         }
@@ -1112,8 +1214,9 @@ impl ReadThrottle {
 }
 
 /// Tells the senders of stored stanzas in a written batch that they went out.
-fn confirm_written(batch: Vec<Outbound>) {
+fn confirm_written(info: &SessionInfo, batch: Vec<Outbound>) {
     for o in batch {
+        info.dequeued(&o);
         if let Some(ack) = o.written {
             let _ = ack.send(());
         }
@@ -1153,6 +1256,14 @@ fn random_resource(account: &BareJid) -> Result<FullJid, End> {
     account
         .with_resource_str(&format!("confab-{suffix}"))
         .map_err(|_| StreamErrorCondition::InternalServerError.into())
+}
+
+fn account_deleted() -> End {
+    StreamError::with_text(
+        StreamErrorCondition::NotAuthorized,
+        "the account was deleted",
+    )
+    .into()
 }
 
 fn decode_b64(text: &str) -> Result<Vec<u8>, SaslFailure> {

@@ -106,6 +106,9 @@ pub struct C2sSection {
     pub idle_timeout: u64,
     /// Seconds of outbound silence after which a whitespace keepalive is sent (0: never).
     pub keepalive_interval: u64,
+    /// Seconds one write to a client may stay blocked (the client stopped reading) before
+    /// the session is closed; what was queued for it is routed again.
+    pub write_timeout: u64,
     /// Milliseconds to wait before answering a failed authentication (slows guessing).
     pub auth_failure_delay_ms: u64,
     /// Failed authentications allowed on one stream before it is closed.
@@ -126,6 +129,7 @@ impl Default for C2sSection {
             handshake_timeout: 60,
             idle_timeout: 900,
             keepalive_interval: 60,
+            write_timeout: 60,
             auth_failure_delay_ms: 1000,
             max_auth_failures: 3,
             shutdown_grace: 10,
@@ -142,10 +146,16 @@ pub struct LimitsSection {
     pub max_depth: usize,
     pub max_attributes: usize,
     pub max_name_length: usize,
+    /// Most memory one parsed stanza may hold (an estimate of the element tree); a stanza
+    /// over it gets `<policy-violation/>` like an oversized one.
+    pub max_stanza_memory: usize,
     /// Simultaneous client connections.
     pub max_connections: usize,
     /// Simultaneous client connections from one IP address.
     pub max_connections_per_ip: usize,
+    /// Simultaneous client connections from one network: an IPv4 /24 or an IPv6 /64 (one
+    /// host or household usually holds a whole /64).
+    pub max_connections_per_subnet: usize,
     /// Stanzas queued for one session before it is treated as a slow reader and closed.
     pub outbound_queue: usize,
     /// Bytes queued for one session before it is treated as a slow reader and closed.
@@ -165,8 +175,10 @@ impl Default for LimitsSection {
             max_depth: p.max_depth,
             max_attributes: p.max_attributes,
             max_name_length: p.max_name_length,
+            max_stanza_memory: p.max_stanza_memory,
             max_connections: 19_000,
-            max_connections_per_ip: 19_000,
+            max_connections_per_ip: 100,
+            max_connections_per_subnet: 400,
             outbound_queue: 512,
             max_outbound_bytes: 2 * 1024 * 1024,
             read_rate: 256 * 1024,
@@ -182,6 +194,7 @@ impl LimitsSection {
             max_depth: self.max_depth,
             max_attributes: self.max_attributes,
             max_name_length: self.max_name_length,
+            max_stanza_memory: self.max_stanza_memory,
         }
     }
 }
@@ -424,6 +437,9 @@ impl Config {
             return bad(
                 "limits are too small for XMPP (max_stanza_size >= 4096, max_depth >= 4)".into(),
             );
+        }
+        if self.limits.max_stanza_memory < self.limits.max_stanza_size {
+            return bad("limits.max_stanza_memory must be at least max_stanza_size".into());
         }
         if self.limits.outbound_queue == 0
             || self.limits.max_connections == 0

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod c2s;
 pub mod certs;
 pub mod config;
+pub mod control;
 pub mod module;
 pub mod modules;
 pub mod roster;
@@ -29,6 +30,49 @@ pub struct ServerState {
     pub router: Router,
     pub registry: Registry,
     pub tls: certs::TlsState,
+    pub auth: AuthState,
+}
+
+/// What authentication needs beyond the configuration.
+pub struct AuthState {
+    /// Keys the decoy SCRAM salts of unknown users; kept in storage so a restart does not
+    /// change them (a changed salt would tell a missing account from a real one).
+    pub decoy_secret: Vec<u8>,
+    /// The iteration count the decoy exchange shows: what most real accounts use.
+    pub decoy_iterations: u32,
+}
+
+impl AuthState {
+    async fn load(stores: &Stores, config: &Config) -> Result<AuthState, StartError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let stored = stores
+            .data
+            .get_host_data("", "sasl", "decoy-secret")
+            .await?;
+        let decoy_secret = match stored.and_then(|s| b64.decode(s).ok()) {
+            Some(secret) if secret.len() >= 32 => secret,
+            _ => {
+                use rand::RngCore;
+                let mut secret = vec![0u8; 32];
+                rand::thread_rng().fill_bytes(&mut secret);
+                stores
+                    .data
+                    .set_host_data("", "sasl", "decoy-secret", &b64.encode(&secret))
+                    .await?;
+                secret
+            }
+        };
+        let decoy_iterations = stores
+            .accounts
+            .common_iterations()
+            .await?
+            .unwrap_or(config.auth.scram_iterations);
+        Ok(AuthState {
+            decoy_secret,
+            decoy_iterations,
+        })
+    }
 }
 
 /// What modules and sessions hold to reach the server.
@@ -46,6 +90,8 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("invalid listen address '{0}'")]
     Address(String),
+    #[error("control socket: {0}")]
+    Control(std::io::Error),
 }
 
 /// A listening c2s endpoint.
@@ -79,6 +125,7 @@ impl Server {
         std::fs::create_dir_all(dir)
             .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
         let stores = open_stores(&config).await?;
+        let auth = AuthState::load(&stores, &config).await?;
         let tls = certs::load_or_generate(&config).map_err(StartError::Tls)?;
         let registry =
             Registry::build_with_config(modules::all(), &config.modules.disabled, &config);
@@ -110,10 +157,11 @@ impl Server {
             router: Router::default(),
             registry,
             tls,
+            auth,
         });
         let (shutdown_tx, _) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(max));
-        let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+        let per_ip: Arc<Mutex<PeerCounts>> = Arc::default();
         let mut endpoints = Vec::new();
         let mut accept_tasks = Vec::new();
         for (listener, direct_tls) in listeners {
@@ -130,6 +178,14 @@ impl Server {
                 connections.clone(),
                 per_ip.clone(),
             )));
+        }
+        match control::listen(ctx.clone()).await {
+            Ok(task) => accept_tasks.push(task),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::Control(e))
+            }
+            // The server runs without it; `confabd user del` then cannot end live sessions.
+            Err(e) => tracing::warn!(error = %e, "control socket unavailable"),
         }
         Ok(Server {
             ctx,
@@ -168,6 +224,7 @@ impl Server {
         for t in &self.accept_tasks {
             t.abort();
         }
+        control::remove(&self.ctx.config);
         let grace = Duration::from_secs(self.ctx.config.c2s.shutdown_grace);
         let all = u32::try_from(self.ctx.config.limits.max_connections).unwrap_or(u32::MAX);
         match tokio::time::timeout(grace, self.connections.acquire_many(all)).await {
@@ -210,7 +267,7 @@ async fn accept_loop(
     direct_tls: bool,
     shutdown: watch::Receiver<bool>,
     connections: Arc<Semaphore>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_ip: Arc<Mutex<PeerCounts>>,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -232,15 +289,14 @@ async fn accept_loop(
             drop(tcp);
             continue;
         };
-        let ip_guard =
-            match IpGuard::acquire(&per_ip, peer.ip(), ctx.config.limits.max_connections_per_ip) {
-                Some(g) => g,
-                None => {
-                    tracing::warn!(%peer, "per-IP connection limit reached; refusing");
-                    drop(tcp);
-                    continue;
-                }
-            };
+        let ip_guard = match IpGuard::acquire(&per_ip, peer.ip(), &ctx.config.limits) {
+            Some(g) => g,
+            None => {
+                tracing::warn!(%peer, "per-IP connection limit reached; refusing");
+                drop(tcp);
+                continue;
+            }
+        };
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -251,39 +307,115 @@ async fn accept_loop(
     }
 }
 
-/// Counts a connection against its IP address until dropped.
+/// Connections per address and per network (IPv4 /24, IPv6 /64).
+#[derive(Default)]
+struct PeerCounts {
+    per_ip: HashMap<IpAddr, usize>,
+    per_subnet: HashMap<IpAddr, usize>,
+}
+
+/// The network an address belongs to for `max_connections_per_subnet`.
+fn subnet_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+    }
+}
+
+/// Counts a connection against its address and network until dropped.
 struct IpGuard {
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    map: Arc<Mutex<PeerCounts>>,
     ip: IpAddr,
+    subnet: IpAddr,
 }
 
 impl IpGuard {
     fn acquire(
-        map: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        map: &Arc<Mutex<PeerCounts>>,
         ip: IpAddr,
-        max: usize,
+        limits: &config::LimitsSection,
     ) -> Option<IpGuard> {
+        let ip = ip.to_canonical();
+        let subnet = subnet_of(ip);
         let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
+        let on_ip = m.per_ip.get(&ip).copied().unwrap_or(0);
+        let on_subnet = m.per_subnet.get(&subnet).copied().unwrap_or(0);
+        if on_ip >= limits.max_connections_per_ip || on_subnet >= limits.max_connections_per_subnet
+        {
             return None;
         }
-        *n += 1;
+        *m.per_ip.entry(ip).or_insert(0) += 1;
+        *m.per_subnet.entry(subnet).or_insert(0) += 1;
         Some(IpGuard {
             map: map.clone(),
             ip,
+            subnet,
         })
     }
 }
 
 impl Drop for IpGuard {
     fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
+        let mut guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let m = &mut *guard;
+        for (counts, key) in [(&mut m.per_ip, self.ip), (&mut m.per_subnet, self.subnet)] {
+            if let Some(n) = counts.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&key);
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_ipv4_24_and_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        assert_eq!(subnet_of(ip("192.0.2.77")), ip("192.0.2.0"));
+        assert_eq!(subnet_of(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
+        assert_eq!(subnet_of(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn a_subnet_cannot_take_every_slot() {
+        let limits = config::LimitsSection {
+            max_connections_per_ip: 2,
+            max_connections_per_subnet: 3,
+            ..Default::default()
+        };
+        let map = Arc::new(Mutex::new(PeerCounts::default()));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let a1 = IpGuard::acquire(&map, ip("192.0.2.1"), &limits);
+        let a2 = IpGuard::acquire(&map, ip("192.0.2.1"), &limits);
+        assert!(a1.is_some() && a2.is_some());
+        assert!(
+            IpGuard::acquire(&map, ip("192.0.2.1"), &limits).is_none(),
+            "per address"
+        );
+        let b1 = IpGuard::acquire(&map, ip("192.0.2.2"), &limits);
+        assert!(b1.is_some());
+        assert!(
+            IpGuard::acquire(&map, ip("192.0.2.3"), &limits).is_none(),
+            "per /24"
+        );
+        assert!(
+            IpGuard::acquire(&map, ip("198.51.100.1"), &limits).is_some(),
+            "other network"
+        );
+        drop(a1);
+        assert!(
+            IpGuard::acquire(&map, ip("192.0.2.3"), &limits).is_some(),
+            "released"
+        );
     }
 }

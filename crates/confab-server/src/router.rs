@@ -25,20 +25,46 @@ pub struct Outbound {
     /// Set for a stanza that is still kept in storage (offline delivery): the writer
     /// confirms it once written, and it is not routed again if the session ends first.
     pub written: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Caused by the session's own request (see `with_origin`): counted apart from traffic
+    /// from others, so it never makes the session a slow reader.
+    own: bool,
+}
+
+tokio::task_local! {
+    /// The session whose input is being handled on this task.
+    static ORIGIN: u64;
+}
+
+/// Runs `f` as the handling of input from session `session_id`: whatever it delivers to
+/// that same session (IQ results, probe answers at initial presence, stored subscription
+/// requests) is the session's own doing. That output is always queued and the session's
+/// reader pauses while it is large (`SessionInfo::own_backlog`), so a client that asks for
+/// much gets it all, slowly, instead of being cut as a slow reader.
+pub async fn with_origin<F: Future>(session_id: u64, f: F) -> F::Output {
+    ORIGIN.scope(session_id, f).await
+}
+
+fn caused_by(session_id: u64) -> bool {
+    ORIGIN.try_with(|o| *o == session_id).unwrap_or(false)
 }
 
 /// A bound session as the rest of the server sees it.
 pub struct SessionInfo {
     pub id: u64,
     pub jid: FullJid,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::UnboundedSender<Outbound>,
     /// Asks the session to end with this stream error (conflict, slow reader, ...).
     close_tx: mpsc::Sender<StreamError>,
     available: AtomicBool,
     priority: AtomicI8,
-    /// Bytes queued but not yet written, bounded by `max_queued_bytes`.
+    /// Stanzas and bytes from others queued but not yet written, bounded by `max_queued`
+    /// and `max_queued_bytes` (beyond them the client is a slow reader).
+    queued: AtomicUsize,
     queued_bytes: AtomicUsize,
+    max_queued: usize,
     max_queued_bytes: usize,
+    /// Bytes of the session's own output queued but not yet written.
+    own_bytes: AtomicUsize,
     /// Whether the client asked for its roster (it then gets roster pushes, RFC 6121 §2.1.6).
     roster_requested: AtomicBool,
     /// When the client last sent anything, in `monotonic_ms()` (for pinging idle clients).
@@ -53,25 +79,33 @@ pub fn monotonic_ms() -> u64 {
 }
 
 impl SessionInfo {
+    /// A session and the receiving end of its queue. The queue's memory is bounded by the
+    /// accounting here, not by the channel: `max_queued` stanzas and `max_queued_bytes`
+    /// bytes from others, and the session's own output by pausing its reader.
     pub fn new(
         id: u64,
         jid: FullJid,
-        tx: mpsc::Sender<Outbound>,
         close_tx: mpsc::Sender<StreamError>,
+        max_queued: usize,
         max_queued_bytes: usize,
-    ) -> Self {
-        SessionInfo {
+    ) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = SessionInfo {
             id,
             jid,
             tx,
             close_tx,
             available: AtomicBool::new(false),
             priority: AtomicI8::new(0),
+            queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
+            max_queued,
             max_queued_bytes,
+            own_bytes: AtomicUsize::new(0),
             roster_requested: AtomicBool::new(false),
             last_input_ms: AtomicU64::new(monotonic_ms()),
-        }
+        };
+        (info, rx)
     }
 
     /// The session's connection delivered bytes just now.
@@ -107,9 +141,10 @@ impl SessionInfo {
         self.available.store(available, Ordering::Relaxed);
     }
 
-    /// Queues bytes for the session. A full queue (by count or bytes) means the client
-    /// stopped reading: the session is closed with `<policy-violation/>` and the caller
-    /// learns the data was not queued.
+    /// Queues bytes for the session. Traffic from others beyond the queue limits (by
+    /// count or bytes) means the client stopped reading: the session is closed with
+    /// `<policy-violation/>` and the caller learns the data was not queued. The session's
+    /// own output (see `with_origin`) is always queued.
     pub fn send(&self, data: Bytes) -> bool {
         self.enqueue(data, None)
     }
@@ -123,35 +158,54 @@ impl SessionInfo {
 
     fn enqueue(&self, data: Bytes, written: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
         let len = data.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before + len > self.max_queued_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.slow_reader();
-            return false;
-        }
-        match self.tx.try_send(Outbound { data, written }) {
-            Ok(()) => true,
-            Err(e) => {
+        let own = caused_by(self.id);
+        if own {
+            self.own_bytes.fetch_add(len, Ordering::Relaxed);
+        } else {
+            let count = self.queued.fetch_add(1, Ordering::Relaxed);
+            let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            if count >= self.max_queued || before + len > self.max_queued_bytes {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                if let mpsc::error::TrySendError::Full(_) = e {
-                    self.slow_reader();
-                }
+                self.slow_reader();
+                return false;
+            }
+        }
+        match self.tx.send(Outbound { data, written, own }) {
+            Ok(()) => true,
+            Err(_) => {
+                self.released(len, own);
                 false
             }
         }
     }
 
-    /// Whether `len` more bytes fit in the first half of the queue now, so a bulk sender
-    /// (offline delivery) can pace itself and still leave room for live stanzas, instead of
-    /// tripping the slow-reader limit.
+    fn released(&self, len: usize, own: bool) {
+        if own {
+            self.own_bytes.fetch_sub(len, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `len` more bytes from others fit in the first half of the queue now, so a
+    /// bulk sender (offline delivery) can pace itself and still leave room for live
+    /// stanzas, instead of tripping the slow-reader limit.
     pub fn has_room(&self, len: usize) -> bool {
-        self.tx.capacity() * 2 > self.tx.max_capacity()
+        self.queued.load(Ordering::Relaxed) * 2 < self.max_queued
             && self.queued_bytes.load(Ordering::Relaxed) + len <= self.max_queued_bytes / 2
     }
 
-    /// The writer reports bytes it has written.
-    pub fn written(&self, n: usize) {
-        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    /// Bytes of the session's own output still waiting to be written; its reader pauses
+    /// while this is large.
+    pub fn own_backlog(&self) -> usize {
+        self.own_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The writer took this item off the queue (written, or kept to be routed again).
+    pub fn dequeued(&self, o: &Outbound) {
+        self.released(o.data.len(), o.own);
     }
 
     fn slow_reader(&self) {
@@ -175,10 +229,42 @@ pub enum BindError {
 #[derive(Default)]
 pub struct Router {
     sessions: DashMap<BareJid, Vec<Arc<SessionInfo>>>,
+    /// Streams that authenticated but have not bound a resource yet (by connection id), so
+    /// that deleting the account ends them too.
+    unbound: DashMap<BareJid, Vec<(u64, Arc<tokio::sync::Notify>)>>,
     next_id: AtomicU64,
 }
 
 impl Router {
+    /// Records a stream that authenticated as `account`; the returned notify fires if the
+    /// account is deleted before the stream binds.
+    pub fn authenticated(&self, account: &BareJid, conn: u64) -> Arc<tokio::sync::Notify> {
+        let n = Arc::new(tokio::sync::Notify::new());
+        self.unbound
+            .entry(account.clone())
+            .or_default()
+            .push((conn, n.clone()));
+        n
+    }
+
+    /// The stream bound or ended: it is no longer an unbound authenticated stream.
+    pub fn forget_authenticated(&self, account: &BareJid, conn: u64) {
+        self.unbound.remove_if_mut(account, |_, v| {
+            v.retain(|(c, _)| *c != conn);
+            v.is_empty()
+        });
+    }
+
+    /// Ends every authenticated stream of the account that has not bound yet.
+    pub fn end_unbound(&self, account: &BareJid) {
+        if let Some(v) = self.unbound.get(account) {
+            for (_, n) in v.iter() {
+                // A stored permit: the stream sees it even if it is not waiting right now.
+                n.notify_one();
+            }
+        }
+    }
+
     pub fn next_session_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }

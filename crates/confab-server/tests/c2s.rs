@@ -699,3 +699,40 @@ async fn handshake_timeout() {
         StreamErrorCondition::ConnectionTimeout
     );
 }
+
+/// Reads raw bytes until `until` appears (or the peer closes), for checks on the exact form.
+async fn read_raw_until(tcp: &mut tokio::net::TcpStream, until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains(until) {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn features_and_stream_errors_use_the_stream_prefix() {
+    use tokio::io::AsyncWriteExt;
+    let ts = TestServer::start().await;
+    // RFC 6120 §4.8.5: the streams namespace under the header's `stream` prefix; some
+    // clients accept nothing else.
+    let mut tcp = tokio::net::TcpStream::connect(ts.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(confab_stream::client::stream_header(DOMAIN).as_bytes())
+        .await
+        .expect("header");
+    let got = read_raw_until(&mut tcp, "</stream:features>").await;
+    assert!(got.contains("<stream:features>"), "{got}");
+    assert!(!got.contains("<features"), "{got}");
+    tcp.write_all(b"<bogus/>").await.expect("write");
+    let got = read_raw_until(&mut tcp, "</stream:stream>").await;
+    assert!(got.contains("<stream:error>"), "{got}");
+    assert!(got.contains("</stream:error></stream:stream>"), "{got}");
+    assert!(!got.contains("<error xmlns='http://etherx"), "{got}");
+}

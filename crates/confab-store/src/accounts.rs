@@ -31,6 +31,12 @@ pub trait AccountStore: Send + Sync {
     /// Deletes the account and everything stored for it; returns false if it did not exist.
     async fn delete_account(&self, domain: &str, username: &str) -> Result<bool>;
     async fn account_exists(&self, domain: &str, username: &str) -> Result<bool>;
+    /// The account's generation: a number given at creation and never given again, so a
+    /// name deleted and registered anew is a different account. `None`: no such account.
+    async fn account_generation(&self, domain: &str, username: &str) -> Result<Option<i64>>;
+    /// The iteration count most stored credentials use (`None` without accounts): what an
+    /// unknown user's decoy SCRAM exchange shows, so it looks like a real account's.
+    async fn common_iterations(&self) -> Result<Option<u32>>;
     /// Usernames of a domain, sorted.
     async fn list_accounts(&self, domain: &str) -> Result<Vec<String>>;
 }

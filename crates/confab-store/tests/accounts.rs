@@ -97,3 +97,73 @@ async fn account_lifecycle_and_persistence() {
     assert_eq!(c.len(), 2);
     assert!(c.iter().all(|c| c.verify_password("again")));
 }
+
+#[tokio::test]
+async fn a_name_registered_again_is_a_new_generation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Backend::Sqlite {
+        path: dir.path().join("confab.db"),
+    };
+    let first;
+    {
+        let s = Stores::open(&backend).await.expect("open");
+        let a = &s.accounts;
+        assert_eq!(
+            a.account_generation("localhost", "alice").await.expect("q"),
+            None
+        );
+        a.create_account("localhost", "alice", &creds("pw"))
+            .await
+            .expect("create");
+        first = a
+            .account_generation("localhost", "alice")
+            .await
+            .expect("q")
+            .expect("exists");
+        // Deleting the newest account must not let its number be handed out again.
+        assert!(a
+            .delete_account("localhost", "alice")
+            .await
+            .expect("delete"));
+    }
+    // Also across a restart.
+    let s = Stores::open(&backend).await.expect("reopen");
+    let a = &s.accounts;
+    a.create_account("localhost", "alice", &creds("pw"))
+        .await
+        .expect("create again");
+    let second = a
+        .account_generation("localhost", "alice")
+        .await
+        .expect("q")
+        .expect("exists");
+    assert!(second > first, "{second} after {first}");
+}
+
+#[tokio::test]
+async fn common_iterations_is_the_most_used_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Stores::open(&Backend::Sqlite {
+        path: dir.path().join("confab.db"),
+    })
+    .await
+    .expect("open");
+    let a = &s.accounts;
+    assert_eq!(a.common_iterations().await.expect("q"), None);
+    let with = |n: u32| {
+        [ScramHash::Sha1, ScramHash::Sha256]
+            .into_iter()
+            .map(|h| ScramCredentials::new_random(h, "pw", n).expect("creds"))
+            .collect::<Vec<_>>()
+    };
+    a.create_account("localhost", "a", &with(4096))
+        .await
+        .expect("a");
+    a.create_account("localhost", "b", &with(5000))
+        .await
+        .expect("b");
+    a.create_account("localhost", "c", &with(5000))
+        .await
+        .expect("c");
+    assert_eq!(a.common_iterations().await.expect("q"), Some(5000));
+}

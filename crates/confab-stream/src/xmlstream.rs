@@ -119,7 +119,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     }
 
     pub async fn write_element(&mut self, e: &Element, stream_ns: &str) -> io::Result<()> {
-        self.write_bytes(e.to_xml(stream_ns).as_bytes()).await
+        self.write_bytes(e.to_stream_xml(stream_ns).as_bytes())
+            .await
     }
 
     pub async fn shutdown(&mut self) -> io::Result<()> {

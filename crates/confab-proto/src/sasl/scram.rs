@@ -4,8 +4,6 @@
 //! attributes) are refused, since none is defined and RFC 5802 requires
 //! failing on `m=`.
 
-use std::sync::OnceLock;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::digest::KeyInit;
@@ -438,10 +436,15 @@ impl ScramServer {
     }
 
     /// Answer for a user that does not exist (or has no usable credentials):
-    /// the salt is derived from the name under a per-process secret, so
-    /// repeated probes see the same salt, and the exchange fails only at the
-    /// end with `NotAuthorized`, like a wrong password.
-    pub fn server_first_unknown_user(&mut self, iterations: u32) -> Result<Vec<u8>, SaslFailure> {
+    /// the salt is derived from the name under `secret`, which the server keeps
+    /// across restarts, so repeated probes see the same salt (as for a real
+    /// account), and the exchange fails only at the end with `NotAuthorized`,
+    /// like a wrong password. `iterations` should be what real accounts show.
+    pub fn server_first_unknown_user(
+        &mut self,
+        iterations: u32,
+        secret: &[u8],
+    ) -> Result<Vec<u8>, SaslFailure> {
         let hash = self.hash()?;
         let username = match &self.state {
             ServerState::GotClientFirst(p) => p.username.clone(),
@@ -450,8 +453,6 @@ impl ScramServer {
                 return Err(SaslFailure::MalformedRequest);
             }
         };
-        static SECRET: OnceLock<Vec<u8>> = OnceLock::new();
-        let secret = SECRET.get_or_init(|| random_bytes(32));
         let mut label = Vec::with_capacity(username.len().saturating_add(8));
         label.extend_from_slice(hash.name().as_bytes());
         label.push(0);
@@ -861,7 +862,7 @@ mod tests {
         s.handle_client_first(&c.client_first())?;
         let sf = match creds {
             Some(creds) => s.server_first(creds)?,
-            None => s.server_first_unknown_user(IT)?,
+            None => s.server_first_unknown_user(IT, b"secret")?,
         };
         let cf = c.handle_server_first(&sf)?;
         let fin = s.handle_client_final(&cf)?;
@@ -1033,7 +1034,8 @@ mod tests {
             let mut s = ScramServer::new(mech, ChannelBindingData::default(), false);
             s.handle_client_first(format!("n,,n={user},r=abc").as_bytes())
                 .unwrap();
-            let sf = String::from_utf8(s.server_first_unknown_user(4096).unwrap()).unwrap();
+            let sf =
+                String::from_utf8(s.server_first_unknown_user(4096, b"secret").unwrap()).unwrap();
             assert!(sf.ends_with(",i=4096"));
             sf.split(',').nth(1).unwrap().to_owned()
         };
@@ -1051,7 +1053,7 @@ mod tests {
             Err(SaslFailure::TemporaryAuthFailure)
         );
         // Exchange still usable for the decoy path.
-        assert!(s.server_first_unknown_user(IT).is_ok());
+        assert!(s.server_first_unknown_user(IT, b"secret").is_ok());
     }
 
     #[test]
@@ -1081,7 +1083,7 @@ mod tests {
         assert!(valid_nonce(&c.client_nonce));
         let mut s = ScramServer::new(Mechanism::ScramSha1, ChannelBindingData::default(), false);
         s.handle_client_first(&c.client_first()).unwrap();
-        let sf = s.server_first_unknown_user(IT).unwrap();
+        let sf = s.server_first_unknown_user(IT, b"secret").unwrap();
         let sf = String::from_utf8(sf).unwrap();
         let nonce = sf.split(',').next().unwrap().strip_prefix("r=").unwrap();
         assert_eq!(nonce.len(), 64);
@@ -1092,7 +1094,7 @@ mod tests {
         let mut s = ScramServer::new(mech, cb_data(), offered_plus);
         let e = s.handle_client_first(msg).unwrap_err();
         // A failed exchange stays failed.
-        assert!(s.server_first_unknown_user(IT).is_err());
+        assert!(s.server_first_unknown_user(IT, b"secret").is_err());
         e
     }
 
@@ -1203,7 +1205,7 @@ mod tests {
         assert!(s.handle_client_final(b"c=biws,r=a,p=AAAA").is_err());
         let mut s = ScramServer::new(Mechanism::ScramSha1, ChannelBindingData::default(), false);
         assert!(s.server_first(&creds).is_err());
-        assert!(s.server_first_unknown_user(IT).is_err());
+        assert!(s.server_first_unknown_user(IT, b"secret").is_err());
         let mut s = server_after_first(&creds);
         assert!(s.handle_client_first(b"n,,n=user,r=abc").is_err());
         assert!(s.handle_client_final(b"c=biws,r=abcSRV,p=AAAA").is_err());

@@ -31,6 +31,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.c2s.tls_port = 0;
     c.c2s.auth_failure_delay_ms = 200;
     c.c2s.shutdown_grace = 5;
+    // Every test client comes from 127.0.0.1.
+    c.limits.max_connections_per_ip = 5000;
+    c.limits.max_connections_per_subnet = 5000;
     c
 }
 

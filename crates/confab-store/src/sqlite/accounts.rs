@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use confab_proto::sasl::{ScramCredentials, ScramHash};
 use sqlx::Row;
 
-pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
-    "accounts-1",
-    "CREATE TABLE accounts (
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "accounts-1",
+        "CREATE TABLE accounts (
         domain TEXT NOT NULL,
         username TEXT NOT NULL,
         created_at INTEGER NOT NULL,
@@ -26,7 +27,15 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
         PRIMARY KEY (domain, username, hash),
         FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
     );",
-)];
+    ),
+    // AUTOINCREMENT never hands out a number twice, even after the highest row is gone;
+    // the table keeps only its latest row.
+    (
+        "accounts-2-generation",
+        "ALTER TABLE accounts ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE account_generations (id INTEGER PRIMARY KEY AUTOINCREMENT);",
+    ),
+];
 
 fn hash_name(h: ScramHash) -> &'static str {
     match h {
@@ -79,6 +88,20 @@ impl AccountStore for SqliteDb {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict);
         }
+        let generation = sqlx::query("INSERT INTO account_generations DEFAULT VALUES")
+            .execute(&mut *tx)
+            .await?
+            .last_insert_rowid();
+        sqlx::query("DELETE FROM account_generations WHERE id < ?")
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE accounts SET generation = ? WHERE domain = ? AND username = ?")
+            .bind(generation)
+            .bind(domain)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
         insert_credentials(&mut tx, domain, username, creds).await?;
         tx.commit().await?;
         Ok(())
@@ -165,6 +188,27 @@ impl AccountStore for SqliteDb {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(exists.is_some())
+    }
+
+    async fn account_generation(&self, domain: &str, username: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT generation FROM accounts WHERE domain = ? AND username = ?")
+                .bind(domain)
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn common_iterations(&self) -> Result<Option<u32>> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT iterations FROM account_credentials GROUP BY iterations
+             ORDER BY COUNT(*) DESC, iterations DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        n.map(|n| u32::try_from(n).map_err(|_| StoreError::Corrupt("iteration count".into())))
+            .transpose()
     }
 
     async fn list_accounts(&self, domain: &str) -> Result<Vec<String>> {
