@@ -247,3 +247,86 @@ fn invite_create_and_list() {
     zero.args(["invite", "create", "--expires", "0"]);
     assert!(!zero.output().expect("run").status.success());
 }
+
+#[test]
+fn user_del_ends_the_sessions_of_a_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = write_config(dir.path(), port, free_port());
+    for user in ["alice", "bob"] {
+        let out = confabd(&cfg)
+            .args([
+                "user",
+                "add",
+                &format!("{user}@localhost"),
+                "--password",
+                "pw",
+            ])
+            .output()
+            .expect("run");
+        assert!(out.status.success());
+    }
+    let mut server = confabd(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let result = rt.block_on(async {
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err("server did not start".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut alice = connect(&ClientOptions::new(addr, "localhost", "alice", "pw"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = confabd(&cfg)
+            .args(["user", "del", "alice@localhost"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "user del failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        // The running server ended alice's session with <not-authorized/>.
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match alice.recv().await {
+                    Ok(_) => continue,
+                    Err(e) => return e.to_string(),
+                }
+            }
+        })
+        .await
+        .map_err(|_| "alice's session outlived her account".to_string())?;
+        if !ended.contains("not-authorized") {
+            return Err(format!("session ended with {ended}"));
+        }
+        // Deleting a missing account through the running server reports it.
+        let out = confabd(&cfg)
+            .args(["user", "del", "nobody@localhost"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            return Err("deleting a missing account succeeded".into());
+        }
+        Ok(())
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    result.expect("user del on a running server");
+    let out = confabd(&cfg).args(["user", "list"]).output().expect("run");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !list.contains("alice@") && list.contains("bob@localhost"),
+        "{list}"
+    );
+}

@@ -387,6 +387,14 @@ mod tests {
     }
 
     #[test]
+    fn by_default_one_address_or_network_cannot_take_every_slot() {
+        let d = config::LimitsSection::default();
+        assert!(d.max_connections_per_ip * 10 <= d.max_connections);
+        assert!(d.max_connections_per_subnet * 10 <= d.max_connections);
+        assert!(d.max_connections_per_ip <= d.max_connections_per_subnet);
+    }
+
+    #[test]
     fn a_subnet_cannot_take_every_slot() {
         let limits = config::LimitsSection {
             max_connections_per_ip: 2,

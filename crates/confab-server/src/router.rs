@@ -378,7 +378,8 @@ async fn route_inner(ctx: &ServerCtx, mut stanza: Stanza) {
                     Some("groupchat") => {
                         bounce(ctx, &stanza, StanzaErrorCondition::ServiceUnavailable).await
                     }
-                    Some("headline") => {}
+                    // §8.5.3.2.1: errors to a resource that is gone are silently ignored.
+                    Some("headline") | Some("error") => {}
                     _ => to_bare(ctx, stanza, bare).await,
                 },
                 StanzaKind::Iq => {
@@ -435,8 +436,30 @@ async fn to_bare(ctx: &ServerCtx, mut stanza: Stanza, bare: BareJid) {
     let sessions = ctx.router.sessions_of(&bare);
     match stanza.kind {
         StanzaKind::Message => {
-            // RFC 6121 §8.5.2.1: the available resources with the highest non-negative
-            // priority get it.
+            // RFC 6121 §8.5.2.1.1 and §8.5.2.2.1, by message type.
+            match stanza.type_attr() {
+                // A bare JID is not a room: no resource gets it.
+                Some("groupchat") => {
+                    bounce(ctx, &stanza, StanzaErrorCondition::ServiceUnavailable).await;
+                    return;
+                }
+                Some("error") => return,
+                Some("headline") => {
+                    // Every available resource with a non-negative priority, else nobody.
+                    let targets: Vec<_> = sessions
+                        .into_iter()
+                        .filter(|s| s.is_available() && s.priority() >= 0)
+                        .collect();
+                    if !deliver(ctx, &stanza, &targets).await {
+                        // Dropped there, unless a hook keeps it (an XEP-0334 store hint).
+                        undeliverable(ctx, stanza).await;
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            // Normal and chat: the available resources with the highest non-negative
+            // priority.
             let best = sessions
                 .iter()
                 .filter(|s| s.is_available() && s.priority() >= 0)

@@ -225,3 +225,82 @@ async fn nothing_is_lost_when_a_slow_reader_is_cut() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Logs in with available presence at this priority.
+async fn login_with_priority(
+    ts: &TestServer,
+    user: &str,
+    priority: i8,
+) -> confab_stream::client::ClientSession {
+    let mut c = ts.login(user).await;
+    c.send(
+        &Element::new("presence", ns::CLIENT)
+            .child(Element::new("priority", ns::CLIENT).text(priority.to_string())),
+    )
+    .await
+    .expect("presence");
+    ping(&mut c).await;
+    c
+}
+
+#[tokio::test]
+async fn types_with_available_resources() {
+    // RFC 6121 §8.5.2.1.1 with resources at priorities 5, 1 and -1.
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut high = login_with_priority(&ts, "bob", 5).await;
+    let mut low = login_with_priority(&ts, "bob", 1).await;
+    let mut negative = login_with_priority(&ts, "bob", -1).await;
+
+    // groupchat to a bare JID: no resource gets it, the sender gets service-unavailable.
+    alice
+        .send(&msg("bob@localhost", Some("groupchat"), "g"))
+        .await
+        .expect("send");
+    let e = recv_message(&mut alice).await;
+    assert_eq!(e.get_attr("id"), Some("g"));
+    assert_eq!(condition(&e), "service-unavailable");
+
+    // error to a bare JID: silently ignored.
+    alice
+        .send(&msg("bob@localhost", Some("error"), "e"))
+        .await
+        .expect("send");
+
+    // headline: every resource with a non-negative priority.
+    alice
+        .send(&msg("bob@localhost", Some("headline"), "h"))
+        .await
+        .expect("send");
+    assert_eq!(recv_message(&mut high).await.get_attr("id"), Some("h"));
+    assert_eq!(recv_message(&mut low).await.get_attr("id"), Some("h"));
+
+    // chat: only the highest priority, as before.
+    alice
+        .send(&msg("bob@localhost", Some("chat"), "c"))
+        .await
+        .expect("send");
+    assert_eq!(recv_message(&mut high).await.get_attr("id"), Some("c"));
+    assert!(
+        no_message(&mut low, 300).await,
+        "chat went to a lower priority"
+    );
+    assert!(
+        no_message(&mut negative, 100).await,
+        "negative priority got a message"
+    );
+    assert!(no_message(&mut alice, 100).await, "an error was answered");
+
+    // error to a full JID that is gone: silently ignored, not passed to another resource.
+    alice
+        .send(&msg("bob@localhost/gone", Some("error"), "e2"))
+        .await
+        .expect("send");
+    ping(&mut alice).await;
+    assert!(
+        no_message(&mut high, 300).await,
+        "an error went to another resource"
+    );
+}

@@ -732,3 +732,82 @@ async fn reconnecting_on_the_same_resource_is_not_a_logout() {
     );
     drop(bob);
 }
+
+#[tokio::test]
+async fn unsubscribing_brings_unavailable_from_each_of_the_contact_s_resources() {
+    // RFC 6121 §3.3.3: the user no longer sees the contact, so the contact's server sends
+    // unavailable from every available resource of the contact.
+    let ts = server_with(&["alice", "bob"]).await;
+    let (mut alice, bob) = befriend(&ts).await;
+    let mut bob2 = online(&ts, "bob").await;
+    ping(&mut bob2).await;
+    expect(&mut alice, "bob's second resource", |e| {
+        e.get_attr("from") == Some(bob2.jid.as_str()) && e.get_attr("type").is_none()
+    })
+    .await;
+    send_presence(&mut alice, "bob@localhost", "unsubscribe").await;
+    let mut gone = std::collections::HashSet::new();
+    while gone.len() < 2 {
+        let e = expect(&mut alice, "unavailable from bob", |e| {
+            is_presence_from(e, "bob@localhost", Some("unavailable"))
+        })
+        .await;
+        gone.insert(e.get_attr("from").unwrap_or_default().to_string());
+    }
+    assert!(
+        gone.contains(bob.jid.as_str()) && gone.contains(bob2.jid.as_str()),
+        "{gone:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_roster_read_changes_nothing_and_answers_wait() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut alice = ts.login("alice").await;
+    let set = iq(
+        &mut alice,
+        "set",
+        None,
+        Element::new("query", ROSTER).child(
+            Element::new("item", ROSTER)
+                .attr("jid", "bob@localhost")
+                .attr("name", "Bobby")
+                .child(Element::new("group", ROSTER).text("Friends")),
+        ),
+    )
+    .await;
+    assert_eq!(set.get_attr("type"), Some("result"), "{set}");
+    // A row the store cannot read (while writes still work): the subscription that follows
+    // must fail, not start from an empty item and overwrite name and groups.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        ts.dir.path().join("confab.db").display()
+    ))
+    .await
+    .expect("open the database");
+    let corrupt = |sub: &'static str| {
+        sqlx::query(
+            "UPDATE roster_items SET subscription = ? WHERE username = 'alice' AND jid = 'bob@localhost'",
+        )
+        .bind(sub)
+    };
+    corrupt("unreadable").execute(&db).await.expect("corrupt");
+    send_presence(&mut alice, "bob@localhost", "subscribe").await;
+    let e = expect(&mut alice, "an error", |e| {
+        e.name == "presence" && e.get_attr("type") == Some("error")
+    })
+    .await;
+    assert_eq!(condition(&e), "internal-server-error");
+    let err = confab_proto::StanzaError::from_stanza(&e).expect("error");
+    assert_eq!(err.type_.as_str(), "wait");
+    corrupt("none").execute(&db).await.expect("restore");
+    let roster = get_roster(&mut alice).await;
+    let bob = item(&roster, "bob@localhost").expect("bob is still there");
+    assert_eq!(bob.get_attr("name"), Some("Bobby"), "{bob}");
+    assert_eq!(bob.get_attr("ask"), None, "{bob}");
+    assert_eq!(
+        bob.get_child("group", ROSTER).map(|g| g.text_content()),
+        Some("Friends".to_string()),
+        "{bob}"
+    );
+}

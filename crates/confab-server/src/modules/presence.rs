@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// Where the last unavailable presence of an account is kept, for probes while offline.
 const KIND: &str = "presence";
 
+/// XEP-0172 user nicknames, kept with stored subscription requests.
+const NICK: &str = "http://jabber.org/protocol/nick";
+
 /// Most entities one session's directed presence is remembered for.
 const MAX_DIRECTED: usize = 1000;
 
@@ -90,14 +93,44 @@ fn presence_el(type_: Option<&str>) -> Element {
     e
 }
 
-async fn load_item(ctx: &ServerCtx, account: &BareJid, contact: &BareJid) -> Option<RosterItem> {
-    match roster::item(ctx, account, contact).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "roster load failed");
-            None
+/// The stored item, or the error to answer with: a failed read is never taken for "no
+/// item", or the save that follows would overwrite the contact's name, groups and
+/// subscription.
+async fn load_item(
+    ctx: &ServerCtx,
+    account: &BareJid,
+    contact: &BareJid,
+) -> Result<Option<RosterItem>, StanzaError> {
+    roster::item(ctx, account, contact).await.map_err(|e| {
+        tracing::error!(error = %e, account = %account, "roster load failed");
+        store_failed()
+    })
+}
+
+/// What a stanza that needed storage gets when storage failed: try again later.
+fn store_failed() -> StanzaError {
+    StanzaError {
+        type_: confab_proto::error::StanzaErrorType::Wait,
+        ..StanzaError::new(StanzaErrorCondition::InternalServerError)
+    }
+}
+
+/// Most characters kept of a stored subscription request's nickname or status: requests
+/// are delivered again at every login until answered, so what they carry is bounded.
+const MAX_REQUEST_TEXT: usize = 1024;
+
+/// The part of a subscription request that is kept and shown: the stanza with its
+/// XEP-0172 nickname and status, each bounded, and nothing else.
+fn bounded_request(el: &Element) -> Element {
+    let mut out = Element::new(el.name.clone(), el.ns.clone());
+    out.attrs = el.attrs.clone();
+    for c in el.elements() {
+        if c.is("nick", NICK) || c.is("status", &el.ns) {
+            let text: String = c.text_content().chars().take(MAX_REQUEST_TEXT).collect();
+            out.push_child(Element::new(c.name.clone(), c.ns.clone()).text(text));
         }
     }
+    out
 }
 
 async fn save(ctx: &ServerCtx, account: &BareJid, item: &RosterItem) {
@@ -129,27 +162,42 @@ fn deliver_to_available(ctx: &ServerCtx, account: &BareJid, el: &Element) {
 }
 
 impl Presence {
-    async fn subscribers(&self, ctx: &ServerCtx, account: &BareJid) -> Vec<Jid> {
+    async fn subscribers(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+    ) -> Result<Vec<Jid>, StanzaError> {
         let (d, u) = parts(account);
         match ctx.stores.roster.roster(d, u).await {
-            Ok((_, items)) => items
+            Ok((_, items)) => Ok(items
                 .into_iter()
                 .filter(|i| i.subscription.has_from())
                 .filter_map(|i| Jid::new(&i.jid).ok())
-                .collect(),
+                .collect()),
             Err(e) => {
-                tracing::error!(error = %e, "roster load failed");
-                Vec::new()
+                tracing::error!(error = %e, account = %account, "roster load failed");
+                Err(store_failed())
             }
         }
     }
 
     /// Sends a session's available or unavailable presence to its subscribers, to the user's
     /// own resources, and (for unavailable) to everyone it sent directed presence to.
-    async fn broadcast(&self, ctx: &ServerCtx, from: &FullJid, el: &Element, unavailable: bool) {
+    ///
+    /// Without the subscriber list (storage failed) it reaches nobody but the user's own
+    /// resources and directed-presence recipients, and the error is returned: "no
+    /// subscribers" is never assumed.
+    async fn broadcast(
+        &self,
+        ctx: &ServerCtx,
+        from: &FullJid,
+        el: &Element,
+        unavailable: bool,
+    ) -> Result<(), StanzaError> {
         let account = from.to_bare();
         let from_jid = Jid::from(from.clone());
-        let mut targets = self.subscribers(ctx, &account).await;
+        let subscribers = self.subscribers(ctx, &account).await;
+        let mut targets = subscribers.clone().unwrap_or_default();
         targets.push(Jid::from(account.clone()));
         if unavailable {
             if let Some((_, directed)) = self.directed.remove(from) {
@@ -165,6 +213,7 @@ impl Presence {
                 router::route(ctx, p).await;
             }
         }
+        subscribers.map(|_| ())
     }
 
     /// RFC 6121 §4.2: the first available presence of a session.
@@ -236,7 +285,9 @@ impl Presence {
                         .last
                         .insert(from.clone(), (id, el.clone()))
                         .is_none_or(|(old, _)| old != id);
-                    self.broadcast(ctx, &from, &el, false).await;
+                    if let Err(e) = self.broadcast(ctx, &from, &el, false).await {
+                        router::send_error(ctx, stanza, e).await;
+                    }
                     if first {
                         self.initial(ctx, &from).await;
                     }
@@ -245,7 +296,9 @@ impl Presence {
                     self.last.remove(&from);
                     let mut el = stanza.el.clone();
                     el.remove_attr("to");
-                    self.broadcast(ctx, &from, &el, true).await;
+                    if let Err(e) = self.broadcast(ctx, &from, &el, true).await {
+                        router::send_error(ctx, stanza, e).await;
+                    }
                     self.remember_unavailable(ctx, &from, &el).await;
                 }
                 // Subscription stanzas and probes need an addressee.
@@ -302,7 +355,14 @@ impl Presence {
         stanza: &Stanza,
     ) {
         let guard = roster::lock(account).await;
-        let existing = load_item(ctx, account, contact).await;
+        let existing = match load_item(ctx, account, contact).await {
+            Ok(i) => i,
+            Err(e) => {
+                drop(guard);
+                router::send_error(ctx, stanza, e).await;
+                return;
+            }
+        };
         if existing.is_none()
             && matches!(t, "subscribe" | "subscribed")
             && roster_full(ctx, account, true).await
@@ -422,13 +482,19 @@ impl Presence {
         stanza: &Stanza,
     ) {
         let guard = roster::lock(account).await;
-        let mut item = load_item(ctx, account, contact)
-            .await
-            .unwrap_or_else(|| RosterItem::new(contact.as_str()));
+        let mut item = match load_item(ctx, account, contact).await {
+            Ok(i) => i.unwrap_or_else(|| RosterItem::new(contact.as_str())),
+            Err(e) => {
+                drop(guard);
+                router::send_error(ctx, stanza, e).await;
+                return;
+            }
+        };
         let own = Jid::from(account.clone());
         let contact_jid = Jid::from(contact.clone());
-        // What the user's clients see: from the contact's bare JID, to the user's bare JID.
-        let mut shown = stanza.el.clone();
+        // What the user's clients see: from the contact's bare JID, to the user's bare JID,
+        // with a bounded payload (it is stored and shown again at every login).
+        let mut shown = bounded_request(&stanza.el);
         shown.set_attr("from", contact.as_str());
         shown.set_attr("to", own.as_str());
         match t {
@@ -486,11 +552,18 @@ impl Presence {
                 }
             }
             "unsubscribe" => {
-                if item.subscription.has_from() || item.pending_in.is_some() {
+                let had_from = item.subscription.has_from();
+                if had_from || item.pending_in.is_some() {
                     item.subscription = item.subscription.with_from(false);
                     item.pending_in = None;
                     save(ctx, account, &item).await;
                     deliver_to_available(ctx, account, &shown);
+                }
+                drop(guard);
+                if had_from {
+                    // RFC 6121 §3.3.3: the contact no longer sees the user's presence, so it
+                    // learns every available resource is gone.
+                    roster::send_unavailable(ctx, account, &contact_jid).await;
                 }
             }
             _ => {
@@ -506,8 +579,11 @@ impl Presence {
 
     /// RFC 6121 §4.3.2: only contacts with a subscription learn the user's presence.
     async fn answer_probe(&self, ctx: &ServerCtx, account: &BareJid, prober: &Jid) {
+        // A failed read answers nothing, as for a non-subscriber.
         let allowed = load_item(ctx, account, &prober.to_bare())
             .await
+            .ok()
+            .flatten()
             .is_some_and(|i| i.subscription.has_from());
         if !allowed {
             return;
@@ -608,7 +684,8 @@ impl LifecycleListener for Presence {
         let directed = self.directed.contains_key(jid);
         if was_available || directed {
             let el = presence_el(Some("unavailable"));
-            self.broadcast(ctx, jid, &el, true).await;
+            // Logged where it failed; the session is gone either way.
+            let _ = self.broadcast(ctx, jid, &el, true).await;
             if was_available {
                 self.remember_unavailable(ctx, jid, &el).await;
             }
@@ -625,7 +702,8 @@ impl LifecycleListener for Presence {
             .map(|e| e.key().clone())
             .collect();
         for jid in online {
-            self.broadcast(ctx, &jid, &presence_el(Some("unavailable")), true)
+            let _ = self
+                .broadcast(ctx, &jid, &presence_el(Some("unavailable")), true)
                 .await;
         }
         self.last.retain(|k, _| k.to_bare() != *account);
