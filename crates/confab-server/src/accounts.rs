@@ -2,7 +2,7 @@
 //! password becomes salted SCRAM-SHA-1 and SCRAM-SHA-256 keys before it is stored.
 
 use confab_proto::jid::BareJid;
-use confab_proto::sasl::{ScramCredentials, ScramHash};
+use confab_proto::sasl::{saslprep, ScramCredentials, ScramHash};
 use confab_store::{StoreError, Stores};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +33,20 @@ pub fn parse_account(s: &str, domains: &[String]) -> Result<BareJid, AccountErro
     Ok(jid)
 }
 
+/// The password as SCRAM will use it. SASLprep (RFC 4013) maps some characters (e.g. soft
+/// hyphens) to nothing, so emptiness and length must be judged on this form, not the input.
+pub fn prepare_password(password: &str) -> Result<String, AccountError> {
+    match saslprep(password) {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => Err(AccountError::BadPassword),
+    }
+}
+
 pub fn make_credentials(
     password: &str,
     iterations: u32,
 ) -> Result<Vec<ScramCredentials>, AccountError> {
-    if password.is_empty() {
-        return Err(AccountError::BadPassword);
-    }
+    prepare_password(password)?;
     [ScramHash::Sha1, ScramHash::Sha256]
         .into_iter()
         .map(|h| {
@@ -124,5 +131,36 @@ fn end_sessions(ctx: &crate::ServerCtx, jid: &BareJid) {
             confab_proto::error::StreamErrorCondition::NotAuthorized,
             "the account was deleted",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_judged_after_saslprep() {
+        // Eight soft hyphens are not empty, but SASLprep maps them to nothing.
+        let hyphens = "\u{AD}".repeat(8);
+        assert!(matches!(
+            make_credentials(&hyphens, 4096),
+            Err(AccountError::BadPassword)
+        ));
+        assert!(matches!(
+            prepare_password(""),
+            Err(AccountError::BadPassword)
+        ));
+        // Prohibited output (a control character) is refused too.
+        assert!(prepare_password("bad\u{7}").is_err());
+        assert_eq!(
+            prepare_password(&format!("ab{hyphens}c")).ok().as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            make_credentials(&format!("x{hyphens}"), 4096)
+                .map(|c| c.len())
+                .ok(),
+            Some(2)
+        );
     }
 }

@@ -720,3 +720,39 @@ async fn disabled_module_leaves_pre_auth_iqs_refused() {
         StreamErrorCondition::NotAuthorized
     );
 }
+
+/// Soft hyphens (U+00AD) are mapped to nothing by SASLprep, which SCRAM applies.
+const SOFT_HYPHEN: char = '\u{AD}';
+
+#[tokio::test]
+async fn password_rules_apply_to_the_saslprepped_form() {
+    let ts = open_server().await;
+    ts.add_user("bob").await;
+    let hyphens: String = std::iter::repeat_n(SOFT_HYPHEN, 8).collect();
+    let (mut r, _) = tls_raw(&ts).await;
+    // Empty, and three characters, once prepared: both refused, nothing stored.
+    for pw in [hyphens.clone(), format!("abc{hyphens}")] {
+        let e = register(&mut r, "carol", &pw).await;
+        assert_eq!(outcome(&e), "not-acceptable", "{pw:?}: {e}");
+    }
+    assert!(!exists(&ts, "carol").await);
+    // Long enough after preparation is fine.
+    let ok = format!("{GOOD_PASSWORD}{hyphens}");
+    assert_eq!(outcome(&register(&mut r, "carol", &ok).await), "result");
+    assert!(can_login(&ts, "carol", GOOD_PASSWORD).await);
+
+    // Password change: the same rules.
+    let mut c = ts.login("bob").await;
+    for (i, pw) in [hyphens.clone(), format!("abc{hyphens}")]
+        .iter()
+        .enumerate()
+    {
+        let change = register_iq(
+            &format!("c{i}"),
+            vec![text_el("username", "bob"), text_el("password", pw)],
+        );
+        let e = session_iq(&mut c, change).await;
+        assert_eq!(outcome(&e), "not-acceptable", "{pw:?}: {e}");
+    }
+    assert!(can_login(&ts, "bob", PASSWORD).await);
+}

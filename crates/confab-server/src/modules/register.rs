@@ -190,8 +190,8 @@ impl Register {
         let Some(jid) = account_jid(&username, &conn.domain) else {
             return err_text(Cond::JidMalformed, "the username is not a valid localpart");
         };
-        if password.chars().count() < cfg.min_password_length {
-            return err_text(Cond::NotAcceptable, "the password is too short");
+        if let Some(refused) = check_password(&password, cfg.min_password_length) {
+            return refused;
         }
         let token = match cfg.policy {
             RegistrationPolicy::Invite => match conn.state.get(STATE_TOKEN) {
@@ -285,8 +285,8 @@ impl Register {
         if account_jid(&username, domain).as_ref() != Some(account) {
             return err_text(Cond::BadRequest, "the username is not this account's");
         }
-        if password.chars().count() < cfg.min_password_length {
-            return err_text(Cond::NotAcceptable, "the password is too short");
+        if let Some(refused) = check_password(&password, cfg.min_password_length) {
+            return refused;
         }
         let iterations = ctx.config.auth.scram_iterations;
         match accounts::set_password(&ctx.stores, account, &password, iterations).await {
@@ -360,6 +360,21 @@ impl Register {
             Some(IqType::Set) => self.change_password(ctx, &account, q).await,
             _ => err(Cond::BadRequest),
         }
+    }
+}
+
+/// The error for a password that is invalid, empty or too short as SCRAM will see it
+/// (after SASLprep); `None` if it is acceptable.
+fn check_password(password: &str, min_chars: usize) -> Option<IqReply> {
+    match accounts::prepare_password(password) {
+        Ok(p) if p.chars().count() < min_chars => {
+            Some(err_text(Cond::NotAcceptable, "the password is too short"))
+        }
+        Ok(_) => None,
+        Err(_) => Some(err_text(
+            Cond::NotAcceptable,
+            "the password is not acceptable",
+        )),
     }
 }
 
