@@ -19,6 +19,8 @@ pub enum AccountError {
     BadPassword,
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("key derivation did not finish: {0}")]
+    Derivation(String),
 }
 
 /// Parses `user@domain`, normalised, and checks the domain is served.
@@ -56,6 +58,18 @@ pub fn make_credentials(
         .collect()
 }
 
+/// `make_credentials` on the blocking pool: PBKDF2 at the configured iteration count takes
+/// long enough to stall every session sharing an async worker thread.
+pub async fn derive_credentials(
+    password: &str,
+    iterations: u32,
+) -> Result<Vec<ScramCredentials>, AccountError> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || make_credentials(&password, iterations))
+        .await
+        .map_err(|e| AccountError::Derivation(e.to_string()))?
+}
+
 fn parts(jid: &BareJid) -> (&str, &str) {
     (
         jid.domain().as_str(),
@@ -69,8 +83,13 @@ pub async fn create(
     password: &str,
     iterations: u32,
 ) -> Result<(), AccountError> {
-    let creds = make_credentials(password, iterations)?;
     let (d, u) = parts(jid);
+    // Cheap before costly: a taken name needs no keys. The insert still reports a name
+    // taken meanwhile.
+    if stores.accounts.account_exists(d, u).await? {
+        return Err(AccountError::Exists);
+    }
+    let creds = derive_credentials(password, iterations).await?;
     match stores.accounts.create_account(d, u, &creds).await {
         Err(StoreError::Conflict) => Err(AccountError::Exists),
         other => Ok(other?),
@@ -83,7 +102,7 @@ pub async fn set_password(
     password: &str,
     iterations: u32,
 ) -> Result<(), AccountError> {
-    let creds = make_credentials(password, iterations)?;
+    let creds = derive_credentials(password, iterations).await?;
     let (d, u) = parts(jid);
     if stores.accounts.set_credentials(d, u, &creds).await? {
         Ok(())

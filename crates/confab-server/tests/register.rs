@@ -290,7 +290,13 @@ async fn registration_is_not_offered_or_accepted_before_tls() {
 
 #[tokio::test]
 async fn bad_registrations_store_nothing() {
-    let ts = open_server().await;
+    // Many attempts on one stream: lift the per-stream cap (tested on its own below).
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.registration.rate_limit_per_ip = 100;
+        c.registration.max_attempts_per_stream = 0;
+    })
+    .await;
     ts.add_user("alice").await;
     let (mut r, _) = tls_raw(&ts).await;
     // Existing user, also after normalisation.
@@ -755,4 +761,71 @@ async fn password_rules_apply_to_the_saslprepped_form() {
         assert_eq!(outcome(&e), "not-acceptable", "{pw:?}: {e}");
     }
     assert!(can_login(&ts, "bob", PASSWORD).await);
+}
+
+#[tokio::test]
+async fn taken_names_are_refused_before_key_derivation() {
+    // Deriving keys at this count takes over 20 s in a debug build, far longer than the
+    // reply may take (see below): a conflict answered in time cannot have derived any.
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.auth.scram_iterations = 2_000_000;
+    })
+    .await;
+    ts.add_user("taken").await;
+    let (mut r, _) = tls_raw(&ts).await;
+    let started = std::time::Instant::now();
+    for name in ["taken", "TAKEN"] {
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            register(&mut r, name, GOOD_PASSWORD),
+        )
+        .await
+        .expect("a taken name is refused without deriving keys");
+        assert_eq!(outcome(&e), "conflict", "{e}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn registration_attempts_per_stream_are_capped() {
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.registration.rate_limit_per_ip = 100;
+        c.registration.max_attempts_per_stream = 3;
+    })
+    .await;
+    ts.add_user("taken").await;
+    let (mut r, _) = tls_raw(&ts).await;
+    // Failed attempts count, whatever made them fail.
+    assert_eq!(
+        outcome(&register(&mut r, "taken", GOOD_PASSWORD).await),
+        "conflict"
+    );
+    assert_eq!(
+        outcome(&register(&mut r, "a@b", GOOD_PASSWORD).await),
+        "jid-malformed"
+    );
+    assert_eq!(
+        outcome(&register(&mut r, "lena", "short").await),
+        "not-acceptable"
+    );
+    // The fourth is refused, even a good one, and nothing is stored.
+    let e = register(&mut r, "lena", GOOD_PASSWORD).await;
+    assert_eq!(outcome(&e), "policy-violation", "{e}");
+    assert_eq!(
+        StanzaError::from_stanza(&e).map(|x| x.type_),
+        Some(StanzaErrorType::Cancel)
+    );
+    assert!(!exists(&ts, "lena").await);
+    // The form is still readable; a new stream starts afresh.
+    assert_eq!(
+        outcome(&iq(&mut r, "get", &format!("<query xmlns='{NS}'/>")).await),
+        "result"
+    );
+    let (mut r2, _) = tls_raw(&ts).await;
+    assert_eq!(
+        outcome(&register(&mut r2, "lena", GOOD_PASSWORD).await),
+        "result"
+    );
 }
