@@ -626,6 +626,20 @@ async fn idle_sessions_time_out_and_keepalives_flow() {
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
 
+/// The silence checks of `common` must not take a closed session for silence.
+#[tokio::test]
+#[should_panic(expected = "the stream ended")]
+async fn silence_checks_fail_when_the_session_is_gone() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    let mut a = ts.login("alice").await;
+    a.stream
+        .write_bytes(b"</stream:stream>")
+        .await
+        .expect("close");
+    no_message(&mut a, 2000).await;
+}
+
 #[tokio::test]
 async fn fast_senders_are_read_at_the_configured_rate() {
     let ts = TestServer::start_with(|c| {
