@@ -498,6 +498,66 @@ async fn invite_tokens_are_single_use_and_expire() {
     assert!(exists(&ts, "ivy").await);
 }
 
+/// Sends one `<iq type='set'/>` with these payloads on each stream at the same moment (a
+/// barrier releases them together) and returns the outcomes in stream order. Asserts that
+/// the requests really overlapped: every one was sent before the first reply arrived.
+async fn all_at_once(streams: Vec<Raw>, payloads: Vec<String>) -> Vec<String> {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(streams.len()));
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .zip(payloads)
+        .enumerate()
+        .map(|(i, (mut r, payload))| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                r.send(&format!("<iq type='set' id='c{i}'>{payload}</iq>"))
+                    .await;
+                let sent = std::time::Instant::now();
+                let reply = r.element().await;
+                assert_eq!(reply.get_attr("id"), Some(format!("c{i}").as_str()));
+                (sent, std::time::Instant::now(), outcome(&reply))
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("client task"));
+    }
+    let last_sent = results.iter().map(|r| r.0).max();
+    let first_reply = results.iter().map(|r| r.1).min();
+    assert!(
+        last_sent < first_reply,
+        "the requests did not overlap: last sent {last_sent:?}, first answered {first_reply:?}"
+    );
+    results.into_iter().map(|r| r.2).collect()
+}
+
+fn registration(user: &str) -> String {
+    format!("<query xmlns='{NS}'><username>{user}</username><password>{GOOD_PASSWORD}</password></query>")
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
+    // Each derivation takes a while at this count, so all requests are in flight together
+    // and pass the "is the name free" check before any account is stored.
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.registration.rate_limit_per_ip = 100;
+        c.auth.scram_iterations = 20_000;
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(tls_raw(&ts).await.0);
+    }
+    let mut outcomes = all_at_once(streams, vec![registration("mia"); 4]).await;
+    outcomes.sort();
+    assert_eq!(outcomes, ["conflict", "conflict", "conflict", "result"]);
+    assert_eq!(account_count(&ts).await, 1);
+    assert!(can_login(&ts, "mia", GOOD_PASSWORD).await);
+}
+
 #[tokio::test]
 async fn invite_token_cannot_be_used_twice_concurrently() {
     let ts = TestServer::start_with(|c| {
@@ -509,19 +569,31 @@ async fn invite_token_cannot_be_used_twice_concurrently() {
     let inv = register::create_invite(&stores, DOMAIN, 3600)
         .await
         .expect("invite");
-    let (mut a, _) = tls_raw(&ts).await;
-    let (mut b, _) = tls_raw(&ts).await;
-    assert_eq!(outcome(&preauth(&mut a, &inv.token).await), "result");
-    assert_eq!(outcome(&preauth(&mut b, &inv.token).await), "result");
+    // Every stream presents the token first (valid for each), then all register at once.
+    let names = ["jack", "kate", "liam", "nina"];
+    let mut streams = Vec::new();
+    for _ in names {
+        let (mut r, _) = tls_raw(&ts).await;
+        assert_eq!(outcome(&preauth(&mut r, &inv.token).await), "result");
+        streams.push(r);
+    }
+    let outcomes = all_at_once(streams, names.iter().map(|n| registration(n)).collect()).await;
+    let winners: Vec<&str> = names
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| *o == "result")
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
     assert_eq!(
-        outcome(&register(&mut a, "jack", GOOD_PASSWORD).await),
-        "result"
+        outcomes.iter().filter(|o| *o == "not-allowed").count(),
+        names.len() - 1,
+        "{outcomes:?}"
     );
-    assert_eq!(
-        outcome(&register(&mut b, "kate", GOOD_PASSWORD).await),
-        "not-allowed"
-    );
-    assert!(!exists(&ts, "kate").await);
+    assert_eq!(account_count(&ts).await, 1);
+    for n in names {
+        assert_eq!(exists(&ts, n).await, winners.contains(&n), "{n}");
+    }
 }
 
 #[tokio::test]
