@@ -133,6 +133,24 @@ fn check_reports_problems() {
 }
 
 #[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), free_port(), free_port());
+    // `check` logs (certificate generation, migrations) to standard error, here a pipe.
+    let out = confabd(&cfg)
+        .env_remove("NO_COLOR")
+        .arg("check")
+        .output()
+        .expect("run");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("INFO"), "no log output to check: {log}");
+    assert!(
+        !log.contains("\x1b["),
+        "ANSI escapes in piped logs: {log:?}"
+    );
+}
+
+#[test]
 fn run_login_and_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();

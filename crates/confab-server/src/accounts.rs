@@ -2,7 +2,7 @@
 //! password becomes salted SCRAM-SHA-1 and SCRAM-SHA-256 keys before it is stored.
 
 use confab_proto::jid::BareJid;
-use confab_proto::sasl::{ScramCredentials, ScramHash};
+use confab_proto::sasl::{saslprep, ScramCredentials, ScramHash};
 use confab_store::{StoreError, Stores};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,8 @@ pub enum AccountError {
     BadPassword,
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("key derivation did not finish: {0}")]
+    Derivation(String),
 }
 
 /// Parses `user@domain`, normalised, and checks the domain is served.
@@ -33,13 +35,20 @@ pub fn parse_account(s: &str, domains: &[String]) -> Result<BareJid, AccountErro
     Ok(jid)
 }
 
+/// The password as SCRAM will use it. SASLprep (RFC 4013) maps some characters (e.g. soft
+/// hyphens) to nothing, so emptiness and length must be judged on this form, not the input.
+pub fn prepare_password(password: &str) -> Result<String, AccountError> {
+    match saslprep(password) {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => Err(AccountError::BadPassword),
+    }
+}
+
 pub fn make_credentials(
     password: &str,
     iterations: u32,
 ) -> Result<Vec<ScramCredentials>, AccountError> {
-    if password.is_empty() {
-        return Err(AccountError::BadPassword);
-    }
+    prepare_password(password)?;
     [ScramHash::Sha1, ScramHash::Sha256]
         .into_iter()
         .map(|h| {
@@ -47,6 +56,18 @@ pub fn make_credentials(
                 .map_err(|_| AccountError::BadPassword)
         })
         .collect()
+}
+
+/// `make_credentials` on the blocking pool: PBKDF2 at the configured iteration count takes
+/// long enough to stall every session sharing an async worker thread.
+pub async fn derive_credentials(
+    password: &str,
+    iterations: u32,
+) -> Result<Vec<ScramCredentials>, AccountError> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || make_credentials(&password, iterations))
+        .await
+        .map_err(|e| AccountError::Derivation(e.to_string()))?
 }
 
 fn parts(jid: &BareJid) -> (&str, &str) {
@@ -62,8 +83,13 @@ pub async fn create(
     password: &str,
     iterations: u32,
 ) -> Result<(), AccountError> {
-    let creds = make_credentials(password, iterations)?;
     let (d, u) = parts(jid);
+    // Cheap before costly: a taken name needs no keys. The insert still reports a name
+    // taken meanwhile.
+    if stores.accounts.account_exists(d, u).await? {
+        return Err(AccountError::Exists);
+    }
+    let creds = derive_credentials(password, iterations).await?;
     match stores.accounts.create_account(d, u, &creds).await {
         Err(StoreError::Conflict) => Err(AccountError::Exists),
         other => Ok(other?),
@@ -76,7 +102,7 @@ pub async fn set_password(
     password: &str,
     iterations: u32,
 ) -> Result<(), AccountError> {
-    let creds = make_credentials(password, iterations)?;
+    let creds = derive_credentials(password, iterations).await?;
     let (d, u) = parts(jid);
     if stores.accounts.set_credentials(d, u, &creds).await? {
         Ok(())
@@ -125,5 +151,36 @@ fn end_sessions(ctx: &crate::ServerCtx, jid: &BareJid) {
             confab_proto::error::StreamErrorCondition::NotAuthorized,
             "the account was deleted",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_judged_after_saslprep() {
+        // Eight soft hyphens are not empty, but SASLprep maps them to nothing.
+        let hyphens = "\u{AD}".repeat(8);
+        assert!(matches!(
+            make_credentials(&hyphens, 4096),
+            Err(AccountError::BadPassword)
+        ));
+        assert!(matches!(
+            prepare_password(""),
+            Err(AccountError::BadPassword)
+        ));
+        // Prohibited output (a control character) is refused too.
+        assert!(prepare_password("bad\u{7}").is_err());
+        assert_eq!(
+            prepare_password(&format!("ab{hyphens}c")).ok().as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            make_credentials(&format!("x{hyphens}"), 4096)
+                .map(|c| c.len())
+                .ok(),
+            Some(2)
+        );
     }
 }

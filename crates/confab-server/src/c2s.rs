@@ -1290,6 +1290,48 @@ fn redact(e: &Element) -> String {
         }
         return c.to_xml(ns::CLIENT);
     }
+    /// Blanks the text of password fields (XEP-0077 `<password/>`, XEP-0004 fields named
+    /// like a password or of type `text-private`) anywhere below `e`; true if any was.
+    fn hide_passwords(e: &mut Element) -> bool {
+        const REGISTER: &str = "jabber:iq:register";
+        const DATA: &str = "jabber:x:data";
+        let secret = (e.ns == REGISTER && matches!(e.name.as_str(), "password" | "old_password"))
+            || (e.is("field", DATA)
+                && (e.get_attr("var").is_some_and(|v| v.contains("password"))
+                    || e.get_attr("type") == Some("text-private")));
+        if secret {
+            // A password is the element's text, a form field's the text of its <value/>s.
+            let mut any = false;
+            for n in e.children.iter_mut() {
+                match n {
+                    confab_proto::xml::Node::Text(t) if !t.trim().is_empty() => {
+                        *t = "[redacted]".into();
+                        any = true;
+                    }
+                    confab_proto::xml::Node::Element(v) if v.is("value", DATA) => {
+                        v.children = vec![confab_proto::xml::Node::Text("[redacted]".into())];
+                        any = true;
+                    }
+                    _ => {}
+                }
+            }
+            return any;
+        }
+        let mut any = false;
+        for n in e.children.iter_mut() {
+            if let confab_proto::xml::Node::Element(c) = n {
+                any |= hide_passwords(c);
+            }
+        }
+        any
+    }
+    // Only registration payloads carry passwords; other stanzas are shown as they are.
+    if e.elements().any(|c| c.ns == "jabber:iq:register") {
+        let mut c = e.clone();
+        if hide_passwords(&mut c) {
+            return c.to_xml(ns::CLIENT);
+        }
+    }
     e.to_xml(ns::CLIENT)
 }
 
@@ -1311,5 +1353,57 @@ mod tests {
         let msg =
             Element::new("message", ns::CLIENT).child(Element::new("body", ns::CLIENT).text("hi"));
         assert!(redact(&msg).contains("hi"));
+    }
+
+    #[test]
+    fn xml_trace_redacts_registration_passwords() {
+        const REGISTER: &str = "jabber:iq:register";
+        const DATA: &str = "jabber:x:data";
+        let field = |var: &str, value: &str| {
+            Element::new("field", DATA)
+                .attr("var", var)
+                .child(Element::new("value", DATA).text(value))
+        };
+        // Registration and password change (client to server).
+        let set = Element::new("iq", ns::CLIENT).attr("type", "set").child(
+            Element::new("query", REGISTER)
+                .child(Element::new("username", REGISTER).text("bill"))
+                .child(Element::new("password", REGISTER).text("Calliope")),
+        );
+        let shown = redact(&set);
+        assert!(!shown.contains("Calliope"), "{shown}");
+        assert!(
+            shown.contains("bill") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+        // A XEP-0004 form, e.g. a password change with the old password.
+        let form = Element::new("iq", ns::CLIENT).attr("type", "set").child(
+            Element::new("query", REGISTER).child(
+                Element::new("x", DATA)
+                    .attr("type", "submit")
+                    .child(field("username", "bill"))
+                    .child(field("old_password", "Calliope"))
+                    .child(field("password", "Euterpe"))
+                    .child(field("pin", "1234").attr("type", "text-private")),
+            ),
+        );
+        let shown = redact(&form);
+        for secret in ["Calliope", "Euterpe", "1234"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("bill"), "{shown}");
+        // Server to client: a form offered back keeps its (empty) fields.
+        let result = Element::new("iq", ns::CLIENT).attr("type", "result").child(
+            Element::new("query", REGISTER)
+                .child(Element::new("username", REGISTER))
+                .child(Element::new("password", REGISTER)),
+        );
+        assert_eq!(redact(&result), result.to_xml(ns::CLIENT));
+        // Another namespace's <password/> is not a registration.
+        let other = Element::new("iq", ns::CLIENT).child(
+            Element::new("query", "urn:example")
+                .child(Element::new("password", "urn:example").text("x")),
+        );
+        assert_eq!(redact(&other), other.to_xml(ns::CLIENT));
     }
 }

@@ -323,6 +323,9 @@ pub struct RegistrationSection {
     pub rate_limit_per_ip: u32,
     /// Seconds of the per-IP registration window.
     pub rate_window: u64,
+    /// Registration requests one stream may make, failed or not (0: unlimited); each
+    /// costs a database lookup and possibly a key derivation.
+    pub max_attempts_per_stream: u32,
     /// Seconds an invitation stays valid when `confabd invite create` gets no --expires.
     pub invite_expiry: u64,
     /// Users may change their password in-band.
@@ -338,6 +341,7 @@ impl Default for RegistrationSection {
             min_password_length: 8,
             rate_limit_per_ip: 5,
             rate_window: 3600,
+            max_attempts_per_stream: 5,
             invite_expiry: 7 * 24 * 3600,
             allow_password_change: true,
             allow_account_removal: true,

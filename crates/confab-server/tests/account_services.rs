@@ -496,13 +496,13 @@ async fn last_activity_of_server_and_users() {
     let r = last(&mut bob, Some("localhost")).await;
     assert!(seconds(&r) < 60);
     assert_eq!(payload(&r, "query", LAST).text_content(), "");
-    // No subscription: forbidden, whether or not alice ever logged in.
+    // No subscription: as for a missing account, whether or not alice ever logged in.
     let r = last(&mut bob, Some("alice@localhost")).await;
-    assert_eq!(condition(&r), "forbidden");
+    assert_eq!(condition(&r), "service-unavailable");
     // A subscription in the wrong direction (alice sees bob) is not enough.
     subscribe_from(&ts, "alice", "bob", Subscription::To).await;
     let r = last(&mut bob, Some("alice@localhost")).await;
-    assert_eq!(condition(&r), "forbidden");
+    assert_eq!(condition(&r), "service-unavailable");
     subscribe_from(&ts, "alice", "bob", Subscription::From).await;
     // Never logged in: item-not-found.
     let r = last(&mut bob, Some("alice@localhost")).await;
@@ -965,4 +965,69 @@ async fn no_server_pings_by_default() {
     let mut alice = ts.login("alice").await;
     assert!(nothing_arrives(&mut alice, 2500).await);
     ping(&mut alice).await;
+}
+
+// ------------------------------------------------ account existence (RFC 6121 §8.5.1)
+
+/// The reply to a get with this payload sent to `to` (always with the same id), with `to`
+/// written as `TARGET`, so replies about different accounts can be compared whole.
+async fn reply_about(c: &mut ClientSession, to: &str, payload: Element) -> String {
+    c.send(
+        &Element::new("iq", ns::CLIENT)
+            .attr("type", "get")
+            .attr("id", "existence")
+            .attr("to", to)
+            .child(payload),
+    )
+    .await
+    .expect("send");
+    let r = expect(c, "reply", |e| {
+        e.name == "iq" && e.get_attr("id") == Some("existence")
+    })
+    .await;
+    r.to_xml(ns::CLIENT).replace(to, "TARGET")
+}
+
+#[tokio::test]
+async fn ping_and_last_activity_do_not_reveal_accounts_to_strangers() {
+    let ts = TestServer::start().await;
+    for u in ["alice", "carol", "bob"] {
+        ts.add_user(u).await;
+    }
+    // alice is online, carol has an account but never logged in, nobody does not exist.
+    let _alice = ts.login_available("alice").await;
+    let mut bob = ts.login("bob").await;
+    for payload in [Element::new("ping", ns::PING), Element::new("query", LAST)] {
+        let missing = reply_about(&mut bob, "nobody@localhost", payload.clone()).await;
+        assert!(missing.contains("service-unavailable"), "{missing}");
+        for user in ["alice", "carol"] {
+            let to = format!("{user}@{DOMAIN}");
+            // No subscription, or one in the wrong direction: exactly as for nobody.
+            for sub in [Subscription::None, Subscription::To] {
+                subscribe_from(&ts, user, "bob", sub).await;
+                let reply = reply_about(&mut bob, &to, payload.clone()).await;
+                assert_eq!(reply, missing, "{to}, {sub:?}");
+            }
+        }
+    }
+    // A contact allowed to see alice's presence gets the real answers.
+    subscribe_from(&ts, "alice", "bob", Subscription::From).await;
+    let r = iq(
+        &mut bob,
+        "get",
+        Some("alice@localhost"),
+        Element::new("ping", ns::PING),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    assert_eq!(seconds(&last(&mut bob, Some("alice@localhost")).await), 0);
+    // And so does the user themself.
+    let r = iq(
+        &mut bob,
+        "get",
+        Some("bob@localhost"),
+        Element::new("ping", ns::PING),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
 }

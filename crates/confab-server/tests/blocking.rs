@@ -122,6 +122,22 @@ fn is_blocked_error(e: &Element) -> bool {
         .is_some_and(|x| x.get_child("blocked", NS_ERRORS).is_some())
 }
 
+/// Gives `contact` a `from` subscription in `user`'s roster (or none), straight in the store.
+async fn set_from_subscription(ts: &TestServer, user: &str, contact: &str, from: bool) {
+    let mut item = confab_store::RosterItem::new(&format!("{contact}@{DOMAIN}"));
+    item.in_roster = true;
+    if from {
+        item.subscription = confab_store::Subscription::From;
+    }
+    ts.server()
+        .ctx()
+        .stores
+        .roster
+        .put_roster_item(DOMAIN, user, &item)
+        .await
+        .expect("roster item");
+}
+
 async fn two_users() -> (TestServer, ClientSession, ClientSession) {
     let ts = TestServer::start().await;
     ts.add_user("alice").await;
@@ -286,11 +302,15 @@ async fn blocked_contact_cannot_reach_user_and_user_cannot_reach_it() {
         .await
         .expect("send");
     expect_error(&mut alice, "i1", "service-unavailable").await;
+    // The server answers pings to bob's bare JID only for those who may see his presence
+    // (others get service-unavailable anyway), so make alice one for this check.
+    set_from_subscription(&ts, "bob", "alice", true).await;
     alice
         .send(&ping_to("bob@localhost", "i2"))
         .await
         .expect("send");
     expect_error(&mut alice, "i2", "service-unavailable").await;
+    set_from_subscription(&ts, "bob", "alice", false).await;
     // Presence: silently dropped.
     alice
         .send(&Element::new("presence", ns::CLIENT).attr("to", bob.jid.as_str()))

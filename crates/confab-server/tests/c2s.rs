@@ -611,19 +611,76 @@ async fn graceful_shutdown_closes_every_stream() {
 
 #[tokio::test]
 async fn idle_sessions_time_out_and_keepalives_flow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ts = TestServer::start_with(|c| {
         c.c2s.idle_timeout = 2;
         c.c2s.keepalive_interval = 1;
     })
     .await;
     ts.add_user("alice").await;
-    let mut a = ts.login("alice").await;
+    // Raw bytes from here on: keepalives are whitespace, which the XML parser hides.
+    let mut io = ts.login("alice").await.stream.into_inner();
+    let mut buf = [0u8; 1024];
+
+    // A client that answers each keepalive (with whitespace of its own) stays connected
+    // well past the idle timeout.
     let started = Instant::now();
-    assert_eq!(
-        expect_session_stream_error(&mut a).await,
-        StreamErrorCondition::ConnectionTimeout
+    let mut keepalives = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+            .await
+            .expect("a keepalive within 5 s")
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "closed after {:?} although the client answered",
+            started.elapsed()
+        );
+        let got = buf.get(..n).unwrap_or_default();
+        assert!(
+            got.iter().all(|b| b.is_ascii_whitespace()),
+            "expected only keepalives: {}",
+            String::from_utf8_lossy(got)
+        );
+        keepalives += 1;
+        io.write_all(b" ").await.expect("answer");
+        io.flush().await.expect("flush");
+    }
+    assert!(keepalives >= 3, "{keepalives} keepalives in 5 s");
+
+    // A silent client is disconnected after the idle timeout.
+    let silent = Instant::now();
+    let mut rest = Vec::new();
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf))
+            .await
+            .expect("closed within 10 s");
+        match read {
+            Ok(n) if n > 0 => rest.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            _ => break,
+        }
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("<connection-timeout"), "{rest}");
+    assert!(
+        silent.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        silent.elapsed()
     );
-    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+/// The silence checks of `common` must not take a closed session for silence.
+#[tokio::test]
+#[should_panic(expected = "the stream ended")]
+async fn silence_checks_fail_when_the_session_is_gone() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    let mut a = ts.login("alice").await;
+    a.stream
+        .write_bytes(b"</stream:stream>")
+        .await
+        .expect("close");
+    no_message(&mut a, 2000).await;
 }
 
 #[tokio::test]

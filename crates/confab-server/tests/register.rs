@@ -290,7 +290,13 @@ async fn registration_is_not_offered_or_accepted_before_tls() {
 
 #[tokio::test]
 async fn bad_registrations_store_nothing() {
-    let ts = open_server().await;
+    // Many attempts on one stream: lift the per-stream cap (tested on its own below).
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.registration.rate_limit_per_ip = 100;
+        c.registration.max_attempts_per_stream = 0;
+    })
+    .await;
     ts.add_user("alice").await;
     let (mut r, _) = tls_raw(&ts).await;
     // Existing user, also after normalisation.
@@ -492,6 +498,66 @@ async fn invite_tokens_are_single_use_and_expire() {
     assert!(exists(&ts, "ivy").await);
 }
 
+/// Sends one `<iq type='set'/>` with these payloads on each stream at the same moment (a
+/// barrier releases them together) and returns the outcomes in stream order. Asserts that
+/// the requests really overlapped: every one was sent before the first reply arrived.
+async fn all_at_once(streams: Vec<Raw>, payloads: Vec<String>) -> Vec<String> {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(streams.len()));
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .zip(payloads)
+        .enumerate()
+        .map(|(i, (mut r, payload))| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                r.send(&format!("<iq type='set' id='c{i}'>{payload}</iq>"))
+                    .await;
+                let sent = std::time::Instant::now();
+                let reply = r.element().await;
+                assert_eq!(reply.get_attr("id"), Some(format!("c{i}").as_str()));
+                (sent, std::time::Instant::now(), outcome(&reply))
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("client task"));
+    }
+    let last_sent = results.iter().map(|r| r.0).max();
+    let first_reply = results.iter().map(|r| r.1).min();
+    assert!(
+        last_sent < first_reply,
+        "the requests did not overlap: last sent {last_sent:?}, first answered {first_reply:?}"
+    );
+    results.into_iter().map(|r| r.2).collect()
+}
+
+fn registration(user: &str) -> String {
+    format!("<query xmlns='{NS}'><username>{user}</username><password>{GOOD_PASSWORD}</password></query>")
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
+    // Each derivation takes a while at this count, so all requests are in flight together
+    // and pass the "is the name free" check before any account is stored.
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.registration.rate_limit_per_ip = 100;
+        c.auth.scram_iterations = 20_000;
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(tls_raw(&ts).await.0);
+    }
+    let mut outcomes = all_at_once(streams, vec![registration("mia"); 4]).await;
+    outcomes.sort();
+    assert_eq!(outcomes, ["conflict", "conflict", "conflict", "result"]);
+    assert_eq!(account_count(&ts).await, 1);
+    assert!(can_login(&ts, "mia", GOOD_PASSWORD).await);
+}
+
 #[tokio::test]
 async fn invite_token_cannot_be_used_twice_concurrently() {
     let ts = TestServer::start_with(|c| {
@@ -503,19 +569,31 @@ async fn invite_token_cannot_be_used_twice_concurrently() {
     let inv = register::create_invite(&stores, DOMAIN, 3600)
         .await
         .expect("invite");
-    let (mut a, _) = tls_raw(&ts).await;
-    let (mut b, _) = tls_raw(&ts).await;
-    assert_eq!(outcome(&preauth(&mut a, &inv.token).await), "result");
-    assert_eq!(outcome(&preauth(&mut b, &inv.token).await), "result");
+    // Every stream presents the token first (valid for each), then all register at once.
+    let names = ["jack", "kate", "liam", "nina"];
+    let mut streams = Vec::new();
+    for _ in names {
+        let (mut r, _) = tls_raw(&ts).await;
+        assert_eq!(outcome(&preauth(&mut r, &inv.token).await), "result");
+        streams.push(r);
+    }
+    let outcomes = all_at_once(streams, names.iter().map(|n| registration(n)).collect()).await;
+    let winners: Vec<&str> = names
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| *o == "result")
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
     assert_eq!(
-        outcome(&register(&mut a, "jack", GOOD_PASSWORD).await),
-        "result"
+        outcomes.iter().filter(|o| *o == "not-allowed").count(),
+        names.len() - 1,
+        "{outcomes:?}"
     );
-    assert_eq!(
-        outcome(&register(&mut b, "kate", GOOD_PASSWORD).await),
-        "not-allowed"
-    );
-    assert!(!exists(&ts, "kate").await);
+    assert_eq!(account_count(&ts).await, 1);
+    for n in names {
+        assert_eq!(exists(&ts, n).await, winners.contains(&n), "{n}");
+    }
 }
 
 #[tokio::test]
@@ -718,5 +796,108 @@ async fn disabled_module_leaves_pre_auth_iqs_refused() {
     assert_eq!(
         r.expect_stream_error().await,
         StreamErrorCondition::NotAuthorized
+    );
+}
+
+/// Soft hyphens (U+00AD) are mapped to nothing by SASLprep, which SCRAM applies.
+const SOFT_HYPHEN: char = '\u{AD}';
+
+#[tokio::test]
+async fn password_rules_apply_to_the_saslprepped_form() {
+    let ts = open_server().await;
+    ts.add_user("bob").await;
+    let hyphens: String = std::iter::repeat_n(SOFT_HYPHEN, 8).collect();
+    let (mut r, _) = tls_raw(&ts).await;
+    // Empty, and three characters, once prepared: both refused, nothing stored.
+    for pw in [hyphens.clone(), format!("abc{hyphens}")] {
+        let e = register(&mut r, "carol", &pw).await;
+        assert_eq!(outcome(&e), "not-acceptable", "{pw:?}: {e}");
+    }
+    assert!(!exists(&ts, "carol").await);
+    // Long enough after preparation is fine.
+    let ok = format!("{GOOD_PASSWORD}{hyphens}");
+    assert_eq!(outcome(&register(&mut r, "carol", &ok).await), "result");
+    assert!(can_login(&ts, "carol", GOOD_PASSWORD).await);
+
+    // Password change: the same rules.
+    let mut c = ts.login("bob").await;
+    for (i, pw) in [hyphens.clone(), format!("abc{hyphens}")]
+        .iter()
+        .enumerate()
+    {
+        let change = register_iq(
+            &format!("c{i}"),
+            vec![text_el("username", "bob"), text_el("password", pw)],
+        );
+        let e = session_iq(&mut c, change).await;
+        assert_eq!(outcome(&e), "not-acceptable", "{pw:?}: {e}");
+    }
+    assert!(can_login(&ts, "bob", PASSWORD).await);
+}
+
+#[tokio::test]
+async fn taken_names_are_refused_before_key_derivation() {
+    // Deriving keys at this count takes over 20 s in a debug build, far longer than the
+    // reply may take (see below): a conflict answered in time cannot have derived any.
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.auth.scram_iterations = 2_000_000;
+    })
+    .await;
+    ts.add_user("taken").await;
+    let (mut r, _) = tls_raw(&ts).await;
+    let started = std::time::Instant::now();
+    for name in ["taken", "TAKEN"] {
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            register(&mut r, name, GOOD_PASSWORD),
+        )
+        .await
+        .expect("a taken name is refused without deriving keys");
+        assert_eq!(outcome(&e), "conflict", "{e}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn registration_attempts_per_stream_are_capped() {
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.registration.rate_limit_per_ip = 100;
+        c.registration.max_attempts_per_stream = 3;
+    })
+    .await;
+    ts.add_user("taken").await;
+    let (mut r, _) = tls_raw(&ts).await;
+    // Failed attempts count, whatever made them fail.
+    assert_eq!(
+        outcome(&register(&mut r, "taken", GOOD_PASSWORD).await),
+        "conflict"
+    );
+    assert_eq!(
+        outcome(&register(&mut r, "a@b", GOOD_PASSWORD).await),
+        "jid-malformed"
+    );
+    assert_eq!(
+        outcome(&register(&mut r, "lena", "short").await),
+        "not-acceptable"
+    );
+    // The fourth is refused, even a good one, and nothing is stored.
+    let e = register(&mut r, "lena", GOOD_PASSWORD).await;
+    assert_eq!(outcome(&e), "policy-violation", "{e}");
+    assert_eq!(
+        StanzaError::from_stanza(&e).map(|x| x.type_),
+        Some(StanzaErrorType::Cancel)
+    );
+    assert!(!exists(&ts, "lena").await);
+    // The form is still readable; a new stream starts afresh.
+    assert_eq!(
+        outcome(&iq(&mut r, "get", &format!("<query xmlns='{NS}'/>")).await),
+        "result"
+    );
+    let (mut r2, _) = tls_raw(&ts).await;
+    assert_eq!(
+        outcome(&register(&mut r2, "lena", GOOD_PASSWORD).await),
+        "result"
     );
 }

@@ -347,6 +347,60 @@ async fn subscription_flow_both_ways_with_roster_states() {
     );
 }
 
+/// Writes `user`'s roster item for `contact` straight to the store, bypassing the
+/// subscription handshake (so the two rosters may disagree).
+async fn put_item(ts: &TestServer, user: &str, contact: &str, sub: confab_store::Subscription) {
+    let mut item = confab_store::RosterItem::new(&format!("{contact}@{DOMAIN}"));
+    item.in_roster = true;
+    item.subscription = sub;
+    ts.server()
+        .ctx()
+        .stores
+        .roster
+        .put_roster_item(DOMAIN, user, &item)
+        .await
+        .expect("roster item");
+}
+
+#[tokio::test]
+async fn server_probes_are_answered_only_for_subscribers() {
+    use confab_store::Subscription;
+    let ts = server_with(&["alice", "bob"]).await;
+    // Inconsistent rosters: alice thinks she sees bob (`to`), bob never allowed it.
+    put_item(&ts, "alice", "bob", Subscription::To).await;
+    put_item(&ts, "bob", "alice", Subscription::None).await;
+    let _bob = ts.login_available("bob").await;
+    // alice's initial presence makes the server probe bob on her behalf; bob's presence
+    // (that he is online) must not be revealed to her. (Not `login_available`: its ping
+    // would skip the very presence looked for here.)
+    let mut alice = ts.login("alice").await;
+    alice
+        .send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    assert!(
+        never(&mut alice, 500, |e| is_presence_from(
+            e,
+            "bob@localhost",
+            None
+        ))
+        .await,
+        "bob's presence reached a non-subscriber"
+    );
+    // Control: once bob's roster allows it, the same probe is answered, so the probe above
+    // did reach bob's side and was refused there.
+    put_item(&ts, "bob", "alice", Subscription::From).await;
+    let mut alice2 = ts.login("alice").await;
+    alice2
+        .send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    expect(&mut alice2, "bob's presence", |e| {
+        is_presence_from(e, "bob@localhost", None)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn presence_never_reaches_non_subscribers() {
     let ts = server_with(&["alice", "bob", "mallory"]).await;
@@ -367,7 +421,8 @@ async fn presence_never_reaches_non_subscribers() {
         ))
         .await
     );
-    // A probe from a non-subscriber is not answered either.
+    // Probes are the server's business (RFC 6121 §4.3): one a client sends goes nowhere.
+    // (`server_probes_are_answered_only_for_subscribers` tests the server's own probes.)
     send_presence(&mut mallory, "alice@localhost", "probe").await;
     assert!(
         never(&mut mallory, 400, |e| e.name == "presence"

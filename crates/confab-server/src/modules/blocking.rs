@@ -3,14 +3,16 @@
 //! outbound ones get `<not-acceptable/>` + `<blocked/>`, inbound ones look as if the user
 //! were offline (XEP-0191 §3.3).
 //!
-//! Lists live in the data store (kind `blocklist`, one key per JID) and are cached in memory,
-//! so the routing path reads the database at most once per account.
+//! Lists live in the data store (kind `blocklist`, one key per JID). The lists of accounts
+//! with a bound session are cached in memory (evicted when the last session closes), so the
+//! routing path reads the database at most once per online account; other accounts' lists
+//! are read from the store, so stanzas to arbitrary addresses cannot grow the cache.
 
 use crate::module::{
     HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
     StanzaHook,
 };
-use crate::router::{route, send_error};
+use crate::router::{route, send_error, SessionInfo};
 use crate::ServerCtx;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +34,7 @@ const KIND: &str = "blocklist";
 type List = Arc<BTreeSet<String>>;
 
 pub struct Blocking {
+    /// Lists of accounts with at least one bound session.
     cache: DashMap<BareJid, List>,
     /// Shared by every account with an empty list, so idle accounts cost no allocation.
     empty: List,
@@ -48,6 +51,39 @@ impl Blocking {
             write: tokio::sync::Mutex::new(()),
             push_id: AtomicU64::new(0),
         }
+    }
+}
+
+impl Blocking {
+    /// How many lists are cached (for tests and diagnostics).
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Caches `list` if the account has a bound session; `replace` for a change (newer
+    /// than anything cached), else a load, which keeps a list a racing change cached.
+    fn cache_if_bound(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        list: List,
+        replace: bool,
+    ) -> List {
+        if ctx.router.sessions_of(account).is_empty() {
+            self.cache.remove(account);
+            return list;
+        }
+        let list = if replace {
+            self.cache.insert(account.clone(), list.clone());
+            list
+        } else {
+            self.cache.entry(account.clone()).or_insert(list).clone()
+        };
+        // The last session may have closed meanwhile, its eviction finding nothing yet.
+        if ctx.router.sessions_of(account).is_empty() {
+            self.cache.remove(account);
+        }
+        list
     }
 }
 
@@ -94,16 +130,13 @@ fn exempt(ctx: &ServerCtx, account: &BareJid, other: &Jid) -> bool {
 }
 
 impl Blocking {
-    /// The account's list, from the cache or loaded once.
+    /// The account's list, from the cache or the store.
     async fn list(&self, ctx: &ServerCtx, account: &BareJid) -> List {
         if let Some(l) = self.cache.get(account) {
             return l.clone();
         }
         match self.load(ctx, account).await {
-            Ok(l) => {
-                // A change racing with this load inserted the newer list: keep that one.
-                self.cache.entry(account.clone()).or_insert(l).clone()
-            }
+            Ok(l) => self.cache_if_bound(ctx, account, l, false),
             Err(e) => {
                 tracing::error!(error = %e, account = %account, "reading block list failed");
                 self.empty.clone()
@@ -351,7 +384,7 @@ impl Blocking {
         } else {
             Arc::new(next)
         };
-        self.cache.insert(account.clone(), list);
+        self.cache_if_bound(ctx, account, list, true);
         Ok(())
     }
 
@@ -462,6 +495,13 @@ async fn presence_on_unblock(ctx: &ServerCtx, account: &BareJid, jids: &[String]
 
 #[async_trait]
 impl LifecycleListener for Blocking {
+    async fn session_closed(&self, ctx: &ServerCtx, session: &SessionInfo) {
+        let account = session.jid.to_bare();
+        if ctx.router.sessions_of(&account).is_empty() {
+            self.cache.remove(&account);
+        }
+    }
+
     async fn account_deleted(&self, ctx: &ServerCtx, account: &BareJid) {
         if self.apply(ctx, account, &Change::UnblockAll).await.is_err() {
             tracing::error!(account = %account, "deleting block list failed");
@@ -473,6 +513,7 @@ impl LifecycleListener for Blocking {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use confab_proto::jid::FullJid;
 
     fn list(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -507,6 +548,77 @@ mod tests {
         assert!(matches(&domain, &jid("romeo@montague.net/orchard")));
         assert!(!matches(&domain, &jid("juliet@capulet.com")));
         assert!(!matches(&domain, &jid("sub.montague.net")));
+    }
+
+    /// A server state with only this module, on a temporary store.
+    async fn server(dir: &std::path::Path, blocking: &Arc<Blocking>) -> ServerCtx {
+        let mut config = crate::config::Config::default();
+        config.server.data_dir = dir.to_path_buf();
+        let module: Arc<dyn Module> = blocking.clone();
+        Arc::new(crate::ServerState {
+            stores: crate::open_stores(&config).await.expect("stores"),
+            tls: crate::certs::load_or_generate(&config).expect("tls"),
+            registry: Registry::build_with_config(vec![module], &[], &config),
+            router: crate::router::Router::default(),
+            config,
+        })
+    }
+
+    fn stanza(kind: &str, from: &str, to: &str) -> Stanza {
+        let mut el = Element::new(kind, ns::CLIENT)
+            .attr("from", from)
+            .attr("to", to)
+            .attr("id", "x");
+        if kind == "iq" {
+            el = el.attr("type", "get").child(Element::new("ping", ns::PING));
+        }
+        Stanza::from_element(el).expect("stanza")
+    }
+
+    #[tokio::test]
+    async fn cache_holds_only_accounts_with_sessions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blocking = Arc::new(Blocking::new());
+        let ctx = server(dir.path(), &blocking).await;
+        let alice = BareJid::new("alice@localhost").expect("jid");
+        crate::accounts::create(&ctx.stores, &alice, "a password", 4096)
+            .await
+            .expect("account");
+        let full = FullJid::new("alice@localhost/phone").expect("jid");
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let (close_tx, _close_rx) = tokio::sync::mpsc::channel(1);
+        let session = Arc::new(SessionInfo::new(1, full.clone(), tx, close_tx, 1 << 20));
+        ctx.router
+            .bind(session.clone(), crate::config::ResourceConflict::Refuse)
+            .expect("bound");
+
+        // IQs to, and messages for, many addresses that are not online (or do not exist).
+        for i in 0..200 {
+            let mut iq = stanza("iq", full.as_str(), &format!("ghost{i}@localhost"));
+            blocking
+                .on_stanza(&ctx, HookPoint::FromClient, &mut iq)
+                .await;
+            let mut msg = stanza(
+                "message",
+                &format!("x{i}@example.net"),
+                &format!("nobody{i}@localhost"),
+            );
+            blocking
+                .on_stanza(&ctx, HookPoint::ToBareJid, &mut msg)
+                .await;
+        }
+        assert_eq!(blocking.cache_len(), 1, "only alice, who is online");
+
+        // A change made while online is seen, cached and after the last session ends.
+        let block = Change::Block(vec!["mallory@localhost".into()]);
+        assert!(blocking.apply(&ctx, &alice, &block).await.is_ok());
+        let mallory = Jid::new("mallory@localhost").expect("jid");
+        assert!(blocking.blocks(&ctx, &alice, &mallory).await);
+        ctx.router.unbind(&session);
+        blocking.session_closed(&ctx, &session).await;
+        assert_eq!(blocking.cache_len(), 0);
+        assert!(blocking.blocks(&ctx, &alice, &mallory).await);
+        assert_eq!(blocking.cache_len(), 0);
     }
 
     #[test]

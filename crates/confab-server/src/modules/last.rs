@@ -87,8 +87,10 @@ impl Last {
         };
         match crate::roster::may_see_presence(ctx, &requester, &target).await {
             Ok(true) => {}
-            // XEP-0012 §4: no presence subscription, no last activity.
-            Ok(false) => return err(StanzaErrorCondition::Forbidden),
+            // XEP-0012 §4: no presence subscription, no last activity. Not `forbidden`:
+            // that would tell the account exists; to strangers it looks missing
+            // (RFC 6121 §8.5.1).
+            Ok(false) => return err(StanzaErrorCondition::ServiceUnavailable),
             Err(e) => {
                 tracing::error!(error = %e, "roster lookup failed");
                 return err(StanzaErrorCondition::InternalServerError);

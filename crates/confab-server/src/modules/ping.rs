@@ -10,6 +10,7 @@ use crate::module::{
 use crate::router::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
+use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::ns;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
@@ -54,8 +55,28 @@ impl Module for Ping {
 
 #[async_trait]
 impl IqHandler for Ping {
-    async fn handle_iq(&self, _: &ServerCtx, _: &Stanza, _: IqTarget) -> IqReply {
+    async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, target: IqTarget) -> IqReply {
+        // An answer for an account says it exists: only those who may see its presence get
+        // one; to anyone else it looks missing (RFC 6121 §8.5.1).
+        if target == IqTarget::Account && !may_see_account(ctx, iq).await {
+            return IqReply::Error(StanzaError::new(StanzaErrorCondition::ServiceUnavailable));
+        }
         IqReply::Result(None)
+    }
+}
+
+/// Whether the sender of `iq` may see the presence of the account it is addressed to.
+async fn may_see_account(ctx: &ServerCtx, iq: &Stanza) -> bool {
+    let Some(requester) = iq.from.as_ref().map(|f| f.to_bare()) else {
+        return false;
+    };
+    let target = iq.to.as_ref().map_or(requester.clone(), |t| t.to_bare());
+    match crate::roster::may_see_presence(ctx, &requester, &target).await {
+        Ok(allowed) => allowed,
+        Err(e) => {
+            tracing::error!(error = %e, "roster lookup failed");
+            false
+        }
     }
 }
 

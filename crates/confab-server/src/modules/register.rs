@@ -12,7 +12,7 @@ use crate::module::{
 };
 use crate::ServerCtx;
 use async_trait::async_trait;
-use confab_proto::error::{StanzaError, StanzaErrorCondition as Cond};
+use confab_proto::error::{StanzaError, StanzaErrorCondition as Cond, StanzaErrorType};
 use confab_proto::jid::BareJid;
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
@@ -36,6 +36,7 @@ pub const INVITE_KIND: &str = "invite";
 /// Per-connection state keys (see `PreAuthConn::state`).
 const STATE_TOKEN: &str = "register.token";
 const STATE_DONE: &str = "register.done";
+const STATE_ATTEMPTS: &str = "register.attempts";
 /// Tokens are ours (32 alphanumerics); anything much longer is not worth a lookup.
 const MAX_TOKEN_LEN: usize = 128;
 
@@ -177,6 +178,26 @@ impl Register {
                 "an account was already registered on this stream",
             );
         }
+        // Every attempt may cost a lookup and a key derivation: a stream gets a few, then
+        // must reconnect (and meet the per-connection and per-IP limits again).
+        let attempts = conn
+            .state
+            .get(STATE_ATTEMPTS)
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+            .saturating_add(1);
+        conn.state
+            .insert(STATE_ATTEMPTS.into(), attempts.to_string());
+        if cfg.max_attempts_per_stream > 0 && attempts > cfg.max_attempts_per_stream {
+            // Cancel: retrying on this stream never helps.
+            return IqReply::Error(StanzaError {
+                type_: StanzaErrorType::Cancel,
+                ..StanzaError::with_text(
+                    Cond::PolicyViolation,
+                    "too many registration attempts on this stream; reconnect to try again",
+                )
+            });
+        }
         if q.get_child("remove", NS).is_some() {
             // XEP-0077 §3.2: nobody is registered on an unauthenticated stream.
             return err(Cond::UnexpectedRequest);
@@ -190,8 +211,8 @@ impl Register {
         let Some(jid) = account_jid(&username, &conn.domain) else {
             return err_text(Cond::JidMalformed, "the username is not a valid localpart");
         };
-        if password.chars().count() < cfg.min_password_length {
-            return err_text(Cond::NotAcceptable, "the password is too short");
+        if let Some(refused) = check_password(&password, cfg.min_password_length) {
+            return refused;
         }
         let token = match cfg.policy {
             RegistrationPolicy::Invite => match conn.state.get(STATE_TOKEN) {
@@ -200,11 +221,21 @@ impl Register {
             },
             _ => None,
         };
+        // A taken name is refused before the rate limit, the invitation or key derivation.
+        let node = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        match ctx.stores.accounts.account_exists(&conn.domain, node).await {
+            Ok(false) => {}
+            Ok(true) => return err(Cond::Conflict),
+            Err(e) => {
+                tracing::error!(error = %e, "account lookup failed");
+                return err(Cond::InternalServerError);
+            }
+        }
         let ip = conn.peer.ip().to_canonical();
         if !self.reserve(ip, cfg) {
             tracing::info!(%ip, "registration rate limit reached");
             return IqReply::Error(StanzaError {
-                type_: confab_proto::error::StanzaErrorType::Wait,
+                type_: StanzaErrorType::Wait,
                 ..StanzaError::with_text(
                     Cond::PolicyViolation,
                     "too many registrations from this address; try again later",
@@ -285,8 +316,8 @@ impl Register {
         if account_jid(&username, domain).as_ref() != Some(account) {
             return err_text(Cond::BadRequest, "the username is not this account's");
         }
-        if password.chars().count() < cfg.min_password_length {
-            return err_text(Cond::NotAcceptable, "the password is too short");
+        if let Some(refused) = check_password(&password, cfg.min_password_length) {
+            return refused;
         }
         let iterations = ctx.config.auth.scram_iterations;
         match accounts::set_password(&ctx.stores, account, &password, iterations).await {
@@ -360,6 +391,21 @@ impl Register {
             Some(IqType::Set) => self.change_password(ctx, &account, q).await,
             _ => err(Cond::BadRequest),
         }
+    }
+}
+
+/// The error for a password that is invalid, empty or too short as SCRAM will see it
+/// (after SASLprep); `None` if it is acceptable.
+fn check_password(password: &str, min_chars: usize) -> Option<IqReply> {
+    match accounts::prepare_password(password) {
+        Ok(p) if p.chars().count() < min_chars => {
+            Some(err_text(Cond::NotAcceptable, "the password is too short"))
+        }
+        Ok(_) => None,
+        Err(_) => Some(err_text(
+            Cond::NotAcceptable,
+            "the password is not acceptable",
+        )),
     }
 }
 

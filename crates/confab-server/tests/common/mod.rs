@@ -243,14 +243,17 @@ pub async fn expect(c: &mut ClientSession, what: &str, pred: impl Fn(&Element) -
     }
 }
 
-/// True if no stanza matching `pred` arrives within `ms` (others are skipped).
+/// True if no stanza matching `pred` arrives within `ms` (others are skipped). A stream
+/// that ends or fails meanwhile fails the test: a session the server closed receives
+/// nothing either, which must not pass for "nothing was sent".
 pub async fn never(c: &mut ClientSession, ms: u64, pred: impl Fn(&Element) -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
     loop {
         match tokio::time::timeout_at(deadline, c.recv()).await {
             Ok(Ok(e)) if pred(&e) => return false,
             Ok(Ok(_)) => continue,
-            _ => return true,
+            Ok(Err(e)) => panic!("the stream ended while waiting for silence: {e}"),
+            Err(_) => return true,
         }
     }
 }
