@@ -560,6 +560,10 @@ mod tests {
             tls: crate::certs::load_or_generate(&config).expect("tls"),
             registry: Registry::build_with_config(vec![module], &[], &config),
             router: crate::router::Router::default(),
+            auth: crate::AuthState {
+                decoy_secret: vec![0; 32],
+                decoy_iterations: 4096,
+            },
             config,
         })
     }
@@ -585,9 +589,9 @@ mod tests {
             .await
             .expect("account");
         let full = FullJid::new("alice@localhost/phone").expect("jid");
-        let (tx, _rx) = tokio::sync::mpsc::channel(16);
         let (close_tx, _close_rx) = tokio::sync::mpsc::channel(1);
-        let session = Arc::new(SessionInfo::new(1, full.clone(), tx, close_tx, 1 << 20));
+        let (session, _rx) = SessionInfo::new(1, full.clone(), close_tx, 16, 1 << 20);
+        let session = Arc::new(session);
         ctx.router
             .bind(session.clone(), crate::config::ResourceConflict::Refuse)
             .expect("bound");
