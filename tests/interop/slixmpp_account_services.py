@@ -8,7 +8,8 @@ Checks, each counted as passed or failed:
     an unknown fragment comes back empty; bob does not see alice's fragment;
   * entity time of the server (XEP-0202, xep_0202): UTC offset and a time near now;
   * last activity of the server (XEP-0012, xep_0012): uptime in seconds; bob, not
-    subscribed to alice, is refused alice's last activity with <forbidden/>;
+    subscribed to alice, gets <service-unavailable/> for alice's last activity, the same
+    answer as for an account that does not exist (no existence leak);
   * service discovery of the server (XEP-0030, xep_0030): the new features are listed;
     alice's own account answers with identity account/registered.
 """
@@ -107,8 +108,13 @@ async def last_activity(alice, bob, domain, alice_bare):
               isinstance(secs, int) and 0 <= secs < 3600, f"seconds={secs!r}")
     _, err = await attempt("last: unsubscribed",
                            bob.plugin["xep_0012"].get_last_activity(slixmpp.JID(alice_bare)))
-    check("last: bob (not subscribed) is refused alice's last activity", err == "forbidden",
-          f"condition {err!r}")
+    check("last: bob (not subscribed) is refused alice's last activity",
+          err == "service-unavailable", f"condition {err!r}")
+    _, err_missing = await attempt("last: missing account",
+                                   bob.plugin["xep_0012"].get_last_activity(
+                                       slixmpp.JID(f"nobody-{uuid.uuid4().hex[:8]}@{domain}")))
+    check("last: a missing account answers the same", err_missing == err,
+          f"{err_missing!r} vs {err!r}")
 
 
 async def disco(alice, domain, alice_bare):

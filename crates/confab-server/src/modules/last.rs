@@ -231,7 +231,18 @@ impl LifecycleListener for Last {
             .set_account_data(bare.domain().as_str(), node.as_str(), KIND, KEY, &value)
             .await
         {
-            tracing::error!(error = %e, "storing last activity failed");
+            // The last session of a deleted account ends after its data is gone: nothing to
+            // keep then, and no error.
+            let (d, u) = (bare.domain().as_str(), node.as_str());
+            if ctx
+                .stores
+                .accounts
+                .account_exists(d, u)
+                .await
+                .unwrap_or(true)
+            {
+                tracing::error!(error = %e, "storing last activity failed");
+            }
         }
     }
 
