@@ -989,7 +989,7 @@ async fn reply_about(c: &mut ClientSession, to: &str, payload: Element) -> Strin
 }
 
 #[tokio::test]
-async fn ping_and_last_activity_do_not_reveal_accounts_to_strangers() {
+async fn ping_last_activity_and_disco_do_not_reveal_accounts_to_strangers() {
     let ts = TestServer::start().await;
     for u in ["alice", "carol", "bob"] {
         ts.add_user(u).await;
@@ -997,7 +997,12 @@ async fn ping_and_last_activity_do_not_reveal_accounts_to_strangers() {
     // alice is online, carol has an account but never logged in, nobody does not exist.
     let _alice = ts.login_available("alice").await;
     let mut bob = ts.login("bob").await;
-    for payload in [Element::new("ping", ns::PING), Element::new("query", LAST)] {
+    for payload in [
+        Element::new("ping", ns::PING),
+        Element::new("query", LAST),
+        Element::new("query", ns::DISCO_INFO),
+        Element::new("query", ns::DISCO_ITEMS),
+    ] {
         let missing = reply_about(&mut bob, "nobody@localhost", payload.clone()).await;
         assert!(missing.contains("service-unavailable"), "{missing}");
         for user in ["alice", "carol"] {

@@ -144,18 +144,18 @@ impl Disco {
                 return err(StanzaErrorCondition::InternalServerError);
             }
         };
+        // XEP-0030 §8: no presence subscription means service-unavailable, for info and
+        // items alike: the answer a missing account gets (RFC 6121 §8.5.1), so it does not
+        // reveal whether the account exists.
+        if !allowed {
+            return err(StanzaErrorCondition::ServiceUnavailable);
+        }
         if q.ns == DISCO_ITEMS {
-            // XEP-0030 §8: no items to show (PEP nodes come later); unauthorised requesters
-            // get the same empty result.
-            if allowed && q.get_attr("node").is_some() {
+            // No items to show yet (PEP nodes come later).
+            if q.get_attr("node").is_some() {
                 return err(StanzaErrorCondition::ItemNotFound);
             }
             return IqReply::Result(Some(Element::new("query", DISCO_ITEMS)));
-        }
-        // XEP-0030 §8: no presence subscription means service-unavailable, so the answer
-        // does not reveal whether the account exists.
-        if !allowed {
-            return err(StanzaErrorCondition::ServiceUnavailable);
         }
         if q.get_attr("node").is_some() {
             return err(StanzaErrorCondition::ItemNotFound);
