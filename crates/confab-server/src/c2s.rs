@@ -7,7 +7,8 @@
 
 use crate::config::ResourceConflict;
 use crate::module::LifecycleListener;
-use crate::router::{self, BindError, Outbound, SessionInfo};
+use crate::router::{self, BindError};
+use crate::session::{self, Outbound, SessionInfo};
 use crate::ServerCtx;
 use base64::Engine;
 use confab_proto::error::{StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition};
@@ -965,7 +966,7 @@ impl C2s {
         let mut last_in = Instant::now();
         let mut last_out = Instant::now();
         let limits = &self.ctx.config.limits;
-        // The session's own output above this pauses its reading (see `router::with_origin`).
+        // The session's own output above this pauses its reading (see `session::with_origin`).
         let own_limit = limits.max_outbound_bytes / 2;
         let mut throttle = ReadThrottle::new(limits.read_rate, limits.read_burst);
         let mut resume_reading: Option<Instant> = None;
@@ -982,7 +983,7 @@ impl C2s {
                 };
                 match ev {
                     StreamEvent::Element(e) => {
-                        let handled = router::with_origin(info.id, self.handle_element(e));
+                        let handled = session::with_origin(info.id, self.handle_element(e));
                         if let Err(end) = handled.await {
                             return end;
                         }

@@ -10,6 +10,7 @@ pub mod module;
 pub mod modules;
 pub mod roster;
 pub mod router;
+pub mod session;
 
 use crate::config::Config;
 use crate::module::Registry;
@@ -90,6 +91,8 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("invalid listen address '{0}'")]
     Address(String),
+    #[error("modules: {0}")]
+    Modules(String),
     #[error("control socket: {0}")]
     Control(std::io::Error),
 }
@@ -121,14 +124,24 @@ impl Server {
     /// Creates the data directory, opens storage, loads or generates the certificate, and
     /// starts listening. Returns once every listener is bound.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Self::start_with_modules(config, Vec::new()).await
+    }
+
+    /// Like `start`, with modules beyond the built-in list (tests, embedders).
+    pub async fn start_with_modules(
+        config: Config,
+        extra: Vec<Arc<dyn module::Module>>,
+    ) -> Result<Server, StartError> {
         let dir = &config.server.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
         let stores = open_stores(&config).await?;
         let auth = AuthState::load(&stores, &config).await?;
         let tls = certs::load_or_generate(&config).map_err(StartError::Tls)?;
-        let registry =
-            Registry::build_with_config(modules::all(), &config.modules.disabled, &config);
+        let mut all = modules::all();
+        all.extend(extra);
+        let registry = Registry::build_with_config(all, &config.modules.disabled, &config)
+            .map_err(StartError::Modules)?;
         tracing::info!(modules = ?registry.modules(), "modules enabled");
         let mut listeners = Vec::new();
         for iface in &config.c2s.interfaces {

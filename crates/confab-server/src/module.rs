@@ -4,7 +4,7 @@
 //!
 //! Read `modules/ping.rs` first: it is the smallest complete module.
 
-use crate::router::SessionInfo;
+use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::StanzaError;
@@ -113,6 +113,31 @@ pub trait PreAuthIqHandler: Send + Sync {
     ) -> IqReply;
 }
 
+/// A service hosted on its own domain (`conference.example.org`, `pubsub.example.org`, …):
+/// it gets every stanza addressed to that domain or to any JID under it
+/// (`room@conference.example.org/nick`), with a trusted `from`, and answers through the
+/// router like any other sender. Registered with `Registry::service`.
+#[async_trait]
+pub trait Service: Send + Sync {
+    async fn handle(&self, ctx: &ServerCtx, stanza: Stanza);
+}
+
+/// Where stanzas for domains this server does not serve go (s2s plugs in here). Without
+/// one they bounce with `<remote-server-not-found/>`.
+#[async_trait]
+pub trait RemoteRoute: Send + Sync {
+    async fn route(&self, ctx: &ServerCtx, stanza: Stanza);
+}
+
+/// A service domain with what disco#items shows for it.
+#[derive(Clone)]
+pub struct ServiceDomain {
+    pub domain: String,
+    /// The human-readable name in the host's disco#items.
+    pub name: Option<String>,
+    pub service: Arc<dyn Service>,
+}
+
 /// A disco identity (XEP-0030).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -148,6 +173,10 @@ pub struct Registry {
     identities: Vec<Identity>,
     stream_features: Vec<(FeatureStage, Element)>,
     pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
+    services: HashMap<String, ServiceDomain>,
+    remote: Option<Arc<dyn RemoteRoute>>,
+    /// Registration mistakes (e.g. a domain claimed twice), reported by `build_with_config`.
+    errors: Vec<String>,
     modules: Vec<&'static str>,
     /// The configuration modules register under (for config-dependent registrations).
     config: crate::config::Config,
@@ -205,6 +234,60 @@ impl Registry {
         self.pre_auth_iq.get(ns)
     }
 
+    /// Hosts a service on `domain` (normalised, not a served host domain, not taken by
+    /// another service); it appears in each host's disco#items under `name`.
+    pub fn service(&mut self, domain: &str, name: Option<&str>, service: Arc<dyn Service>) {
+        let valid = confab_proto::jid::BareJid::new(domain)
+            .is_ok_and(|j| j.node().is_none() && j.as_str() == domain);
+        if !valid {
+            self.errors.push(format!(
+                "service domain '{domain}' is not a normalised domain"
+            ));
+        } else if self.config.is_local_domain(domain) || self.services.contains_key(domain) {
+            self.errors
+                .push(format!("domain '{domain}' is served twice"));
+        } else {
+            self.services.insert(
+                domain.to_string(),
+                ServiceDomain {
+                    domain: domain.to_string(),
+                    name: name.map(str::to_string),
+                    service,
+                },
+            );
+        }
+    }
+
+    /// The service hosted on this domain, if any.
+    pub fn service_for(&self, domain: &str) -> Option<&ServiceDomain> {
+        self.services.get(domain)
+    }
+
+    /// Every hosted service, sorted by domain.
+    pub fn services(&self) -> Vec<&ServiceDomain> {
+        let mut v: Vec<_> = self.services.values().collect();
+        v.sort_by(|a, b| a.domain.cmp(&b.domain));
+        v
+    }
+
+    /// Takes stanzas for domains not served here (one route; a second is an error).
+    pub fn remote_route(&mut self, r: Arc<dyn RemoteRoute>) {
+        if self.remote.is_some() {
+            self.errors
+                .push("two modules claim the remote route".into());
+        }
+        self.remote = Some(r);
+    }
+
+    pub fn remote(&self) -> Option<&Arc<dyn RemoteRoute>> {
+        self.remote.as_ref()
+    }
+
+    /// A registration problem that keeps the server from starting.
+    pub fn error(&mut self, e: impl Into<String>) {
+        self.errors.push(e.into());
+    }
+
     /// The server configuration, for modules whose registrations depend on it.
     pub fn config(&self) -> &crate::config::Config {
         &self.config
@@ -255,16 +338,17 @@ impl Registry {
     }
 
     /// Registers the enabled modules from this list.
-    pub fn build(all: Vec<Arc<dyn Module>>, disabled: &[String]) -> Registry {
+    pub fn build(all: Vec<Arc<dyn Module>>, disabled: &[String]) -> Result<Registry, String> {
         Self::build_with_config(all, disabled, &crate::config::Config::default())
     }
 
-    /// Like `build`, with the configuration visible to modules through `config()`.
+    /// Like `build`, with the configuration visible to modules through `config()`. Fails
+    /// with every registration problem found.
     pub fn build_with_config(
         all: Vec<Arc<dyn Module>>,
         disabled: &[String],
         config: &crate::config::Config,
-    ) -> Registry {
+    ) -> Result<Registry, String> {
         let mut reg = Registry {
             config: config.clone(),
             ..Registry::default()
@@ -282,6 +366,10 @@ impl Registry {
         for m in enabled {
             m.finish(&mut reg);
         }
-        reg
+        if reg.errors.is_empty() {
+            Ok(reg)
+        } else {
+            Err(reg.errors.join("; "))
+        }
     }
 }

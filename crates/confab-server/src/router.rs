@@ -6,220 +6,18 @@
 
 use crate::config::ResourceConflict;
 use crate::module::{HookPoint, HookResult, IqReply, IqTarget};
+use crate::session::SessionInfo;
 use crate::ServerCtx;
 use bytes::Bytes;
-use confab_proto::error::{StanzaError, StanzaErrorCondition, StreamError};
+use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, FullJid, Jid};
 use confab_proto::ns;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use dashmap::DashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
-
-/// What a session's writer receives: serialized stanza bytes, shared between recipients.
-pub struct Outbound {
-    pub data: Bytes,
-    /// Set for a stanza that is still kept in storage (offline delivery): the writer
-    /// confirms it once written, and it is not routed again if the session ends first.
-    pub written: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Caused by the session's own request (see `with_origin`): counted apart from traffic
-    /// from others, so it never makes the session a slow reader.
-    own: bool,
-}
-
-tokio::task_local! {
-    /// The session whose input is being handled on this task.
-    static ORIGIN: u64;
-}
-
-/// Runs `f` as the handling of input from session `session_id`: whatever it delivers to
-/// that same session (IQ results, probe answers at initial presence, stored subscription
-/// requests) is the session's own doing. That output is always queued and the session's
-/// reader pauses while it is large (`SessionInfo::own_backlog`), so a client that asks for
-/// much gets it all, slowly, instead of being cut as a slow reader.
-pub async fn with_origin<F: Future>(session_id: u64, f: F) -> F::Output {
-    ORIGIN.scope(session_id, f).await
-}
-
-fn caused_by(session_id: u64) -> bool {
-    ORIGIN.try_with(|o| *o == session_id).unwrap_or(false)
-}
-
-/// A bound session as the rest of the server sees it.
-pub struct SessionInfo {
-    pub id: u64,
-    pub jid: FullJid,
-    tx: mpsc::UnboundedSender<Outbound>,
-    /// Asks the session to end with this stream error (conflict, slow reader, ...).
-    close_tx: mpsc::Sender<StreamError>,
-    available: AtomicBool,
-    priority: AtomicI8,
-    /// Stanzas and bytes from others queued but not yet written, bounded by `max_queued`
-    /// and `max_queued_bytes` (beyond them the client is a slow reader).
-    queued: AtomicUsize,
-    queued_bytes: AtomicUsize,
-    max_queued: usize,
-    max_queued_bytes: usize,
-    /// Bytes of the session's own output queued but not yet written.
-    own_bytes: AtomicUsize,
-    /// Whether the client asked for its roster (it then gets roster pushes, RFC 6121 §2.1.6).
-    roster_requested: AtomicBool,
-    /// When the client last sent anything, in `monotonic_ms()` (for pinging idle clients).
-    last_input_ms: AtomicU64,
-}
-
-/// Milliseconds since the first call in this process; a cheap clock for atomics.
-pub fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(std::time::Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-impl SessionInfo {
-    /// A session and the receiving end of its queue. The queue's memory is bounded by the
-    /// accounting here, not by the channel: `max_queued` stanzas and `max_queued_bytes`
-    /// bytes from others, and the session's own output by pausing its reader.
-    pub fn new(
-        id: u64,
-        jid: FullJid,
-        close_tx: mpsc::Sender<StreamError>,
-        max_queued: usize,
-        max_queued_bytes: usize,
-    ) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let info = SessionInfo {
-            id,
-            jid,
-            tx,
-            close_tx,
-            available: AtomicBool::new(false),
-            priority: AtomicI8::new(0),
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            max_queued,
-            max_queued_bytes,
-            own_bytes: AtomicUsize::new(0),
-            roster_requested: AtomicBool::new(false),
-            last_input_ms: AtomicU64::new(monotonic_ms()),
-        };
-        (info, rx)
-    }
-
-    /// The session's connection delivered bytes just now.
-    pub fn touch_input(&self) {
-        self.last_input_ms.store(monotonic_ms(), Ordering::Relaxed);
-    }
-
-    /// How long the client has been silent.
-    pub fn idle_for(&self) -> std::time::Duration {
-        let last = self.last_input_ms.load(Ordering::Relaxed);
-        std::time::Duration::from_millis(monotonic_ms().saturating_sub(last))
-    }
-
-    /// Whether the session has sent available presence (RFC 6121 §4.2).
-    pub fn is_available(&self) -> bool {
-        self.available.load(Ordering::Relaxed)
-    }
-
-    pub fn priority(&self) -> i8 {
-        self.priority.load(Ordering::Relaxed)
-    }
-
-    pub fn wants_roster_pushes(&self) -> bool {
-        self.roster_requested.load(Ordering::Relaxed)
-    }
-
-    pub fn set_roster_requested(&self) {
-        self.roster_requested.store(true, Ordering::Relaxed);
-    }
-
-    pub fn set_presence(&self, available: bool, priority: i8) {
-        self.priority.store(priority, Ordering::Relaxed);
-        self.available.store(available, Ordering::Relaxed);
-    }
-
-    /// Queues bytes for the session. Traffic from others beyond the queue limits (by
-    /// count or bytes) means the client stopped reading: the session is closed with
-    /// `<policy-violation/>` and the caller learns the data was not queued. The session's
-    /// own output (see `with_origin`) is always queued.
-    pub fn send(&self, data: Bytes) -> bool {
-        self.enqueue(data, None)
-    }
-
-    /// Queues a stanza that stays in storage until the returned receiver says it was
-    /// written to the connection; `None` if it was not queued.
-    pub fn send_stored(&self, data: Bytes) -> Option<tokio::sync::oneshot::Receiver<()>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(data, Some(tx)).then_some(rx)
-    }
-
-    fn enqueue(&self, data: Bytes, written: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
-        let len = data.len();
-        let own = caused_by(self.id);
-        if own {
-            self.own_bytes.fetch_add(len, Ordering::Relaxed);
-        } else {
-            let count = self.queued.fetch_add(1, Ordering::Relaxed);
-            let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-            if count >= self.max_queued || before + len > self.max_queued_bytes {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                self.slow_reader();
-                return false;
-            }
-        }
-        match self.tx.send(Outbound { data, written, own }) {
-            Ok(()) => true,
-            Err(_) => {
-                self.released(len, own);
-                false
-            }
-        }
-    }
-
-    fn released(&self, len: usize, own: bool) {
-        if own {
-            self.own_bytes.fetch_sub(len, Ordering::Relaxed);
-        } else {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether `len` more bytes from others fit in the first half of the queue now, so a
-    /// bulk sender (offline delivery) can pace itself and still leave room for live
-    /// stanzas, instead of tripping the slow-reader limit.
-    pub fn has_room(&self, len: usize) -> bool {
-        self.queued.load(Ordering::Relaxed) * 2 < self.max_queued
-            && self.queued_bytes.load(Ordering::Relaxed) + len <= self.max_queued_bytes / 2
-    }
-
-    /// Bytes of the session's own output still waiting to be written; its reader pauses
-    /// while this is large.
-    pub fn own_backlog(&self) -> usize {
-        self.own_bytes.load(Ordering::Relaxed)
-    }
-
-    /// The writer took this item off the queue (written, or kept to be routed again).
-    pub fn dequeued(&self, o: &Outbound) {
-        self.released(o.data.len(), o.own);
-    }
-
-    fn slow_reader(&self) {
-        tracing::warn!(jid = %self.jid, "outbound queue full; closing slow session");
-        self.close(StreamError::with_text(
-            confab_proto::StreamErrorCondition::PolicyViolation,
-            "too many unread stanzas",
-        ));
-    }
-
-    pub fn close(&self, err: StreamError) {
-        let _ = self.close_tx.try_send(err);
-    }
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BindError {
@@ -349,10 +147,18 @@ async fn route_inner(ctx: &ServerCtx, mut stanza: Stanza) {
             }
         }
     };
+    // What serves the domain: a local host (accounts), a hosted service, or the remote
+    // route (s2s); nothing else decides where a stanza goes.
     let domain = to.domain().as_str();
     if !ctx.config.is_local_domain(domain) {
-        // Federation arrives with s2s; until then remote domains are unreachable.
-        bounce(ctx, &stanza, StanzaErrorCondition::RemoteServerNotFound).await;
+        if let Some(s) = ctx.registry.service_for(domain) {
+            let service = s.service.clone();
+            service.handle(ctx, stanza).await;
+        } else if let Some(remote) = ctx.registry.remote() {
+            remote.clone().route(ctx, stanza).await;
+        } else {
+            bounce(ctx, &stanza, StanzaErrorCondition::RemoteServerNotFound).await;
+        }
         return;
     }
     if to.node().is_none() {

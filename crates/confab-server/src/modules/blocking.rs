@@ -12,7 +12,8 @@ use crate::module::{
     HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
     StanzaHook,
 };
-use crate::router::{route, send_error, SessionInfo};
+use crate::router::{route, send_error};
+use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -558,7 +559,7 @@ mod tests {
         Arc::new(crate::ServerState {
             stores: crate::open_stores(&config).await.expect("stores"),
             tls: crate::certs::load_or_generate(&config).expect("tls"),
-            registry: Registry::build_with_config(vec![module], &[], &config),
+            registry: Registry::build_with_config(vec![module], &[], &config).expect("registry"),
             router: crate::router::Router::default(),
             auth: crate::AuthState {
                 decoy_secret: vec![0; 32],

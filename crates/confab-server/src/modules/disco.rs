@@ -114,7 +114,16 @@ impl Disco {
             if q.get_attr("node").is_some() {
                 return err(StanzaErrorCondition::ItemNotFound);
             }
-            return IqReply::Result(Some(Element::new("query", DISCO_ITEMS)));
+            // The services hosted here (group chat, publish-subscribe, upload, …).
+            let mut items = Element::new("query", DISCO_ITEMS);
+            for s in ctx.registry.services() {
+                let mut item = Element::new("item", DISCO_ITEMS).attr("jid", s.domain.clone());
+                if let Some(n) = &s.name {
+                    item.set_attr("name", n.clone());
+                }
+                items.push_child(item);
+            }
+            return IqReply::Result(Some(items));
         }
         let mut out = info(ctx.registry.identities(), ctx.registry.host_features());
         if let Some(node) = q.get_attr("node") {

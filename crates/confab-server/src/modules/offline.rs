@@ -6,7 +6,7 @@
 //! a dropped connection never loses one (at worst it is delivered twice).
 
 use crate::module::{HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook};
-use crate::router::SessionInfo;
+use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -7,7 +7,7 @@ use crate::module::{
     HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
     StanzaHook,
 };
-use crate::router::SessionInfo;
+use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};

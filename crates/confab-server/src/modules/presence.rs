@@ -5,7 +5,8 @@
 
 use crate::module::{HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook};
 use crate::roster::{self, parts};
-use crate::router::{self, SessionInfo};
+use crate::router;
+use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
 use bytes::Bytes;
