@@ -983,7 +983,7 @@ impl C2s {
                 };
                 match ev {
                     StreamEvent::Element(e) => {
-                        let handled = session::with_origin(info.id, self.handle_element(e));
+                        let handled = session::with_origin(info.clone(), self.handle_element(e));
                         if let Err(end) = handled.await {
                             return end;
                         }
@@ -1168,16 +1168,7 @@ impl C2s {
         if stanza.kind == StanzaKind::Presence && stanza.to.is_none() {
             track_availability(&info, &stanza);
         }
-        let ctx = self.ctx.clone();
-        for h in ctx.registry.hooks(crate::module::HookPoint::FromClient) {
-            if let crate::module::HookResult::Handled = h
-                .on_stanza(&ctx, crate::module::HookPoint::FromClient, &mut stanza)
-                .await
-            {
-                return Ok(());
-            }
-        }
-        router::route(&ctx, stanza).await;
+        router::from_client(&self.ctx, stanza).await;
         Ok(())
     }
 }

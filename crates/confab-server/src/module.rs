@@ -52,6 +52,32 @@ pub enum HookPoint {
     /// A message for a local account none of whose resources can take it right now; the
     /// place for offline storage. If no hook takes it, it is bounced.
     Undeliverable,
+    /// A stanza about to be queued for one session (`HookArgs::target`), whoever made it:
+    /// routed stanzas and what modules send (presence, roster and block-list pushes, offline
+    /// messages) alike. The last point where a module can hold one back or change it for
+    /// that session (client state, privacy); `Handled` means it is not queued.
+    Deliver,
+}
+
+/// What a hook sees besides the stanza.
+pub struct HookArgs {
+    pub point: HookPoint,
+    /// The session whose input led here (the sender at `FromClient`), if any: a stanza a
+    /// module made while handling a client's request has that client as its origin.
+    pub origin: Option<Arc<SessionInfo>>,
+    /// At `Deliver`: the session the stanza is for.
+    pub target: Option<Arc<SessionInfo>>,
+}
+
+impl HookArgs {
+    /// At `point`, with no origin or target session.
+    pub fn at(point: HookPoint) -> Self {
+        HookArgs {
+            point,
+            origin: None,
+            target: None,
+        }
+    }
 }
 
 pub enum HookResult {
@@ -63,8 +89,7 @@ pub enum HookResult {
 
 #[async_trait]
 pub trait StanzaHook: Send + Sync {
-    async fn on_stanza(&self, ctx: &ServerCtx, point: HookPoint, stanza: &mut Stanza)
-        -> HookResult;
+    async fn on_stanza(&self, ctx: &ServerCtx, args: &HookArgs, stanza: &mut Stanza) -> HookResult;
 }
 
 /// Session and account lifecycle events.
@@ -307,6 +332,11 @@ impl Registry {
             .get(&point)
             .into_iter()
             .flat_map(|v| v.iter().map(|(_, h)| h))
+    }
+
+    /// Whether any hook is registered at this point (lets the router skip work).
+    pub fn has_hooks(&self, point: HookPoint) -> bool {
+        self.hooks.get(&point).is_some_and(|v| !v.is_empty())
     }
 
     pub fn lifecycle_listeners(&self) -> &[Arc<dyn LifecycleListener>] {

@@ -3,7 +3,6 @@
 //! pushes to the account's interested resources (RFC 6121 §2.1.6).
 
 use crate::ServerCtx;
-use bytes::Bytes;
 use confab_proto::jid::{BareJid, Jid};
 use confab_proto::ns;
 use confab_proto::stanza::Stanza;
@@ -104,7 +103,7 @@ pub async fn save_and_push(
     let (d, u) = parts(account);
     let version = ctx.stores.roster.put_roster_item(d, u, item).await?;
     if item.in_roster {
-        push(ctx, account, item_element(item, false), version);
+        push(ctx, account, item_element(item, false), version).await;
     }
     Ok(())
 }
@@ -123,7 +122,7 @@ pub async fn remove_and_push(
         .await?
     {
         if item.in_roster {
-            push(ctx, account, item_element(item, true), version);
+            push(ctx, account, item_element(item, true), version).await;
         }
     }
     Ok(())
@@ -163,7 +162,7 @@ pub fn cancel_notices(item: &RosterItem) -> Vec<&'static str> {
 }
 
 /// Sends a roster push to every resource of the account that requested the roster.
-pub fn push(ctx: &ServerCtx, account: &BareJid, item: Element, version: u64) {
+pub async fn push(ctx: &ServerCtx, account: &BareJid, item: Element, version: u64) {
     for s in ctx.router.sessions_of(account) {
         if !s.wants_roster_pushes() {
             continue;
@@ -177,6 +176,8 @@ pub fn push(ctx: &ServerCtx, account: &BareJid, item: Element, version: u64) {
                     .attr("ver", version.to_string())
                     .child(item.clone()),
             );
-        s.send(Bytes::from(iq.to_xml(ns::CLIENT)));
+        if let Ok(iq) = Stanza::from_element(iq) {
+            crate::router::deliver(ctx, &iq, std::slice::from_ref(&s)).await;
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! every recipient.
 
 use crate::config::ResourceConflict;
-use crate::module::{HookPoint, HookResult, IqReply, IqTarget};
+use crate::module::{HookArgs, HookPoint, HookResult, IqReply, IqTarget};
 use crate::session::SessionInfo;
 use crate::ServerCtx;
 use bytes::Bytes;
@@ -350,28 +350,84 @@ pub async fn handle_iq(ctx: &ServerCtx, stanza: Stanza, target: IqTarget) {
 
 /// Returns true if a hook handled the stanza.
 async fn run_hooks(ctx: &ServerCtx, point: HookPoint, stanza: &mut Stanza) -> bool {
+    run_hooks_for(ctx, point, None, stanza).await
+}
+
+async fn run_hooks_for(
+    ctx: &ServerCtx,
+    point: HookPoint,
+    target: Option<&Arc<SessionInfo>>,
+    stanza: &mut Stanza,
+) -> bool {
+    if !ctx.registry.has_hooks(point) {
+        return false;
+    }
+    let args = HookArgs {
+        point,
+        origin: crate::session::origin(),
+        target: target.cloned(),
+    };
     for h in ctx.registry.hooks(point) {
-        if let HookResult::Handled = h.on_stanza(ctx, point, stanza).await {
+        if let HookResult::Handled = h.on_stanza(ctx, &args, stanza).await {
             return true;
         }
     }
     false
 }
 
-/// Serializes once and queues for each session; true if at least one accepted it.
+/// A stanza a session's client sent (its `from` stamped): the `FromClient` hooks, then
+/// routing. Call it inside `session::with_origin` for that session.
+pub async fn from_client(ctx: &ServerCtx, mut stanza: Stanza) {
+    if run_hooks(ctx, HookPoint::FromClient, &mut stanza).await {
+        return;
+    }
+    route(ctx, stanza).await;
+}
+
+/// The one way anything reaches a session's queue, routed stanzas and module-made ones
+/// (pushes, presence, offline messages) alike: the `Deliver` hooks see each, then it is
+/// serialized once for every target that still takes it. True if at least one queued it;
+/// an IQ nobody queued is answered with an error.
 pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInfo>]) -> bool {
     if targets.is_empty() {
         return false;
     }
-    let bytes = Bytes::from(stanza.el.to_xml(ns::CLIENT));
     let mut any = false;
-    for s in targets {
-        any |= s.send(bytes.clone());
+    if !ctx.registry.has_hooks(HookPoint::Deliver) {
+        let bytes = Bytes::from(stanza.el.to_xml(ns::CLIENT));
+        for s in targets {
+            any |= s.send(bytes.clone());
+        }
+    } else {
+        // Hooks may hold back or change a stanza per session: each gets its own copy.
+        for s in targets {
+            let mut copy = stanza.clone();
+            if run_hooks_for(ctx, HookPoint::Deliver, Some(s), &mut copy).await {
+                any = true;
+                continue;
+            }
+            any |= s.send(Bytes::from(copy.el.to_xml(ns::CLIENT)));
+        }
     }
     if !any && stanza.kind == StanzaKind::Iq {
         bounce(ctx, stanza, StanzaErrorCondition::ServiceUnavailable).await;
     }
     any
+}
+
+/// Like `deliver` to one session, for a stanza that stays in storage until written: the
+/// receiver says when it was (see `SessionInfo::send_stored`). `None`: not queued (the
+/// session is gone, or a `Deliver` hook took it), so it stays stored.
+pub async fn deliver_stored(
+    ctx: &ServerCtx,
+    stanza: Stanza,
+    target: &Arc<SessionInfo>,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let mut stanza = stanza;
+    if run_hooks_for(ctx, HookPoint::Deliver, Some(target), &mut stanza).await {
+        return None;
+    }
+    target.send_stored(Bytes::from(stanza.el.to_xml(ns::CLIENT)))
 }
 
 /// Answers a stanza with an error, unless it is itself an error or an iq result.

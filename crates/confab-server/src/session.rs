@@ -7,6 +7,7 @@ use confab_proto::error::StreamError;
 use confab_proto::jid::FullJid;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// What a session's writer receives: serialized stanza bytes, shared between recipients.
@@ -22,7 +23,7 @@ pub struct Outbound {
 
 tokio::task_local! {
     /// The session whose input is being handled on this task.
-    static ORIGIN: u64;
+    static ORIGIN: Arc<SessionInfo>;
 }
 
 /// Runs `f` as the handling of input from session `session_id`: whatever it delivers to
@@ -30,12 +31,18 @@ tokio::task_local! {
 /// requests) is the session's own doing. That output is always queued and the session's
 /// reader pauses while it is large (`SessionInfo::own_backlog`), so a client that asks for
 /// much gets it all, slowly, instead of being cut as a slow reader.
-pub async fn with_origin<F: Future>(session_id: u64, f: F) -> F::Output {
-    ORIGIN.scope(session_id, f).await
+pub async fn with_origin<F: Future>(session: Arc<SessionInfo>, f: F) -> F::Output {
+    ORIGIN.scope(session, f).await
+}
+
+/// The session whose input this task is handling (see `with_origin`), if any: the origin
+/// hooks see.
+pub fn origin() -> Option<Arc<SessionInfo>> {
+    ORIGIN.try_with(Arc::clone).ok()
 }
 
 fn caused_by(session_id: u64) -> bool {
-    ORIGIN.try_with(|o| *o == session_id).unwrap_or(false)
+    ORIGIN.try_with(|o| o.id == session_id).unwrap_or(false)
 }
 
 /// A bound session as the rest of the server sees it.

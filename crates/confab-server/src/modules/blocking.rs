@@ -9,14 +9,13 @@
 //! are read from the store, so stanzas to arbitrary addresses cannot grow the cache.
 
 use crate::module::{
-    HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
-    StanzaHook,
+    HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module,
+    Registry, StanzaHook,
 };
 use crate::router::{route, send_error};
 use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
-use bytes::Bytes;
 use confab_proto::error::{StanzaError, StanzaErrorCondition, StanzaErrorType};
 use confab_proto::jid::{BareJid, Jid};
 use confab_proto::ns;
@@ -189,7 +188,7 @@ impl Blocking {
             .and_then(|f| f.try_as_full().ok())
             .and_then(|f| ctx.router.session(f));
         if let Some(s) = session {
-            s.send(Bytes::from(reply.el.to_xml(ns::CLIENT)));
+            crate::router::deliver(ctx, &reply, std::slice::from_ref(&s)).await;
         }
     }
 
@@ -260,16 +259,12 @@ impl Blocking {
 
 #[async_trait]
 impl StanzaHook for Blocking {
-    async fn on_stanza(
-        &self,
-        ctx: &ServerCtx,
-        point: HookPoint,
-        stanza: &mut Stanza,
-    ) -> HookResult {
+    async fn on_stanza(&self, ctx: &ServerCtx, args: &HookArgs, stanza: &mut Stanza) -> HookResult {
+        let point = args.point;
         match point {
             HookPoint::FromClient => self.client_stanza(ctx, stanza).await,
             HookPoint::ToBareJid | HookPoint::ToFullJid => self.to_account(ctx, stanza).await,
-            HookPoint::Undeliverable => HookResult::Continue,
+            HookPoint::Undeliverable | HookPoint::Deliver => HookResult::Continue,
         }
     }
 }
@@ -390,7 +385,7 @@ impl Blocking {
     }
 
     /// XEP-0191 §3.3/§3.4: every resource of the account learns of the change.
-    fn push(&self, ctx: &ServerCtx, account: &BareJid, payload: Element) {
+    async fn push(&self, ctx: &ServerCtx, account: &BareJid, payload: Element) {
         for s in ctx.router.sessions_of(account) {
             let id = self.push_id.fetch_add(1, Ordering::Relaxed);
             let iq = Element::new("iq", ns::CLIENT)
@@ -398,7 +393,9 @@ impl Blocking {
                 .attr("id", format!("block-push-{id}"))
                 .attr("to", s.jid.to_string())
                 .child(payload.clone());
-            s.send(Bytes::from(iq.to_xml(ns::CLIENT)));
+            if let Ok(iq) = Stanza::from_element(iq) {
+                crate::router::deliver(ctx, &iq, std::slice::from_ref(&s)).await;
+            }
         }
     }
 }
@@ -455,7 +452,8 @@ impl IqHandler for Blocking {
                     result.set_from(iq.to.clone());
                 }
                 route(ctx, result).await;
-                self.push(ctx, &account, items_element(&payload.name, &jids));
+                self.push(ctx, &account, items_element(&payload.name, &jids))
+                    .await;
                 IqReply::Handled
             }
             _ => bad_request("expected blocklist (get), block or unblock (set)"),
@@ -601,7 +599,7 @@ mod tests {
         for i in 0..200 {
             let mut iq = stanza("iq", full.as_str(), &format!("ghost{i}@localhost"));
             blocking
-                .on_stanza(&ctx, HookPoint::FromClient, &mut iq)
+                .on_stanza(&ctx, &HookArgs::at(HookPoint::FromClient), &mut iq)
                 .await;
             let mut msg = stanza(
                 "message",
@@ -609,7 +607,7 @@ mod tests {
                 &format!("nobody{i}@localhost"),
             );
             blocking
-                .on_stanza(&ctx, HookPoint::ToBareJid, &mut msg)
+                .on_stanza(&ctx, &HookArgs::at(HookPoint::ToBareJid), &mut msg)
                 .await;
         }
         assert_eq!(blocking.cache_len(), 1, "only alice, who is online");

@@ -3,8 +3,8 @@
 //! of their last unavailable presence.
 
 use crate::module::{
-    HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
-    StanzaHook,
+    HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module,
+    Registry, StanzaHook,
 };
 use crate::session::SessionInfo;
 use crate::ServerCtx;
@@ -178,12 +178,8 @@ impl Last {
 
 #[async_trait]
 impl StanzaHook for Last {
-    async fn on_stanza(
-        &self,
-        ctx: &ServerCtx,
-        point: HookPoint,
-        stanza: &mut Stanza,
-    ) -> HookResult {
+    async fn on_stanza(&self, ctx: &ServerCtx, args: &HookArgs, stanza: &mut Stanza) -> HookResult {
+        let point = args.point;
         if point == HookPoint::ToFullJid {
             return self.to_resource(ctx, stanza).await;
         }

@@ -5,11 +5,12 @@
 //! A message is deleted from the store only after it was queued to a session, so a crash or
 //! a dropped connection never loses one (at worst it is delivered twice).
 
-use crate::module::{HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook};
+use crate::module::{
+    HookArgs, HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook,
+};
 use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
-use bytes::Bytes;
 use confab_proto::datetime::format_datetime;
 use confab_proto::jid::{BareJid, FullJid};
 use confab_proto::ns;
@@ -183,11 +184,13 @@ impl Inner {
                             .attr("from", domain)
                             .attr("stamp", format_datetime(m.stamp)),
                     );
-                    let bytes = Bytes::from(el.to_xml(ns::CLIENT));
-                    let ack = if wait_for_room(&ctx, &session, bytes.len()).await {
-                        session.send_stored(bytes)
-                    } else {
-                        None
+                    // Sized as serialized, for pacing; delivered through the router's path.
+                    let len = m.stanza.len() + 128;
+                    let ack = match Stanza::from_element(el) {
+                        Ok(stanza) if wait_for_room(&ctx, &session, len).await => {
+                            crate::router::deliver_stored(&ctx, stanza, &session).await
+                        }
+                        _ => None,
                     };
                     match ack {
                         Some(ack) => sent.push((m.id, Some(ack))),
@@ -333,12 +336,8 @@ impl Offline {
 
 #[async_trait]
 impl StanzaHook for Offline {
-    async fn on_stanza(
-        &self,
-        ctx: &ServerCtx,
-        point: HookPoint,
-        stanza: &mut Stanza,
-    ) -> HookResult {
+    async fn on_stanza(&self, ctx: &ServerCtx, args: &HookArgs, stanza: &mut Stanza) -> HookResult {
+        let point = args.point;
         if stanza.kind == StanzaKind::Message && point == HookPoint::Undeliverable {
             return self.store(ctx, stanza).await;
         }

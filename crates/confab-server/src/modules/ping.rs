@@ -4,8 +4,8 @@
 //! The answering half is the smallest complete module: read that first.
 
 use crate::module::{
-    HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
-    StanzaHook,
+    HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module,
+    Registry, StanzaHook,
 };
 use crate::session::SessionInfo;
 use crate::ServerCtx;
@@ -82,7 +82,7 @@ async fn may_see_account(ctx: &ServerCtx, iq: &Stanza) -> bool {
 
 #[async_trait]
 impl StanzaHook for Ping {
-    async fn on_stanza(&self, ctx: &ServerCtx, _: HookPoint, stanza: &mut Stanza) -> HookResult {
+    async fn on_stanza(&self, ctx: &ServerCtx, _: &HookArgs, stanza: &mut Stanza) -> HookResult {
         // Answers (result, or an error such as service-unavailable: either proves the client
         // is there) to the server's own pings end here.
         let is_answer = stanza.kind == StanzaKind::Iq

@@ -3,13 +3,14 @@
 //! requests kept for offline users and pre-approval), and unavailable presence when a
 //! session ends. Roster changes go through `crate::roster`, which pushes them.
 
-use crate::module::{HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook};
+use crate::module::{
+    HookArgs, HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook,
+};
 use crate::roster::{self, parts};
 use crate::router;
 use crate::session::SessionInfo;
 use crate::ServerCtx;
 use async_trait::async_trait;
-use bytes::Bytes;
 use confab_proto::datetime::format_datetime;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, FullJid, Jid};
@@ -153,13 +154,17 @@ async fn save(ctx: &ServerCtx, account: &BareJid, item: &RosterItem) {
 
 /// Delivers to every available resource of a local account (subscription stanzas that
 /// the user must see).
-fn deliver_to_available(ctx: &ServerCtx, account: &BareJid, el: &Element) {
-    let bytes = Bytes::from(el.to_xml(ns::CLIENT));
-    for s in ctx.router.sessions_of(account) {
-        if s.is_available() {
-            s.send(bytes.clone());
-        }
-    }
+async fn deliver_to_available(ctx: &ServerCtx, account: &BareJid, el: &Element) {
+    let Ok(stanza) = Stanza::from_element(el.clone()) else {
+        return;
+    };
+    let targets: Vec<_> = ctx
+        .router
+        .sessions_of(account)
+        .into_iter()
+        .filter(|s| s.is_available())
+        .collect();
+    router::deliver(ctx, &stanza, &targets).await;
 }
 
 impl Presence {
@@ -248,7 +253,9 @@ impl Presence {
                     parse_fragment(xml, ns::CLIENT, &ctx.config.limits.parser_limits())
                 {
                     req.set_attr("to", own.as_str());
-                    session.send(Bytes::from(req.to_xml(ns::CLIENT)));
+                    if let Ok(req) = Stanza::from_element(req) {
+                        router::deliver(ctx, &req, std::slice::from_ref(&session)).await;
+                    }
                 }
             }
         }
@@ -257,11 +264,14 @@ impl Presence {
             if other.jid == *from {
                 continue;
             }
-            if let Some(p) = self.last.get(&other.jid) {
-                let mut el = p.1.clone();
-                el.set_attr("from", other.jid.as_str());
-                el.set_attr("to", from.as_str());
-                session.send(Bytes::from(el.to_xml(ns::CLIENT)));
+            // Cloned out first: no map guard is held across the await below.
+            let last = self.last.get(&other.jid).map(|p| p.1.clone());
+            if let Some(el) = last {
+                if let Some(p) =
+                    addressed(&el, &Jid::from(other.jid.clone()), &Jid::from(from.clone()))
+                {
+                    router::deliver(ctx, &p, std::slice::from_ref(&session)).await;
+                }
             }
         }
     }
@@ -542,14 +552,14 @@ impl Presence {
                     tracing::error!(error = %e, "storing a subscription request failed");
                     return;
                 }
-                deliver_to_available(ctx, account, &shown);
+                deliver_to_available(ctx, account, &shown).await;
             }
             "subscribed" => {
                 if item.ask {
                     item.ask = false;
                     item.subscription = item.subscription.with_to(true);
                     save(ctx, account, &item).await;
-                    deliver_to_available(ctx, account, &shown);
+                    deliver_to_available(ctx, account, &shown).await;
                 }
             }
             "unsubscribe" => {
@@ -558,7 +568,7 @@ impl Presence {
                     item.subscription = item.subscription.with_from(false);
                     item.pending_in = None;
                     save(ctx, account, &item).await;
-                    deliver_to_available(ctx, account, &shown);
+                    deliver_to_available(ctx, account, &shown).await;
                 }
                 drop(guard);
                 if had_from {
@@ -572,7 +582,7 @@ impl Presence {
                     item.subscription = item.subscription.with_to(false);
                     item.ask = false;
                     save(ctx, account, &item).await;
-                    deliver_to_available(ctx, account, &shown);
+                    deliver_to_available(ctx, account, &shown).await;
                 }
             }
         }
@@ -651,12 +661,8 @@ impl Presence {
 
 #[async_trait]
 impl StanzaHook for Presence {
-    async fn on_stanza(
-        &self,
-        ctx: &ServerCtx,
-        point: HookPoint,
-        stanza: &mut Stanza,
-    ) -> HookResult {
+    async fn on_stanza(&self, ctx: &ServerCtx, args: &HookArgs, stanza: &mut Stanza) -> HookResult {
+        let point = args.point;
         if stanza.kind != StanzaKind::Presence {
             return HookResult::Continue;
         }

@@ -4,8 +4,8 @@
 //! `vcard-temp:x:update` element in presence is not touched by this module.
 
 use crate::module::{
-    HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
-    StanzaHook,
+    HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module,
+    Registry, StanzaHook,
 };
 use crate::ServerCtx;
 use async_trait::async_trait;
@@ -98,7 +98,7 @@ const UPDATE_NS: &str = "vcard-temp:x:update";
 /// the stored avatar hash, so contacts learn about avatar changes (as ejabberd does).
 #[async_trait]
 impl StanzaHook for Vcard {
-    async fn on_stanza(&self, ctx: &ServerCtx, _: HookPoint, stanza: &mut Stanza) -> HookResult {
+    async fn on_stanza(&self, ctx: &ServerCtx, _: &HookArgs, stanza: &mut Stanza) -> HookResult {
         if stanza.kind != StanzaKind::Presence
             || stanza.type_attr().is_some()
             || stanza.el.get_child("x", UPDATE_NS).is_some()
