@@ -305,6 +305,18 @@ async fn check(config: Config) -> Result<(), String> {
         "ok    configuration (domains: {})",
         config.server.domains.join(", ")
     );
+    // Module sections are validated by their modules, as at start.
+    match confab_server::module::Registry::build_with_config(
+        confab_server::modules::all(),
+        &config.modules.disabled,
+        &config,
+    ) {
+        Ok(r) => println!("ok    modules ({})", r.modules().join(", ")),
+        Err(e) => {
+            println!("FAIL  modules: {e}");
+            failed = true;
+        }
+    }
     match std::fs::create_dir_all(&config.server.data_dir) {
         Ok(()) => println!("ok    data directory {}", config.server.data_dir.display()),
         Err(e) => {

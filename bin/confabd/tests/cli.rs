@@ -126,6 +126,24 @@ fn check_reports_problems() {
     let out = confabd(&cfg).arg("check").output().expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  port"));
+    // A section no module owns, or one its module refuses, is reported.
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        format!("{text}[nosuchsection]\nx = 1\n[ping]\ninterval = 5\ntimeout = 0\n"),
+    )
+    .expect("write");
+    let out = confabd(&cfg).arg("check").output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("unknown configuration section [nosuchsection]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[ping] timeout must be positive"),
+        "{stdout}"
+    );
     // An invalid configuration is refused before anything runs.
     std::fs::write(&cfg, "[c2s]\nport = 'x'\n").expect("write");
     let out = confabd(&cfg).arg("check").output().expect("run");

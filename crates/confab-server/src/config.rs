@@ -16,8 +16,11 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The server's configuration. The sections below are the core's; any other top-level
+/// table belongs to a module, which parses and validates it when it registers
+/// (`Registry::section`); a table no module claims stops the start.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     pub server: ServerSection,
     pub c2s: C2sSection,
@@ -30,9 +33,11 @@ pub struct Config {
     pub log: LogSection,
     pub registration: RegistrationSection,
     pub vcard: VcardSection,
-    pub ping: PingSection,
     pub offline: OfflineSection,
     pub blocking: BlockingSection,
+    /// Module sections, by name, as written.
+    #[serde(flatten)]
+    pub sections: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -365,24 +370,6 @@ impl Default for VcardSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PingSection {
-    /// Seconds a client may be silent before the server pings it (XEP-0199); 0: never.
-    pub interval: u64,
-    /// Seconds the client has to answer a server ping before its session is closed.
-    pub timeout: u64,
-}
-
-impl Default for PingSection {
-    fn default() -> Self {
-        PingSection {
-            interval: 0,
-            timeout: 60,
-        }
-    }
-}
-
 impl Config {
     /// Loads the file (if given), applies `CONFABD_*` environment overrides, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -410,6 +397,14 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Sets a module's section `[name]` from its typed form (for embedders and tests; a
+    /// file or the environment is the usual way).
+    pub fn set_section<T: Serialize>(&mut self, name: &str, value: &T) -> Result<(), ConfigError> {
+        let v = toml::Value::try_from(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.sections.insert(name.to_string(), v);
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -460,9 +455,6 @@ impl Config {
         }
         if self.vcard.max_size < 1024 || self.vcard.max_size > self.limits.max_stanza_size {
             return bad("vcard.max_size must be between 1024 and limits.max_stanza_size".into());
-        }
-        if self.ping.interval > 0 && self.ping.timeout == 0 {
-            return bad("ping.timeout must be positive when ping.interval is set".into());
         }
         if self.offline.quota > 100_000 || self.blocking.max_items > 100_000 {
             return bad("offline.quota and blocking.max_items must be at most 100000".into());
@@ -529,8 +521,6 @@ mod tests {
         assert_eq!(c.c2s.tls_port, 5223);
         assert!(c.c2s.require_tls);
         assert_eq!(c.vcard.max_size, 192 * 1024);
-        assert_eq!(c.ping.interval, 0);
-        assert_eq!(c.ping.timeout, 60);
     }
 
     #[test]
@@ -547,8 +537,6 @@ mod tests {
         assert_eq!(c.auth.mechanisms, d.auth.mechanisms);
         assert_eq!(c.limits.max_depth, d.limits.max_depth);
         assert_eq!(c.vcard.max_size, d.vcard.max_size);
-        assert_eq!(c.ping.interval, d.ping.interval);
-        assert_eq!(c.ping.timeout, d.ping.timeout);
         assert_eq!(c.offline.quota, d.offline.quota);
         assert_eq!(c.blocking.max_items, d.blocking.max_items);
     }
@@ -610,14 +598,12 @@ mod tests {
             "[server]\ndomains = ['Not Valid']\n",
             "[storage]\nbackend = 'oracle'\n",
             "[auth]\nscram_iterations = 10\n",
-            "[nosuchsection]\nx = 1\n",
             "[c2s]\nnosuchkey = 1\n",
             "[registration]\npolicy = 'maybe'\n",
             "[registration]\nmin_password_length = 0\n",
             "[registration]\nrate_window = 0\n",
             "[vcard]\nmax_size = 10\n",
             "[vcard]\nmax_size = 100000000\n",
-            "[ping]\ninterval = 5\ntimeout = 0\n",
             "[offline]\nquota = 1000000\n",
             "[offline]\nquota = -1\n",
             "[blocking]\nmax_items = 1000000\n",

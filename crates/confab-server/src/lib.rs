@@ -107,6 +107,7 @@ pub struct Endpoint {
 
 pub struct Server {
     ctx: ServerCtx,
+    timers: Vec<JoinHandle<()>>,
     endpoints: Vec<Endpoint>,
     shutdown_tx: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
@@ -172,7 +173,24 @@ impl Server {
             tls,
             auth,
         });
+        let control = match control::listen(ctx.clone()).await {
+            Ok(task) => Some(task),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::Control(e))
+            }
+            // The server runs without it; `confabd user del` then cannot end live sessions.
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket unavailable");
+                None
+            }
+        };
         let (shutdown_tx, _) = watch::channel(false);
+        let timers = ctx
+            .registry
+            .timers()
+            .iter()
+            .map(|(period, t)| spawn_timer(&ctx, *period, t.clone(), shutdown_tx.subscribe()))
+            .collect();
         let connections = Arc::new(Semaphore::new(max));
         let per_ip: Arc<Mutex<PeerCounts>> = Arc::default();
         let mut endpoints = Vec::new();
@@ -192,16 +210,13 @@ impl Server {
                 per_ip.clone(),
             )));
         }
-        match control::listen(ctx.clone()).await {
-            Ok(task) => accept_tasks.push(task),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                return Err(StartError::Control(e))
-            }
-            // The server runs without it; `confabd user del` then cannot end live sessions.
-            Err(e) => tracing::warn!(error = %e, "control socket unavailable"),
+        accept_tasks.extend(control);
+        for l in ctx.registry.lifecycle_listeners() {
+            l.server_started(&ctx).await;
         }
         Ok(Server {
             ctx,
+            timers,
             endpoints,
             shutdown_tx,
             accept_tasks,
@@ -244,7 +259,46 @@ impl Server {
             Ok(_) => tracing::info!("all sessions closed"),
             Err(_) => tracing::warn!("some sessions did not close within the grace period"),
         }
+        // Timers saw the shutdown signal; a tick in progress gets a moment to finish.
+        for t in self.timers {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        for l in self.ctx.registry.lifecycle_listeners() {
+            l.server_stopping(&self.ctx).await;
+        }
     }
+}
+
+/// Runs a module's timer every `period` until shutdown. It holds the server weakly between
+/// ticks, so a dropped server ends it too.
+fn spawn_timer(
+    ctx: &ServerCtx,
+    period: Duration,
+    timer: Arc<dyn module::Timer>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let weak = Arc::downgrade(ctx);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the first run is one period after the start.
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let Some(ctx) = weak.upgrade() else { return };
+                    timer.tick(&ctx).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    })
 }
 
 /// Port 0 in the config means "any free port" only in tests; operators disable with 0.

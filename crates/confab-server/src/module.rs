@@ -92,9 +92,13 @@ pub trait StanzaHook: Send + Sync {
     async fn on_stanza(&self, ctx: &ServerCtx, args: &HookArgs, stanza: &mut Stanza) -> HookResult;
 }
 
-/// Session and account lifecycle events.
+/// Server, session and account lifecycle events.
 #[async_trait]
 pub trait LifecycleListener: Send + Sync {
+    /// The server is up: listeners bound, timers running.
+    async fn server_started(&self, _ctx: &ServerCtx) {}
+    /// The server is stopping (sessions are being closed); the last chance to save state.
+    async fn server_stopping(&self, _ctx: &ServerCtx) {}
     async fn session_bound(&self, _ctx: &ServerCtx, _session: &SessionInfo) {}
     /// The session ended (already unbound). With the kick-old policy a new session may
     /// hold the same full JID by now: compare `session.id`, not just the JID.
@@ -163,6 +167,92 @@ pub struct ServiceDomain {
     pub service: Arc<dyn Service>,
 }
 
+/// Work a module does every `period` (see `Registry::timer`). Ticks stop when the server
+/// shuts down; a tick never overlaps the previous one.
+#[async_trait]
+pub trait Timer: Send + Sync {
+    async fn tick(&self, ctx: &ServerCtx);
+}
+
+/// A module's typed configuration section: `[name]` in the configuration file (and
+/// `CONFABD_NAME__KEY` in the environment), read with `Registry::section`. Unknown keys are
+/// errors (`#[serde(deny_unknown_fields)]`), missing ones take the defaults.
+pub trait ModuleConfig: serde::de::DeserializeOwned + Default {
+    /// Checks values beyond their types; the message names the offending key.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A module's own storage (Prosody's `open_store`): small documents per account or per
+/// domain under a kind the module picks, on whatever backend the server runs. Account
+/// data goes with the account when it is deleted.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleStore {
+    kind: &'static str,
+}
+
+impl ModuleStore {
+    pub async fn get(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        key: &str,
+    ) -> Result<Option<String>, confab_store::StoreError> {
+        let (d, u) = crate::roster::parts(account);
+        ctx.stores.data.get_account_data(d, u, self.kind, key).await
+    }
+
+    pub async fn set(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        key: &str,
+        value: &str,
+    ) -> Result<(), confab_store::StoreError> {
+        let (d, u) = crate::roster::parts(account);
+        ctx.stores
+            .data
+            .set_account_data(d, u, self.kind, key, value)
+            .await
+    }
+
+    pub async fn delete(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        key: &str,
+    ) -> Result<bool, confab_store::StoreError> {
+        let (d, u) = crate::roster::parts(account);
+        ctx.stores
+            .data
+            .delete_account_data(d, u, self.kind, key)
+            .await
+    }
+
+    pub async fn get_host(
+        &self,
+        ctx: &ServerCtx,
+        domain: &str,
+        key: &str,
+    ) -> Result<Option<String>, confab_store::StoreError> {
+        ctx.stores.data.get_host_data(domain, self.kind, key).await
+    }
+
+    pub async fn set_host(
+        &self,
+        ctx: &ServerCtx,
+        domain: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), confab_store::StoreError> {
+        ctx.stores
+            .data
+            .set_host_data(domain, self.kind, key, value)
+            .await
+    }
+}
+
 /// A disco identity (XEP-0030).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -200,6 +290,9 @@ pub struct Registry {
     pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
     services: HashMap<String, ServiceDomain>,
     remote: Option<Arc<dyn RemoteRoute>>,
+    timers: Vec<(std::time::Duration, Arc<dyn Timer>)>,
+    /// Configuration sections modules read.
+    claimed_sections: Vec<String>,
     /// Registration mistakes (e.g. a domain claimed twice), reported by `build_with_config`.
     errors: Vec<String>,
     modules: Vec<&'static str>,
@@ -308,6 +401,46 @@ impl Registry {
         self.remote.as_ref()
     }
 
+    /// Reads the module's configuration section `[name]` (defaults where absent). A
+    /// section that does not parse or validate keeps the server from starting, with a
+    /// message naming it; the defaults are returned meanwhile.
+    pub fn section<T: ModuleConfig>(&mut self, name: &str) -> T {
+        self.claimed_sections.push(name.to_string());
+        let value = match self.config.sections.get(name) {
+            None => return T::default(),
+            Some(v) => v.clone(),
+        };
+        match value.try_into::<T>() {
+            Ok(t) => match t.validate() {
+                Ok(()) => t,
+                Err(e) => {
+                    self.errors.push(format!("[{name}] {e}"));
+                    T::default()
+                }
+            },
+            Err(e) => {
+                self.errors.push(format!("[{name}] {}", e.message()));
+                T::default()
+            }
+        }
+    }
+
+    /// The module's own storage under `kind` (pick the module's name).
+    pub fn store(&self, kind: &'static str) -> ModuleStore {
+        ModuleStore { kind }
+    }
+
+    /// Runs `timer` every `period` while the server runs (started after every module
+    /// registered, stopped at shutdown).
+    pub fn timer(&mut self, period: std::time::Duration, timer: Arc<dyn Timer>) {
+        self.timers
+            .push((period.max(std::time::Duration::from_millis(10)), timer));
+    }
+
+    pub fn timers(&self) -> &[(std::time::Duration, Arc<dyn Timer>)] {
+        &self.timers
+    }
+
     /// A registration problem that keeps the server from starting.
     pub fn error(&mut self, e: impl Into<String>) {
         self.errors.push(e.into());
@@ -396,6 +529,14 @@ impl Registry {
         for m in enabled {
             m.finish(&mut reg);
         }
+        // Every section belongs to someone: a typo must not silently configure nothing.
+        let unclaimed: Vec<String> = config
+            .sections
+            .keys()
+            .filter(|k| !reg.claimed_sections.contains(k) && !disabled.contains(k))
+            .map(|k| format!("unknown configuration section [{k}]"))
+            .collect();
+        reg.errors.extend(unclaimed);
         if reg.errors.is_empty() {
             Ok(reg)
         } else {

@@ -66,6 +66,8 @@ pub struct SessionInfo {
     roster_requested: AtomicBool,
     /// When the client last sent anything, in `monotonic_ms()` (for pinging idle clients).
     last_input_ms: AtomicU64,
+    /// Modules' own per-session state, one value per type (see `data`).
+    extensions: std::sync::Mutex<Vec<(std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>)>>,
 }
 
 /// Milliseconds since the first call in this process; a cheap clock for atomics.
@@ -101,8 +103,47 @@ impl SessionInfo {
             own_bytes: AtomicUsize::new(0),
             roster_requested: AtomicBool::new(false),
             last_input_ms: AtomicU64::new(monotonic_ms()),
+            extensions: std::sync::Mutex::new(Vec::new()),
         };
         (info, rx)
+    }
+
+    /// A module's per-session value of type `T` (a type private to the module), if set.
+    /// Values live as long as the session; nothing here is shared between sessions.
+    pub fn data<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let id = std::any::TypeId::of::<T>();
+        let slots = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+    }
+
+    /// The module's per-session value of type `T`, made with `init` the first time.
+    pub fn data_or_insert_with<T: std::any::Any + Send + Sync>(
+        &self,
+        init: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let id = std::any::TypeId::of::<T>();
+        let mut slots = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = slots
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+        {
+            return v;
+        }
+        let v = Arc::new(init());
+        slots.push((id, v.clone()));
+        v
+    }
+
+    /// Removes the module's per-session value of type `T`.
+    pub fn remove_data<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let id = std::any::TypeId::of::<T>();
+        let mut slots = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        let i = slots.iter().position(|(t, _)| *t == id)?;
+        slots.swap_remove(i).1.downcast::<T>().ok()
     }
 
     /// The session's connection delivered bytes just now.

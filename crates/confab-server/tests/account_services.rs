@@ -894,8 +894,14 @@ async fn await_server_ping(c: &mut ClientSession) -> Element {
 #[tokio::test]
 async fn server_pings_idle_clients_and_closes_silent_ones() {
     let ts = TestServer::start_with(|c| {
-        c.ping.interval = 1;
-        c.ping.timeout = 1;
+        c.set_section(
+            "ping",
+            &confab_server::modules::ping::PingConfig {
+                interval: 1,
+                timeout: 1,
+            },
+        )
+        .expect("ping section");
     })
     .await;
     for u in ["alice", "bob", "carol"] {

@@ -206,3 +206,318 @@ async fn deliver_hooks_see_routed_and_module_made_stanzas_with_origin_and_target
     );
     assert!(no_message(&mut alice, 100).await, "holding back bounced");
 }
+
+/// `[greeter]`: a module's own typed section.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct GreeterConfig {
+    greeting: String,
+    /// Milliseconds between timer ticks.
+    every_ms: u64,
+}
+
+impl Default for GreeterConfig {
+    fn default() -> Self {
+        GreeterConfig {
+            greeting: "hello".into(),
+            every_ms: 50,
+        }
+    }
+}
+
+impl confab_server::module::ModuleConfig for GreeterConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.greeting.is_empty() {
+            return Err("greeting must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// A module that uses the whole surface: its section, a timer, start/stop events,
+/// per-session data, its own store and an IQ handler answering from them.
+#[derive(Default)]
+struct Greeter {
+    config: std::sync::OnceLock<GreeterConfig>,
+    ticks: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicUsize,
+    stopped: std::sync::atomic::AtomicUsize,
+}
+
+const GREETER_NS: &str = "urn:example:greeter";
+
+/// Per-session count of stanzas the client sent.
+#[derive(Default)]
+struct Sent(std::sync::atomic::AtomicUsize);
+
+impl Module for Greeter {
+    fn name(&self) -> &'static str {
+        "greeter"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        let cfg: GreeterConfig = reg.section("greeter");
+        reg.timer(std::time::Duration::from_millis(cfg.every_ms), self.clone());
+        let _ = self.config.set(cfg);
+        reg.hook(HookPoint::FromClient, 0, self.clone());
+        reg.iq(
+            confab_proto::IqType::Get,
+            confab_server::module::IqTarget::Account,
+            GREETER_NS,
+            self.clone(),
+        );
+        reg.iq(
+            confab_proto::IqType::Set,
+            confab_server::module::IqTarget::Account,
+            GREETER_NS,
+            self.clone(),
+        );
+        reg.lifecycle(self);
+    }
+}
+
+#[async_trait]
+impl confab_server::module::Timer for Greeter {
+    async fn tick(&self, _: &ServerCtx) {
+        self.ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl confab_server::module::LifecycleListener for Greeter {
+    async fn server_started(&self, _: &ServerCtx) {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn server_stopping(&self, _: &ServerCtx) {
+        self.stopped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl StanzaHook for Greeter {
+    async fn on_stanza(&self, _: &ServerCtx, args: &HookArgs, _: &mut Stanza) -> HookResult {
+        if let Some(origin) = &args.origin {
+            origin
+                .data_or_insert_with(Sent::default)
+                .0
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        HookResult::Continue
+    }
+}
+
+#[async_trait]
+impl confab_server::module::IqHandler for Greeter {
+    async fn handle_iq(
+        &self,
+        ctx: &ServerCtx,
+        iq: &Stanza,
+        _: confab_server::module::IqTarget,
+    ) -> confab_server::module::IqReply {
+        use confab_server::module::IqReply;
+        let store = ctx.registry.store("greeter");
+        let Some(from) = iq.from.as_ref().map(|f| f.to_bare()) else {
+            return IqReply::Handled;
+        };
+        if iq.iq_type() == Some(confab_proto::IqType::Set) {
+            let text = iq
+                .iq_payload()
+                .map(|p| p.text_content())
+                .unwrap_or_default();
+            return match store.set(ctx, &from, "note", &text).await {
+                Ok(()) => IqReply::Result(None),
+                Err(_) => IqReply::Error(confab_proto::StanzaError::new(
+                    confab_proto::StanzaErrorCondition::InternalServerError,
+                )),
+            };
+        }
+        let sent = confab_server::session::origin()
+            .and_then(|o| o.data::<Sent>())
+            .map(|s| s.0.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0);
+        let note = store
+            .get(ctx, &from, "note")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let greeting = self
+            .config
+            .get()
+            .map(|c| c.greeting.clone())
+            .unwrap_or_default();
+        IqReply::Result(Some(
+            Element::new("query", GREETER_NS)
+                .attr("greeting", greeting)
+                .attr("sent", sent.to_string())
+                .attr("note", note),
+        ))
+    }
+}
+
+fn greeter_config(dir: &std::path::Path, section: Option<&str>) -> confab_server::config::Config {
+    let mut c = test_config(dir);
+    if let Some(text) = section {
+        let table: toml::Table = text.parse().expect("toml");
+        for (k, v) in table {
+            c.sections.insert(k, v);
+        }
+    }
+    c
+}
+
+async fn start_greeter(
+    dir: &std::path::Path,
+    section: Option<&str>,
+    greeter: Arc<Greeter>,
+) -> Result<Server, String> {
+    Server::start_with_modules(greeter_config(dir, section), vec![greeter])
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn module_sections_are_parsed_validated_and_required_to_exist() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = |text: &'static str| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            match start_greeter(&dir, Some(text), Arc::new(Greeter::default())).await {
+                Ok(_) => panic!("started with {text}"),
+                Err(e) => e,
+            }
+        }
+    };
+    let e = bad("[greeter]\nnosuchkey = 1\n").await;
+    assert!(e.contains("[greeter]") && e.contains("nosuchkey"), "{e}");
+    let e = bad("[greeter]\ngreeting = 5\n").await;
+    assert!(e.contains("[greeter]"), "{e}");
+    let e = bad("[greeter]\ngreeting = ''\n").await;
+    assert!(e.contains("[greeter] greeting must not be empty"), "{e}");
+    let e = bad("[nosuchsection]\nx = 1\n").await;
+    assert!(
+        e.contains("unknown configuration section [nosuchsection]"),
+        "{e}"
+    );
+    // A built-in module's section is validated by that module.
+    let e = bad("[ping]\ninterval = 5\ntimeout = 0\n").await;
+    assert!(e.contains("[ping] timeout must be positive"), "{e}");
+    // The section of a disabled module is not an unknown one.
+    let mut c = greeter_config(dir.path(), Some("[greeter]\ngreeting = 'hi'\n"));
+    c.modules.disabled = vec!["greeter".into()];
+    let s = Server::start_with_modules(c, vec![Arc::new(Greeter::default())])
+        .await
+        .expect("starts");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_module_uses_its_section_timer_events_session_data_and_store() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let greeter = Arc::new(Greeter::default());
+    let server = start_greeter(
+        dir.path(),
+        Some("[greeter]\ngreeting = 'ahoy'\nevery_ms = 20\n"),
+        greeter.clone(),
+    )
+    .await
+    .expect("starts");
+    assert_eq!(
+        greeter.started.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let addr = server.c2s_addr().expect("addr");
+    let tls_addr = server.c2s_tls_addr().expect("addr");
+    let ts = TestServer {
+        server: Some(server),
+        dir,
+        addr,
+        tls_addr,
+    };
+    ts.add_user("alice").await;
+    let mut one = ts.login("alice").await;
+    let mut two = ts.login("alice").await;
+    for _ in 0..3 {
+        ping(&mut one).await;
+    }
+    let set = iq(
+        &mut two,
+        "set",
+        None,
+        Element::new("query", GREETER_NS).text("kept"),
+    )
+    .await;
+    assert_eq!(set.get_attr("type"), Some("result"), "{set}");
+    let ask = |c| async move {
+        let r = iq(c, "get", None, Element::new("query", GREETER_NS)).await;
+        let q = r.get_child("query", GREETER_NS).cloned().expect("query");
+        (
+            q.get_attr("greeting").unwrap_or_default().to_string(),
+            q.get_attr("sent")
+                .unwrap_or_default()
+                .parse::<usize>()
+                .expect("count"),
+            q.get_attr("note").unwrap_or_default().to_string(),
+        )
+    };
+    // Each session has its own count (the query itself counts too); the store is shared
+    // by the account.
+    let (greeting, sent_one, note) = ask(&mut one).await;
+    assert_eq!(greeting, "ahoy");
+    assert_eq!(sent_one, 4);
+    assert_eq!(note, "kept");
+    let (_, sent_two, _) = ask(&mut two).await;
+    assert_eq!(sent_two, 2);
+    // The timer ticks while the server runs, and stops with it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(greeter.ticks.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    let mut ts = ts;
+    ts.server.take().expect("server").shutdown().await;
+    assert_eq!(
+        greeter.stopped.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let after = greeter.ticks.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        greeter.ticks.load(std::sync::atomic::Ordering::Relaxed),
+        after
+    );
+    // The store outlives the server.
+    let again = Arc::new(Greeter::default());
+    let server = start_greeter(ts.dir.path(), None, again)
+        .await
+        .expect("restarts");
+    let store = server.ctx().registry.store("greeter");
+    let alice = confab_proto::BareJid::new("alice@localhost").expect("jid");
+    assert_eq!(
+        store
+            .get(server.ctx(), &alice, "note")
+            .await
+            .expect("read")
+            .as_deref(),
+        Some("kept")
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn the_example_configuration_belongs_to_the_built_in_modules() {
+    let text = include_str!("../../../confabd.example.toml");
+    let table: toml::Table = text.parse().expect("example parses");
+    let c: confab_server::config::Config = toml::Value::Table(table)
+        .try_into()
+        .expect("example deserializes");
+    confab_server::module::Registry::build_with_config(
+        confab_server::modules::all(),
+        &c.modules.disabled,
+        &c,
+    )
+    .expect("every section of the example is some module's");
+}

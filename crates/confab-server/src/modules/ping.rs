@@ -4,8 +4,8 @@
 //! The answering half is the smallest complete module: read that first.
 
 use crate::module::{
-    HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module,
-    Registry, StanzaHook,
+    HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, Module, ModuleConfig, Registry,
+    StanzaHook, Timer,
 };
 use crate::session::SessionInfo;
 use crate::ServerCtx;
@@ -16,7 +16,7 @@ use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use confab_proto::{StreamError, StreamErrorCondition};
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,35 @@ const ID_PREFIX: &str = "confab-ping-";
 
 #[derive(Default)]
 pub struct Ping {
-    /// The idle scanner runs once per server, started with the first session.
-    scanner_started: AtomicBool,
     pending: Arc<Pending>,
+}
+
+/// `[ping]`: pinging clients that have been silent.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PingConfig {
+    /// Seconds a client may be silent before the server pings it; 0: never.
+    pub interval: u64,
+    /// Seconds the client has to answer a server ping before its session is closed.
+    pub timeout: u64,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            interval: 0,
+            timeout: 60,
+        }
+    }
+}
+
+impl ModuleConfig for PingConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.interval > 0 && self.timeout == 0 {
+            return Err("timeout must be positive when interval is set".into());
+        }
+        Ok(())
+    }
 }
 
 /// The server's pings not answered yet.
@@ -37,6 +63,7 @@ struct Pending {
     next_id: AtomicU64,
     /// Session id -> (ping id, when sent).
     by_session: DashMap<u64, (String, Instant)>,
+    interval: std::sync::OnceLock<(Duration, Duration)>,
 }
 
 impl Module for Ping {
@@ -49,7 +76,16 @@ impl Module for Ping {
         reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
         reg.host_feature(NS);
         reg.hook(HookPoint::FromClient, 100, self.clone());
-        reg.lifecycle(self);
+        let cfg: PingConfig = reg.section("ping");
+        if cfg.interval > 0 {
+            // One timer scans every session instead of a timer per session.
+            let interval = Duration::from_secs(cfg.interval);
+            let timeout = Duration::from_secs(cfg.timeout);
+            let _ = self.pending.interval.set((interval, timeout));
+            let tick = (interval.min(timeout) / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5));
+            reg.timer(tick, self.pending.clone());
+        }
     }
 }
 
@@ -107,27 +143,11 @@ impl StanzaHook for Ping {
 }
 
 #[async_trait]
-impl LifecycleListener for Ping {
-    async fn session_bound(&self, ctx: &ServerCtx, _: &SessionInfo) {
-        let cfg = &ctx.config.ping;
-        if cfg.interval == 0 || self.scanner_started.swap(true, Ordering::Relaxed) {
-            return;
+impl Timer for Pending {
+    async fn tick(&self, ctx: &ServerCtx) {
+        if let Some((interval, timeout)) = self.interval.get().copied() {
+            self.scan(ctx, interval, timeout).await;
         }
-        // One task scans every session instead of a timer per session. It holds the
-        // server weakly so it ends with it.
-        let weak = Arc::downgrade(ctx);
-        let pending = self.pending.clone();
-        let interval = Duration::from_secs(cfg.interval);
-        let timeout = Duration::from_secs(cfg.timeout);
-        let tick =
-            (interval.min(timeout) / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(tick).await;
-                let Some(ctx) = weak.upgrade() else { return };
-                pending.scan(&ctx, interval, timeout).await;
-            }
-        });
     }
 }
 
