@@ -20,7 +20,7 @@ use confab_proto::sasl::{
 };
 use confab_proto::stanza::{error_reply_for, IqType, Stanza, StanzaKind, StanzaParseError};
 use confab_proto::xml::Element;
-use confab_stream::{ReadError, Transport, XmlStream};
+use confab_stream::{ReadError, ServerFraming, Transport, XmlStream};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,9 +70,9 @@ impl From<std::io::Error> for End {
 struct C2s {
     ctx: ServerCtx,
     conn: u64,
-    stream: Option<XmlStream<Transport>>,
+    /// The connection; `None` only while STARTTLS swaps it.
+    stream: Option<Box<dyn ServerFraming>>,
     secure: bool,
-    direct_tls: bool,
     domain: Option<String>,
     header_sent: bool,
     authenticated: Option<BareJid>,
@@ -91,7 +91,7 @@ struct C2s {
     unsent: Vec<bytes::Bytes>,
 }
 
-/// Serves one client connection until it ends.
+/// Serves one TCP client connection (STARTTLS or direct TLS) until it ends.
 pub async fn serve(
     ctx: ServerCtx,
     tcp: TcpStream,
@@ -121,13 +121,42 @@ pub async fn serve(
         } else {
             Transport::Tcp(tcp)
         };
+        let framing: Box<dyn ServerFraming> = Box::new(XmlStream::new(transport, limits));
+        run_session(ctx, conn, framing, peer, shutdown).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serves a client connection of any framing (TCP, WebSocket, …): the same negotiation and
+/// session, whatever carries them. Transports other than TCP call this.
+pub async fn serve_framing(
+    ctx: ServerCtx,
+    framing: Box<dyn ServerFraming>,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let conn = ctx.router.next_session_id();
+    let span = tracing::info_span!("c2s", conn, %peer);
+    run_session(ctx, conn, framing, peer, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_session(
+    ctx: ServerCtx,
+    conn: u64,
+    framing: Box<dyn ServerFraming>,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    {
         let mut s = C2s {
             trace: ctx.config.log.xml_trace,
             ctx,
             conn,
-            stream: Some(XmlStream::new(transport, limits)),
-            secure: direct_tls,
-            direct_tls,
+            secure: framing.is_secure(),
+            stream: Some(framing),
             domain: None,
             header_sent: false,
             authenticated: None,
@@ -143,12 +172,10 @@ pub async fn serve(
         s.run(shutdown).await;
         tracing::debug!("disconnected");
     }
-    .instrument(span)
-    .await
 }
 
 impl C2s {
-    fn stream(&mut self) -> Result<&mut XmlStream<Transport>, End> {
+    fn stream(&mut self) -> Result<&mut Box<dyn ServerFraming>, End> {
         self.stream.as_mut().ok_or(End::Gone)
     }
 
@@ -240,50 +267,30 @@ impl C2s {
                 l.session_closed(&self.ctx, &info).await;
             }
         }
-        let closing = match end {
-            End::Gone => None,
-            End::PeerClosed => Some(String::from("</stream:stream>")),
+        let error = match end {
+            End::Gone => return,
+            End::PeerClosed => None,
             End::Error(e) => {
                 tracing::info!(condition = %e.condition, "sending stream error");
-                let mut out = String::new();
-                if !self.header_sent {
-                    out.push_str(&self.header_xml());
+                if self.trace {
+                    tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", e.to_element().to_stream_xml(ns::CLIENT));
                 }
-                out.push_str(&e.to_element().to_stream_xml(ns::CLIENT));
-                out.push_str("</stream:stream>");
-                Some(out)
+                Some(e)
             }
         };
-        if let Some(data) = closing {
-            self.trace_out(&data);
-            if let Ok(stream) = self.stream() {
-                let write = async {
-                    stream.write_bytes(data.as_bytes()).await?;
-                    stream.shutdown().await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
-            }
+        let opened = self.header_sent;
+        if let Ok(stream) = self.stream() {
+            let close = stream.close(error.as_ref(), opened);
+            let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
         }
     }
 
-    fn header_xml(&self) -> String {
-        let domain = self
-            .domain
+    /// The domain our stream is from: the one the client asked for, else the first served.
+    fn stream_from(&self) -> String {
+        self.domain
             .clone()
             .or_else(|| self.ctx.config.server.domains.first().cloned())
-            .unwrap_or_default();
-        let id: String = {
-            let mut rng = rand::thread_rng();
-            (0..16)
-                .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
-                .collect()
-        };
-        format!(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-             xmlns:stream='http://etherx.jabber.org/streams' id='{id}' from='{}' \
-             version='1.0' xml:lang='en'>",
-            confab_proto::xml::escape(&domain)
-        )
+            .unwrap_or_default()
     }
 
     fn trace_in(&self, e: &Element) {
@@ -292,22 +299,23 @@ impl C2s {
         }
     }
 
-    fn trace_out(&self, data: &str) {
-        if self.trace {
-            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", data);
-        }
-    }
-
     async fn send(&mut self, e: &Element) -> Result<(), End> {
         if self.trace {
             tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", redact(e));
         }
-        self.stream()?.write_element(e, ns::CLIENT).await?;
+        self.stream()?.send_element(e).await?;
         Ok(())
     }
 
+    /// Waits for the next event on the connection.
     async fn next_event(&mut self) -> Result<StreamEvent, End> {
-        Ok(self.stream()?.next_event().await?)
+        let stream = self.stream()?;
+        loop {
+            if let Some(ev) = stream.next_buffered().map_err(ReadError::Parse)? {
+                return Ok(ev);
+            }
+            stream.read_more().await?;
+        }
     }
 
     /// Reads a stream header and answers it with ours and the features of this stage.
@@ -318,11 +326,19 @@ impl C2s {
             _ => return Err(StreamErrorCondition::NotWellFormed.into()),
         };
         self.check_header(&header)?;
-        let mut out = self.header_xml();
-        out.push_str(&self.features().to_stream_xml(ns::CLIENT));
+        let features = self.features();
+        let from = self.stream_from();
+        let id: String = {
+            let mut rng = rand::thread_rng();
+            (0..16)
+                .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+                .collect()
+        };
         self.header_sent = true;
-        self.trace_out(&out);
-        self.stream()?.write_bytes(out.as_bytes()).await?;
+        if self.trace {
+            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> (stream {id} from {from}) {}", features.to_stream_xml(ns::CLIENT));
+        }
+        self.stream()?.open(&from, &id, &features).await?;
         Ok(())
     }
 
@@ -352,8 +368,18 @@ impl C2s {
         }
     }
 
+    /// Channel-binding data of this connection (empty without TLS underneath).
+    fn channel_binding(&self) -> ChannelBindingData {
+        match self.stream.as_ref() {
+            Some(s) if self.secure => s.channel_binding(Some(&self.ctx.tls.leaf_der)),
+            _ => ChannelBindingData::default(),
+        }
+    }
+
     fn offered_mechanisms(&self) -> Vec<Mechanism> {
         let c2s = &self.ctx.config.c2s;
+        // -PLUS only where the connection can bind to its TLS channel.
+        let can_bind = self.channel_binding().any();
         self.ctx
             .config
             .auth
@@ -362,7 +388,7 @@ impl C2s {
             .filter_map(|m| Mechanism::from_name(m))
             .filter(|m| {
                 if m.is_plus() {
-                    self.secure
+                    can_bind
                 } else if *m == Mechanism::Plain {
                     self.secure || c2s.allow_plain_without_tls
                 } else {
@@ -376,7 +402,8 @@ impl C2s {
         let mut f = Element::new("features", ns::STREAM);
         let c2s = &self.ctx.config.c2s;
         if self.authenticated.is_none() {
-            if !self.secure {
+            let can_starttls = self.stream.as_ref().is_some_and(|s| s.offers_starttls());
+            if !self.secure && can_starttls {
                 let mut tls = Element::new("starttls", ns::TLS);
                 if c2s.require_tls {
                     tls.push_child(Element::new("required", ns::TLS));
@@ -394,13 +421,14 @@ impl C2s {
                 }
             }
             let mechs = self.offered_mechanisms();
+            let plus = mechs.iter().any(|m| m.is_plus());
             if !mechs.is_empty() {
                 let mut m = Element::new("mechanisms", ns::SASL);
                 for mech in mechs {
                     m.push_child(Element::new("mechanism", ns::SASL).text(mech.name()));
                 }
                 f.push_child(m);
-                if self.secure {
+                if plus {
                     // XEP-0440: the channel-binding types this server supports.
                     f.push_child(
                         Element::new("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
@@ -453,7 +481,8 @@ impl C2s {
                     }
                 };
                 self.trace_in(&e);
-                if e.is("starttls", ns::TLS) && !self.secure && !self.direct_tls {
+                let can_starttls = self.stream.as_ref().is_some_and(|s| s.offers_starttls());
+                if e.is("starttls", ns::TLS) && !self.secure && can_starttls {
                     self.starttls().await?;
                     break;
                 }
@@ -540,17 +569,9 @@ impl C2s {
     async fn starttls(&mut self) -> Result<(), End> {
         self.send(&Element::new("proceed", ns::TLS)).await?;
         let stream = self.stream.take().ok_or(End::Gone)?;
-        let tcp = match stream.into_inner() {
-            Transport::Tcp(t) => t,
-            _ => return Err(End::Gone),
-        };
-        let acceptor = self.ctx.tls.starttls.clone();
-        match acceptor.accept(tcp).await {
+        match stream.starttls(&self.ctx.tls.starttls).await {
             Ok(tls) => {
-                self.stream = Some(XmlStream::new(
-                    Transport::ServerTls(Box::new(tls)),
-                    self.ctx.config.limits.parser_limits(),
-                ));
+                self.stream = Some(tls);
                 self.secure = true;
                 Ok(())
             }
@@ -763,12 +784,7 @@ impl C2s {
         data: &[u8],
         offered_plus: bool,
     ) -> Result<Result<(BareJid, Option<Vec<u8>>), SaslFailure>, End> {
-        let cb = match self.stream.as_ref() {
-            Some(s) if self.secure => {
-                confab_stream::tls::channel_binding_data(s.get_ref(), Some(&self.ctx.tls.leaf_der))
-            }
-            _ => ChannelBindingData::default(),
-        };
+        let cb = self.channel_binding();
         let mut server = ScramServer::new(mech, cb, offered_plus);
         let first = match server.handle_client_first(data) {
             Ok(f) => f,
@@ -1012,20 +1028,22 @@ impl C2s {
                 out = rx.recv() => {
                     let Some(first) = out else { return End::Gone };
                     // Batch whatever else is queued into one write.
-                    let mut buf = Vec::with_capacity(first.data.len());
-                    buf.extend_from_slice(&first.data);
+                    let mut size = first.data.len();
                     let mut batch = vec![first];
-                    while buf.len() < 64 * 1024 {
+                    while size < 64 * 1024 {
                         match rx.try_recv() {
                             Ok(more) => {
-                                buf.extend_from_slice(&more.data);
+                                size += more.data.len();
                                 batch.push(more);
                             }
                             Err(_) => break,
                         }
                     }
+                    let buf: Vec<bytes::Bytes> = batch.iter().map(|o| o.data.clone()).collect();
                     if self.trace {
-                        tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(&buf));
+                        for b in &buf {
+                            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(b));
+                        }
                     }
                     // A client that stops reading blocks this write; a close request (slow
                     // reader, conflict, shutdown) or the write timeout must still end the
@@ -1036,7 +1054,7 @@ impl C2s {
                         // actually blocked, not one that can complete (e.g. the reply to an
                         // account removal, queued just before its close request).
                         biased;
-                        r = stream.write_bytes(&buf) => {
+                        r = stream.send_stanzas(&buf) => {
                             if r.is_err() {
                                 self.keep_unsent(&info, batch);
                                 return End::Gone;
@@ -1067,14 +1085,16 @@ impl C2s {
                     let mut buf = Vec::new();
                     let mut batch = Vec::new();
                     while let Ok(more) = rx.try_recv() {
-                        buf.extend_from_slice(&more.data);
+                        buf.push(more.data.clone());
                         batch.push(more);
                     }
                     if !buf.is_empty() && e.condition != StreamErrorCondition::PolicyViolation {
                         if self.trace {
-                            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(&buf));
+                            for b in &buf {
+                                tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(b));
+                            }
                         }
-                        let written = tokio::time::timeout(Duration::from_secs(2), stream.write_bytes(&buf)).await;
+                        let written = tokio::time::timeout(Duration::from_secs(2), stream.send_stanzas(&buf)).await;
                         if matches!(written, Ok(Ok(()))) {
                             confirm_written(&info, std::mem::take(&mut batch));
                         }
@@ -1100,7 +1120,7 @@ impl C2s {
                         if now.duration_since(last_out) >= k {
                             // RFC 6120 §4.6.1: whitespace keeps NATs and the peer's timers
                             // alive. A peer that does not read even that is gone.
-                            match tokio::time::timeout(write_timeout, stream.write_bytes(b" ")).await {
+                            match tokio::time::timeout(write_timeout, stream.keepalive()).await {
                                 Ok(Ok(())) => {}
                                 _ => return End::Gone,
                             }

@@ -228,6 +228,12 @@ impl Server {
         &self.ctx
     }
 
+    /// Changes to `true` when the server shuts down; transports other than the built-in
+    /// listeners pass it to `c2s::serve_framing`.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }

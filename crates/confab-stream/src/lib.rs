@@ -6,9 +6,11 @@
 //! and TLS; everything above it sees elements and events.
 
 pub mod client;
+pub mod framing;
 pub mod tls;
 pub mod transport;
 pub mod xmlstream;
 
+pub use framing::{FramedXml, MessageTransport, ServerFraming, WireForm};
 pub use transport::Transport;
 pub use xmlstream::{ReadError, XmlStream};

@@ -37,6 +37,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        self.parser.limits()
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.io
     }
