@@ -24,7 +24,7 @@ fi
 # -malloc_limit_mb fails a run on any single huge allocation and -rss_limit_mb on growth;
 # stream_memory also checks what the parser holds against its own budget. Seeds in
 # fuzz/seeds/<target> start each run from known hard shapes.
-for target in stream_parser sasl_server stream_memory; do
+for target in stream_parser sasl_server stream_memory payloads; do
     mkdir -p "fuzz/corpus/$target"
     seeds=()
     if [ -d "fuzz/seeds/$target" ]; then

@@ -8,6 +8,7 @@ pub mod error;
 pub mod jid;
 pub mod ns;
 pub mod parser;
+pub mod payloads;
 pub mod sasl;
 pub mod stanza;
 pub mod xml;

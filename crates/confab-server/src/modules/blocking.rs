@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition, StanzaErrorType};
 use confab_proto::jid::{BareJid, Jid};
 use confab_proto::ns;
+use confab_proto::payloads::blocking::{Block, Unblock};
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use dashmap::DashMap;
@@ -26,8 +27,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub const NS: &str = "urn:xmpp:blocking";
-pub const NS_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const NS: &str = confab_proto::payloads::blocking::NS;
+pub const NS_ERRORS: &str = confab_proto::payloads::blocking::NS_ERRORS;
 const KIND: &str = "blocklist";
 
 /// A block list: normalized JID strings.
@@ -276,26 +277,19 @@ fn bad_request(text: &str) -> IqReply {
     ))
 }
 
-/// The `jid` attributes of `<item/>` children, normalized; an invalid one is an error.
+/// The JIDs of a `<block/>` or `<unblock/>`, normalized, sorted and without repeats; an
+/// invalid one (or a block without items) is an error.
 fn parse_items(payload: &Element) -> Result<Vec<String>, IqReply> {
-    let mut out = Vec::new();
-    for item in payload.elements() {
-        if !item.is("item", NS) {
-            continue;
-        }
-        let Some(raw) = item.get_attr("jid") else {
-            return Err(bad_request("item without a jid"));
-        };
-        match Jid::new(raw) {
-            Ok(j) => out.push(j.as_str().to_string()),
-            Err(_) => {
-                return Err(IqReply::Error(StanzaError::with_text(
-                    StanzaErrorCondition::JidMalformed,
-                    format!("invalid jid '{raw}'"),
-                )))
-            }
-        }
-    }
+    let parsed = if payload.name == "block" {
+        Block::try_from(payload).map(|b| b.items)
+    } else {
+        Unblock::try_from(payload).map(|u| u.items)
+    };
+    let mut out: Vec<String> = parsed
+        .map_err(|e| IqReply::Error(e.to_stanza_error()))?
+        .iter()
+        .map(|j| j.as_str().to_string())
+        .collect();
     out.sort();
     out.dedup();
     Ok(out)

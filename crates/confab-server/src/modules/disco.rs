@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::ns::{CAPS, DISCO_INFO, DISCO_ITEMS};
+use confab_proto::payloads::disco::{self as payload, DiscoInfo, DiscoItems};
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use sha1::{Digest, Sha1};
@@ -84,24 +85,26 @@ pub fn caps_ver(identities: &[Identity], features: &[String]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
 }
 
-fn info(identities: &[Identity], features: &[String]) -> Element {
-    let mut out = Element::new("query", DISCO_INFO);
-    for i in identities {
-        let mut e = Element::new("identity", DISCO_INFO)
-            .attr("category", i.category.clone())
-            .attr("type", i.type_.clone());
-        if let Some(n) = &i.name {
-            e.set_attr("name", n.clone());
-        }
-        out.push_child(e);
-    }
-    let mut features: Vec<&String> = features.iter().collect();
+/// The `disco#info` result: the identities, and the features sorted without repeats.
+fn info(identities: &[Identity], features: &[String], node: Option<&str>) -> Element {
+    let mut features = features.to_vec();
     features.sort();
     features.dedup();
-    for f in features {
-        out.push_child(Element::new("feature", DISCO_INFO).attr("var", f.clone()));
+    DiscoInfo {
+        node: node.map(str::to_string),
+        identities: identities
+            .iter()
+            .map(|i| payload::Identity::new(&i.category, &i.type_, i.name.as_deref()))
+            .collect(),
+        features,
+        extensions: Vec::new(),
     }
-    out
+    .into()
+}
+
+/// The empty `disco#items` result.
+fn no_items() -> IqReply {
+    IqReply::Result(Some(DiscoItems::default().into()))
 }
 
 fn err(c: StanzaErrorCondition) -> IqReply {
@@ -115,26 +118,30 @@ impl Disco {
                 return err(StanzaErrorCondition::ItemNotFound);
             }
             // The services hosted here (group chat, publish-subscribe, upload, …).
-            let mut items = Element::new("query", DISCO_ITEMS);
-            for s in ctx.registry.services() {
-                let mut item = Element::new("item", DISCO_ITEMS).attr("jid", s.domain.clone());
-                if let Some(n) = &s.name {
-                    item.set_attr("name", n.clone());
-                }
-                items.push_child(item);
-            }
-            return IqReply::Result(Some(items));
+            let items = ctx
+                .registry
+                .services()
+                .into_iter()
+                .filter_map(|s| {
+                    Some(payload::DiscoItem {
+                        jid: confab_proto::Jid::new(&s.domain).ok()?,
+                        node: None,
+                        name: s.name.clone(),
+                    })
+                })
+                .collect();
+            return IqReply::Result(Some(DiscoItems { node: None, items }.into()));
         }
-        let mut out = info(ctx.registry.identities(), ctx.registry.host_features());
-        if let Some(node) = q.get_attr("node") {
+        let node = q.get_attr("node");
+        if let Some(node) = node {
             // XEP-0115 §6.2: the caps node answers like the server itself.
             let caps_node = self.ver.get().map(|v| format!("{CAPS_NODE}#{v}"));
             if caps_node.as_deref() != Some(node) {
                 return err(StanzaErrorCondition::ItemNotFound);
             }
-            out.set_attr("node", node);
         }
-        IqReply::Result(Some(out))
+        let reg = &ctx.registry;
+        IqReply::Result(Some(info(reg.identities(), reg.host_features(), node)))
     }
 
     async fn account(&self, ctx: &ServerCtx, iq: &Stanza, q: &Element) -> IqReply {
@@ -164,7 +171,7 @@ impl Disco {
             if q.get_attr("node").is_some() {
                 return err(StanzaErrorCondition::ItemNotFound);
             }
-            return IqReply::Result(Some(Element::new("query", DISCO_ITEMS)));
+            return no_items();
         }
         if q.get_attr("node").is_some() {
             return err(StanzaErrorCondition::ItemNotFound);
@@ -174,7 +181,11 @@ impl Disco {
             type_: "registered".into(),
             name: None,
         };
-        IqReply::Result(Some(info(&[identity], ctx.registry.account_features())))
+        IqReply::Result(Some(info(
+            &[identity],
+            ctx.registry.account_features(),
+            None,
+        )))
     }
 }
 

@@ -12,13 +12,13 @@ use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, FullJid};
 use confab_proto::ns;
+use confab_proto::payloads::last::LastActivity;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
-use confab_proto::xml::Element;
 use dashmap::DashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub const NS: &str = "jabber:iq:last";
+pub const NS: &str = confab_proto::payloads::last::NS;
 const KIND: &str = "last";
 const KEY: &str = "logout";
 
@@ -65,11 +65,7 @@ fn err(c: StanzaErrorCondition) -> IqReply {
 }
 
 fn query(seconds: u64, status: &str) -> IqReply {
-    let mut q = Element::new("query", NS).attr("seconds", seconds.to_string());
-    if !status.is_empty() {
-        q = q.text(status);
-    }
-    IqReply::Result(Some(q))
+    IqReply::Result(Some(LastActivity::answer(seconds, status).into()))
 }
 
 impl Last {

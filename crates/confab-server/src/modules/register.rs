@@ -14,6 +14,7 @@ use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition as Cond, StanzaErrorType};
 use confab_proto::jid::BareJid;
+use confab_proto::payloads::register::RegisterQuery;
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use confab_store::{StoreError, Stores};
@@ -24,7 +25,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub const NS: &str = "jabber:iq:register";
+pub const NS: &str = confab_proto::payloads::register::NS;
 /// The stream feature of XEP-0077 §8.
 pub const FEATURE_NS: &str = "http://jabber.org/features/iq-register";
 /// XEP-0445: the `<preauth/>` IQ and its stream feature.
@@ -82,11 +83,6 @@ fn err_text(c: Cond, text: &str) -> IqReply {
     IqReply::Error(StanzaError::with_text(c, text))
 }
 
-/// The text of a child of the query, if present.
-fn field(q: &Element, name: &str) -> Option<String> {
-    q.get_child(name, NS).map(|e| e.text_content())
-}
-
 impl Register {
     /// Takes a slot in the IP's window; false when the limit is reached.
     fn reserve(&self, ip: IpAddr, cfg: &RegistrationSection) -> bool {
@@ -128,10 +124,13 @@ impl Register {
             "Choose a username and password for use with this service."
         };
         IqReply::Result(Some(
-            Element::new("query", NS)
-                .child(Element::new("instructions", NS).text(text))
-                .child(Element::new("username", NS))
-                .child(Element::new("password", NS)),
+            RegisterQuery {
+                instructions: Some(text.into()),
+                username: Some(String::new()),
+                password: Some(String::new()),
+                ..RegisterQuery::default()
+            }
+            .into(),
         ))
     }
 
@@ -198,11 +197,15 @@ impl Register {
                 )
             });
         }
-        if q.get_child("remove", NS).is_some() {
+        let q = match RegisterQuery::try_from(q) {
+            Ok(q) => q,
+            Err(e) => return IqReply::Error(e.to_stanza_error()),
+        };
+        if q.remove {
             // XEP-0077 §3.2: nobody is registered on an unauthenticated stream.
             return err(Cond::UnexpectedRequest);
         }
-        let (Some(username), Some(password)) = (field(q, "username"), field(q, "password")) else {
+        let (Some(username), Some(password)) = (q.username, q.password) else {
             return err_text(Cond::NotAcceptable, "username and password are required");
         };
         if username.is_empty() || password.is_empty() {
@@ -300,12 +303,17 @@ impl Register {
         reply
     }
 
-    async fn change_password(&self, ctx: &ServerCtx, account: &BareJid, q: &Element) -> IqReply {
+    async fn change_password(
+        &self,
+        ctx: &ServerCtx,
+        account: &BareJid,
+        q: RegisterQuery,
+    ) -> IqReply {
         let cfg = &ctx.config.registration;
         if !cfg.allow_password_change {
             return err(Cond::NotAllowed);
         }
-        let (Some(username), Some(password)) = (field(q, "username"), field(q, "password")) else {
+        let (Some(username), Some(password)) = (q.username, q.password) else {
             return err_text(Cond::BadRequest, "username and password are required");
         };
         // XEP-0077 §3.3: an empty password never replaces the existing one.
@@ -379,16 +387,20 @@ impl Register {
                 // XEP-0077 §3.1: an authenticated entity is registered.
                 let node = account.node().map(|n| n.to_string()).unwrap_or_default();
                 IqReply::Result(Some(
-                    Element::new("query", NS)
-                        .child(Element::new("registered", NS))
-                        .child(Element::new("username", NS).text(node))
-                        .child(Element::new("password", NS)),
+                    RegisterQuery {
+                        registered: true,
+                        username: Some(node),
+                        password: Some(String::new()),
+                        ..RegisterQuery::default()
+                    }
+                    .into(),
                 ))
             }
-            Some(IqType::Set) if q.get_child("remove", NS).is_some() => {
-                self.remove(ctx, &account, q).await
-            }
-            Some(IqType::Set) => self.change_password(ctx, &account, q).await,
+            Some(IqType::Set) => match RegisterQuery::try_from(q) {
+                Ok(parsed) if parsed.remove => self.remove(ctx, &account, q).await,
+                Ok(parsed) => self.change_password(ctx, &account, parsed).await,
+                Err(e) => IqReply::Error(e.to_stanza_error()),
+            },
             _ => err(Cond::BadRequest),
         }
     }

@@ -9,6 +9,7 @@ use crate::ServerCtx;
 use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, Jid};
+use confab_proto::payloads::roster::RosterQuery;
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use confab_store::RosterItem;
@@ -95,19 +96,13 @@ async fn get(
 
 async fn set(ctx: &ServerCtx, account: &BareJid, query: &Element) -> IqReply {
     let limits = &ctx.config.roster;
-    let items: Vec<&Element> = query.elements().filter(|e| e.is("item", NS)).collect();
-    // RFC 6121 §2.3.3: exactly one item.
-    let [item] = items.as_slice() else {
-        return err(
-            StanzaErrorCondition::BadRequest,
-            "a roster set carries exactly one item",
-        );
-    };
-    let Some(jid) = item.get_attr("jid").and_then(|j| Jid::new(j).ok()) else {
-        return err(StanzaErrorCondition::JidMalformed, "invalid jid");
+    // RFC 6121 §2.3.3: exactly one item, with a valid JID and non-empty, distinct groups.
+    let item = match RosterQuery::parse_set(query) {
+        Ok(item) => item,
+        Err(e) => return IqReply::Error(e.to_stanza_error()),
     };
     // Roster items are bare JIDs (a full JID is kept as given by some servers; we normalise).
-    let contact = jid.to_bare();
+    let contact = item.jid.to_bare();
     let guard = roster::lock(account).await;
     let existing = match roster::item(ctx, account, &contact).await {
         Ok(i) => i,
@@ -116,32 +111,19 @@ async fn set(ctx: &ServerCtx, account: &BareJid, query: &Element) -> IqReply {
             return err(StanzaErrorCondition::InternalServerError, "storage");
         }
     };
-    if item.get_attr("subscription") == Some("remove") {
+    if item.is_remove() {
         return remove(ctx, account, existing, guard).await;
     }
-    let name = item
-        .get_attr("name")
-        .map(str::to_string)
-        .filter(|n| !n.is_empty());
+    let name = item.name.filter(|n| !n.is_empty());
     if name
         .as_ref()
         .is_some_and(|n| n.len() > limits.max_name_length)
     {
         return err(StanzaErrorCondition::NotAcceptable, "name too long");
     }
-    let mut groups: Vec<String> = Vec::new();
-    for g in item.elements().filter(|e| e.is("group", NS)) {
-        let g = g.text_content();
-        if g.is_empty() {
-            return err(StanzaErrorCondition::NotAcceptable, "empty group name");
-        }
-        if g.len() > limits.max_group_length {
-            return err(StanzaErrorCondition::NotAcceptable, "group name too long");
-        }
-        if groups.contains(&g) {
-            return err(StanzaErrorCondition::BadRequest, "duplicate group");
-        }
-        groups.push(g);
+    let groups = item.groups;
+    if groups.iter().any(|g| g.len() > limits.max_group_length) {
+        return err(StanzaErrorCondition::NotAcceptable, "group name too long");
     }
     if groups.len() > limits.max_groups_per_item {
         return err(StanzaErrorCondition::NotAcceptable, "too many groups");

@@ -3,12 +3,11 @@
 use crate::module::{IqHandler, IqReply, IqTarget, Module, Registry};
 use crate::ServerCtx;
 use async_trait::async_trait;
-use confab_proto::datetime::format_datetime;
+use confab_proto::payloads::time::EntityTime;
 use confab_proto::stanza::{IqType, Stanza};
-use confab_proto::xml::Element;
 use std::sync::Arc;
 
-pub const NS: &str = "urn:xmpp:time";
+pub const NS: &str = confab_proto::payloads::time::NS;
 
 pub struct Time;
 
@@ -35,9 +34,11 @@ fn unix_now() -> i64 {
 impl IqHandler for Time {
     async fn handle_iq(&self, _: &ServerCtx, _: &Stanza, _: IqTarget) -> IqReply {
         IqReply::Result(Some(
-            Element::new("time", NS)
-                .child(Element::new("tzo", NS).text("+00:00"))
-                .child(Element::new("utc", NS).text(format_datetime(unix_now()))),
+            EntityTime {
+                tzo: 0,
+                utc: unix_now(),
+            }
+            .into(),
         ))
     }
 }

@@ -9,16 +9,16 @@ use crate::module::{
 };
 use crate::ServerCtx;
 use async_trait::async_trait;
-use base64::Engine as _;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::BareJid;
 use confab_proto::parser::parse_fragment;
+use confab_proto::payloads::vcard::{VCard, VCardUpdate, UPDATE_NS};
+use confab_proto::payloads::PayloadError;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
-use sha1::{Digest, Sha1};
 use std::sync::Arc;
 
-pub const NS: &str = "vcard-temp";
+pub const NS: &str = confab_proto::payloads::vcard::NS;
 const KIND: &str = "vcard";
 const KEY_VCARD: &str = "vcard";
 const KEY_AVATAR: &str = "avatar-hash";
@@ -56,26 +56,9 @@ fn internal(e: impl std::fmt::Display) -> IqReply {
 }
 
 /// The XEP-0153 hash of a vCard's photo: hex SHA-1 of the decoded BINVAL. `Ok(None)` without
-/// a photo; `Err` if the BINVAL is not base64.
-pub fn photo_hash(vcard: &Element) -> Result<Option<String>, base64::DecodeError> {
-    let Some(binval) = vcard
-        .get_child("PHOTO", NS)
-        .and_then(|p| p.get_child("BINVAL", NS))
-    else {
-        return Ok(None);
-    };
-    // BINVAL is often wrapped over several lines.
-    let text: String = binval
-        .text_content()
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let data = base64::engine::general_purpose::STANDARD.decode(text)?;
-    let digest = Sha1::digest(&data);
-    Ok(Some(digest.iter().map(|b| format!("{b:02x}")).collect()))
+/// a photo; `Err` (bad-request) if the BINVAL is not base64.
+pub fn photo_hash(vcard: &Element) -> Result<Option<String>, PayloadError> {
+    VCard::try_from(vcard).map(|v| v.photo_hash())
 }
 
 /// The stored avatar hash of an account (for XEP-0153 presence annotations): `Some("")` if
@@ -92,8 +75,6 @@ pub async fn avatar_hash(ctx: &ServerCtx, account: &BareJid) -> Option<String> {
         })
 }
 
-const UPDATE_NS: &str = "vcard-temp:x:update";
-
 /// XEP-0153 §4.1: available presence from a client that does not annotate it itself gets
 /// the stored avatar hash, so contacts learn about avatar changes (as ejabberd does).
 #[async_trait]
@@ -109,13 +90,7 @@ impl StanzaHook for Vcard {
             return HookResult::Continue;
         };
         if let Some(hash) = avatar_hash(ctx, &account).await {
-            let mut photo = Element::new("photo", UPDATE_NS);
-            if !hash.is_empty() {
-                photo = photo.text(hash);
-            }
-            stanza
-                .el
-                .push_child(Element::new("x", UPDATE_NS).child(photo));
+            stanza.el.push_child(VCardUpdate::from_hash(&hash).into());
         }
         HookResult::Continue
     }
@@ -150,7 +125,7 @@ impl IqHandler for Vcard {
                         )),
                     }
                 }
-                Ok(None) => IqReply::Result(Some(Element::new("vCard", NS))),
+                Ok(None) => IqReply::Result(Some(VCard::default().into())),
                 Err(e) => internal(e),
             };
         }
@@ -166,14 +141,11 @@ impl IqHandler for Vcard {
                 format!("vCard larger than {} bytes", ctx.config.vcard.max_size),
             ));
         }
+        // Stored as sent (unknown fields included); parsed only for the photo's hash.
         let hash = match photo_hash(payload) {
             Ok(h) => h.unwrap_or_default(),
-            Err(_) => {
-                return IqReply::Error(StanzaError::with_text(
-                    StanzaErrorCondition::BadRequest,
-                    "PHOTO/BINVAL is not base64",
-                ))
-            }
+            // PHOTO/BINVAL is not base64.
+            Err(e) => return IqReply::Error(e.to_stanza_error()),
         };
         if let Err(e) = data
             .set_account_data(domain, user, KIND, KEY_VCARD, &text)

@@ -3,11 +3,11 @@
 use crate::module::{IqHandler, IqReply, IqTarget, Module, Registry};
 use crate::ServerCtx;
 use async_trait::async_trait;
+use confab_proto::payloads::version::SoftwareVersion;
 use confab_proto::stanza::{IqType, Stanza};
-use confab_proto::xml::Element;
 use std::sync::Arc;
 
-pub const NS: &str = "jabber:iq:version";
+pub const NS: &str = confab_proto::payloads::version::NS;
 
 pub struct Version;
 
@@ -26,9 +26,7 @@ impl Module for Version {
 impl IqHandler for Version {
     async fn handle_iq(&self, _: &ServerCtx, _: &Stanza, _: IqTarget) -> IqReply {
         IqReply::Result(Some(
-            Element::new("query", NS)
-                .child(Element::new("name", NS).text("Confab"))
-                .child(Element::new("version", NS).text(env!("CARGO_PKG_VERSION"))),
+            SoftwareVersion::answer("Confab", env!("CARGO_PKG_VERSION")).into(),
         ))
     }
 }
