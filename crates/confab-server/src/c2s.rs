@@ -8,7 +8,7 @@
 use crate::config::ResourceConflict;
 use crate::module::LifecycleListener;
 use crate::router::{self, BindError};
-use crate::session::{self, Outbound, SessionInfo};
+use crate::session::{self, Session, SessionInfo};
 use crate::ServerCtx;
 use base64::Engine;
 use confab_proto::error::{StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition};
@@ -87,8 +87,6 @@ struct C2s {
     peer: SocketAddr,
     /// Per-connection state of pre-authentication IQ handlers.
     pre_auth_state: std::collections::HashMap<String, String>,
-    /// Stanzas taken from the queue but not written when the session ended.
-    unsent: Vec<bytes::Bytes>,
 }
 
 /// Serves one TCP client connection (STARTTLS or direct TLS) until it ends.
@@ -166,7 +164,6 @@ async fn run_session(
             session: None,
             peer,
             pre_auth_state: Default::default(),
-            unsent: Vec::new(),
         };
         tracing::debug!("connected");
         s.run(shutdown).await;
@@ -185,88 +182,32 @@ impl C2s {
         if let Some(account) = &self.authenticated {
             self.ctx.router.forget_authenticated(account, self.conn);
         }
-        let end = match negotiated {
-            Err(_) => End::Error(StreamError::with_text(
-                StreamErrorCondition::ConnectionTimeout,
-                "negotiation took too long",
-            )),
-            Ok(Err(end)) => end,
-            Ok(Ok((mut rx, mut close_rx))) => {
-                let end = self
-                    .established(&mut rx, &mut close_rx, &mut shutdown)
-                    .await;
-                self.finish(end).await;
-                self.reroute_unsent(rx).await;
-                return;
+        let mut session = match negotiated {
+            Err(_) => {
+                let e = StreamError::with_text(
+                    StreamErrorCondition::ConnectionTimeout,
+                    "negotiation took too long",
+                );
+                return self.finish(End::Error(e)).await;
             }
+            Ok(Err(end)) => return self.finish(end).await,
+            Ok(Ok(session)) => session,
         };
+        let end = self.established(&mut session, &mut shutdown).await;
+        self.session = None;
+        // A connection that just went away may leave its session parked for a new one
+        // (stream management); otherwise the session ends with it.
+        let resumable = session.info.resume_timeout().is_some() && !*shutdown.borrow();
+        if matches!(end, End::Gone) && resumable {
+            crate::detach::park(&self.ctx, session);
+            return;
+        }
+        crate::detach::end_session(&self.ctx, session).await;
         self.finish(end).await;
     }
 
-    /// Keeps a batch that was not written, for `reroute_unsent` (stored stanzas excepted:
-    /// they stay in storage).
-    fn keep_unsent(&mut self, info: &SessionInfo, batch: Vec<Outbound>) {
-        for o in batch {
-            info.dequeued(&o);
-            if o.written.is_none() {
-                self.unsent.push(o.data);
-            }
-        }
-    }
-
-    /// Messages that were queued for this session but never written (the connection went
-    /// away, or was cut as a slow reader) are routed again now that the session is unbound:
-    /// to another resource, to offline storage, or back to the sender as an error. Accepted
-    /// messages are never silently lost.
-    async fn reroute_unsent(&mut self, mut rx: mpsc::UnboundedReceiver<Outbound>) {
-        rx.close();
-        let mut unsent = std::mem::take(&mut self.unsent);
-        while let Ok(out) = rx.try_recv() {
-            // Stored stanzas are still in storage: delivered at the next login.
-            if out.written.is_none() {
-                unsent.push(out.data);
-            }
-        }
-        for b in unsent {
-            // Several stanzas may share one buffer only within a write batch, and batches
-            // are kept per stanza here, so each item is one element.
-            let Ok(text) = std::str::from_utf8(&b) else {
-                continue;
-            };
-            let Some(el) = confab_proto::parser::parse_fragment(
-                text,
-                ns::CLIENT,
-                &self.ctx.config.limits.parser_limits(),
-            ) else {
-                continue;
-            };
-            let Ok(stanza) = Stanza::from_element(el) else {
-                continue;
-            };
-            match stanza.kind {
-                StanzaKind::Message if stanza.type_attr() != Some("error") => {
-                    router::route(&self.ctx, stanza).await;
-                }
-                // A request whose addressee is gone: the requester must not wait forever
-                // (RFC 6121 §8.5.3.2.2 for a full JID that is no longer there).
-                StanzaKind::Iq if matches!(stanza.iq_type(), Some(IqType::Get | IqType::Set)) => {
-                    router::bounce(&self.ctx, &stanza, StanzaErrorCondition::ServiceUnavailable)
-                        .await;
-                }
-                _ => {}
-            }
-        }
-    }
-
+    /// Closes our side of the connection (with the stream error, if any).
     async fn finish(&mut self, end: End) {
-        if let Some(info) = self.session.take() {
-            self.ctx.router.unbind(&info);
-            let listeners: Vec<Arc<dyn LifecycleListener>> =
-                self.ctx.registry.lifecycle_listeners().to_vec();
-            for l in listeners {
-                l.session_closed(&self.ctx, &info).await;
-            }
-        }
         let error = match end {
             End::Gone => return,
             End::PeerClosed => None,
@@ -457,15 +398,7 @@ impl C2s {
     }
 
     /// Everything up to a bound resource.
-    async fn negotiate(
-        &mut self,
-    ) -> Result<
-        (
-            mpsc::UnboundedReceiver<Outbound>,
-            mpsc::Receiver<StreamError>,
-        ),
-        End,
-    > {
+    async fn negotiate(&mut self) -> Result<Session, End> {
         loop {
             self.open_stream().await?;
             if self.authenticated.is_some() {
@@ -834,15 +767,7 @@ impl C2s {
     }
 
     /// After authentication: only resource binding (and the legacy session IQ) until bound.
-    async fn bind_phase(
-        &mut self,
-    ) -> Result<
-        (
-            mpsc::UnboundedReceiver<Outbound>,
-            mpsc::Receiver<StreamError>,
-        ),
-        End,
-    > {
+    async fn bind_phase(&mut self) -> Result<Session, End> {
         let deleted = self.deleted.clone().ok_or(End::Gone)?;
         loop {
             let ev = tokio::select! {
@@ -859,8 +784,28 @@ impl C2s {
                 && e.get_attr("type") == Some("set")
                 && e.get_child("bind", ns::BIND).is_some();
             if !is_bind {
-                // RFC 6120 §7.1: no stanzas before a resource is bound.
-                return Err(StreamErrorCondition::NotAuthorized.into());
+                let handler = self.ctx.registry.pre_bind_handler(&e.name, &e.ns).cloned();
+                let Some(handler) = handler else {
+                    // RFC 6120 §7.1: no stanzas before a resource is bound.
+                    return Err(StreamErrorCondition::NotAuthorized.into());
+                };
+                let account = self.authenticated.clone().ok_or(End::Gone)?;
+                match handler.handle(&self.ctx, &account, &e).await {
+                    crate::module::PreBind::Reply(r) => self.send(&r).await?,
+                    crate::module::PreBind::Resume {
+                        session,
+                        resumed,
+                        failed,
+                    } => match crate::detach::resume(&self.ctx, session, &account).await {
+                        Some(s) => {
+                            tracing::info!(jid = %s.info.jid, "session resumed");
+                            self.send(&resumed).await?;
+                            return Ok(s);
+                        }
+                        None => self.send(&failed).await?,
+                    },
+                }
+                continue;
             }
             if let Some(bound) = self.bind(&e).await? {
                 return Ok(bound);
@@ -869,16 +814,7 @@ impl C2s {
     }
 
     /// Handles a bind request; Some(queues) once bound.
-    async fn bind(
-        &mut self,
-        iq: &Element,
-    ) -> Result<
-        Option<(
-            mpsc::UnboundedReceiver<Outbound>,
-            mpsc::Receiver<StreamError>,
-        )>,
-        End,
-    > {
+    async fn bind(&mut self, iq: &Element) -> Result<Option<Session>, End> {
         let account = self.authenticated.clone().ok_or(End::Gone)?;
         let id = iq.get_attr("id").unwrap_or_default().to_string();
         let reply_error = |cond: StanzaErrorCondition| {
@@ -961,19 +897,19 @@ impl C2s {
         for l in listeners {
             l.session_bound(&self.ctx, &info).await;
         }
-        Ok(Some((rx, close_rx)))
+        Ok(Some(Session::new(info, rx, close_rx)))
     }
 
     /// The bound session: stanzas in, queued stanzas out, keepalives, timeouts, shutdown.
     async fn established(
         &mut self,
-        rx: &mut mpsc::UnboundedReceiver<Outbound>,
-        close_rx: &mut mpsc::Receiver<StreamError>,
+        session: &mut Session,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
-        let Some(info) = self.session.clone() else {
-            return End::Gone;
-        };
+        let info = session.info.clone();
+        self.session = Some(info.clone());
+        let outbox = &mut session.outbox;
+        let close_rx = &mut session.close_rx;
         let c2s = &self.ctx.config.c2s;
         let idle = (c2s.idle_timeout > 0).then(|| Duration::from_secs(c2s.idle_timeout));
         let keepalive =
@@ -1025,20 +961,8 @@ impl C2s {
                     last_in = Instant::now();
                     info.touch_input();
                 }
-                out = rx.recv() => {
-                    let Some(first) = out else { return End::Gone };
-                    // Batch whatever else is queued into one write.
-                    let mut size = first.data.len();
-                    let mut batch = vec![first];
-                    while size < 64 * 1024 {
-                        match rx.try_recv() {
-                            Ok(more) => {
-                                size += more.data.len();
-                                batch.push(more);
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                out = outbox.next_batch() => {
+                    let Some(batch) = out else { return End::Gone };
                     let buf: Vec<bytes::Bytes> = batch.iter().map(|o| o.data.clone()).collect();
                     if self.trace {
                         for b in &buf {
@@ -1056,38 +980,34 @@ impl C2s {
                         biased;
                         r = stream.send_stanzas(&buf) => {
                             if r.is_err() {
-                                self.keep_unsent(&info, batch);
+                                outbox.keep_unsent(batch);
                                 return End::Gone;
                             }
                         }
                         err = close_rx.recv() => {
                             tracing::info!(reason = ?err.map(|e| e.condition), "closing a session blocked on writing");
-                            self.keep_unsent(&info, batch);
+                            outbox.keep_unsent(batch);
                             return End::Gone;
                         }
                         _ = tokio::time::sleep(write_timeout) => {
                             tracing::info!("closing a session whose writes are blocked");
-                            self.keep_unsent(&info, batch);
+                            outbox.keep_unsent(batch);
                             return End::Gone;
                         }
                         _ = shutdown.changed() => {
-                            self.keep_unsent(&info, batch);
+                            outbox.keep_unsent(batch);
                             return End::Gone;
                         }
                     }
-                    confirm_written(&info, batch);
+                    outbox.written(batch);
                     last_out = Instant::now();
                 }
                 err = close_rx.recv() => {
                     let Some(e) = err else { return End::Gone };
                     // What was queued before the close request (e.g. the reply to an
                     // account removal) goes out before the stream error.
-                    let mut buf = Vec::new();
-                    let mut batch = Vec::new();
-                    while let Ok(more) = rx.try_recv() {
-                        buf.push(more.data.clone());
-                        batch.push(more);
-                    }
+                    let mut batch = outbox.drain_now();
+                    let buf: Vec<bytes::Bytes> = batch.iter().map(|o| o.data.clone()).collect();
                     if !buf.is_empty() && e.condition != StreamErrorCondition::PolicyViolation {
                         if self.trace {
                             for b in &buf {
@@ -1096,11 +1016,11 @@ impl C2s {
                         }
                         let written = tokio::time::timeout(Duration::from_secs(2), stream.send_stanzas(&buf)).await;
                         if matches!(written, Ok(Ok(()))) {
-                            confirm_written(&info, std::mem::take(&mut batch));
+                            outbox.written(std::mem::take(&mut batch));
                         }
                     }
                     // A slow reader's queue is not written: it is routed elsewhere.
-                    self.keep_unsent(&info, batch);
+                    outbox.keep_unsent(batch);
                     return End::Error(e);
                 }
                 _ = tokio::time::sleep_until(resume_reading.unwrap_or_else(Instant::now)), if resume_reading.is_some() => {
@@ -1222,16 +1142,6 @@ impl ReadThrottle {
         self.tokens = (self.tokens + refill).min(self.burst) - n as f64;
         self.last = now;
         (self.tokens < 0.0).then(|| now + Duration::from_secs_f64(-self.tokens / self.rate))
-    }
-}
-
-/// Tells the senders of stored stanzas in a written batch that they went out.
-fn confirm_written(info: &SessionInfo, batch: Vec<Outbound>) {
-    for o in batch {
-        info.dequeued(&o);
-        if let Some(ack) = o.written {
-            let _ = ack.send(());
-        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod c2s;
 pub mod certs;
 pub mod config;
 pub mod control;
+pub mod detach;
 pub mod module;
 pub mod modules;
 pub mod roster;
@@ -264,6 +265,12 @@ impl Server {
         match tokio::time::timeout(grace, self.connections.acquire_many(all)).await {
             Ok(_) => tracing::info!("all sessions closed"),
             Err(_) => tracing::warn!("some sessions did not close within the grace period"),
+        }
+        // Parked sessions end too, routing what they held (e.g. into offline storage).
+        self.ctx.router.end_parked();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.ctx.router.parked_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Timers saw the shutdown signal; a tick in progress gets a moment to finish.
         for t in self.timers {

@@ -253,6 +253,27 @@ impl ModuleStore {
     }
 }
 
+/// What a pre-bind handler decides.
+pub enum PreBind {
+    /// Answer with this element; the client may still bind (or try again).
+    Reply(Element),
+    /// Carry on the account's parked session `session` on this connection instead of
+    /// binding a new one (XEP-0198 resumption): `resumed` is sent when it is there,
+    /// `failed` when it is not (expired, or never was).
+    Resume {
+        session: u64,
+        resumed: Element,
+        failed: Element,
+    },
+}
+
+/// Handles an element an authenticated client sends instead of binding a resource (e.g.
+/// XEP-0198 `<resume/>`). Registered with `Registry::pre_bind`.
+#[async_trait]
+pub trait PreBindHandler: Send + Sync {
+    async fn handle(&self, ctx: &ServerCtx, account: &BareJid, el: &Element) -> PreBind;
+}
+
 /// A disco identity (XEP-0030).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -288,6 +309,7 @@ pub struct Registry {
     identities: Vec<Identity>,
     stream_features: Vec<(FeatureStage, Element)>,
     pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
+    pre_bind: HashMap<(String, String), Arc<dyn PreBindHandler>>,
     services: HashMap<String, ServiceDomain>,
     remote: Option<Arc<dyn RemoteRoute>>,
     timers: Vec<(std::time::Duration, Arc<dyn Timer>)>,
@@ -350,6 +372,16 @@ impl Registry {
 
     pub fn pre_auth_iq_handler(&self, ns: &str) -> Option<&Arc<dyn PreAuthIqHandler>> {
         self.pre_auth_iq.get(ns)
+    }
+
+    /// Handles the top-level element `name` in `ns` sent after authentication and before
+    /// a resource is bound.
+    pub fn pre_bind(&mut self, name: &str, ns: &str, h: Arc<dyn PreBindHandler>) {
+        self.pre_bind.insert((name.to_string(), ns.to_string()), h);
+    }
+
+    pub fn pre_bind_handler(&self, name: &str, ns: &str) -> Option<&Arc<dyn PreBindHandler>> {
+        self.pre_bind.get(&(name.to_string(), ns.to_string()))
     }
 
     /// Hosts a service on `domain` (normalised, not a served host domain, not taken by

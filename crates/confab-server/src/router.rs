@@ -30,10 +30,44 @@ pub struct Router {
     /// Streams that authenticated but have not bound a resource yet (by connection id), so
     /// that deleting the account ends them too.
     unbound: DashMap<BareJid, Vec<(u64, Arc<tokio::sync::Notify>)>>,
+    /// Sessions parked between connections (see `crate::detach`), by session id.
+    parked: DashMap<u64, (BareJid, crate::detach::Claim)>,
+    /// Parked sessions not yet resumed or ended.
+    parked_live: AtomicU64,
     next_id: AtomicU64,
 }
 
 impl Router {
+    pub(crate) fn park(&self, id: u64, account: BareJid, claim: crate::detach::Claim) {
+        self.parked_live.fetch_add(1, Ordering::Relaxed);
+        self.parked.insert(id, (account, claim));
+    }
+
+    pub(crate) fn unpark(&self, id: u64) {
+        self.parked.remove(&id);
+    }
+
+    pub(crate) fn parked_done(&self) {
+        self.parked_live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn claim_parked(&self, id: u64, account: &BareJid) -> Option<crate::detach::Claim> {
+        self.parked
+            .remove_if(&id, |_, (owner, _)| owner == account)
+            .map(|(_, (_, claim))| claim)
+    }
+
+    /// Parked sessions waiting for a new connection, or still ending.
+    pub fn parked_count(&self) -> u64 {
+        self.parked_live.load(Ordering::Relaxed)
+    }
+
+    /// Ends every parked session (at shutdown).
+    pub(crate) fn end_parked(&self) {
+        // Dropping a claim wakes its session, which then ends.
+        self.parked.clear();
+    }
+
     /// Records a stream that authenticated as `account`; the returned notify fires if the
     /// account is deleted before the stream binds.
     pub fn authenticated(&self, account: &BareJid, conn: u64) -> Arc<tokio::sync::Notify> {

@@ -19,6 +19,9 @@ pub struct Outbound {
     /// Caused by the session's own request (see `with_origin`): counted apart from traffic
     /// from others, so it never makes the session a slow reader.
     own: bool,
+    /// Already taken off the queue's accounting once (an unsent stanza written again on a
+    /// later connection).
+    replay: bool,
 }
 
 tokio::task_local! {
@@ -66,6 +69,9 @@ pub struct SessionInfo {
     roster_requested: AtomicBool,
     /// When the client last sent anything, in `monotonic_ms()` (for pinging idle clients).
     last_input_ms: AtomicU64,
+    /// How long the session waits, parked, for a new connection after its connection
+    /// drops (`0`: it ends with the connection). Set by stream management.
+    resume_ms: AtomicU64,
     /// Modules' own per-session state, one value per type (see `data`).
     extensions: std::sync::Mutex<Vec<(std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>)>>,
 }
@@ -103,9 +109,26 @@ impl SessionInfo {
             own_bytes: AtomicUsize::new(0),
             roster_requested: AtomicBool::new(false),
             last_input_ms: AtomicU64::new(monotonic_ms()),
+            resume_ms: AtomicU64::new(0),
             extensions: std::sync::Mutex::new(Vec::new()),
         };
         (info, rx)
+    }
+
+    /// Keep the session, parked, for `timeout` after its connection drops, so a new
+    /// connection can resume it (XEP-0198); `None` ends it with its connection.
+    pub fn set_resume_timeout(&self, timeout: Option<std::time::Duration>) {
+        let ms = timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.resume_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn resume_timeout(&self) -> Option<std::time::Duration> {
+        match self.resume_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
     }
 
     /// A module's per-session value of type `T` (a type private to the module), if set.
@@ -209,7 +232,13 @@ impl SessionInfo {
                 return false;
             }
         }
-        match self.tx.send(Outbound { data, written, own }) {
+        let out = Outbound {
+            data,
+            written,
+            own,
+            replay: false,
+        };
+        match self.tx.send(out) {
             Ok(()) => true,
             Err(_) => {
                 self.released(len, own);
@@ -243,6 +272,9 @@ impl SessionInfo {
 
     /// The writer took this item off the queue (written, or kept to be routed again).
     pub fn dequeued(&self, o: &Outbound) {
+        if o.replay {
+            return;
+        }
         self.released(o.data.len(), o.own);
     }
 
@@ -256,5 +288,125 @@ impl SessionInfo {
 
     pub fn close(&self, err: StreamError) {
         let _ = self.close_tx.try_send(err);
+    }
+}
+
+/// Largest batch the writer takes off the queue for one write.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The write path of a session: its queue, taken off in batches, with what was taken but
+/// not written kept for the next connection. Stream management attaches at `written` (what
+/// the client may acknowledge) and `keep_unsent` (what to resend); client state indication
+/// at `next_batch` (what to hold back).
+pub struct Outbox {
+    info: Arc<SessionInfo>,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    /// Taken from the queue but not written when a connection ended.
+    unsent: Vec<Bytes>,
+}
+
+impl Outbox {
+    /// The next batch to write: what a previous connection left unsent first, then up to
+    /// `BATCH_BYTES` of the queue. Cancel-safe. `None` once the queue is closed.
+    pub async fn next_batch(&mut self) -> Option<Vec<Outbound>> {
+        if !self.unsent.is_empty() {
+            return Some(self.unsent.drain(..).map(Outbound::replayed).collect());
+        }
+        let first = self.rx.recv().await?;
+        let mut size = first.data.len();
+        let mut batch = vec![first];
+        while size < BATCH_BYTES {
+            match self.rx.try_recv() {
+                Ok(more) => {
+                    size += more.data.len();
+                    batch.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Everything queued right now, without waiting.
+    pub fn drain_now(&mut self) -> Vec<Outbound> {
+        let mut batch: Vec<Outbound> = self.unsent.drain(..).map(Outbound::replayed).collect();
+        while let Ok(more) = self.rx.try_recv() {
+            batch.push(more);
+        }
+        batch
+    }
+
+    /// The batch reached the connection: stored stanzas are confirmed to their senders.
+    pub fn written(&mut self, batch: Vec<Outbound>) {
+        for o in batch {
+            self.info.dequeued(&o);
+            if let Some(ack) = o.written {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    /// The batch did not reach the connection: kept, to be written first on the next one or
+    /// routed again when the session ends. Stored stanzas are not kept: they stay in
+    /// storage (their senders learn they were not written).
+    pub fn keep_unsent(&mut self, batch: Vec<Outbound>) {
+        for o in batch {
+            self.info.dequeued(&o);
+            if o.written.is_none() {
+                self.unsent.push(o.data);
+            }
+        }
+    }
+
+    /// Closes the queue and returns everything that was never written.
+    pub fn close(mut self) -> Vec<Bytes> {
+        self.rx.close();
+        let mut out = std::mem::take(&mut self.unsent);
+        while let Ok(o) = self.rx.try_recv() {
+            self.info.dequeued(&o);
+            if o.written.is_none() {
+                out.push(o.data);
+            }
+        }
+        out
+    }
+}
+
+impl Outbound {
+    fn replayed(data: Bytes) -> Outbound {
+        Outbound {
+            data,
+            written: None,
+            own: false,
+            replay: true,
+        }
+    }
+}
+
+/// A bound session apart from any connection: its shared state, its write path and the
+/// requests to end it. A connection carries it while attached; when the connection drops it
+/// can be parked (XEP-0198 resumption) and picked up by another (see `crate::detach`).
+pub struct Session {
+    pub info: Arc<SessionInfo>,
+    pub outbox: Outbox,
+    /// Asks whoever carries the session to end it with this stream error.
+    pub close_rx: mpsc::Receiver<StreamError>,
+}
+
+impl Session {
+    pub fn new(
+        info: Arc<SessionInfo>,
+        rx: mpsc::UnboundedReceiver<Outbound>,
+        close_rx: mpsc::Receiver<StreamError>,
+    ) -> Session {
+        Session {
+            outbox: Outbox {
+                info: info.clone(),
+                rx,
+                unsent: Vec::new(),
+            },
+            info,
+            close_rx,
+        }
     }
 }

@@ -1,0 +1,214 @@
+//! A session outlives its connection: parked when the connection drops (as stream
+//! management asks), picked up by a new connection of the same account with everything
+//! queued meanwhile, or ended when nobody picks it up, with nothing lost.
+
+mod common;
+
+use async_trait::async_trait;
+use base64::Engine;
+use common::*;
+use confab_proto::xml::Element;
+use confab_proto::{ns, BareJid};
+use confab_server::module::{LifecycleListener, Module, PreBind, PreBindHandler, Registry};
+use confab_server::session::SessionInfo;
+use confab_server::{Server, ServerCtx};
+use std::sync::Arc;
+use std::time::Duration;
+
+const RESUME_NS: &str = "urn:example:resume";
+
+/// A test-only stand-in for stream management: every session may be resumed for
+/// `timeout`, with `<resume xmlns='urn:example:resume' previd='ID'/>` instead of binding.
+struct Resumable {
+    timeout: Duration,
+}
+
+impl Module for Resumable {
+    fn name(&self) -> &'static str {
+        "test-resumable"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        reg.pre_bind("resume", RESUME_NS, self.clone());
+        reg.lifecycle(self);
+    }
+}
+
+#[async_trait]
+impl LifecycleListener for Resumable {
+    async fn session_bound(&self, _: &ServerCtx, session: &SessionInfo) {
+        session.set_resume_timeout(Some(self.timeout));
+    }
+}
+
+#[async_trait]
+impl PreBindHandler for Resumable {
+    async fn handle(&self, _: &ServerCtx, _: &BareJid, el: &Element) -> PreBind {
+        let id = el
+            .get_attr("previd")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX);
+        PreBind::Resume {
+            session: id,
+            resumed: Element::new("resumed", RESUME_NS),
+            failed: Element::new("failed", RESUME_NS),
+        }
+    }
+}
+
+async fn start(timeout: Duration) -> TestServer {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = test_config(dir.path());
+    c.c2s.require_tls = false;
+    c.c2s.allow_plain_without_tls = true;
+    let server = Server::start_with_modules(c, vec![Arc::new(Resumable { timeout })])
+        .await
+        .expect("server");
+    let addr = server.c2s_addr().expect("addr");
+    let tls_addr = server.c2s_tls_addr().expect("addr");
+    let ts = TestServer {
+        server: Some(server),
+        dir,
+        addr,
+        tls_addr,
+    };
+    for u in ["alice", "bob", "carol"] {
+        ts.add_user(u).await;
+    }
+    ts
+}
+
+/// A raw stream authenticated as `user` that has not bound a resource.
+async fn authenticated(ts: &TestServer, user: &str) -> Raw {
+    let mut r = ts.raw().await;
+    r.open().await;
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
+    r.send(&format!(
+        "<auth xmlns='{}' mechanism='PLAIN'>{creds}</auth>",
+        ns::SASL
+    ))
+    .await;
+    let e = r.element().await;
+    assert!(e.is("success", ns::SASL), "{e}");
+    r.stream.restart();
+    r.open().await;
+    r
+}
+
+/// Drops bob's connection and waits until his session is parked; returns its id.
+async fn park_bob(ts: &TestServer) -> (u64, String) {
+    let bob = ts.login_available("bob").await;
+    let jid = bob.jid.clone();
+    let ctx = ts.server().ctx();
+    let id = ctx.router.session(&jid).expect("bound").id;
+    drop(bob);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ctx.router.parked_count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session was not parked"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        ctx.router.resource_bound(&jid),
+        "a parked session stays bound"
+    );
+    (id, jid.to_string())
+}
+
+fn chat(to: &str, body: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .attr("to", to)
+        .attr("type", "chat")
+        .child(Element::new("body", ns::CLIENT).text(body))
+}
+
+#[tokio::test]
+async fn a_parked_session_is_resumed_with_its_queue_intact() {
+    let ts = start(Duration::from_secs(30)).await;
+    let mut alice = ts.login_available("alice").await;
+    let (id, bob_jid) = park_bob(&ts).await;
+    // Sent while bob has no connection: queued for his session, not bounced or stored.
+    for i in 0..3 {
+        alice
+            .send(&chat(&bob_jid, &format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    ping(&mut alice).await;
+    assert!(
+        no_message(&mut alice, 200).await,
+        "a message to the parked session bounced"
+    );
+    // Another account cannot take it.
+    let mut carol = authenticated(&ts, "carol").await;
+    carol
+        .send(&format!("<resume xmlns='{RESUME_NS}' previd='{id}'/>"))
+        .await;
+    assert!(carol.element().await.is("failed", RESUME_NS));
+    // Bob comes back on a new connection and picks up his session.
+    let mut bob = authenticated(&ts, "bob").await;
+    bob.send(&format!("<resume xmlns='{RESUME_NS}' previd='{id}'/>"))
+        .await;
+    assert!(bob.element().await.is("resumed", RESUME_NS));
+    for i in 0..3 {
+        let m = bob.element().await;
+        assert_eq!(m.name, "message", "{m}");
+        assert_eq!(
+            m.get_child("body", ns::CLIENT).map(|b| b.text_content()),
+            Some(format!("m{i}"))
+        );
+    }
+    assert_eq!(ts.server().ctx().router.parked_count(), 0);
+    // The resumed session is the same one: same address, and it sends as before.
+    bob.send(&format!(
+        "<message to='{}' type='chat'><body>back</body></message>",
+        alice.jid
+    ))
+    .await;
+    let m = recv_message(&mut alice).await;
+    assert_eq!(m.get_attr("from"), Some(bob_jid.as_str()));
+}
+
+#[tokio::test]
+async fn a_parked_session_nobody_resumes_ends_and_loses_nothing() {
+    let ts = start(Duration::from_millis(500)).await;
+    let mut alice = ts.login_available("alice").await;
+    let (id, bob_jid) = park_bob(&ts).await;
+    alice
+        .send(&chat(&bob_jid, "while away"))
+        .await
+        .expect("send");
+    ping(&mut alice).await;
+    let ctx = ts.server().ctx();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ctx.router.parked_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the parked session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bare = BareJid::new("bob@localhost").expect("jid");
+    assert!(
+        ctx.router.sessions_of(&bare).is_empty(),
+        "an ended session stayed bound"
+    );
+    // Too late to resume.
+    let mut late = authenticated(&ts, "bob").await;
+    late.send(&format!("<resume xmlns='{RESUME_NS}' previd='{id}'/>"))
+        .await;
+    assert!(late.element().await.is("failed", RESUME_NS));
+    // What was queued went to offline storage, and arrives at the next login.
+    let mut bob = ts.login("bob").await;
+    bob.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    let m = recv_message(&mut bob).await;
+    assert_eq!(
+        m.get_child("body", ns::CLIENT).map(|b| b.text_content()),
+        Some("while away".to_string())
+    );
+}
