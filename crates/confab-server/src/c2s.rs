@@ -1065,8 +1065,26 @@ impl C2s {
                 let (why, el) = *b;
                 return match why {
                     StanzaParseError::NotAStanza => {
-                        tracing::info!(element = %el.name, ns = %el.ns, "unsupported top-level element");
-                        Err(StreamErrorCondition::UnsupportedStanzaType.into())
+                        // Stream-level elements a module speaks (stream management's
+                        // `<r/>`, client state's `<active/>`, …).
+                        let handler = self
+                            .ctx
+                            .registry
+                            .session_element_handler(&el.name, &el.ns)
+                            .cloned();
+                        let Some(handler) = handler else {
+                            tracing::info!(element = %el.name, ns = %el.ns, "unsupported top-level element");
+                            return Err(StreamErrorCondition::UnsupportedStanzaType.into());
+                        };
+                        match handler.handle(&self.ctx, &info, &el).await {
+                            Ok(replies) => {
+                                for r in replies {
+                                    self.send(&r).await?;
+                                }
+                                Ok(())
+                            }
+                            Err(e) => Err(End::Error(e)),
+                        }
                     }
                     StanzaParseError::Invalid(err) => {
                         if el.get_attr("type") != Some("error") {

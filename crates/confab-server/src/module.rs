@@ -274,6 +274,20 @@ pub trait PreBindHandler: Send + Sync {
     async fn handle(&self, ctx: &ServerCtx, account: &BareJid, el: &Element) -> PreBind;
 }
 
+/// Handles a top-level element that is not a stanza, sent by a bound session's client
+/// (XEP-0198 `<r/>`/`<a/>`/`<enable/>`, XEP-0352 `<active/>`/`<inactive/>`). The replies
+/// are written to that session's connection at once, ahead of its queue; an error ends the
+/// stream with it. Registered with `Registry::session_element`.
+#[async_trait]
+pub trait SessionElementHandler: Send + Sync {
+    async fn handle(
+        &self,
+        ctx: &ServerCtx,
+        session: &Arc<SessionInfo>,
+        el: &Element,
+    ) -> Result<Vec<Element>, confab_proto::error::StreamError>;
+}
+
 /// A disco identity (XEP-0030).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -310,6 +324,7 @@ pub struct Registry {
     stream_features: Vec<(FeatureStage, Element)>,
     pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
     pre_bind: HashMap<(String, String), Arc<dyn PreBindHandler>>,
+    session_elements: HashMap<(String, String), Arc<dyn SessionElementHandler>>,
     services: HashMap<String, ServiceDomain>,
     remote: Option<Arc<dyn RemoteRoute>>,
     timers: Vec<(std::time::Duration, Arc<dyn Timer>)>,
@@ -382,6 +397,21 @@ impl Registry {
 
     pub fn pre_bind_handler(&self, name: &str, ns: &str) -> Option<&Arc<dyn PreBindHandler>> {
         self.pre_bind.get(&(name.to_string(), ns.to_string()))
+    }
+
+    /// Handles the non-stanza top-level element `name` in `ns` on bound sessions.
+    pub fn session_element(&mut self, name: &str, ns: &str, h: Arc<dyn SessionElementHandler>) {
+        self.session_elements
+            .insert((name.to_string(), ns.to_string()), h);
+    }
+
+    pub fn session_element_handler(
+        &self,
+        name: &str,
+        ns: &str,
+    ) -> Option<&Arc<dyn SessionElementHandler>> {
+        self.session_elements
+            .get(&(name.to_string(), ns.to_string()))
     }
 
     /// Hosts a service on `domain` (normalised, not a served host domain, not taken by

@@ -521,3 +521,80 @@ fn the_example_configuration_belongs_to_the_built_in_modules() {
     )
     .expect("every section of the example is some module's");
 }
+
+/// Answers `<poke xmlns='urn:example:poke'/>`, a stream-level element, with `<poked/>`.
+struct Poke;
+
+impl Module for Poke {
+    fn name(&self) -> &'static str {
+        "poke"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        reg.session_element("poke", "urn:example:poke", self);
+    }
+}
+
+#[async_trait]
+impl confab_server::module::SessionElementHandler for Poke {
+    async fn handle(
+        &self,
+        _: &ServerCtx,
+        session: &Arc<confab_server::session::SessionInfo>,
+        el: &Element,
+    ) -> Result<Vec<Element>, confab_proto::StreamError> {
+        if el.get_attr("bad").is_some() {
+            return Err(confab_proto::StreamError::new(
+                confab_proto::StreamErrorCondition::PolicyViolation,
+            ));
+        }
+        Ok(vec![
+            Element::new("poked", "urn:example:poke").attr("jid", session.jid.to_string())
+        ])
+    }
+}
+
+#[tokio::test]
+async fn modules_answer_stream_level_elements_of_bound_sessions() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_modules(test_config(dir.path()), vec![Arc::new(Poke)])
+        .await
+        .expect("server");
+    let addr = server.c2s_addr().expect("addr");
+    let tls_addr = server.c2s_tls_addr().expect("addr");
+    let ts = TestServer {
+        server: Some(server),
+        dir,
+        addr,
+        tls_addr,
+    };
+    ts.add_user("alice").await;
+    let mut alice = ts.login("alice").await;
+    alice
+        .send(&Element::new("poke", "urn:example:poke"))
+        .await
+        .expect("send");
+    let r = recv(&mut alice).await;
+    assert!(r.is("poked", "urn:example:poke"), "{r}");
+    assert_eq!(r.get_attr("jid"), Some(alice.jid.as_str()));
+    // A handler's error ends the stream with it.
+    alice
+        .send(&Element::new("poke", "urn:example:poke").attr("bad", "1"))
+        .await
+        .expect("send");
+    assert_eq!(
+        expect_session_stream_error(&mut alice).await,
+        confab_proto::StreamErrorCondition::PolicyViolation
+    );
+    // Elements nobody handles are still unsupported.
+    let mut again = ts.login("alice").await;
+    again
+        .send(&Element::new("nudge", "urn:example:poke"))
+        .await
+        .expect("send");
+    assert_eq!(
+        expect_session_stream_error(&mut again).await,
+        confab_proto::StreamErrorCondition::UnsupportedStanzaType
+    );
+}
