@@ -24,6 +24,7 @@ pub enum ConfigError {
 pub struct Config {
     pub server: ServerSection,
     pub c2s: C2sSection,
+    pub http: HttpSection,
     pub limits: LimitsSection,
     pub tls: TlsSection,
     pub storage: StorageSection,
@@ -89,6 +90,26 @@ pub enum ResourceConflict {
     Refuse,
     /// The new session gets a server-generated resource instead.
     Random,
+}
+
+/// The HTTP listener that modules' routes are served on (WebSocket, BOSH, upload, the admin
+/// API). It listens only when some enabled module has routes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Addresses to listen on; loopback by default (a reverse proxy in front adds TLS).
+    pub interfaces: Vec<String>,
+    /// Plain HTTP port (0 disables).
+    pub port: u16,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            interfaces: vec!["127.0.0.1".into(), "::1".into()],
+            port: 5280,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

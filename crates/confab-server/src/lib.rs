@@ -109,6 +109,7 @@ pub struct Endpoint {
 pub struct Server {
     ctx: ServerCtx,
     timers: Vec<JoinHandle<()>>,
+    http_endpoints: Vec<SocketAddr>,
     endpoints: Vec<Endpoint>,
     shutdown_tx: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
@@ -165,6 +166,24 @@ impl Server {
                 }
             }
         }
+        // The HTTP listener, only when some module serves routes on it.
+        let http_router = registry.http_router();
+        let mut http_listeners = Vec::new();
+        if http_router.is_some() && (config.http.port != 0 || is_test_port(&config)) {
+            for iface in &config.http.interfaces {
+                let ip: IpAddr = iface
+                    .parse()
+                    .map_err(|_| StartError::Address(iface.clone()))?;
+                let addr = SocketAddr::new(ip, config.http.port);
+                match bind(addr) {
+                    Ok(l) => http_listeners.push(l),
+                    Err(e) if ip.is_ipv6() && ipv6_missing(&e) => {
+                        tracing::warn!(%addr, error = %e, "IPv6 is not available; not listening on it");
+                    }
+                    Err(e) => return Err(StartError::Listen(addr, e)),
+                }
+            }
+        }
         let max = config.limits.max_connections;
         let ctx = Arc::new(ServerState {
             config,
@@ -212,12 +231,33 @@ impl Server {
             )));
         }
         accept_tasks.extend(control);
+        let mut http_endpoints = Vec::new();
+        if let Some(router) = http_router {
+            let app = router.with_state(ctx.clone());
+            for listener in http_listeners {
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| StartError::Address(e.to_string()))?;
+                tracing::info!(%addr, "http listening");
+                http_endpoints.push(addr);
+                let mut stop = shutdown_tx.subscribe();
+                let serve = axum::serve(listener, app.clone()).with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                });
+                accept_tasks.push(tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        tracing::warn!(error = %e, "http listener stopped");
+                    }
+                }));
+            }
+        }
         for l in ctx.registry.lifecycle_listeners() {
             l.server_started(&ctx).await;
         }
         Ok(Server {
             ctx,
             timers,
+            http_endpoints,
             endpoints,
             shutdown_tx,
             accept_tasks,
@@ -233,6 +273,11 @@ impl Server {
     /// listeners pass it to `c2s::serve_framing`.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown_tx.subscribe()
+    }
+
+    /// Where the HTTP listener listens (nothing when no module serves routes).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_endpoints.first().copied()
     }
 
     pub fn endpoints(&self) -> &[Endpoint] {

@@ -324,6 +324,7 @@ pub struct Registry {
     stream_features: Vec<(FeatureStage, Element)>,
     pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
     pre_bind: HashMap<(String, String), Arc<dyn PreBindHandler>>,
+    http_routes: std::collections::BTreeMap<String, axum::routing::MethodRouter<ServerCtx>>,
     session_elements: HashMap<(String, String), Arc<dyn SessionElementHandler>>,
     services: HashMap<String, ServiceDomain>,
     remote: Option<Arc<dyn RemoteRoute>>,
@@ -461,6 +462,33 @@ impl Registry {
 
     pub fn remote(&self) -> Option<&Arc<dyn RemoteRoute>> {
         self.remote.as_ref()
+    }
+
+    /// Serves `route` at `path` on the HTTP listener (`[http]`); handlers can extract the
+    /// server with `axum::extract::State<ServerCtx>`. Paths are absolute (`/ws`,
+    /// `/upload/{id}`), each registered once.
+    pub fn http_route(&mut self, path: &str, route: axum::routing::MethodRouter<ServerCtx>) {
+        if !valid_http_path(path) {
+            self.errors
+                .push(format!("HTTP route '{path}' is not a valid path"));
+        } else if self.http_routes.contains_key(path) {
+            self.errors
+                .push(format!("HTTP route '{path}' is registered twice"));
+        } else {
+            self.http_routes.insert(path.to_string(), route);
+        }
+    }
+
+    /// The HTTP routes every module registered, as one router (`None` without routes).
+    pub fn http_router(&self) -> Option<axum::Router<ServerCtx>> {
+        if self.http_routes.is_empty() {
+            return None;
+        }
+        let mut router = axum::Router::new();
+        for (path, route) in &self.http_routes {
+            router = router.route(path, route.clone());
+        }
+        Some(router)
     }
 
     /// Reads the module's configuration section `[name]` (defaults where absent). A
@@ -603,6 +631,66 @@ impl Registry {
             Ok(reg)
         } else {
             Err(reg.errors.join("; "))
+        }
+    }
+}
+
+/// A path axum accepts: absolute, plain segments or whole-segment `{name}` captures (a
+/// trailing `{*name}` too), no empty segments.
+fn valid_http_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    segments.iter().enumerate().all(|(i, seg)| {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let name = match name.strip_prefix('*') {
+                Some(n) if i == last => n,
+                Some(_) => return false,
+                None => name,
+            };
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        } else {
+            !seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~!$&'()+,;=@".contains(c))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_http_path;
+
+    #[test]
+    fn http_paths() {
+        for ok in [
+            "/",
+            "/ws",
+            "/http-bind",
+            "/upload/{id}/{name}",
+            "/files/{*rest}",
+            "/a.b/c~d",
+        ] {
+            assert!(valid_http_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "ws",
+            "//",
+            "/a//b",
+            "/{}",
+            "/{*rest}/x",
+            "/a{b}",
+            "/sp ace",
+            "/{a-b}",
+        ] {
+            assert!(!valid_http_path(bad), "{bad}");
         }
     }
 }

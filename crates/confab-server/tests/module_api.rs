@@ -598,3 +598,98 @@ async fn modules_answer_stream_level_elements_of_bound_sessions() {
         confab_proto::StreamErrorCondition::UnsupportedStanzaType
     );
 }
+
+/// Serves `GET /hello/{name}` on the HTTP listener.
+struct Hello {
+    path: &'static str,
+}
+
+impl Module for Hello {
+    fn name(&self) -> &'static str {
+        "hello"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        async fn hello(
+            axum::extract::State(ctx): axum::extract::State<ServerCtx>,
+            axum::extract::Path(name): axum::extract::Path<String>,
+        ) -> String {
+            let domain = ctx
+                .config
+                .server
+                .domains
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            format!("hello {name} from {domain}")
+        }
+        reg.http_route(self.path, axum::routing::get(hello));
+    }
+}
+
+/// A raw HTTP/1.1 request; returns the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_string(&mut out),
+    )
+    .await
+    .expect("timed out")
+    .expect("read");
+    let status = out.lines().next().unwrap_or_default().to_string();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[tokio::test]
+async fn modules_serve_http_routes() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_modules(
+        test_config(dir.path()),
+        vec![Arc::new(Hello {
+            path: "/hello/{name}",
+        })],
+    )
+    .await
+    .expect("server");
+    let addr = server.http_addr().expect("an HTTP listener");
+    let (status, body) = http_get(addr, "/hello/world").await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body.contains("hello world from localhost"), "{body}");
+    let (status, _) = http_get(addr, "/nothing/here").await;
+    assert!(status.contains(" 404 "), "{status}");
+    server.shutdown().await;
+    // Without routes nothing listens.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = Server::start(test_config(dir.path()))
+        .await
+        .expect("server");
+    assert!(plain.http_addr().is_none());
+    plain.shutdown().await;
+    // A path registered twice, or not a path, stops the start.
+    for (a, b, why) in [
+        ("/x", "/x", "registered twice"),
+        ("/x", "y", "not a valid path"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = match Server::start_with_modules(
+            test_config(dir.path()),
+            vec![Arc::new(Hello { path: a }), Arc::new(Hello { path: b })],
+        )
+        .await
+        {
+            Ok(_) => panic!("started with routes {a} and {b}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(why), "{err}");
+    }
+}
