@@ -40,6 +40,10 @@ enum End {
     PeerClosed,
     /// The connection is gone (EOF, I/O error): nothing more can be sent.
     Gone,
+    /// The session was ended on request (conflict, deletion, slow reader) while the
+    /// connection was mid-stanza: it is dropped without a stream error, and the session
+    /// is not kept for resumption.
+    Cut,
 }
 
 impl From<StreamErrorCondition> for End {
@@ -83,6 +87,9 @@ struct C2s {
     deleted: Option<Arc<tokio::sync::Notify>>,
     auth_failures: u32,
     session: Option<Arc<SessionInfo>>,
+    /// The session once bound (or resumed), until the session loop takes it: whatever ends
+    /// the negotiation after that (a failed write, the handshake timeout) ends it properly.
+    bound: Option<Session>,
     trace: bool,
     peer: SocketAddr,
     /// Per-connection state of pre-authentication IQ handlers.
@@ -162,6 +169,7 @@ async fn run_session(
             deleted: None,
             auth_failures: 0,
             session: None,
+            bound: None,
             peer,
             pre_auth_state: Default::default(),
         };
@@ -182,22 +190,33 @@ impl C2s {
         if let Some(account) = &self.authenticated {
             self.ctx.router.forget_authenticated(account, self.conn);
         }
-        let mut session = match negotiated {
-            Err(_) => {
-                let e = StreamError::with_text(
-                    StreamErrorCondition::ConnectionTimeout,
-                    "negotiation took too long",
-                );
-                return self.finish(End::Error(e)).await;
+        let bound = self.bound.take();
+        let mut session = match (negotiated, bound) {
+            (Ok(Ok(())), Some(session)) => session,
+            (negotiated, bound) => {
+                // Bound (or resumed) but the negotiation did not complete: the session ends
+                // here, with whatever was queued for it.
+                if let Some(s) = bound {
+                    self.session = None;
+                    crate::detach::end_session(&self.ctx, s).await;
+                }
+                let end = match negotiated {
+                    Err(_) => End::Error(StreamError::with_text(
+                        StreamErrorCondition::ConnectionTimeout,
+                        "negotiation took too long",
+                    )),
+                    Ok(Err(end)) => end,
+                    Ok(Ok(())) => End::Gone,
+                };
+                return self.finish(end).await;
             }
-            Ok(Err(end)) => return self.finish(end).await,
-            Ok(Ok(session)) => session,
         };
         let end = self.established(&mut session, &mut shutdown).await;
         self.session = None;
         // A connection that just went away may leave its session parked for a new one
         // (stream management); otherwise the session ends with it.
         let resumable = session.info.resume_timeout().is_some() && !*shutdown.borrow();
+        // Only a lost connection parks; a session ended on request (End::Cut) ends.
         if matches!(end, End::Gone) && resumable {
             crate::detach::park(&self.ctx, session);
             return;
@@ -209,7 +228,7 @@ impl C2s {
     /// Closes our side of the connection (with the stream error, if any).
     async fn finish(&mut self, end: End) {
         let error = match end {
-            End::Gone => return,
+            End::Gone | End::Cut => return,
             End::PeerClosed => None,
             End::Error(e) => {
                 tracing::info!(condition = %e.condition, "sending stream error");
@@ -240,12 +259,21 @@ impl C2s {
         }
     }
 
+    /// Writes one element now (negotiation, and replies a bound session's own input gets
+    /// directly). A client that does not read gets `write_timeout`, then the connection is
+    /// dropped.
     async fn send(&mut self, e: &Element) -> Result<(), End> {
         if self.trace {
             tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", redact(e));
         }
-        self.stream()?.send_element(e).await?;
-        Ok(())
+        let limit = Duration::from_secs(self.ctx.config.c2s.write_timeout.max(1));
+        match tokio::time::timeout(limit, self.stream()?.send_element(e)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => {
+                tracing::info!("closing a connection whose writes are blocked");
+                Err(End::Gone)
+            }
+        }
     }
 
     /// Waits for the next event on the connection.
@@ -398,7 +426,7 @@ impl C2s {
     }
 
     /// Everything up to a bound resource.
-    async fn negotiate(&mut self) -> Result<Session, End> {
+    async fn negotiate(&mut self) -> Result<(), End> {
         loop {
             self.open_stream().await?;
             if self.authenticated.is_some() {
@@ -767,7 +795,7 @@ impl C2s {
     }
 
     /// After authentication: only resource binding (and the legacy session IQ) until bound.
-    async fn bind_phase(&mut self) -> Result<Session, End> {
+    async fn bind_phase(&mut self) -> Result<(), End> {
         let deleted = self.deleted.clone().ok_or(End::Gone)?;
         loop {
             let ev = tokio::select! {
@@ -799,22 +827,32 @@ impl C2s {
                     } => match crate::detach::resume(&self.ctx, session, &account).await {
                         Some(s) => {
                             tracing::info!(jid = %s.info.jid, "session resumed");
+                            // Kept here at once: if anything below fails, the session ends
+                            // properly instead of vanishing.
+                            let info = s.info.clone();
+                            self.bound = Some(s);
                             self.send(&resumed).await?;
-                            return Ok(s);
+                            let listeners = self.ctx.registry.lifecycle_listeners().to_vec();
+                            if let Some(s) = self.bound.as_mut() {
+                                for l in listeners {
+                                    l.session_resumed(&self.ctx, &info, &mut s.outbox).await;
+                                }
+                            }
+                            return Ok(());
                         }
                         None => self.send(&failed).await?,
                     },
                 }
                 continue;
             }
-            if let Some(bound) = self.bind(&e).await? {
-                return Ok(bound);
+            if self.bind(&e).await? {
+                return Ok(());
             }
         }
     }
 
     /// Handles a bind request; Some(queues) once bound.
-    async fn bind(&mut self, iq: &Element) -> Result<Option<Session>, End> {
+    async fn bind(&mut self, iq: &Element) -> Result<bool, End> {
         let account = self.authenticated.clone().ok_or(End::Gone)?;
         let id = iq.get_attr("id").unwrap_or_default().to_string();
         let reply_error = |cond: StanzaErrorCondition| {
@@ -835,7 +873,7 @@ impl C2s {
                 Err(_) => {
                     self.send(&reply_error(StanzaErrorCondition::BadRequest))
                         .await?;
-                    return Ok(None);
+                    return Ok(false);
                 }
             },
             None => random_resource(&account)?,
@@ -868,7 +906,7 @@ impl C2s {
                 Err(BindError::Conflict) => {
                     self.send(&reply_error(StanzaErrorCondition::Conflict))
                         .await?;
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
         };
@@ -890,6 +928,7 @@ impl C2s {
                     .child(Element::new("jid", ns::BIND).text(jid.to_string())),
             );
         self.session = Some(info.clone());
+        self.bound = Some(Session::new(info.clone(), rx, close_rx));
         self.send(&result).await?;
         tracing::info!(jid = %jid, "resource bound");
         let listeners: Vec<Arc<dyn LifecycleListener>> =
@@ -897,7 +936,7 @@ impl C2s {
         for l in listeners {
             l.session_bound(&self.ctx, &info).await;
         }
-        Ok(Some(Session::new(info, rx, close_rx)))
+        Ok(true)
     }
 
     /// The bound session: stanzas in, queued stanzas out, keepalives, timeouts, shutdown.
@@ -987,7 +1026,7 @@ impl C2s {
                         err = close_rx.recv() => {
                             tracing::info!(reason = ?err.map(|e| e.condition), "closing a session blocked on writing");
                             outbox.keep_unsent(batch);
-                            return End::Gone;
+                            return End::Cut;
                         }
                         _ = tokio::time::sleep(write_timeout) => {
                             tracing::info!("closing a session whose writes are blocked");
@@ -1015,9 +1054,12 @@ impl C2s {
                             }
                         }
                         let written = tokio::time::timeout(Duration::from_secs(2), stream.send_stanzas(&buf)).await;
-                        if matches!(written, Ok(Ok(()))) {
-                            outbox.written(std::mem::take(&mut batch));
+                        if !matches!(written, Ok(Ok(()))) {
+                            // Possibly mid-stanza: no stream error can follow.
+                            outbox.keep_unsent(batch);
+                            return End::Cut;
                         }
+                        outbox.written(std::mem::take(&mut batch));
                     }
                     // A slow reader's queue is not written: it is routed elsewhere.
                     outbox.keep_unsent(batch);

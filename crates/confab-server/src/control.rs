@@ -17,16 +17,25 @@ use tokio::task::JoinHandle;
 /// Longest request line accepted.
 const MAX_LINE: u64 = 4096;
 
+/// In a directory of its own that only the server's user can enter, so the socket is never
+/// reachable by others, not even between its creation and a permission change.
 pub fn socket_path(config: &Config) -> PathBuf {
-    config.server.data_dir.join("confabd.sock")
+    config.server.data_dir.join("control").join("confabd.sock")
 }
 
 /// Starts listening; a stale socket left by a crashed server is replaced, a live one means
 /// another server runs on this data directory.
 #[cfg(unix)]
 pub(crate) async fn listen(ctx: ServerCtx) -> std::io::Result<JoinHandle<()>> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let path = socket_path(&ctx.config);
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     if path.exists() {
         if tokio::net::UnixStream::connect(&path).await.is_ok() {
             return Err(std::io::Error::new(

@@ -193,17 +193,13 @@ impl Server {
             tls,
             auth,
         });
-        let control = match control::listen(ctx.clone()).await {
-            Ok(task) => Some(task),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                return Err(StartError::Control(e))
-            }
-            // The server runs without it; `confabd user del` then cannot end live sessions.
-            Err(e) => {
-                tracing::warn!(error = %e, "control socket unavailable");
-                None
-            }
-        };
+        // Without it `confabd user del` could not end the sessions of this server, and a
+        // second server could start on the same data directory: not starting is safer.
+        let control = Some(
+            control::listen(ctx.clone())
+                .await
+                .map_err(StartError::Control)?,
+        );
         let (shutdown_tx, _) = watch::channel(false);
         let timers = ctx
             .registry

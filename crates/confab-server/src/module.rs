@@ -100,6 +100,15 @@ pub trait LifecycleListener: Send + Sync {
     /// The server is stopping (sessions are being closed); the last chance to save state.
     async fn server_stopping(&self, _ctx: &ServerCtx) {}
     async fn session_bound(&self, _ctx: &ServerCtx, _session: &SessionInfo) {}
+    /// A parked session was picked up by a new connection (XEP-0198 resumption): the
+    /// place to put back in front of its queue what the client had not acknowledged.
+    async fn session_resumed(
+        &self,
+        _ctx: &ServerCtx,
+        _session: &SessionInfo,
+        _outbox: &mut crate::session::Outbox,
+    ) {
+    }
     /// The session ended (already unbound). With the kick-old policy a new session may
     /// hold the same full JID by now: compare `session.id`, not just the JID.
     async fn session_closed(&self, _ctx: &ServerCtx, _session: &SessionInfo) {}

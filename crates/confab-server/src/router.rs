@@ -449,19 +449,31 @@ pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInf
     any
 }
 
-/// Like `deliver` to one session, for a stanza that stays in storage until written: the
-/// receiver says when it was (see `SessionInfo::send_stored`). `None`: not queued (the
-/// session is gone, or a `Deliver` hook took it), so it stays stored.
+/// What became of a stored stanza offered to a session (`deliver_stored`).
+pub enum StoredDelivery {
+    /// Queued: the receiver says when it was written.
+    Queued(tokio::sync::oneshot::Receiver<()>),
+    /// A `Deliver` hook took it: it is no longer the store's to keep.
+    Taken,
+    /// Not queued (the session is gone): it stays stored.
+    NotQueued,
+}
+
+/// Like `deliver` to one session, for a stanza that stays in storage until written (see
+/// `SessionInfo::send_stored`).
 pub async fn deliver_stored(
     ctx: &ServerCtx,
     stanza: Stanza,
     target: &Arc<SessionInfo>,
-) -> Option<tokio::sync::oneshot::Receiver<()>> {
+) -> StoredDelivery {
     let mut stanza = stanza;
     if run_hooks_for(ctx, HookPoint::Deliver, Some(target), &mut stanza).await {
-        return None;
+        return StoredDelivery::Taken;
     }
-    target.send_stored(Bytes::from(stanza.el.to_xml(ns::CLIENT)))
+    match target.send_stored(Bytes::from(stanza.el.to_xml(ns::CLIENT))) {
+        Some(rx) => StoredDelivery::Queued(rx),
+        None => StoredDelivery::NotQueued,
+    }
 }
 
 /// Answers a stanza with an error, unless it is itself an error or an iq result.

@@ -48,6 +48,12 @@ fn caused_by(session_id: u64) -> bool {
     ORIGIN.try_with(|o| o.id == session_id).unwrap_or(false)
 }
 
+/// Sees the stanzas written to a session's client, in order (XEP-0198 counts them and keeps
+/// them until acknowledged). Called on the session's own task: keep it quick.
+pub trait WriteObserver: Send + Sync {
+    fn written(&self, session: &SessionInfo, stanzas: &[Bytes]);
+}
+
 /// A bound session as the rest of the server sees it.
 pub struct SessionInfo {
     pub id: u64,
@@ -72,6 +78,8 @@ pub struct SessionInfo {
     /// How long the session waits, parked, for a new connection after its connection
     /// drops (`0`: it ends with the connection). Set by stream management.
     resume_ms: AtomicU64,
+    /// Sees every batch written to the client (stream management); set once.
+    write_observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
     /// Modules' own per-session state, one value per type (see `data`).
     extensions: std::sync::Mutex<Vec<(std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>)>>,
 }
@@ -110,9 +118,20 @@ impl SessionInfo {
             roster_requested: AtomicBool::new(false),
             last_input_ms: AtomicU64::new(monotonic_ms()),
             resume_ms: AtomicU64::new(0),
+            write_observer: std::sync::OnceLock::new(),
             extensions: std::sync::Mutex::new(Vec::new()),
         };
         (info, rx)
+    }
+
+    /// Lets `observer` see every stanza written to this session's client from now on;
+    /// false if the session already has one.
+    pub fn set_write_observer(&self, observer: Arc<dyn WriteObserver>) -> bool {
+        self.write_observer.set(observer).is_ok()
+    }
+
+    fn write_observer(&self) -> Option<&Arc<dyn WriteObserver>> {
+        self.write_observer.get()
     }
 
     /// Keep the session, parked, for `timeout` after its connection drops, so a new
@@ -336,8 +355,14 @@ impl Outbox {
         batch
     }
 
-    /// The batch reached the connection: stored stanzas are confirmed to their senders.
+    /// The batch reached the connection: stored stanzas are confirmed to their senders, and
+    /// the session's write observer (stream management counting what the client may
+    /// acknowledge) sees what was written.
     pub fn written(&mut self, batch: Vec<Outbound>) {
+        if let Some(observer) = self.info.write_observer() {
+            let stanzas: Vec<Bytes> = batch.iter().map(|o| o.data.clone()).collect();
+            observer.written(&self.info, &stanzas);
+        }
         for o in batch {
             self.info.dequeued(&o);
             if let Some(ack) = o.written {
@@ -356,6 +381,13 @@ impl Outbox {
                 self.unsent.push(o.data);
             }
         }
+    }
+
+    /// Puts stanzas in front of the queue, to be written first on this connection (stream
+    /// management resending what the client had not acknowledged when it resumed).
+    pub fn resend(&mut self, stanzas: Vec<Bytes>) {
+        let later = std::mem::replace(&mut self.unsent, stanzas);
+        self.unsent.extend(later);
     }
 
     /// Closes the queue and returns everything that was never written.

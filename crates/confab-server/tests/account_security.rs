@@ -173,3 +173,67 @@ async fn password_checks_do_not_stall_other_sessions() {
         "a ping waited {slowest:?} during a {took:?} login"
     );
 }
+
+#[tokio::test]
+async fn a_bind_whose_answer_cannot_be_written_leaves_no_session() {
+    let ts = TestServer::start_with(plaintext_auth).await;
+    ts.add_user("alice").await;
+    for _ in 0..20 {
+        let mut r = authenticated_unbound(&ts, "alice").await;
+        r.send(&bind_request()).await;
+        // Reset, not closed: the server's answer to the bind fails to write.
+        if let confab_stream::Transport::Tcp(tcp) = r.stream.get_ref() {
+            socket2::SockRef::from(tcp)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .expect("linger");
+        }
+        drop(r);
+    }
+    let ctx = ts.server().ctx();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ctx.router.session_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} sessions outlived their connections",
+            ctx.router.session_count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn replies_a_client_does_not_read_end_its_session_after_the_write_timeout() {
+    let ts = TestServer::start_with(|c| {
+        c.c2s.write_timeout = 2;
+        c.limits.read_rate = 0;
+    })
+    .await;
+    ts.add_user("alice").await;
+    let mut alice = ts.login("alice").await;
+    let jid = alice.jid.clone();
+    // Each of these gets an error reply echoing its payload, written straight back; alice
+    // reads none of them.
+    let body = "p".repeat(100 * 1024);
+    // Once the server stops reading, sending blocks too: bounded, so a server that never
+    // closes fails the test below instead of hanging it.
+    let sending = async {
+        for _ in 0..200 {
+            let bad = confab_proto::xml::Element::new("message", ns::CLIENT)
+                .attr("to", "a@b@c")
+                .child(confab_proto::xml::Element::new("body", ns::CLIENT).text(body.clone()));
+            if alice.send(&bad).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sending).await;
+    let ctx = ts.server().ctx();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ctx.router.resource_bound(&jid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a session blocked on writing its own replies was never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

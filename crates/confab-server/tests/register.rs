@@ -371,11 +371,11 @@ async fn rate_limit_per_ip() {
     })
     .await;
     ts.add_user("taken").await;
-    // Failed attempts do not count.
+    // Refused attempts do not count (a taken name does: see below).
     let (mut r, _) = tls_raw(&ts).await;
     assert_eq!(
-        outcome(&register(&mut r, "taken", GOOD_PASSWORD).await),
-        "conflict"
+        outcome(&register(&mut r, "short", "x").await),
+        "not-acceptable"
     );
     for name in ["one", "two"] {
         let (mut r, _) = tls_raw(&ts).await;
@@ -899,5 +899,32 @@ async fn registration_attempts_per_stream_are_capped() {
     assert_eq!(
         outcome(&register(&mut r2, "lena", GOOD_PASSWORD).await),
         "result"
+    );
+}
+
+#[tokio::test]
+async fn probing_taken_names_counts_against_the_address() {
+    // A cheap "name taken" answer would let anyone list accounts at connection speed: the
+    // refusals count against the address's registrations like successes.
+    let ts = TestServer::start_with(|c| {
+        c.registration.policy = RegistrationPolicy::Open;
+        c.registration.rate_limit_per_ip = 2;
+    })
+    .await;
+    ts.add_user("alice").await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let (mut r, _) = tls_raw(&ts).await;
+        let reply = register(&mut r, "alice", GOOD_PASSWORD).await;
+        answers.push((
+            outcome(&reply),
+            StanzaError::from_stanza(&reply).map(|e| e.type_),
+        ));
+    }
+    assert_eq!(answers[0].0, "conflict");
+    assert_eq!(answers[1].0, "conflict");
+    assert_eq!(
+        answers[2],
+        ("policy-violation".to_string(), Some(StanzaErrorType::Wait))
     );
 }

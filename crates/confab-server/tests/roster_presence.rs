@@ -866,3 +866,39 @@ async fn a_failed_roster_read_changes_nothing_and_answers_wait() {
         "{bob}"
     );
 }
+
+#[tokio::test]
+async fn a_stored_subscription_request_keeps_only_bounded_parts() {
+    let ts = server_with(&["alice", "bob"]).await;
+    let mut bob = ts.login("bob").await;
+    // alice is offline: the request is stored with what it carries.
+    let mut req = Element::new("presence", ns::CLIENT)
+        .attr("to", "alice@localhost")
+        .attr("type", "subscribe")
+        .attr("id", "s1")
+        .attr("junk", "j".repeat(60 * 1024))
+        .child(Element::new("nick", "http://jabber.org/protocol/nick").text("n".repeat(60 * 1024)))
+        .child(Element::new("x", "urn:example:bulk").text("b".repeat(30 * 1024)));
+    req.attrs.push(confab_proto::xml::Attr {
+        ns: "urn:example:attr".into(),
+        name: "more".into(),
+        value: "m".repeat(20 * 1024),
+    });
+    bob.send(&req).await.expect("subscribe");
+    ping(&mut bob).await;
+    let stored = ts
+        .server()
+        .ctx()
+        .stores
+        .roster
+        .roster_item("localhost", "alice", "bob@localhost")
+        .await
+        .expect("read")
+        .and_then(|i| i.pending_in)
+        .expect("a pending request");
+    assert!(stored.len() < 8 * 1024, "stored {} bytes", stored.len());
+    assert!(
+        stored.contains("nick") && stored.contains("id='s1'"),
+        "{stored}"
+    );
+}

@@ -34,10 +34,41 @@ impl Module for Resumable {
     }
 }
 
+/// Counts what was written to each session, as stream management does to know what the
+/// client can acknowledge.
+#[derive(Default)]
+struct Written(std::sync::atomic::AtomicUsize);
+
+impl confab_server::session::WriteObserver for Written {
+    fn written(&self, _: &SessionInfo, stanzas: &[bytes::Bytes]) {
+        self.0
+            .fetch_add(stanzas.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[async_trait]
 impl LifecycleListener for Resumable {
     async fn session_bound(&self, _: &ServerCtx, session: &SessionInfo) {
         session.set_resume_timeout(Some(self.timeout));
+        let counter = session.data_or_insert_with(Written::default);
+        session.set_write_observer(counter);
+    }
+
+    async fn session_resumed(
+        &self,
+        _: &ServerCtx,
+        session: &SessionInfo,
+        outbox: &mut confab_server::session::Outbox,
+    ) {
+        // What stream management would resend: here, a marker saying how many stanzas the
+        // first connection had written.
+        let n = session
+            .data::<Written>()
+            .map(|w| w.0.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0);
+        outbox.resend(vec![bytes::Bytes::from(format!(
+            "<message><body>written before: {n}</body></message>"
+        ))]);
     }
 }
 
@@ -57,11 +88,21 @@ impl PreBindHandler for Resumable {
 }
 
 async fn start(timeout: Duration) -> TestServer {
+    start_with(timeout, |_| {}).await
+}
+
+async fn start_with(
+    timeout: Duration,
+    f: impl FnOnce(&mut confab_server::config::Config),
+) -> TestServer {
     init_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = test_config(dir.path());
+    f(&mut c);
     c.c2s.require_tls = false;
     c.c2s.allow_plain_without_tls = true;
+    // Floods in these tests are read at once, not at a client's rate.
+    c.limits.read_rate = 0;
     let server = Server::start_with_modules(c, vec![Arc::new(Resumable { timeout })])
         .await
         .expect("server");
@@ -153,6 +194,19 @@ async fn a_parked_session_is_resumed_with_its_queue_intact() {
     bob.send(&format!("<resume xmlns='{RESUME_NS}' previd='{id}'/>"))
         .await;
     assert!(bob.element().await.is("resumed", RESUME_NS));
+    // What a module put back in front comes first; the first connection had been written
+    // at least its ping result (login_available), which the write observer counted.
+    let marker = bob.element().await;
+    let written: usize = marker
+        .get_child("body", ns::CLIENT)
+        .and_then(|b| {
+            b.text_content()
+                .strip_prefix("written before: ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("not the marker: {marker}"));
+    assert!(written >= 1, "{marker}");
     for i in 0..3 {
         let m = bob.element().await;
         assert_eq!(m.name, "message", "{m}");
@@ -211,4 +265,46 @@ async fn a_parked_session_nobody_resumes_ends_and_loses_nothing() {
         m.get_child("body", ns::CLIENT).map(|b| b.text_content()),
         Some("while away".to_string())
     );
+}
+
+#[tokio::test]
+async fn a_session_replaced_while_its_writes_are_blocked_ends_instead_of_parking() {
+    let ts = start_with(Duration::from_secs(30), |c| {
+        // Queue limits out of the way: the write blocks instead of alice being cut as a
+        // slow reader.
+        c.limits.outbound_queue = 1_000_000;
+        c.limits.max_outbound_bytes = 1 << 30;
+    })
+    .await;
+    let mut bob = ts.login_available("bob").await;
+    let mut o = ts.options("alice");
+    o.resource = Some("phone".into());
+    let alice = confab_stream::client::connect(&o).await.expect("login");
+    // Alice stops reading; bob fills her connection until her writes block.
+    let body = "z".repeat(64 * 1024);
+    for i in 0..400 {
+        bob.send(
+            &Element::new("message", ns::CLIENT)
+                .attr("to", "alice@localhost/phone")
+                .attr("type", "chat")
+                .attr("id", format!("m{i}"))
+                .child(Element::new("body", ns::CLIENT).text(body.clone())),
+        )
+        .await
+        .expect("send");
+    }
+    ping(&mut bob).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A new login on the same resource replaces the blocked session (kick-old): it is
+    // ended for good, not kept for resumption.
+    let _new = confab_stream::client::connect(&o)
+        .await
+        .expect("login again");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ts.server().ctx().router.parked_count(),
+        0,
+        "a replaced session was parked"
+    );
+    drop(alice);
 }

@@ -121,10 +121,13 @@ fn still_bound(ctx: &ServerCtx, s: &SessionInfo) -> bool {
     ctx.router.session(&s.jid).is_some_and(|b| b.id == s.id)
 }
 
-/// Waits until `len` bytes fit in the session's queue; false if the session went away.
+/// Waits until `len` bytes fit in the session's queue; false if the session went away or
+/// did not make room within the write timeout (it then gives up its turn).
 async fn wait_for_room(ctx: &ServerCtx, s: &SessionInfo, len: usize) -> bool {
+    let until =
+        tokio::time::Instant::now() + Duration::from_secs(ctx.config.c2s.write_timeout.max(1));
     loop {
-        if !still_bound(ctx, s) {
+        if !still_bound(ctx, s) || tokio::time::Instant::now() >= until {
             return false;
         }
         if s.has_room(len) {
@@ -186,27 +189,34 @@ impl Inner {
                     );
                     // Sized as serialized, for pacing; delivered through the router's path.
                     let len = m.stanza.len() + 128;
-                    let ack = match Stanza::from_element(el) {
+                    use crate::router::StoredDelivery;
+                    let outcome = match Stanza::from_element(el) {
                         Ok(stanza) if wait_for_room(&ctx, &session, len).await => {
                             crate::router::deliver_stored(&ctx, stanza, &session).await
                         }
-                        _ => None,
+                        _ => StoredDelivery::NotQueued,
                     };
-                    match ack {
-                        Some(ack) => sent.push((m.id, Some(ack))),
-                        None => {
+                    match outcome {
+                        StoredDelivery::Queued(ack) => sent.push((m.id, Some(ack))),
+                        // A module took it (held back, filtered): done with it here.
+                        StoredDelivery::Taken => sent.push((m.id, None)),
+                        StoredDelivery::NotQueued => {
                             stopped = true;
                             break;
                         }
                     }
                 }
+                // Waiting on the account's lock is bounded: a session that does not take its
+                // messages (blocked, parked) gives up its turn; what it did not confirm stays
+                // stored (at worst delivered twice, never lost).
+                let patience = Duration::from_secs(ctx.config.c2s.write_timeout.max(1));
                 let mut confirmed = None;
                 for (id, ack) in sent {
                     match ack {
                         None => confirmed = Some(id),
-                        Some(ack) => match ack.await {
-                            Ok(()) => confirmed = Some(id),
-                            Err(_) => {
+                        Some(ack) => match tokio::time::timeout(patience, ack).await {
+                            Ok(Ok(())) => confirmed = Some(id),
+                            _ => {
                                 stopped = true;
                                 break;
                             }

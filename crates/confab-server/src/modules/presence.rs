@@ -125,7 +125,13 @@ const MAX_REQUEST_TEXT: usize = 1024;
 /// XEP-0172 nickname and status, each bounded, and nothing else.
 fn bounded_request(el: &Element) -> Element {
     let mut out = Element::new(el.name.clone(), el.ns.clone());
-    out.attrs = el.attrs.clone();
+    // Addresses and type only (the id, if short): attributes could carry as much as the
+    // stanza limit allows.
+    for name in ["from", "to", "type", "id"] {
+        if let Some(v) = el.get_attr(name).filter(|v| v.len() <= 3 * 1024) {
+            out.set_attr(name, v);
+        }
+    }
     for c in el.elements() {
         if c.is("nick", NICK) || c.is("status", &el.ns) {
             let text: String = c.text_content().chars().take(MAX_REQUEST_TEXT).collect();
@@ -492,11 +498,14 @@ impl Presence {
         t: &str,
         stanza: &Stanza,
     ) {
-        let guard = roster::lock(account).await;
+        // Held for the read-modify-write only, never across delivery (whose hooks may
+        // route, and the contact's side takes a stripe of this lock too).
+        let mut guard = Some(roster::lock(account).await);
+        let mut show = false;
         let mut item = match load_item(ctx, account, contact).await {
             Ok(i) => i.unwrap_or_else(|| RosterItem::new(contact.as_str())),
             Err(e) => {
-                drop(guard);
+                drop(guard.take());
                 router::send_error(ctx, stanza, e).await;
                 return;
             }
@@ -516,7 +525,7 @@ impl Presence {
                         item.approved = false;
                         save(ctx, account, &item).await;
                     }
-                    drop(guard);
+                    drop(guard.take());
                     // Already approved: the server answers for the user (§3.1.3).
                     if let Some(p) = addressed(&presence_el(Some("subscribed")), &own, &contact_jid)
                     {
@@ -537,7 +546,7 @@ impl Presence {
                     && roster_full(ctx, account, false).await
                 {
                     // Requests beyond the roster limit are refused, not stored.
-                    drop(guard);
+                    drop(guard.take());
                     if let Some(p) =
                         addressed(&presence_el(Some("unsubscribed")), &own, &contact_jid)
                     {
@@ -552,14 +561,14 @@ impl Presence {
                     tracing::error!(error = %e, "storing a subscription request failed");
                     return;
                 }
-                deliver_to_available(ctx, account, &shown).await;
+                show = true;
             }
             "subscribed" => {
                 if item.ask {
                     item.ask = false;
                     item.subscription = item.subscription.with_to(true);
                     save(ctx, account, &item).await;
-                    deliver_to_available(ctx, account, &shown).await;
+                    show = true;
                 }
             }
             "unsubscribe" => {
@@ -568,9 +577,9 @@ impl Presence {
                     item.subscription = item.subscription.with_from(false);
                     item.pending_in = None;
                     save(ctx, account, &item).await;
-                    deliver_to_available(ctx, account, &shown).await;
+                    show = true;
                 }
-                drop(guard);
+                drop(guard.take());
                 if had_from {
                     // RFC 6121 §3.3.3: the contact no longer sees the user's presence, so it
                     // learns every available resource is gone.
@@ -582,9 +591,13 @@ impl Presence {
                     item.subscription = item.subscription.with_to(false);
                     item.ask = false;
                     save(ctx, account, &item).await;
-                    deliver_to_available(ctx, account, &shown).await;
+                    show = true;
                 }
             }
+        }
+        drop(guard.take());
+        if show {
+            deliver_to_available(ctx, account, &shown).await;
         }
     }
 

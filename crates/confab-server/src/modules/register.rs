@@ -75,6 +75,18 @@ impl Module for Register {
     }
 }
 
+/// The per-address registration limit was reached.
+fn rate_limited(ip: IpAddr) -> IqReply {
+    tracing::info!(%ip, "registration rate limit reached");
+    IqReply::Error(StanzaError {
+        type_: StanzaErrorType::Wait,
+        ..StanzaError::with_text(
+            Cond::PolicyViolation,
+            "too many registrations from this address; try again later",
+        )
+    })
+}
+
 fn err(c: Cond) -> IqReply {
     IqReply::Error(StanzaError::new(c))
 }
@@ -224,17 +236,23 @@ impl Register {
             },
             _ => None,
         };
-        // A taken name is refused before the rate limit, the invitation or key derivation.
+        // A taken name is refused before the invitation or key derivation; the refusal
+        // counts against the address's registrations, so names cannot be probed for free.
+        let ip = conn.peer.ip().to_canonical();
         let node = jid.node().map(|n| n.as_str()).unwrap_or_default();
         match ctx.stores.accounts.account_exists(&conn.domain, node).await {
             Ok(false) => {}
-            Ok(true) => return err(Cond::Conflict),
+            Ok(true) => {
+                if !self.reserve(ip, cfg) {
+                    return rate_limited(ip);
+                }
+                return err(Cond::Conflict);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "account lookup failed");
                 return err(Cond::InternalServerError);
             }
         }
-        let ip = conn.peer.ip().to_canonical();
         if !self.reserve(ip, cfg) {
             tracing::info!(%ip, "registration rate limit reached");
             return IqReply::Error(StanzaError {
