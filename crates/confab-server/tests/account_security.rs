@@ -19,20 +19,7 @@ fn plaintext_auth(c: &mut Config) {
 
 /// A raw stream that authenticated with PLAIN and has not bound a resource.
 async fn authenticated_unbound(ts: &TestServer, user: &str) -> Raw {
-    let mut r = ts.raw().await;
-    r.open().await;
-    let creds = B64.encode(format!("\0{user}\0{PASSWORD}"));
-    r.send(&format!(
-        "<auth xmlns='{}' mechanism='PLAIN'>{creds}</auth>",
-        ns::SASL
-    ))
-    .await;
-    let e = r.element().await;
-    assert!(e.is("success", ns::SASL), "{e}");
-    r.stream.restart();
-    let features = r.open().await;
-    assert!(features.get_child("bind", ns::BIND).is_some(), "{features}");
-    r
+    ts.authenticated_raw(user).await
 }
 
 fn bind_request() -> String {

@@ -85,20 +85,8 @@ impl Watch {
 
 #[tokio::test]
 async fn deliver_hooks_see_routed_and_module_made_stanzas_with_origin_and_target() {
-    init_logs();
     let watch = Arc::new(Watch::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with_modules(test_config(dir.path()), vec![watch.clone()])
-        .await
-        .expect("server");
-    let addr = server.c2s_addr().expect("addr");
-    let tls_addr = server.c2s_tls_addr().expect("addr");
-    let ts = TestServer {
-        server: Some(server),
-        dir,
-        addr,
-        tls_addr,
-    };
+    let ts = TestServer::start_with_modules(vec![watch.clone()], |_| {}).await;
     for u in ["alice", "bob", "dave"] {
         ts.add_user(u).await;
     }
@@ -556,19 +544,7 @@ impl confab_server::module::SessionElementHandler for Poke {
 
 #[tokio::test]
 async fn modules_answer_stream_level_elements_of_bound_sessions() {
-    init_logs();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with_modules(test_config(dir.path()), vec![Arc::new(Poke)])
-        .await
-        .expect("server");
-    let addr = server.c2s_addr().expect("addr");
-    let tls_addr = server.c2s_tls_addr().expect("addr");
-    let ts = TestServer {
-        server: Some(server),
-        dir,
-        addr,
-        tls_addr,
-    };
+    let ts = TestServer::start_with_modules(vec![Arc::new(Poke)], |_| {}).await;
     ts.add_user("alice").await;
     let mut alice = ts.login("alice").await;
     alice

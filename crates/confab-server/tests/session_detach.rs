@@ -5,13 +5,12 @@
 mod common;
 
 use async_trait::async_trait;
-use base64::Engine;
 use common::*;
 use confab_proto::xml::Element;
 use confab_proto::{ns, BareJid};
 use confab_server::module::{LifecycleListener, Module, PreBind, PreBindHandler, Registry};
 use confab_server::session::SessionInfo;
-use confab_server::{Server, ServerCtx};
+use confab_server::ServerCtx;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,25 +94,14 @@ async fn start_with(
     timeout: Duration,
     f: impl FnOnce(&mut confab_server::config::Config),
 ) -> TestServer {
-    init_logs();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = test_config(dir.path());
-    f(&mut c);
-    c.c2s.require_tls = false;
-    c.c2s.allow_plain_without_tls = true;
-    // Floods in these tests are read at once, not at a client's rate.
-    c.limits.read_rate = 0;
-    let server = Server::start_with_modules(c, vec![Arc::new(Resumable { timeout })])
-        .await
-        .expect("server");
-    let addr = server.c2s_addr().expect("addr");
-    let tls_addr = server.c2s_tls_addr().expect("addr");
-    let ts = TestServer {
-        server: Some(server),
-        dir,
-        addr,
-        tls_addr,
-    };
+    let ts = TestServer::start_with_modules(vec![Arc::new(Resumable { timeout })], |c| {
+        c.c2s.require_tls = false;
+        c.c2s.allow_plain_without_tls = true;
+        // Floods in these tests are read at once, not at a client's rate.
+        c.limits.read_rate = 0;
+        f(c);
+    })
+    .await;
     for u in ["alice", "bob", "carol"] {
         ts.add_user(u).await;
     }
@@ -122,19 +110,7 @@ async fn start_with(
 
 /// A raw stream authenticated as `user` that has not bound a resource.
 async fn authenticated(ts: &TestServer, user: &str) -> Raw {
-    let mut r = ts.raw().await;
-    r.open().await;
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
-    r.send(&format!(
-        "<auth xmlns='{}' mechanism='PLAIN'>{creds}</auth>",
-        ns::SASL
-    ))
-    .await;
-    let e = r.element().await;
-    assert!(e.is("success", ns::SASL), "{e}");
-    r.stream.restart();
-    r.open().await;
-    r
+    ts.authenticated_raw(user).await
 }
 
 /// Drops bob's connection and waits until his session is parked; returns its id.

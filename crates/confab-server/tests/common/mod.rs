@@ -55,11 +55,21 @@ impl TestServer {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with_modules(Vec::new(), f).await
+    }
+
+    /// A server with test-only modules beside the built-in ones.
+    pub async fn start_with_modules(
+        extra: Vec<std::sync::Arc<dyn confab_server::module::Module>>,
+        f: impl FnOnce(&mut Config),
+    ) -> TestServer {
         init_logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = test_config(dir.path());
         f(&mut c);
-        let server = Server::start(c).await.expect("server starts");
+        let server = Server::start_with_modules(c, extra)
+            .await
+            .expect("server starts");
         let addr = server.c2s_addr().expect("starttls endpoint");
         let tls_addr = server.c2s_tls_addr().expect("direct tls endpoint");
         TestServer {
@@ -103,6 +113,27 @@ impl TestServer {
 
     pub async fn raw(&self) -> Raw {
         Raw::connect(self.addr).await
+    }
+
+    /// A raw plaintext stream authenticated as `user` with PLAIN (the server must allow it
+    /// without TLS) that has not bound a resource yet.
+    pub async fn authenticated_raw(&self, user: &str) -> Raw {
+        use base64::Engine;
+        let mut r = self.raw().await;
+        r.open().await;
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
+        r.send(&format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>{creds}</auth>",
+            ns::SASL
+        ))
+        .await;
+        let e = r.element().await;
+        assert!(e.is("success", ns::SASL), "{e}");
+        r.stream.restart();
+        let features = r.open().await;
+        assert!(features.get_child("bind", ns::BIND).is_some(), "{features}");
+        r
     }
 }
 
