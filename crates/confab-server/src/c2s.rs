@@ -1003,11 +1003,7 @@ impl C2s {
                 out = outbox.next_batch() => {
                     let Some(batch) = out else { return End::Gone };
                     let buf: Vec<bytes::Bytes> = batch.iter().map(|o| o.data.clone()).collect();
-                    if self.trace {
-                        for b in &buf {
-                            tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(b));
-                        }
-                    }
+                    trace_stanzas(self.trace, self.conn, &buf);
                     // A client that stops reading blocks this write; a close request (slow
                     // reader, conflict, shutdown) or the write timeout must still end the
                     // session. The stream is then mid-stanza, so the connection is dropped
@@ -1048,11 +1044,7 @@ impl C2s {
                     let mut batch = outbox.drain_now();
                     let buf: Vec<bytes::Bytes> = batch.iter().map(|o| o.data.clone()).collect();
                     if !buf.is_empty() && e.condition != StreamErrorCondition::PolicyViolation {
-                        if self.trace {
-                            for b in &buf {
-                                tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", String::from_utf8_lossy(b));
-                            }
-                        }
+                        trace_stanzas(self.trace, self.conn, &buf);
                         let written = tokio::time::timeout(Duration::from_secs(2), stream.send_stanzas(&buf)).await;
                         if !matches!(written, Ok(Ok(()))) {
                             // Possibly mid-stanza: no stream error can follow.
@@ -1238,6 +1230,15 @@ fn random_resource(account: &BareJid) -> Result<FullJid, End> {
     account
         .with_resource_str(&format!("confab-{suffix}"))
         .map_err(|_| StreamErrorCondition::InternalServerError.into())
+}
+
+/// Stanzas going out, for the XML trace.
+fn trace_stanzas(trace: bool, conn: u64, stanzas: &[bytes::Bytes]) {
+    if trace {
+        for b in stanzas {
+            tracing::info!(target: "confab::xmltrace", conn, "-> {}", String::from_utf8_lossy(b));
+        }
+    }
 }
 
 fn account_deleted() -> End {

@@ -155,14 +155,8 @@ impl Server {
                 if port == 0 && !is_test_port(&config) {
                     continue;
                 }
-                let addr = SocketAddr::new(ip, port);
-                match bind(addr) {
-                    Ok(l) => listeners.push((l, direct)),
-                    // A host without IPv6 still runs on the default ["0.0.0.0", "::"].
-                    Err(e) if ip.is_ipv6() && ip.is_unspecified() && ipv6_missing(&e) => {
-                        tracing::warn!(%addr, error = %e, "IPv6 is not available; not listening on it");
-                    }
-                    Err(e) => return Err(StartError::Listen(addr, e)),
+                if let Some(l) = listen_on(SocketAddr::new(ip, port))? {
+                    listeners.push((l, direct));
                 }
             }
         }
@@ -174,13 +168,8 @@ impl Server {
                 let ip: IpAddr = iface
                     .parse()
                     .map_err(|_| StartError::Address(iface.clone()))?;
-                let addr = SocketAddr::new(ip, config.http.port);
-                match bind(addr) {
-                    Ok(l) => http_listeners.push(l),
-                    Err(e) if ip.is_ipv6() && ipv6_missing(&e) => {
-                        tracing::warn!(%addr, error = %e, "IPv6 is not available; not listening on it");
-                    }
-                    Err(e) => return Err(StartError::Listen(addr, e)),
+                if let Some(l) = listen_on(SocketAddr::new(ip, config.http.port))? {
+                    http_listeners.push(l);
                 }
             }
         }
@@ -366,6 +355,20 @@ fn ipv6_missing(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
     ) || matches!(e.raw_os_error(), Some(97) | Some(99))
+}
+
+/// Listens on `addr`; `None` when it is a default IPv6 address (`::`, `::1`) on a host
+/// without IPv6, so the defaults still start there.
+fn listen_on(addr: SocketAddr) -> Result<Option<TcpListener>, StartError> {
+    let ip = addr.ip();
+    match bind(addr) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if ip.is_ipv6() && (ip.is_unspecified() || ip.is_loopback()) && ipv6_missing(&e) => {
+            tracing::warn!(%addr, error = %e, "IPv6 is not available; not listening on it");
+            Ok(None)
+        }
+        Err(e) => Err(StartError::Listen(addr, e)),
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -81,7 +81,7 @@ pub struct SessionInfo {
     /// Sees every batch written to the client (stream management); set once.
     write_observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
     /// Modules' own per-session state, one value per type (see `data`).
-    extensions: std::sync::Mutex<Vec<(std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>)>>,
+    extensions: std::sync::Mutex<DataSlots>,
 }
 
 /// Milliseconds since the first call in this process; a cheap clock for atomics.
@@ -153,12 +153,8 @@ impl SessionInfo {
     /// A module's per-session value of type `T` (a type private to the module), if set.
     /// Values live as long as the session; nothing here is shared between sessions.
     pub fn data<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let id = std::any::TypeId::of::<T>();
         let slots = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
-        slots
-            .iter()
-            .find(|(t, _)| *t == id)
-            .and_then(|(_, v)| v.clone().downcast::<T>().ok())
+        find_data(&slots)
     }
 
     /// The module's per-session value of type `T`, made with `init` the first time.
@@ -166,17 +162,12 @@ impl SessionInfo {
         &self,
         init: impl FnOnce() -> T,
     ) -> Arc<T> {
-        let id = std::any::TypeId::of::<T>();
         let mut slots = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = slots
-            .iter()
-            .find(|(t, _)| *t == id)
-            .and_then(|(_, v)| v.clone().downcast::<T>().ok())
-        {
+        if let Some(v) = find_data(&slots) {
             return v;
         }
         let v = Arc::new(init());
-        slots.push((id, v.clone()));
+        slots.push((std::any::TypeId::of::<T>(), v.clone()));
         v
     }
 
@@ -308,6 +299,17 @@ impl SessionInfo {
     pub fn close(&self, err: StreamError) {
         let _ = self.close_tx.try_send(err);
     }
+}
+
+/// A module's per-session slots (see `SessionInfo::data`).
+type DataSlots = Vec<(std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>)>;
+
+fn find_data<T: std::any::Any + Send + Sync>(slots: &DataSlots) -> Option<Arc<T>> {
+    let id = std::any::TypeId::of::<T>();
+    slots
+        .iter()
+        .find(|(t, _)| *t == id)
+        .and_then(|(_, v)| v.clone().downcast::<T>().ok())
 }
 
 /// Largest batch the writer takes off the queue for one write.

@@ -254,14 +254,7 @@ impl Register {
             }
         }
         if !self.reserve(ip, cfg) {
-            tracing::info!(%ip, "registration rate limit reached");
-            return IqReply::Error(StanzaError {
-                type_: StanzaErrorType::Wait,
-                ..StanzaError::with_text(
-                    Cond::PolicyViolation,
-                    "too many registrations from this address; try again later",
-                )
-            });
+            return rate_limited(ip);
         }
         let reply = self
             .create(ctx, &jid, &password, &conn.domain, token.as_deref())
