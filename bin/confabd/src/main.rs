@@ -248,6 +248,8 @@ async fn invite(config: Config, cmd: InviteCommand) -> Result<(), String> {
             None => Ok(config.server.domains.clone()),
         }
     };
+    let registration: register::RegistrationConfig =
+        config.section("registration").map_err(|e| e.to_string())?;
     let stores = open_stores(&config).await.map_err(|e| e.to_string())?;
     match cmd {
         InviteCommand::Create { domain, expires } => {
@@ -255,7 +257,7 @@ async fn invite(config: Config, cmd: InviteCommand) -> Result<(), String> {
                 .into_iter()
                 .next()
                 .ok_or("no domain is served")?;
-            let ttl = expires.unwrap_or(config.registration.invite_expiry);
+            let ttl = expires.unwrap_or(registration.invite_expiry);
             if ttl == 0 {
                 return Err("--expires must be positive".into());
             }
@@ -268,7 +270,7 @@ async fn invite(config: Config, cmd: InviteCommand) -> Result<(), String> {
                 "expires {}",
                 confab_proto::datetime::format_datetime(inv.expires)
             );
-            if config.registration.policy != confab_server::config::RegistrationPolicy::Invite {
+            if registration.policy != register::RegistrationPolicy::Invite {
                 eprintln!(
                     "note: [registration] policy is not \"invite\"; the token is accepted only then"
                 );

@@ -30,37 +30,10 @@ pub struct Config {
     pub storage: StorageSection,
     pub auth: AuthSection,
     pub modules: ModulesSection,
-    pub roster: RosterSection,
     pub log: LogSection,
-    pub registration: RegistrationSection,
-    pub vcard: VcardSection,
-    pub offline: OfflineSection,
-    pub blocking: BlockingSection,
     /// Module sections, by name, as written.
     #[serde(flatten)]
     pub sections: std::collections::BTreeMap<String, toml::Value>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RosterSection {
-    /// Contacts per roster; adding more gets `<not-allowed/>`.
-    pub max_items: usize,
-    /// Longest contact name and group name, in bytes (`<not-acceptable/>` beyond).
-    pub max_name_length: usize,
-    pub max_group_length: usize,
-    pub max_groups_per_item: usize,
-}
-
-impl Default for RosterSection {
-    fn default() -> Self {
-        RosterSection {
-            max_items: 5000,
-            max_name_length: 1024,
-            max_group_length: 1024,
-            max_groups_per_item: 64,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -280,35 +253,6 @@ pub struct ModulesSection {
     pub disabled: Vec<String>,
 }
 
-/// XEP-0160 offline messages (`offline` module).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OfflineSection {
-    /// Messages kept per account while it is offline; past this, senders get
-    /// `<service-unavailable/>`.
-    pub quota: usize,
-}
-
-impl Default for OfflineSection {
-    fn default() -> Self {
-        OfflineSection { quota: 1000 }
-    }
-}
-
-/// XEP-0191 blocking command (`blocking` module).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BlockingSection {
-    /// Most JIDs one account may block; a block past it gets `<resource-constraint/>`.
-    pub max_items: usize,
-}
-
-impl Default for BlockingSection {
-    fn default() -> Self {
-        BlockingSection { max_items: 1000 }
-    }
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
@@ -323,70 +267,6 @@ impl Default for LogSection {
         LogSection {
             level: "info".into(),
             xml_trace: false,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegistrationPolicy {
-    /// No in-band registration (accounts come from `confabd user add`).
-    Closed,
-    /// Anyone may register in-band (XEP-0077), within the rate limit.
-    Open,
-    /// Only holders of an invitation token (`confabd invite create`, XEP-0401/0445).
-    Invite,
-}
-
-/// XEP-0077 In-Band Registration and account self-service (`register` module).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RegistrationSection {
-    pub policy: RegistrationPolicy,
-    /// Shortest password accepted for registration and password changes, in characters.
-    pub min_password_length: usize,
-    /// Accounts one IP address may register per `rate_window` (0: unlimited).
-    pub rate_limit_per_ip: u32,
-    /// Seconds of the per-IP registration window.
-    pub rate_window: u64,
-    /// Registration requests one stream may make, failed or not (0: unlimited); each
-    /// costs a database lookup and possibly a key derivation.
-    pub max_attempts_per_stream: u32,
-    /// Seconds an invitation stays valid when `confabd invite create` gets no --expires.
-    pub invite_expiry: u64,
-    /// Users may change their password in-band.
-    pub allow_password_change: bool,
-    /// Users may delete their own account in-band.
-    pub allow_account_removal: bool,
-}
-
-impl Default for RegistrationSection {
-    fn default() -> Self {
-        RegistrationSection {
-            policy: RegistrationPolicy::Closed,
-            min_password_length: 8,
-            rate_limit_per_ip: 5,
-            rate_window: 3600,
-            max_attempts_per_stream: 5,
-            invite_expiry: 7 * 24 * 3600,
-            allow_password_change: true,
-            allow_account_removal: true,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VcardSection {
-    /// Largest vCard (XEP-0054) accepted, in bytes of XML; larger gets `<not-acceptable/>`.
-    pub max_size: usize,
-}
-
-impl Default for VcardSection {
-    fn default() -> Self {
-        // Below the default stanza limit so a stored vCard always fits in a reply.
-        VcardSection {
-            max_size: 192 * 1024,
         }
     }
 }
@@ -428,6 +308,32 @@ impl Config {
         Ok(())
     }
 
+    /// Reads module section `[name]` in its typed form, defaults where absent; what the
+    /// module itself gets from `Registry::section` (for tools such as the CLI that need a
+    /// module's settings without starting the server).
+    pub fn section<T: crate::module::ModuleConfig>(&self, name: &str) -> Result<T, ConfigError> {
+        let Some(value) = self.sections.get(name) else {
+            return Ok(T::default());
+        };
+        let t: T = value.clone().try_into().map_err(|e: toml::de::Error| {
+            ConfigError::Invalid(format!("[{name}] {}", e.message()))
+        })?;
+        t.validate()
+            .map_err(|e| ConfigError::Invalid(format!("[{name}] {e}")))?;
+        Ok(t)
+    }
+
+    /// Changes module section `[name]` in its typed form (for embedders and tests).
+    pub fn update_section<T: crate::module::ModuleConfig + Serialize>(
+        &mut self,
+        name: &str,
+        change: impl FnOnce(&mut T),
+    ) -> Result<(), ConfigError> {
+        let mut t: T = self.section(name)?;
+        change(&mut t);
+        self.set_section(name, &t)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError::Invalid(s));
         if self.server.domains.is_empty() {
@@ -466,19 +372,6 @@ impl Config {
             || self.limits.max_outbound_bytes < 2 * self.limits.max_stanza_size
         {
             return bad("limits.outbound_queue and max_connections must be positive, max_outbound_bytes at least twice max_stanza_size".into());
-        }
-        let r = &self.registration;
-        if r.min_password_length == 0 || r.min_password_length > 1024 {
-            return bad("registration.min_password_length must be between 1 and 1024".into());
-        }
-        if r.rate_window == 0 || r.invite_expiry == 0 {
-            return bad("registration.rate_window and invite_expiry must be positive".into());
-        }
-        if self.vcard.max_size < 1024 || self.vcard.max_size > self.limits.max_stanza_size {
-            return bad("vcard.max_size must be between 1024 and limits.max_stanza_size".into());
-        }
-        if self.offline.quota > 100_000 || self.blocking.max_items > 100_000 {
-            return bad("offline.quota and blocking.max_items must be at most 100000".into());
         }
         if self.c2s.port == 0 && self.c2s.tls_port == 0 {
             return bad("c2s.port and c2s.tls_port are both disabled".into());
@@ -541,7 +434,6 @@ mod tests {
         assert_eq!(c.c2s.port, 5222);
         assert_eq!(c.c2s.tls_port, 5223);
         assert!(c.c2s.require_tls);
-        assert_eq!(c.vcard.max_size, 192 * 1024);
     }
 
     #[test]
@@ -557,9 +449,6 @@ mod tests {
         assert_eq!(c.limits.max_stanza_size, d.limits.max_stanza_size);
         assert_eq!(c.auth.mechanisms, d.auth.mechanisms);
         assert_eq!(c.limits.max_depth, d.limits.max_depth);
-        assert_eq!(c.vcard.max_size, d.vcard.max_size);
-        assert_eq!(c.offline.quota, d.offline.quota);
-        assert_eq!(c.blocking.max_items, d.blocking.max_items);
     }
 
     #[test]
@@ -593,26 +482,6 @@ mod tests {
     }
 
     #[test]
-    fn registration_defaults_and_values() {
-        let c = Config::default();
-        assert_eq!(c.registration.policy, RegistrationPolicy::Closed);
-        assert_eq!(c.registration.min_password_length, 8);
-        let env = vec![
-            (
-                "CONFABD_REGISTRATION__POLICY".to_string(),
-                "invite".to_string(),
-            ),
-            (
-                "CONFABD_REGISTRATION__RATE_LIMIT_PER_IP".to_string(),
-                "0".to_string(),
-            ),
-        ];
-        let c = Config::load_with_env(None, env.into_iter()).expect("valid");
-        assert_eq!(c.registration.policy, RegistrationPolicy::Invite);
-        assert_eq!(c.registration.rate_limit_per_ip, 0);
-    }
-
-    #[test]
     fn rejects_bad_values() {
         let cases = [
             "[server]\ndomains = []\n",
@@ -620,15 +489,6 @@ mod tests {
             "[storage]\nbackend = 'oracle'\n",
             "[auth]\nscram_iterations = 10\n",
             "[c2s]\nnosuchkey = 1\n",
-            "[registration]\npolicy = 'maybe'\n",
-            "[registration]\nmin_password_length = 0\n",
-            "[registration]\nrate_window = 0\n",
-            "[vcard]\nmax_size = 10\n",
-            "[vcard]\nmax_size = 100000000\n",
-            "[offline]\nquota = 1000000\n",
-            "[offline]\nquota = -1\n",
-            "[blocking]\nmax_items = 1000000\n",
-            "[blocking]\nnosuchkey = 1\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

@@ -309,7 +309,8 @@ pub struct Identity {
 pub trait Module: Send + Sync + 'static {
     /// The name used in `[modules] disabled` and in logs.
     fn name(&self) -> &'static str;
-    /// Registers what this module handles.
+    /// Registers what this module handles. Only declares (no I/O, no tasks): it also runs
+    /// on a scratch registry for a disabled module, to learn which sections it reads.
     fn register(self: Arc<Self>, reg: &mut Registry);
     /// Called once every enabled module has registered, for what depends on the complete
     /// registration (e.g. the entity-capabilities hash of all disco features). Must not
@@ -504,21 +505,20 @@ impl Registry {
     /// section that does not parse or validate keeps the server from starting, with a
     /// message naming it; the defaults are returned meanwhile.
     pub fn section<T: ModuleConfig>(&mut self, name: &str) -> T {
-        self.claimed_sections.push(name.to_string());
-        let value = match self.config.sections.get(name) {
-            None => return T::default(),
-            Some(v) => v.clone(),
-        };
-        match value.try_into::<T>() {
-            Ok(t) => match t.validate() {
-                Ok(()) => t,
-                Err(e) => {
-                    self.errors.push(format!("[{name}] {e}"));
-                    T::default()
-                }
-            },
+        if !self.claimed_sections.iter().any(|c| c == name) {
+            self.claimed_sections.push(name.to_string());
+        }
+        match self.config.section(name) {
+            Ok(t) => t,
             Err(e) => {
-                self.errors.push(format!("[{name}] {}", e.message()));
+                // Two modules may read one section (roster limits); say it once.
+                let e = match e {
+                    crate::config::ConfigError::Invalid(m) => m,
+                    e => e.to_string(),
+                };
+                if !self.errors.contains(&e) {
+                    self.errors.push(e);
+                }
                 T::default()
             }
         }
@@ -616,9 +616,18 @@ impl Registry {
             ..Registry::default()
         };
         let mut enabled = Vec::new();
+        // Sections of disabled modules are ignored, not unknown: a dry registration on a
+        // scratch registry (registering only declares) tells which sections they read.
+        let mut ignored: Vec<String> = disabled.to_vec();
         for m in all {
             if disabled.iter().any(|d| d == m.name()) {
                 tracing::info!(module = m.name(), "module disabled by configuration");
+                let mut scratch = Registry {
+                    config: config.clone(),
+                    ..Registry::default()
+                };
+                m.clone().register(&mut scratch);
+                ignored.extend(scratch.claimed_sections);
                 continue;
             }
             reg.modules.push(m.name());
@@ -632,7 +641,7 @@ impl Registry {
         let unclaimed: Vec<String> = config
             .sections
             .keys()
-            .filter(|k| !reg.claimed_sections.contains(k) && !disabled.contains(k))
+            .filter(|k| !reg.claimed_sections.contains(k) && !ignored.contains(k))
             .map(|k| format!("unknown configuration section [{k}]"))
             .collect();
         reg.errors.extend(unclaimed);

@@ -9,6 +9,7 @@ use common::*;
 use confab_proto::ns;
 use confab_proto::parser::StreamEvent;
 use confab_proto::xml::Element;
+use confab_server::modules::vcard::VcardConfig;
 use confab_store::{RosterItem, Subscription};
 use confab_stream::client::{stream_header, ClientSession};
 use sha1::{Digest, Sha1};
@@ -159,7 +160,11 @@ async fn vcard_set_and_get_own_and_others() {
 
 #[tokio::test]
 async fn vcard_size_limit() {
-    let ts = TestServer::start_with(|c| c.vcard.max_size = 2048).await;
+    let ts = TestServer::start_with(|c| {
+        c.update_section("vcard", |v: &mut VcardConfig| v.max_size = 2048)
+            .expect("vcard section")
+    })
+    .await;
     ts.add_user("alice").await;
     let mut alice = ts.login("alice").await;
     let r = iq(&mut alice, "set", None, vcard(&"x".repeat(3000))).await;

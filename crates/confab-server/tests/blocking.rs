@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use confab_proto::xml::Element;
 use confab_proto::{ns, StanzaError};
+use confab_server::modules::blocking::BlockingConfig;
 use confab_server::Server;
 use confab_stream::client::ClientSession;
 
@@ -211,7 +212,11 @@ async fn block_list_pushes_and_unblock() {
 
 #[tokio::test]
 async fn bad_requests_get_the_xep_errors() {
-    let ts = TestServer::start_with(|c| c.blocking.max_items = 2).await;
+    let ts = TestServer::start_with(|c| {
+        c.update_section("blocking", |b: &mut BlockingConfig| b.max_items = 2)
+            .expect("blocking section")
+    })
+    .await;
     ts.add_user("alice").await;
     ts.add_user("bob").await;
     let mut bob = ts.login_available("bob").await;

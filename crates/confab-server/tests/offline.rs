@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use confab_proto::xml::Element;
 use confab_proto::{ns, StanzaError};
+use confab_server::modules::offline::OfflineConfig;
 use confab_server::Server;
 use confab_stream::client::ClientSession;
 
@@ -155,7 +156,11 @@ async fn messages_survive_a_restart() {
 
 #[tokio::test]
 async fn over_quota_bounces_with_service_unavailable() {
-    let ts = TestServer::start_with(|c| c.offline.quota = 2).await;
+    let ts = TestServer::start_with(|c| {
+        c.update_section("offline", |o: &mut OfflineConfig| o.quota = 2)
+            .expect("offline section")
+    })
+    .await;
     ts.add_user("alice").await;
     ts.add_user("bob").await;
     let mut alice = ts.login_available("alice").await;

@@ -9,8 +9,10 @@ use confab_proto::error::{StanzaError, StanzaErrorType};
 use confab_proto::parser::Limits;
 use confab_proto::xml::Element;
 use confab_proto::{ns, StreamErrorCondition};
-use confab_server::config::RegistrationPolicy;
-use confab_server::modules::register::{self, FEATURE_NS, NS, TOKEN_FEATURE_NS};
+use confab_server::config::Config;
+use confab_server::modules::register::{
+    self, RegistrationConfig, RegistrationPolicy, FEATURE_NS, NS, TOKEN_FEATURE_NS,
+};
 use confab_stream::client::{connect, ClientOptions};
 use confab_stream::tls::{client_config, CertVerification};
 use confab_stream::{Transport, XmlStream};
@@ -121,10 +123,18 @@ async fn can_login(ts: &TestServer, user: &str, password: &str) -> bool {
         .is_ok()
 }
 
+/// Changes the test server's `[registration]` section.
+fn set_registration(c: &mut Config, change: impl FnOnce(&mut RegistrationConfig)) {
+    c.update_section("registration", change)
+        .expect("registration section");
+}
+
 async fn open_server() -> TestServer {
     TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
-        c.registration.rate_limit_per_ip = 100;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+            r.rate_limit_per_ip = 100;
+        });
     })
     .await
 }
@@ -260,7 +270,9 @@ async fn registration_is_not_offered_or_accepted_before_tls() {
     assert!(!exists(&ts, "eve").await);
     // With TLS optional, still not over a plain stream.
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+        });
         c.c2s.require_tls = false;
     })
     .await;
@@ -292,9 +304,11 @@ async fn registration_is_not_offered_or_accepted_before_tls() {
 async fn bad_registrations_store_nothing() {
     // Many attempts on one stream: lift the per-stream cap (tested on its own below).
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
-        c.registration.rate_limit_per_ip = 100;
-        c.registration.max_attempts_per_stream = 0;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+            r.rate_limit_per_ip = 100;
+            r.max_attempts_per_stream = 0;
+        });
     })
     .await;
     ts.add_user("alice").await;
@@ -366,8 +380,10 @@ async fn bad_registrations_store_nothing() {
 #[tokio::test]
 async fn rate_limit_per_ip() {
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
-        c.registration.rate_limit_per_ip = 2;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+            r.rate_limit_per_ip = 2;
+        });
     })
     .await;
     ts.add_user("taken").await;
@@ -407,8 +423,10 @@ async fn preauth(r: &mut Raw, token: &str) -> Element {
 #[tokio::test]
 async fn invite_tokens_are_single_use_and_expire() {
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Invite;
-        c.registration.rate_limit_per_ip = 100;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Invite;
+            r.rate_limit_per_ip = 100;
+        });
     })
     .await;
     ts.add_user("taken").await;
@@ -542,8 +560,10 @@ async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
     // Each derivation takes a while at this count, so all requests are in flight together
     // and pass the "is the name free" check before any account is stored.
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
-        c.registration.rate_limit_per_ip = 100;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+            r.rate_limit_per_ip = 100;
+        });
         c.auth.scram_iterations = 20_000;
     })
     .await;
@@ -561,8 +581,10 @@ async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
 #[tokio::test]
 async fn invite_token_cannot_be_used_twice_concurrently() {
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Invite;
-        c.registration.rate_limit_per_ip = 100;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Invite;
+            r.rate_limit_per_ip = 100;
+        });
     })
     .await;
     let stores = ts.server().ctx().stores.clone();
@@ -761,8 +783,10 @@ async fn account_removal_ends_every_session_and_deletes_all_data() {
 #[tokio::test]
 async fn self_service_can_be_switched_off() {
     let ts = TestServer::start_with(|c| {
-        c.registration.allow_password_change = false;
-        c.registration.allow_account_removal = false;
+        set_registration(c, |r| {
+            r.allow_password_change = false;
+            r.allow_account_removal = false;
+        });
     })
     .await;
     ts.add_user("fred").await;
@@ -785,7 +809,9 @@ async fn self_service_can_be_switched_off() {
 #[tokio::test]
 async fn disabled_module_leaves_pre_auth_iqs_refused() {
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+        });
         c.modules.disabled = vec!["register".into()];
     })
     .await;
@@ -840,7 +866,9 @@ async fn taken_names_are_refused_before_key_derivation() {
     // Deriving keys at this count takes over 20 s in a debug build, far longer than the
     // reply may take (see below): a conflict answered in time cannot have derived any.
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+        });
         c.auth.scram_iterations = 2_000_000;
     })
     .await;
@@ -862,9 +890,11 @@ async fn taken_names_are_refused_before_key_derivation() {
 #[tokio::test]
 async fn registration_attempts_per_stream_are_capped() {
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
-        c.registration.rate_limit_per_ip = 100;
-        c.registration.max_attempts_per_stream = 3;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+            r.rate_limit_per_ip = 100;
+            r.max_attempts_per_stream = 3;
+        });
     })
     .await;
     ts.add_user("taken").await;
@@ -907,8 +937,10 @@ async fn probing_taken_names_counts_against_the_address() {
     // A cheap "name taken" answer would let anyone list accounts at connection speed: the
     // refusals count against the address's registrations like successes.
     let ts = TestServer::start_with(|c| {
-        c.registration.policy = RegistrationPolicy::Open;
-        c.registration.rate_limit_per_ip = 2;
+        set_registration(c, |r| {
+            r.policy = RegistrationPolicy::Open;
+            r.rate_limit_per_ip = 2;
+        });
     })
     .await;
     ts.add_user("alice").await;

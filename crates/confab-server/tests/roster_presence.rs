@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use confab_proto::ns;
 use confab_proto::xml::Element;
+use confab_server::modules::roster::RosterConfig;
 use confab_stream::client::ClientSession;
 use std::time::Duration;
 
@@ -247,7 +248,11 @@ async fn roster_set_bad_input_stores_nothing() {
 
 #[tokio::test]
 async fn roster_size_limit() {
-    let ts = TestServer::start_with(|c| c.roster.max_items = 2).await;
+    let ts = TestServer::start_with(|c| {
+        c.update_section("roster", |r: &mut RosterConfig| r.max_items = 2)
+            .expect("roster section")
+    })
+    .await;
     ts.add_user("alice").await;
     let mut a = ts.login("alice").await;
     for (i, expect_ok) in [(1, true), (2, true), (3, false)] {

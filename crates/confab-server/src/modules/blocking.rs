@@ -8,6 +8,7 @@
 //! routing path reads the database at most once per online account; other accounts' lists
 //! are read from the store, so stanzas to arbitrary addresses cannot grow the cache.
 
+use crate::module::ModuleConfig;
 use crate::module::{
     HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module,
     Registry, StanzaHook,
@@ -23,9 +24,10 @@ use confab_proto::payloads::blocking::{Block, Unblock};
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub const NS: &str = confab_proto::payloads::blocking::NS;
 pub const NS_ERRORS: &str = confab_proto::payloads::blocking::NS_ERRORS;
@@ -34,7 +36,31 @@ const KIND: &str = "blocklist";
 /// A block list: normalized JID strings.
 type List = Arc<BTreeSet<String>>;
 
+/// `[blocking]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockingConfig {
+    /// Most JIDs one account may block; a block past it gets `<resource-constraint/>`.
+    pub max_items: usize,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig { max_items: 1000 }
+    }
+}
+
+impl ModuleConfig for BlockingConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_items > 100_000 {
+            return Err("max_items must be at most 100000".into());
+        }
+        Ok(())
+    }
+}
+
 pub struct Blocking {
+    max_items: OnceLock<usize>,
     /// Lists of accounts with at least one bound session.
     cache: DashMap<BareJid, List>,
     /// Shared by every account with an empty list, so idle accounts cost no allocation.
@@ -47,6 +73,7 @@ pub struct Blocking {
 impl Blocking {
     pub fn new() -> Self {
         Blocking {
+            max_items: OnceLock::new(),
             cache: DashMap::new(),
             empty: List::default(),
             write: tokio::sync::Mutex::new(()),
@@ -100,6 +127,8 @@ impl Module for Blocking {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
+        let config: BlockingConfig = reg.section("blocking");
+        let _ = self.max_items.set(config.max_items);
         reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
         reg.iq(IqType::Set, IqTarget::Account, NS, self.clone());
         // High priority: a blocked stanza must not reach offline storage, presence
@@ -333,7 +362,10 @@ impl Blocking {
         match change {
             Change::Block(jids) => {
                 let added: Vec<&String> = jids.iter().filter(|j| !current.contains(*j)).collect();
-                if current.len() + added.len() > ctx.config.blocking.max_items {
+                let max = *self
+                    .max_items
+                    .get_or_init(|| BlockingConfig::default().max_items);
+                if current.len() + added.len() > max {
                     return Err(IqReply::Error(StanzaError::with_text(
                         StanzaErrorCondition::ResourceConstraint,
                         "too many blocked JIDs",

@@ -5,6 +5,7 @@
 //! A message is deleted from the store only after it was queued to a session, so a crash or
 //! a dropped connection never loses one (at worst it is delivered twice).
 
+use crate::module::ModuleConfig;
 use crate::module::{
     HookArgs, HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook,
 };
@@ -18,7 +19,8 @@ use confab_proto::parser::parse_fragment;
 use confab_proto::stanza::{Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use dashmap::DashMap;
-use std::sync::Arc;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub const FEATURE: &str = "msgoffline";
@@ -28,8 +30,33 @@ const HINTS: &str = "urn:xmpp:hints";
 /// redelivers up to this many.
 const DELETE_BATCH: usize = 64;
 
+/// `[offline]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// Messages kept per account while it is offline; past this, senders get
+    /// `<service-unavailable/>`.
+    pub quota: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig { quota: 1000 }
+    }
+}
+
+impl ModuleConfig for OfflineConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.quota > 100_000 {
+            return Err("quota must be at most 100000".into());
+        }
+        Ok(())
+    }
+}
+
 pub struct Offline {
     inner: Arc<Inner>,
+    quota: OnceLock<usize>,
 }
 
 #[derive(Default)]
@@ -45,6 +72,7 @@ impl Offline {
     pub fn new() -> Self {
         Offline {
             inner: Arc::default(),
+            quota: OnceLock::new(),
         }
     }
 }
@@ -61,6 +89,8 @@ impl Module for Offline {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
+        let config: OfflineConfig = reg.section("offline");
+        let _ = self.quota.set(config.quota);
         reg.hook(HookPoint::Undeliverable, 0, self.clone());
         // Low priority: blocking and other filters see the presence first; delivery does
         // not stop it.
@@ -277,7 +307,7 @@ impl Offline {
             return HookResult::Continue;
         };
         let xml = stanza.el.to_xml(ns::CLIENT);
-        let quota = ctx.config.offline.quota;
+        let quota = *self.quota.get_or_init(|| OfflineConfig::default().quota);
         match ctx
             .stores
             .offline

@@ -6,6 +6,7 @@
 use crate::module::{
     HookArgs, HookPoint, HookResult, LifecycleListener, Module, Registry, StanzaHook,
 };
+use crate::modules::roster::RosterConfig;
 use crate::roster::{self, parts};
 use crate::router;
 use crate::session::SessionInfo;
@@ -21,7 +22,7 @@ use confab_proto::xml::Element;
 use confab_store::RosterItem;
 use dashmap::DashMap;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Where the last unavailable presence of an account is kept, for probes while offline.
 const KIND: &str = "presence";
@@ -33,7 +34,7 @@ const NICK: &str = "http://jabber.org/protocol/nick";
 const MAX_DIRECTED: usize = 1000;
 
 /// Whether the account's roster already holds `max` items (visible or not).
-async fn roster_full(ctx: &ServerCtx, account: &BareJid, visible_only: bool) -> bool {
+async fn roster_full(ctx: &ServerCtx, max: usize, account: &BareJid, visible_only: bool) -> bool {
     let (d, u) = parts(account);
     match ctx.stores.roster.roster(d, u).await {
         Ok((_, items)) => {
@@ -41,7 +42,7 @@ async fn roster_full(ctx: &ServerCtx, account: &BareJid, visible_only: bool) -> 
                 .iter()
                 .filter(|i| i.in_roster || !visible_only)
                 .count()
-                >= ctx.config.roster.max_items
+                >= max
         }
         Err(_) => true,
     }
@@ -55,6 +56,16 @@ pub struct Presence {
     /// Entities each session sent directed available presence to (RFC 6121 §4.6), who get
     /// its unavailable presence too.
     directed: DashMap<FullJid, HashSet<Jid>>,
+    /// `[roster] max_items`: requests that would add a contact past it are refused.
+    max_roster_items: OnceLock<usize>,
+}
+
+impl Presence {
+    fn max_roster_items(&self) -> usize {
+        *self
+            .max_roster_items
+            .get_or_init(|| RosterConfig::default().max_items)
+    }
 }
 
 impl Module for Presence {
@@ -63,6 +74,8 @@ impl Module for Presence {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
+        let roster: RosterConfig = reg.section("roster");
+        let _ = self.max_roster_items.set(roster.max_items);
         // Last: broadcast presence is consumed here, and other modules (offline delivery,
         // last activity, blocking) must see it first.
         reg.hook(HookPoint::FromClient, i32::MIN, self.clone());
@@ -382,7 +395,7 @@ impl Presence {
         };
         if existing.is_none()
             && matches!(t, "subscribe" | "subscribed")
-            && roster_full(ctx, account, true).await
+            && roster_full(ctx, self.max_roster_items(), account, true).await
         {
             drop(guard);
             // Same limit and condition as a roster set (RFC 6121 §2.3.3).
@@ -543,7 +556,7 @@ impl Presence {
                 }
                 if item.pending_in.is_none()
                     && !item.in_roster
-                    && roster_full(ctx, account, false).await
+                    && roster_full(ctx, self.max_roster_items(), account, false).await
                 {
                     // Requests beyond the roster limit are refused, not stored.
                     drop(guard.take());

@@ -6,7 +6,7 @@
 //! request's payload, which carries a password.
 
 use crate::accounts::{self, AccountError};
-use crate::config::{RegistrationPolicy, RegistrationSection};
+use crate::module::ModuleConfig;
 use crate::module::{
     FeatureStage, IqHandler, IqReply, IqTarget, Module, PreAuthConn, PreAuthIqHandler, Registry,
 };
@@ -22,7 +22,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const NS: &str = confab_proto::payloads::register::NS;
@@ -41,10 +41,77 @@ const STATE_ATTEMPTS: &str = "register.attempts";
 /// Tokens are ours (32 alphanumerics); anything much longer is not worth a lookup.
 const MAX_TOKEN_LEN: usize = 128;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationPolicy {
+    /// No in-band registration (accounts come from `confabd user add`).
+    Closed,
+    /// Anyone may register in-band (XEP-0077), within the rate limit.
+    Open,
+    /// Only holders of an invitation token (`confabd invite create`, XEP-0401/0445).
+    Invite,
+}
+
+/// `[registration]`: XEP-0077 In-Band Registration and account self-service.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    pub policy: RegistrationPolicy,
+    /// Shortest password accepted for registration and password changes, in characters.
+    pub min_password_length: usize,
+    /// Accounts one IP address may register per `rate_window` (0: unlimited).
+    pub rate_limit_per_ip: u32,
+    /// Seconds of the per-IP registration window.
+    pub rate_window: u64,
+    /// Registration requests one stream may make, failed or not (0: unlimited); each
+    /// costs a database lookup and possibly a key derivation.
+    pub max_attempts_per_stream: u32,
+    /// Seconds an invitation stays valid when `confabd invite create` gets no --expires.
+    pub invite_expiry: u64,
+    /// Users may change their password in-band.
+    pub allow_password_change: bool,
+    /// Users may delete their own account in-band.
+    pub allow_account_removal: bool,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            policy: RegistrationPolicy::Closed,
+            min_password_length: 8,
+            rate_limit_per_ip: 5,
+            rate_window: 3600,
+            max_attempts_per_stream: 5,
+            invite_expiry: 7 * 24 * 3600,
+            allow_password_change: true,
+            allow_account_removal: true,
+        }
+    }
+}
+
+impl ModuleConfig for RegistrationConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.min_password_length == 0 || self.min_password_length > 1024 {
+            return Err("min_password_length must be between 1 and 1024".into());
+        }
+        if self.rate_window == 0 || self.invite_expiry == 0 {
+            return Err("rate_window and invite_expiry must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 pub struct Register {
+    config: OnceLock<RegistrationConfig>,
     /// Successful registrations per IP address within the rate window.
     recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl Register {
+    fn config(&self) -> &RegistrationConfig {
+        self.config.get_or_init(RegistrationConfig::default)
+    }
 }
 
 impl Module for Register {
@@ -53,7 +120,9 @@ impl Module for Register {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
-        let policy = reg.config().registration.policy;
+        let config: RegistrationConfig = reg.section("registration");
+        let policy = config.policy;
+        let _ = self.config.set(config);
         // Always answered before auth, so a closed server says service-unavailable
         // (XEP-0077 §3.1) instead of ending the stream.
         reg.pre_auth_iq(NS, self.clone());
@@ -97,7 +166,7 @@ fn err_text(c: Cond, text: &str) -> IqReply {
 
 impl Register {
     /// Takes a slot in the IP's window; false when the limit is reached.
-    fn reserve(&self, ip: IpAddr, cfg: &RegistrationSection) -> bool {
+    fn reserve(&self, ip: IpAddr, cfg: &RegistrationConfig) -> bool {
         if cfg.rate_limit_per_ip == 0 {
             return true;
         }
@@ -181,7 +250,7 @@ impl Register {
         conn: &mut PreAuthConn,
         q: &Element,
     ) -> IqReply {
-        let cfg = &ctx.config.registration;
+        let cfg = self.config();
         if conn.state.contains_key(STATE_DONE) {
             // XEP-0077 §3.1.1: one identity per stream.
             return err_text(
@@ -320,7 +389,7 @@ impl Register {
         account: &BareJid,
         q: RegisterQuery,
     ) -> IqReply {
-        let cfg = &ctx.config.registration;
+        let cfg = self.config();
         if !cfg.allow_password_change {
             return err(Cond::NotAllowed);
         }
@@ -359,7 +428,7 @@ impl Register {
         if q.elements().count() != 1 {
             return err_text(Cond::BadRequest, "<remove/> must be the only child");
         }
-        if !ctx.config.registration.allow_account_removal {
+        if !self.config().allow_account_removal {
             return err(Cond::NotAllowed);
         }
         match accounts::delete_account_live(ctx, account).await {
@@ -455,7 +524,7 @@ impl PreAuthIqHandler for Register {
         conn: &mut PreAuthConn,
         iq: &Stanza,
     ) -> IqReply {
-        let cfg = &ctx.config.registration;
+        let cfg = self.config();
         if cfg.policy == RegistrationPolicy::Closed {
             return err(Cond::ServiceUnavailable);
         }
@@ -644,9 +713,9 @@ mod tests {
     #[test]
     fn rate_limit_window() {
         let r = Register::default();
-        let cfg = RegistrationSection {
+        let cfg = RegistrationConfig {
             rate_limit_per_ip: 2,
-            ..RegistrationSection::default()
+            ..RegistrationConfig::default()
         };
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let other: IpAddr = "192.0.2.2".parse().expect("ip");
@@ -655,7 +724,7 @@ mod tests {
         assert!(r.reserve(other, &cfg));
         r.release(ip);
         assert!(r.reserve(ip, &cfg));
-        let unlimited = RegistrationSection {
+        let unlimited = RegistrationConfig {
             rate_limit_per_ip: 0,
             ..cfg
         };

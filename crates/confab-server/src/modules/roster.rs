@@ -2,7 +2,7 @@
 //! Subscription state changes are the presence module's; both use `crate::roster`.
 
 use crate::module::{
-    FeatureStage, IqHandler, IqReply, IqTarget, LifecycleListener, Module, Registry,
+    FeatureStage, IqHandler, IqReply, IqTarget, LifecycleListener, Module, ModuleConfig, Registry,
 };
 use crate::roster::{self, item_element, parts, NS};
 use crate::ServerCtx;
@@ -13,9 +13,46 @@ use confab_proto::payloads::roster::RosterQuery;
 use confab_proto::stanza::{IqType, Stanza};
 use confab_proto::xml::Element;
 use confab_store::RosterItem;
-use std::sync::Arc;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 
-pub struct Roster;
+/// `[roster]`: limits on what one roster may hold (also read by the presence module,
+/// which adds contacts on subscription requests).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RosterConfig {
+    /// Contacts per roster; adding more gets `<not-allowed/>`.
+    pub max_items: usize,
+    /// Longest contact name and group name, in bytes (`<not-acceptable/>` beyond).
+    pub max_name_length: usize,
+    pub max_group_length: usize,
+    pub max_groups_per_item: usize,
+}
+
+impl Default for RosterConfig {
+    fn default() -> Self {
+        RosterConfig {
+            max_items: 5000,
+            max_name_length: 1024,
+            max_group_length: 1024,
+            max_groups_per_item: 64,
+        }
+    }
+}
+
+impl ModuleConfig for RosterConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_items > 1_000_000 {
+            return Err("max_items must be at most 1000000".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct Roster {
+    config: OnceLock<RosterConfig>,
+}
 
 impl Module for Roster {
     fn name(&self) -> &'static str {
@@ -23,6 +60,7 @@ impl Module for Roster {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
+        let _ = self.config.set(reg.section("roster"));
         reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
         reg.iq(IqType::Set, IqTarget::Account, NS, self.clone());
         reg.lifecycle(self);
@@ -59,7 +97,15 @@ impl IqHandler for Roster {
         };
         match iq.iq_type() {
             Some(IqType::Get) => get(ctx, &from, &account, query).await,
-            Some(IqType::Set) => set(ctx, &account, query).await,
+            Some(IqType::Set) => {
+                set(
+                    ctx,
+                    self.config.get_or_init(Default::default),
+                    &account,
+                    query,
+                )
+                .await
+            }
             _ => IqReply::Handled,
         }
     }
@@ -94,8 +140,12 @@ async fn get(
     IqReply::Result(Some(q))
 }
 
-async fn set(ctx: &ServerCtx, account: &BareJid, query: &Element) -> IqReply {
-    let limits = &ctx.config.roster;
+async fn set(
+    ctx: &ServerCtx,
+    limits: &RosterConfig,
+    account: &BareJid,
+    query: &Element,
+) -> IqReply {
     // RFC 6121 §2.3.3: exactly one item, with a valid JID and non-empty, distinct groups.
     let item = match RosterQuery::parse_set(query) {
         Ok(item) => item,

@@ -3,6 +3,7 @@
 //! SHA-1 of the image is kept for XEP-0153 avatar hashes (`avatar_hash`); the
 //! `vcard-temp:x:update` element in presence is not touched by this module.
 
+use crate::module::ModuleConfig;
 use crate::module::{
     HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, LifecycleListener, Module,
     Registry, StanzaHook,
@@ -16,14 +17,44 @@ use confab_proto::payloads::vcard::{VCard, VCardUpdate, UPDATE_NS};
 use confab_proto::payloads::PayloadError;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
-use std::sync::Arc;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 
 pub const NS: &str = confab_proto::payloads::vcard::NS;
 const KIND: &str = "vcard";
 const KEY_VCARD: &str = "vcard";
 const KEY_AVATAR: &str = "avatar-hash";
 
-pub struct Vcard;
+/// `[vcard]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VcardConfig {
+    /// Largest vCard (XEP-0054) accepted, in bytes of XML; larger gets `<not-acceptable/>`.
+    pub max_size: usize,
+}
+
+impl Default for VcardConfig {
+    fn default() -> Self {
+        // Below the default stanza limit so a stored vCard always fits in a reply.
+        VcardConfig {
+            max_size: 192 * 1024,
+        }
+    }
+}
+
+impl ModuleConfig for VcardConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_size < 1024 {
+            return Err("max_size must be at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct Vcard {
+    max_size: OnceLock<usize>,
+}
 
 impl Module for Vcard {
     fn name(&self) -> &'static str {
@@ -31,6 +62,12 @@ impl Module for Vcard {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
+        let config: VcardConfig = reg.section("vcard");
+        // A stored vCard must fit in the reply that carries it.
+        if config.max_size > reg.config().limits.max_stanza_size {
+            reg.error("[vcard] max_size must be at most limits.max_stanza_size");
+        }
+        let _ = self.max_size.set(config.max_size);
         reg.iq(IqType::Get, IqTarget::Account, NS, self.clone());
         reg.iq(IqType::Set, IqTarget::Account, NS, self.clone());
         // Before the presence module broadcasts it.
@@ -135,10 +172,13 @@ impl IqHandler for Vcard {
             return IqReply::Error(StanzaError::new(StanzaErrorCondition::Forbidden));
         }
         let text = payload.to_xml(confab_proto::ns::CLIENT);
-        if text.len() > ctx.config.vcard.max_size {
+        let max_size = *self
+            .max_size
+            .get_or_init(|| VcardConfig::default().max_size);
+        if text.len() > max_size {
             return IqReply::Error(StanzaError::with_text(
                 StanzaErrorCondition::NotAcceptable,
-                format!("vCard larger than {} bytes", ctx.config.vcard.max_size),
+                format!("vCard larger than {max_size} bytes"),
             ));
         }
         // Stored as sent (unknown fields included); parsed only for the photo's hash.
