@@ -131,7 +131,9 @@ fn init_logging(config: &Config) {
 }
 
 async fn run(config: Config) -> Result<(), String> {
-    let server = Server::start(config).await.map_err(|e| e.to_string())?;
+    let server = Server::start(config, confab_modules::all())
+        .await
+        .map_err(|e| e.to_string())?;
     for e in server.endpoints() {
         tracing::info!(addr = %e.addr, direct_tls = e.direct_tls, "ready");
     }
@@ -240,7 +242,7 @@ async fn user(config: Config, cmd: UserCommand) -> Result<(), String> {
 }
 
 async fn invite(config: Config, cmd: InviteCommand) -> Result<(), String> {
-    use confab_server::modules::register;
+    use confab_modules::register;
     let served = |d: Option<String>| -> Result<Vec<String>, String> {
         match d {
             Some(d) if config.is_local_domain(&d) => Ok(vec![d]),
@@ -309,7 +311,7 @@ async fn check(config: Config) -> Result<(), String> {
     );
     // Module sections are validated by their modules, as at start.
     match confab_server::module::Registry::build_with_config(
-        confab_server::modules::all(),
+        confab_modules::all(),
         &config.modules.disabled,
         &config,
     ) {

@@ -5,6 +5,14 @@ use confab_proto::jid::BareJid;
 use confab_proto::sasl::{saslprep, ScramCredentials, ScramHash};
 use confab_store::{StoreError, Stores};
 
+/// (domain, username) of a local account, as the stores key it.
+pub fn parts(account: &BareJid) -> (&str, &str) {
+    (
+        account.domain().as_str(),
+        account.node().map(|n| n.as_str()).unwrap_or_default(),
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error("'{0}' is not a valid account address (user@domain)")]
@@ -68,13 +76,6 @@ pub async fn derive_credentials(
     tokio::task::spawn_blocking(move || make_credentials(&password, iterations))
         .await
         .map_err(|e| AccountError::Derivation(e.to_string()))?
-}
-
-fn parts(jid: &BareJid) -> (&str, &str) {
-    (
-        jid.domain().as_str(),
-        jid.node().map(|n| n.as_str()).unwrap_or_default(),
-    )
 }
 
 pub async fn create(

@@ -8,8 +8,6 @@ pub mod config;
 pub mod control;
 pub mod detach;
 pub mod module;
-pub mod modules;
-pub mod roster;
 pub mod router;
 pub mod session;
 
@@ -124,16 +122,12 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
 }
 
 impl Server {
-    /// Creates the data directory, opens storage, loads or generates the certificate, and
-    /// starts listening. Returns once every listener is bound.
-    pub async fn start(config: Config) -> Result<Server, StartError> {
-        Self::start_with_modules(config, Vec::new()).await
-    }
-
-    /// Like `start`, with modules beyond the built-in list (tests, embedders).
-    pub async fn start_with_modules(
+    /// Creates the data directory, opens storage, loads or generates the certificate,
+    /// registers `modules` (`confabd` passes `confab_modules::all()`; `[modules] disabled`
+    /// switches some off) and starts listening. Returns once every listener is bound.
+    pub async fn start(
         config: Config,
-        extra: Vec<Arc<dyn module::Module>>,
+        modules: Vec<Arc<dyn module::Module>>,
     ) -> Result<Server, StartError> {
         let dir = &config.server.data_dir;
         std::fs::create_dir_all(dir)
@@ -141,9 +135,7 @@ impl Server {
         let stores = open_stores(&config).await?;
         let auth = AuthState::load(&stores, &config).await?;
         let tls = certs::load_or_generate(&config).map_err(StartError::Tls)?;
-        let mut all = modules::all();
-        all.extend(extra);
-        let registry = Registry::build_with_config(all, &config.modules.disabled, &config)
+        let registry = Registry::build_with_config(modules, &config.modules.disabled, &config)
             .map_err(StartError::Modules)?;
         tracing::info!(modules = ?registry.modules(), "modules enabled");
         let mut listeners = Vec::new();

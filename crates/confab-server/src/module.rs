@@ -208,7 +208,7 @@ impl ModuleStore {
         account: &BareJid,
         key: &str,
     ) -> Result<Option<String>, confab_store::StoreError> {
-        let (d, u) = crate::roster::parts(account);
+        let (d, u) = crate::accounts::parts(account);
         ctx.stores.data.get_account_data(d, u, self.kind, key).await
     }
 
@@ -219,7 +219,7 @@ impl ModuleStore {
         key: &str,
         value: &str,
     ) -> Result<(), confab_store::StoreError> {
-        let (d, u) = crate::roster::parts(account);
+        let (d, u) = crate::accounts::parts(account);
         ctx.stores
             .data
             .set_account_data(d, u, self.kind, key, value)
@@ -232,7 +232,7 @@ impl ModuleStore {
         account: &BareJid,
         key: &str,
     ) -> Result<bool, confab_store::StoreError> {
-        let (d, u) = crate::roster::parts(account);
+        let (d, u) = crate::accounts::parts(account);
         ctx.stores
             .data
             .delete_account_data(d, u, self.kind, key)
