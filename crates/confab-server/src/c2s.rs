@@ -1002,7 +1002,7 @@ impl C2s {
                 }
                 out = outbox.next_batch() => {
                     let Some(batch) = out else { return End::Gone };
-                    let buf: Vec<bytes::Bytes> = batch.iter().map(|o| o.data.clone()).collect();
+                    let buf: Vec<confab_stream::WireStanza> = batch.iter().map(|o| o.data.clone()).collect();
                     trace_stanzas(self.trace, self.conn, &buf);
                     // A client that stops reading blocks this write; a close request (slow
                     // reader, conflict, shutdown) or the write timeout must still end the
@@ -1042,7 +1042,7 @@ impl C2s {
                     // What was queued before the close request (e.g. the reply to an
                     // account removal) goes out before the stream error.
                     let mut batch = outbox.drain_now();
-                    let buf: Vec<bytes::Bytes> = batch.iter().map(|o| o.data.clone()).collect();
+                    let buf: Vec<confab_stream::WireStanza> = batch.iter().map(|o| o.data.clone()).collect();
                     if !buf.is_empty() && e.condition != StreamErrorCondition::PolicyViolation {
                         trace_stanzas(self.trace, self.conn, &buf);
                         let written = tokio::time::timeout(Duration::from_secs(2), stream.send_stanzas(&buf)).await;
@@ -1233,10 +1233,10 @@ fn random_resource(account: &BareJid) -> Result<FullJid, End> {
 }
 
 /// Stanzas going out, for the XML trace.
-fn trace_stanzas(trace: bool, conn: u64, stanzas: &[bytes::Bytes]) {
+fn trace_stanzas(trace: bool, conn: u64, stanzas: &[confab_stream::WireStanza]) {
     if trace {
         for b in stanzas {
-            tracing::info!(target: "confab::xmltrace", conn, "-> {}", String::from_utf8_lossy(b));
+            tracing::info!(target: "confab::xmltrace", conn, "-> {}", String::from_utf8_lossy(b.stream_form()));
         }
     }
 }

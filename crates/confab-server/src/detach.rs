@@ -9,11 +9,11 @@ use crate::module::LifecycleListener;
 use crate::router;
 use crate::session::Session;
 use crate::ServerCtx;
-use bytes::Bytes;
 use confab_proto::error::StanzaErrorCondition;
 use confab_proto::jid::BareJid;
 use confab_proto::ns;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
+use confab_stream::WireStanza;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -76,11 +76,11 @@ pub async fn resume(ctx: &ServerCtx, id: u64, account: &BareJid) -> Option<Sessi
 /// resource, offline storage or back to the sender; a request gets an error, so its sender
 /// does not wait forever (RFC 6121 §8.5.3.2.2 for a full JID that is gone). Nothing
 /// accepted is silently lost.
-async fn reroute(ctx: &ServerCtx, unsent: Vec<Bytes>) {
+async fn reroute(ctx: &ServerCtx, unsent: Vec<WireStanza>) {
     let limits = ctx.config.limits.parser_limits();
     for b in unsent {
         // Each item is one stanza in the stream form.
-        let Ok(text) = std::str::from_utf8(&b) else {
+        let Ok(text) = std::str::from_utf8(b.stream_form()) else {
             continue;
         };
         let Some(el) = confab_proto::parser::parse_fragment(text, ns::CLIENT, &limits) else {

@@ -13,6 +13,7 @@ use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, FullJid, Jid};
 use confab_proto::ns;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
+use confab_stream::WireStanza;
 use dashmap::DashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -428,9 +429,9 @@ pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInf
     }
     let mut any = false;
     if !ctx.registry.has_hooks(HookPoint::Deliver) {
-        let bytes = Bytes::from(stanza.el.to_xml(ns::CLIENT));
+        let wire = WireStanza::new(Bytes::from(stanza.el.to_xml(ns::CLIENT)));
         for s in targets {
-            any |= s.send(bytes.clone());
+            any |= s.send(wire.clone());
         }
     } else {
         // Hooks may hold back or change a stanza per session: each gets its own copy.
@@ -440,7 +441,7 @@ pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInf
                 any = true;
                 continue;
             }
-            any |= s.send(Bytes::from(copy.el.to_xml(ns::CLIENT)));
+            any |= s.send(WireStanza::new(Bytes::from(copy.el.to_xml(ns::CLIENT))));
         }
     }
     if !any && stanza.kind == StanzaKind::Iq {
@@ -470,7 +471,7 @@ pub async fn deliver_stored(
     if run_hooks_for(ctx, HookPoint::Deliver, Some(target), &mut stanza).await {
         return StoredDelivery::Taken;
     }
-    match target.send_stored(Bytes::from(stanza.el.to_xml(ns::CLIENT))) {
+    match target.send_stored(WireStanza::new(Bytes::from(stanza.el.to_xml(ns::CLIENT)))) {
         Some(rx) => StoredDelivery::Queued(rx),
         None => StoredDelivery::NotQueued,
     }

@@ -2,17 +2,17 @@
 //! outbound queue with the accounting that keeps it bounded. The connection that carries it
 //! (c2s today) owns the receiving end of the queue.
 
-use bytes::Bytes;
 use confab_proto::error::StreamError;
 use confab_proto::jid::FullJid;
+use confab_stream::WireStanza;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// What a session's writer receives: serialized stanza bytes, shared between recipients.
+/// What a session's writer receives: a stanza serialized once, shared between recipients.
 pub struct Outbound {
-    pub data: Bytes,
+    pub data: WireStanza,
     /// Set for a stanza that is still kept in storage (offline delivery): the writer
     /// confirms it once written, and it is not routed again if the session ends first.
     pub written: Option<tokio::sync::oneshot::Sender<()>>,
@@ -51,7 +51,7 @@ fn caused_by(session_id: u64) -> bool {
 /// Sees the stanzas written to a session's client, in order (XEP-0198 counts them and keeps
 /// them until acknowledged). Called on the session's own task: keep it quick.
 pub trait WriteObserver: Send + Sync {
-    fn written(&self, session: &SessionInfo, stanzas: &[Bytes]);
+    fn written(&self, session: &SessionInfo, stanzas: &[WireStanza]);
 }
 
 /// A bound session as the rest of the server sees it.
@@ -216,18 +216,18 @@ impl SessionInfo {
     /// count or bytes) means the client stopped reading: the session is closed with
     /// `<policy-violation/>` and the caller learns the data was not queued. The session's
     /// own output (see `with_origin`) is always queued.
-    pub fn send(&self, data: Bytes) -> bool {
+    pub fn send(&self, data: WireStanza) -> bool {
         self.enqueue(data, None)
     }
 
     /// Queues a stanza that stays in storage until the returned receiver says it was
     /// written to the connection; `None` if it was not queued.
-    pub fn send_stored(&self, data: Bytes) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    pub fn send_stored(&self, data: WireStanza) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.enqueue(data, Some(tx)).then_some(rx)
     }
 
-    fn enqueue(&self, data: Bytes, written: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
+    fn enqueue(&self, data: WireStanza, written: Option<tokio::sync::oneshot::Sender<()>>) -> bool {
         let len = data.len();
         let own = caused_by(self.id);
         if own {
@@ -323,7 +323,7 @@ pub struct Outbox {
     info: Arc<SessionInfo>,
     rx: mpsc::UnboundedReceiver<Outbound>,
     /// Taken from the queue but not written when a connection ended.
-    unsent: Vec<Bytes>,
+    unsent: Vec<WireStanza>,
 }
 
 impl Outbox {
@@ -362,7 +362,7 @@ impl Outbox {
     /// acknowledge) sees what was written.
     pub fn written(&mut self, batch: Vec<Outbound>) {
         if let Some(observer) = self.info.write_observer() {
-            let stanzas: Vec<Bytes> = batch.iter().map(|o| o.data.clone()).collect();
+            let stanzas: Vec<WireStanza> = batch.iter().map(|o| o.data.clone()).collect();
             observer.written(&self.info, &stanzas);
         }
         for o in batch {
@@ -387,13 +387,13 @@ impl Outbox {
 
     /// Puts stanzas in front of the queue, to be written first on this connection (stream
     /// management resending what the client had not acknowledged when it resumed).
-    pub fn resend(&mut self, stanzas: Vec<Bytes>) {
+    pub fn resend(&mut self, stanzas: Vec<WireStanza>) {
         let later = std::mem::replace(&mut self.unsent, stanzas);
         self.unsent.extend(later);
     }
 
     /// Closes the queue and returns everything that was never written.
-    pub fn close(mut self) -> Vec<Bytes> {
+    pub fn close(mut self) -> Vec<WireStanza> {
         self.rx.close();
         let mut out = std::mem::take(&mut self.unsent);
         while let Ok(o) = self.rx.try_recv() {
@@ -407,7 +407,7 @@ impl Outbox {
 }
 
 impl Outbound {
-    fn replayed(data: Bytes) -> Outbound {
+    fn replayed(data: WireStanza) -> Outbound {
         Outbound {
             data,
             written: None,

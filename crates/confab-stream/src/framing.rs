@@ -17,6 +17,7 @@ use confab_proto::sasl::ChannelBindingData;
 use confab_proto::xml::{escape, Element};
 use std::collections::VecDeque;
 use std::io;
+use std::sync::{Arc, OnceLock};
 
 /// RFC 7395: the namespace of `<open/>` and `<close/>`.
 pub const FRAMING_NS: &str = "urn:ietf:params:xml:ns:xmpp-framing";
@@ -28,6 +29,66 @@ pub enum WireForm {
     Stream,
     /// Each a document of its own that declares its namespace (RFC 7395).
     Framed,
+}
+
+/// A stanza serialized once for every recipient and every wire form: the stream form made
+/// by the router, and the framed form (RFC 7395: `xmlns` on the top element) made by the
+/// first framed connection that writes it and shared by the others. Cloning is a reference
+/// count.
+#[derive(Clone)]
+pub struct WireStanza(Arc<WireForms>);
+
+struct WireForms {
+    stream: Bytes,
+    framed: OnceLock<Bytes>,
+}
+
+impl WireStanza {
+    /// A stanza in the stream form (`Element::to_xml(jabber:client)`).
+    pub fn new(stream_form: Bytes) -> WireStanza {
+        WireStanza(Arc::new(WireForms {
+            stream: stream_form,
+            framed: OnceLock::new(),
+        }))
+    }
+
+    /// The stream form, for connections inside one `jabber:client` XML stream.
+    pub fn stream_form(&self) -> &Bytes {
+        &self.0.stream
+    }
+
+    /// The framed form, made on first use.
+    pub fn framed_form(&self) -> &Bytes {
+        self.0.framed.get_or_init(|| with_client_ns(&self.0.stream))
+    }
+
+    /// Size in the stream form (what queue limits count).
+    pub fn len(&self) -> usize {
+        self.0.stream.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.stream.is_empty()
+    }
+
+    /// Whether two handles share one serialization.
+    pub fn shares_with(&self, other: &WireStanza) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<Bytes> for WireStanza {
+    fn from(stream_form: Bytes) -> WireStanza {
+        WireStanza::new(stream_form)
+    }
+}
+
+impl std::fmt::Debug for WireStanza {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WireStanza")
+            .field(&String::from_utf8_lossy(&self.0.stream))
+            .finish()
+    }
 }
 
 /// A connection's server side, for the negotiation and the session loop.
@@ -42,9 +103,9 @@ pub trait ServerFraming: Send + Sync {
     async fn open(&mut self, from: &str, id: &str, features: &Element) -> io::Result<()>;
     /// Sends one element (negotiation, errors built for this session).
     async fn send_element(&mut self, e: &Element) -> io::Result<()>;
-    /// Sends stanzas serialized once in the stream form (`Element::to_xml(jabber:client)`),
-    /// shared by every recipient; each item is one stanza.
-    async fn send_stanzas(&mut self, stanzas: &[Bytes]) -> io::Result<()>;
+    /// Sends stanzas serialized once, shared by every recipient, in this connection's wire
+    /// form; each item is one stanza.
+    async fn send_stanzas(&mut self, stanzas: &[WireStanza]) -> io::Result<()>;
     /// Ends our side: the stream error first, if any, preceded by an opening when ours was
     /// not sent yet (`opened` false).
     async fn close(&mut self, error: Option<&StreamError>, opened: bool) -> io::Result<()>;
@@ -108,14 +169,14 @@ impl ServerFraming for XmlStream<Transport> {
         self.write_element(e, ns::CLIENT).await
     }
 
-    async fn send_stanzas(&mut self, stanzas: &[Bytes]) -> io::Result<()> {
+    async fn send_stanzas(&mut self, stanzas: &[WireStanza]) -> io::Result<()> {
         // One write for the batch: the stream form concatenates.
         match stanzas {
-            [one] => self.write_bytes(one).await,
+            [one] => self.write_bytes(one.stream_form()).await,
             many => {
-                let mut buf = Vec::with_capacity(many.iter().map(Bytes::len).sum());
+                let mut buf = Vec::with_capacity(many.iter().map(WireStanza::len).sum());
                 for s in many {
-                    buf.extend_from_slice(s);
+                    buf.extend_from_slice(s.stream_form());
                 }
                 self.write_bytes(&buf).await
             }
@@ -191,7 +252,9 @@ impl ServerFraming for XmlStream<Transport> {
 pub trait MessageTransport: Send + Sync {
     /// The next message; `None` once the peer closed. Must be cancel-safe.
     async fn recv(&mut self) -> io::Result<Option<String>>;
-    async fn send(&mut self, text: &str) -> io::Result<()>;
+    /// Sends one message: UTF-8 text, handed over as shared bytes so a stanza's framed
+    /// form goes to every recipient without a copy.
+    async fn send(&mut self, text: Bytes) -> io::Result<()>;
     /// Closes the transport after our last message.
     async fn close(&mut self) -> io::Result<()>;
     /// Keeps the transport alive (a WebSocket ping); nothing by default.
@@ -265,7 +328,7 @@ fn framed_element(e: &Element) -> String {
 
 /// A stanza in the stream form with `xmlns='jabber:client'` added to its top element, as
 /// each framed message must declare its namespace (the stream form never has one there).
-fn with_client_ns(stream_form: &[u8]) -> String {
+fn with_client_ns(stream_form: &[u8]) -> Bytes {
     let text = String::from_utf8_lossy(stream_form);
     // `<name` ends at the first space, `/` or `>`.
     let end = text
@@ -275,7 +338,7 @@ fn with_client_ns(stream_form: &[u8]) -> String {
         .map(|(i, _)| i)
         .unwrap_or(text.len());
     let (head, tail) = text.split_at(end);
-    format!("{head} xmlns='{}'{tail}", ns::CLIENT)
+    Bytes::from(format!("{head} xmlns='{}'{tail}", ns::CLIENT))
 }
 
 #[async_trait]
@@ -293,22 +356,22 @@ impl<M: MessageTransport> ServerFraming for FramedXml<M> {
 
     async fn open(&mut self, from: &str, id: &str, features: &Element) -> io::Result<()> {
         self.transport
-            .send(&format!(
+            .send(Bytes::from(format!(
                 "<open xmlns='{FRAMING_NS}' id='{}' from='{}' version='1.0' xml:lang='en'/>",
                 escape(id),
                 escape(from)
-            ))
+            )))
             .await?;
-        self.transport.send(&framed_element(features)).await
+        self.transport.send(framed_element(features).into()).await
     }
 
     async fn send_element(&mut self, e: &Element) -> io::Result<()> {
-        self.transport.send(&framed_element(e)).await
+        self.transport.send(framed_element(e).into()).await
     }
 
-    async fn send_stanzas(&mut self, stanzas: &[Bytes]) -> io::Result<()> {
+    async fn send_stanzas(&mut self, stanzas: &[WireStanza]) -> io::Result<()> {
         for s in stanzas {
-            self.transport.send(&with_client_ns(s)).await?;
+            self.transport.send(s.framed_form().clone()).await?;
         }
         Ok(())
     }
@@ -317,15 +380,17 @@ impl<M: MessageTransport> ServerFraming for FramedXml<M> {
         if let Some(e) = error {
             if !opened {
                 self.transport
-                    .send(&format!("<open xmlns='{FRAMING_NS}' version='1.0'/>"))
+                    .send(Bytes::from(format!(
+                        "<open xmlns='{FRAMING_NS}' version='1.0'/>"
+                    )))
                     .await?;
             }
             self.transport
-                .send(&framed_element(&e.to_element()))
+                .send(framed_element(&e.to_element()).into())
                 .await?;
         }
         self.transport
-            .send(&format!("<close xmlns='{FRAMING_NS}'/>"))
+            .send(Bytes::from(format!("<close xmlns='{FRAMING_NS}'/>")))
             .await?;
         self.transport.close().await
     }
@@ -357,6 +422,23 @@ impl<M: MessageTransport> ServerFraming for FramedXml<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_framed_form_is_shared_by_every_recipient() {
+        let w = WireStanza::new(Bytes::from_static(
+            b"<message to='a@b'><body>x</body></message>",
+        ));
+        let copy = w.clone();
+        assert!(copy.shares_with(&w));
+        let first = w.framed_form().clone();
+        // The second recipient gets the very same buffer, not a copy.
+        assert_eq!(first.as_ptr(), copy.framed_form().as_ptr());
+        assert_eq!(
+            &first[..],
+            b"<message xmlns='jabber:client' to='a@b'><body>x</body></message>"
+        );
+        assert_eq!(w.len(), w.stream_form().len());
+    }
 
     #[test]
     fn framed_stanzas_declare_their_namespace() {

@@ -11,6 +11,6 @@ pub mod tls;
 pub mod transport;
 pub mod xmlstream;
 
-pub use framing::{FramedXml, MessageTransport, ServerFraming, WireForm};
+pub use framing::{FramedXml, MessageTransport, ServerFraming, WireForm, WireStanza};
 pub use transport::Transport;
 pub use xmlstream::{ReadError, XmlStream};

@@ -11,10 +11,11 @@ use confab_tests::*;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The server's end of an in-memory message channel.
+/// The server's end of an in-memory message channel. What the server sends arrives as the
+/// very bytes it handed over, so a test can see two recipients share one buffer.
 struct Channel {
     rx: mpsc::Receiver<String>,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<bytes::Bytes>,
 }
 
 #[async_trait]
@@ -23,9 +24,9 @@ impl MessageTransport for Channel {
         Ok(self.rx.recv().await)
     }
 
-    async fn send(&mut self, text: &str) -> std::io::Result<()> {
+    async fn send(&mut self, text: bytes::Bytes) -> std::io::Result<()> {
         self.tx
-            .send(text.to_string())
+            .send(text)
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     }
@@ -43,7 +44,7 @@ impl MessageTransport for Channel {
 /// The client's end: raw messages in and out.
 struct Peer {
     tx: mpsc::Sender<String>,
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<bytes::Bytes>,
 }
 
 impl Peer {
@@ -74,11 +75,48 @@ impl Peer {
         self.tx.send(text.to_string()).await.expect("send");
     }
 
-    async fn recv_text(&mut self) -> String {
+    async fn recv_bytes(&mut self) -> bytes::Bytes {
         tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
             .await
             .expect("timed out")
             .expect("channel open")
+    }
+
+    async fn recv_text(&mut self) -> String {
+        String::from_utf8(self.recv_bytes().await.to_vec()).expect("UTF-8")
+    }
+
+    /// Negotiates a session for `user` with `resource` and sends initial presence.
+    async fn log_in(&mut self, user: &str, resource: &str) {
+        self.open().await;
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
+        self.send(&format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>{creds}</auth>",
+            ns::SASL
+        ))
+        .await;
+        let success = self.recv().await;
+        assert!(success.is("success", ns::SASL), "{success}");
+        self.open().await;
+        self.send(&format!(
+            "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>",
+            ns::BIND
+        ))
+        .await;
+        let bound = self.recv().await;
+        assert_eq!(bound.get_attr("type"), Some("result"), "{bound}");
+        self.send("<presence xmlns='jabber:client'/>").await;
+    }
+
+    /// The next message stanza, as the bytes the server handed to the transport.
+    async fn next_message(&mut self) -> bytes::Bytes {
+        loop {
+            let b = self.recv_bytes().await;
+            if b.starts_with(b"<message") {
+                return b;
+            }
+        }
     }
 
     /// The next message as an element; each must be a document of its own.
@@ -206,4 +244,38 @@ async fn bad_framed_input_gets_a_framed_stream_error() {
     assert!(err.contains("not-well-formed"), "{err}");
     let close = peer.recv().await;
     assert!(close.is("close", FRAMING_NS), "{close}");
+}
+
+#[tokio::test]
+async fn framed_recipients_share_one_serialization() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut web1 = Peer::connect(&ts);
+    web1.log_in("bob", "web1").await;
+    let mut web2 = Peer::connect(&ts);
+    web2.log_in("bob", "web2").await;
+    // A headline to the bare JID goes to every available resource (RFC 6121 §8.5.2.1.1).
+    alice
+        .send(
+            &Element::new("message", ns::CLIENT)
+                .attr("to", "bob@localhost")
+                .attr("type", "headline")
+                .child(Element::new("body", ns::CLIENT).text("news")),
+        )
+        .await
+        .expect("send");
+    let (one, two) = (web1.next_message().await, web2.next_message().await);
+    assert!(
+        one.starts_with(b"<message xmlns='jabber:client'"),
+        "{one:?}"
+    );
+    assert_eq!(one, two);
+    // Framed once for both: the second connection wrote the first one's buffer.
+    assert_eq!(
+        one.as_ptr(),
+        two.as_ptr(),
+        "each recipient got its own copy"
+    );
 }

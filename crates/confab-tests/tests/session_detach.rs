@@ -37,7 +37,7 @@ impl Module for Resumable {
 struct Written(std::sync::atomic::AtomicUsize);
 
 impl confab_server::session::WriteObserver for Written {
-    fn written(&self, _: &SessionInfo, stanzas: &[bytes::Bytes]) {
+    fn written(&self, _: &SessionInfo, stanzas: &[confab_stream::WireStanza]) {
         self.0
             .fetch_add(stanzas.len(), std::sync::atomic::Ordering::Relaxed);
     }
@@ -65,7 +65,8 @@ impl LifecycleListener for Resumable {
             .unwrap_or(0);
         outbox.resend(vec![bytes::Bytes::from(format!(
             "<message><body>written before: {n}</body></message>"
-        ))]);
+        ))
+        .into()]);
     }
 }
 
