@@ -35,6 +35,7 @@ pub async fn login_available(
     Ok(s)
 }
 
+/// Initial presence, preformatted.
 pub const PRESENCE: &str = "<presence/>";
 
 /// Writes preformatted stanza bytes within the timeout.
@@ -119,12 +120,16 @@ pub async fn ping(
 /// process, so one clock measures the latency exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Body {
+    /// The pair (or session) that sent the message.
     pub sender: u32,
+    /// The sender's sequence number, from 0.
     pub seq: u64,
+    /// The (intended) send time, nanoseconds since the run's epoch.
     pub sent_ns: u64,
 }
 
 impl Body {
+    /// The body text, with `padding` bytes of `x` after the fields.
     pub fn format(&self, padding: usize) -> String {
         let mut s = format!("cb {} {} {}", self.sender, self.seq, self.sent_ns);
         if padding > 0 {
@@ -170,7 +175,9 @@ pub fn since(epoch: Instant, t: Instant) -> u64 {
 /// stream opened, its features read. The client negotiation in confab-stream goes
 /// straight on to SASL, so registration needs this shorter path.
 pub struct PreAuth {
+    /// The stream, ready for pre-authentication requests.
     pub stream: XmlStream<Transport>,
+    /// The features the server offered on it.
     pub features: Element,
 }
 

@@ -7,6 +7,8 @@
 //!
 //! The binary parses [`Cli`] and calls [`run`]; tests call [`run`] or a scenario directly.
 
+#![warn(missing_docs)]
+
 pub mod conn;
 pub mod opts;
 pub mod report;
@@ -28,13 +30,16 @@ pub enum BenchError {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
+    /// A client-side negotiation or stream failure.
     Client(#[from] ClientError),
     #[error("timed out: {0}")]
+    /// A step took longer than `--timeout`.
     Timeout(&'static str),
     /// The server answered, but not as expected.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
     #[error("i/o: {0}")]
+    /// A local file (the server's /proc status, the JSON output).
     Io(#[from] std::io::Error),
 }
 
@@ -47,11 +52,14 @@ pub enum BenchError {
 )]
 pub struct Cli {
     #[command(subcommand)]
+    /// The scenario to run.
     pub scenario: Scenario,
 }
 
 /// A scenario and its options.
 #[derive(Clone, Debug, clap::Subcommand)]
+// The fields are the options of the scenario the variant's doc describes.
+#[allow(missing_docs)]
 pub enum Scenario {
     /// In-band registration (XEP-0077) of <prefix>0 .. <prefix>N-1; existing accounts are
     /// counted apart, not as failures, so runs are repeatable.
@@ -85,6 +93,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// The options every scenario has.
     pub fn common(&self) -> &CommonOpts {
         match self {
             Scenario::Register { common }

@@ -35,6 +35,7 @@ pub enum TlsArg {
 }
 
 impl TlsArg {
+    /// The confab-stream mode for this option.
     pub fn mode(self) -> TlsMode {
         match self {
             TlsArg::None => TlsMode::None,
@@ -49,16 +50,20 @@ impl TlsArg {
 pub enum MechArg {
     #[value(name = "PLAIN", alias = "plain")]
     #[serde(rename = "PLAIN")]
+    /// SASL PLAIN (the password in clear inside the stream).
     Plain,
     #[value(name = "SCRAM-SHA-1", alias = "scram-sha-1")]
     #[serde(rename = "SCRAM-SHA-1")]
+    /// SCRAM-SHA-1 (RFC 5802).
     ScramSha1,
     #[value(name = "SCRAM-SHA-256", alias = "scram-sha-256")]
     #[serde(rename = "SCRAM-SHA-256")]
+    /// SCRAM-SHA-256 (RFC 7677).
     ScramSha256,
 }
 
 impl MechArg {
+    /// The confab-proto mechanism for this option.
     pub fn mechanism(self) -> Mechanism {
         match self {
             MechArg::Plain => Mechanism::Plain,
@@ -81,13 +86,16 @@ pub struct CommonOpts {
     #[arg(long, default_value = "localhost")]
     pub domain: String,
     #[arg(long, value_enum, default_value = "starttls")]
+    /// TLS: none, STARTTLS or direct.
     pub tls: TlsArg,
     #[arg(long, value_enum, default_value = "SCRAM-SHA-1")]
+    /// The SASL mechanism of every login.
     pub mechanism: MechArg,
     /// Number of accounts: `<prefix>0` .. `<prefix>N-1`.
     #[arg(long, default_value_t = 100)]
     pub users: usize,
     #[arg(long, default_value = "bench")]
+    /// Accounts are named `<prefix><i>`.
     pub user_prefix: String,
     /// The password of every bench account.
     #[arg(long, default_value = "bench-password-0")]
@@ -158,9 +166,13 @@ pub fn resolve_server(server: &str, allow_remote: bool) -> Result<SocketAddr, Be
 /// The checked, resolved form of [`CommonOpts`] that scenarios run with.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// The resolved (and checked) server address.
     pub addr: SocketAddr,
+    /// The options as given.
     pub opts: CommonOpts,
+    /// `--duration`.
     pub duration: Duration,
+    /// `--timeout`, per network step.
     pub timeout: Duration,
 }
 

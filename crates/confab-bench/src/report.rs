@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 /// The server's resident memory, read from `/proc/PID/status` (VmRSS).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Rss {
+    /// The measured process.
     pub pid: u32,
+    /// Before any session was opened.
     pub before_kib: u64,
     /// Once every session was connected (and the settle time passed).
     pub connected_kib: u64,
     /// At the end of the hold, sessions still open.
     pub after_kib: u64,
+    /// Sessions open at the end of the hold.
     pub sessions: u64,
     /// `(after - before) / sessions`.
     pub kib_per_session: f64,
@@ -28,22 +31,27 @@ pub struct Rss {
 /// The result of one scenario run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// `register`, `login`, `chat`, `chat-open-loop` or `idle`.
     pub scenario: String,
     /// The options the run used (the password left out).
     pub options: serde_json::Value,
     /// Seconds of the measured phase.
     pub elapsed_s: f64,
+    /// What was counted (sent, delivered, lost, ok, failed, ...).
     pub counts: BTreeMap<String, u64>,
+    /// Per-second rates.
     pub rates: BTreeMap<String, f64>,
     /// Latency percentiles in microseconds, by what was measured.
     pub latency: BTreeMap<String, Percentiles>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The server's memory, when `--pid` was given.
     pub server_rss: Option<Rss>,
     /// Failures grouped by their message.
     pub errors: BTreeMap<String, u64>,
 }
 
 impl Report {
+    /// An empty report of this scenario.
     pub fn new(scenario: &str, options: serde_json::Value) -> Self {
         Report {
             scenario: scenario.to_string(),
@@ -62,18 +70,22 @@ impl Report {
         self.counts.get(name).copied().unwrap_or(0)
     }
 
+    /// Sets a count.
     pub fn set_count(&mut self, name: &str, v: u64) {
         self.counts.insert(name.to_string(), v);
     }
 
+    /// Sets a rate.
     pub fn set_rate(&mut self, name: &str, v: f64) {
         self.rates.insert(name.to_string(), v);
     }
 
+    /// Sets a latency summary.
     pub fn set_latency(&mut self, name: &str, p: Percentiles) {
         self.latency.insert(name.to_string(), p);
     }
 
+    /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> String {
         // Serializing plain maps and numbers cannot fail; a fallback keeps this infallible.
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -132,10 +144,12 @@ pub struct Errors(Mutex<BTreeMap<String, u64>>);
 const MAX_ERROR_KINDS: usize = 32;
 
 impl Errors {
+    /// Counts one failure under its message.
     pub fn record(&self, e: &BenchError) {
         self.record_text(&e.to_string());
     }
 
+    /// Counts one failure under this text (the first 160 characters).
     pub fn record_text(&self, text: &str) {
         let mut key: String = text.chars().take(160).collect();
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -145,6 +159,7 @@ impl Errors {
         *m.entry(key).or_default() += 1;
     }
 
+    /// The failures counted so far, leaving none.
     pub fn take(&self) -> BTreeMap<String, u64> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }

@@ -74,10 +74,12 @@ impl std::fmt::Debug for Histogram {
 }
 
 impl Histogram {
+    /// An empty histogram.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Records one sample.
     pub fn record(&mut self, v: u64) {
         self.counts[bucket(v)] += 1;
         self.total += 1;
@@ -91,6 +93,7 @@ impl Histogram {
         self.record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// Adds another histogram's samples to this one.
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
@@ -101,18 +104,22 @@ impl Histogram {
         self.sum += other.sum;
     }
 
+    /// Samples recorded.
     pub fn count(&self) -> u64 {
         self.total
     }
 
+    /// The smallest sample (exact).
     pub fn min(&self) -> Option<u64> {
         (self.total > 0).then_some(self.min)
     }
 
+    /// The largest sample (exact).
     pub fn max(&self) -> Option<u64> {
         (self.total > 0).then_some(self.max)
     }
 
+    /// The mean of the samples (exact).
     pub fn mean(&self) -> Option<f64> {
         (self.total > 0).then(|| self.sum as f64 / self.total as f64)
     }
@@ -171,13 +178,21 @@ pub fn quantile_sorted(sorted: &[u64], q: f64) -> Option<u64> {
 /// `count` tells).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Percentiles {
+    /// Samples.
     pub count: u64,
+    /// Smallest sample.
     pub min_us: f64,
+    /// Mean.
     pub mean_us: f64,
+    /// Median.
     pub p50_us: f64,
+    /// 90th percentile.
     pub p90_us: f64,
+    /// 99th percentile.
     pub p99_us: f64,
+    /// 99.9th percentile.
     pub p999_us: f64,
+    /// Largest sample.
     pub max_us: f64,
 }
 
@@ -220,6 +235,7 @@ impl Schedule {
         self.start + self.offset(k)
     }
 
+    /// When message 0 is due.
     pub fn start(&self) -> Instant {
         self.start
     }

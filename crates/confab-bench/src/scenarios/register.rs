@@ -17,6 +17,7 @@ pub const NS: &str = "jabber:iq:register";
 /// How one registration ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The account was created.
     Registered,
     /// `<conflict/>`: the account exists (an earlier run made it).
     Existing,
