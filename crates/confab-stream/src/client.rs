@@ -157,8 +157,12 @@ async fn tls_connect(
     Ok(Transport::ClientTls(Box::new(tls)))
 }
 
-/// Connects, negotiates TLS, authenticates and binds a resource.
-pub async fn connect(opts: &ClientOptions) -> Result<ClientSession, ClientError> {
+/// Connects and negotiates TLS as `opts.tls` asks, up to the features of the (encrypted)
+/// stream, before any authentication: what in-band registration (XEP-0077) starts from.
+/// `username` and `password` are not used.
+pub async fn connect_unauthenticated(
+    opts: &ClientOptions,
+) -> Result<(XmlStream<Transport>, Element), ClientError> {
     let limits = Limits::default();
     let tcp = TcpStream::connect(opts.addr).await?;
     tcp.set_nodelay(true)?;
@@ -186,7 +190,12 @@ pub async fn connect(opts: &ClientOptions) -> Result<ClientSession, ClientError>
         s = XmlStream::new(tls_connect(tcp, opts, false).await?, limits);
         features = open_stream(&mut s, &opts.domain).await?;
     }
+    Ok((s, features))
+}
 
+/// Connects, negotiates TLS, authenticates and binds a resource.
+pub async fn connect(opts: &ClientOptions) -> Result<ClientSession, ClientError> {
+    let (mut s, features) = connect_unauthenticated(opts).await?;
     let mechanism = authenticate(&mut s, &features, opts).await?;
     s.restart();
     let features = open_stream(&mut s, &opts.domain).await?;

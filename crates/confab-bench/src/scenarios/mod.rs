@@ -1,0 +1,7 @@
+//! The scenarios, one file each. Each takes the checked [`crate::opts::Target`] and its own
+//! options and returns a [`crate::Report`].
+
+pub mod chat;
+pub mod idle;
+pub mod login;
+pub mod register;
