@@ -130,8 +130,16 @@ fn init_logging(config: &Config) {
         .init();
 }
 
+/// Every module confabd knows: the IM features and the web transports; `[modules]
+/// disabled` switches some off.
+fn modules() -> Vec<std::sync::Arc<dyn confab_server::module::Module>> {
+    let mut all = confab_modules::all();
+    all.extend(confab_web::all());
+    all
+}
+
 async fn run(config: Config) -> Result<(), String> {
-    let server = Server::start(config, confab_modules::all())
+    let server = Server::start(config, modules())
         .await
         .map_err(|e| e.to_string())?;
     for e in server.endpoints() {
@@ -311,7 +319,7 @@ async fn check(config: Config) -> Result<(), String> {
     );
     // Module sections are validated by their modules, as at start.
     match confab_server::module::Registry::build_with_config(
-        confab_modules::all(),
+        modules(),
         &config.modules.disabled,
         &config,
     ) {
@@ -345,25 +353,30 @@ async fn check(config: Config) -> Result<(), String> {
             failed = true;
         }
     }
-    for iface in &config.c2s.interfaces {
-        for port in [config.c2s.port, config.c2s.tls_port] {
-            if port == 0 {
-                continue;
+    // The HTTP listener serves the web modules (WebSocket, ...), on by default.
+    let listeners = config
+        .c2s
+        .interfaces
+        .iter()
+        .flat_map(|i| [(i, config.c2s.port), (i, config.c2s.tls_port)])
+        .chain(config.http.interfaces.iter().map(|i| (i, config.http.port)));
+    for (iface, port) in listeners {
+        if port == 0 {
+            continue;
+        }
+        let addr = format!(
+            "{}:{port}",
+            if iface.contains(':') {
+                format!("[{iface}]")
+            } else {
+                iface.clone()
             }
-            let addr = format!(
-                "{}:{port}",
-                if iface.contains(':') {
-                    format!("[{iface}]")
-                } else {
-                    iface.clone()
-                }
-            );
-            match std::net::TcpListener::bind(&addr) {
-                Ok(_) => println!("ok    port {addr} is free"),
-                Err(e) => {
-                    println!("FAIL  port {addr}: {e}");
-                    failed = true;
-                }
+        );
+        match std::net::TcpListener::bind(&addr) {
+            Ok(_) => println!("ok    port {addr} is free"),
+            Err(e) => {
+                println!("FAIL  port {addr}: {e}");
+                failed = true;
             }
         }
     }

@@ -27,8 +27,9 @@ fn write_config(dir: &Path, port: u16, tls_port: u16) -> std::path::PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[server]\ndomains = ['localhost']\ndata_dir = '{}'\n[c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\ntls_port = {tls_port}\n",
-            dir.join("data").display()
+            "[server]\ndomains = ['localhost']\ndata_dir = '{}'\n[c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\ntls_port = {tls_port}\n[http]\ninterfaces = ['127.0.0.1']\nport = {}\n",
+            dir.join("data").display(),
+            free_port()
         ),
     )
     .expect("write config");
@@ -104,6 +105,21 @@ fn user_management() {
         .output()
         .expect("run");
     assert!(!out.status.success(), "deleting a missing user must fail");
+}
+
+#[test]
+fn every_section_of_the_example_configuration_belongs_to_a_module_of_confabd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../confabd.example.toml");
+    let out = confabd(&example)
+        .env("CONFABD_SERVER__DATA_DIR", dir.path())
+        .arg("check")
+        .output()
+        .expect("run");
+    // The ports may be taken on this machine; the modules line is what matters here.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok    modules ("), "{stdout}");
+    assert!(stdout.contains("websocket"), "{stdout}");
 }
 
 #[test]

@@ -589,6 +589,8 @@ mod tests {
                 decoy_secret: vec![0; 32],
                 decoy_iterations: 4096,
             },
+            admission: confab_server::admission::Admission::new(&config.limits),
+            shutdown: tokio::sync::watch::channel(false).1,
             config,
         })
     }

@@ -2,6 +2,7 @@
 //! integration tests run it in-process on ephemeral ports.
 
 pub mod accounts;
+pub mod admission;
 pub mod c2s;
 pub mod certs;
 pub mod config;
@@ -15,12 +16,12 @@ use crate::config::Config;
 use crate::module::Registry;
 use crate::router::Router;
 use confab_store::{Backend, Stores};
-use std::collections::HashMap;
+
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Shared state of a running server.
@@ -31,6 +32,18 @@ pub struct ServerState {
     pub registry: Registry,
     pub tls: certs::TlsState,
     pub auth: AuthState,
+    /// The connection limits every listener and transport admits connections through.
+    pub admission: admission::Admission,
+    /// Changes to `true` when the server shuts down (see `shutdown_signal`).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ServerState {
+    /// Changes to `true` when the server shuts down: what a transport passes to
+    /// `c2s::serve_framing` for each connection it admits.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
 }
 
 /// What authentication needs beyond the configuration.
@@ -111,7 +124,6 @@ pub struct Server {
     endpoints: Vec<Endpoint>,
     shutdown_tx: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
-    connections: Arc<Semaphore>,
 }
 
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
@@ -165,8 +177,10 @@ impl Server {
                 }
             }
         }
-        let max = config.limits.max_connections;
+        let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Arc::new(ServerState {
+            admission: admission::Admission::new(&config.limits),
+            shutdown,
             config,
             stores,
             router: Router::default(),
@@ -181,15 +195,12 @@ impl Server {
                 .await
                 .map_err(StartError::Control)?,
         );
-        let (shutdown_tx, _) = watch::channel(false);
         let timers = ctx
             .registry
             .timers()
             .iter()
             .map(|(period, t)| spawn_timer(&ctx, *period, t.clone(), shutdown_tx.subscribe()))
             .collect();
-        let connections = Arc::new(Semaphore::new(max));
-        let per_ip: Arc<Mutex<PeerCounts>> = Arc::default();
         let mut endpoints = Vec::new();
         let mut accept_tasks = Vec::new();
         for (listener, direct_tls) in listeners {
@@ -203,8 +214,6 @@ impl Server {
                 listener,
                 direct_tls,
                 shutdown_tx.subscribe(),
-                connections.clone(),
-                per_ip.clone(),
             )));
         }
         accept_tasks.extend(control);
@@ -218,7 +227,12 @@ impl Server {
                 tracing::info!(%addr, "http listening");
                 http_endpoints.push(addr);
                 let mut stop = shutdown_tx.subscribe();
-                let serve = axum::serve(listener, app.clone()).with_graceful_shutdown(async move {
+                // Handlers see the peer's address (`ConnectInfo<SocketAddr>`): transports
+                // admit connections by it.
+                let service = app
+                    .clone()
+                    .into_make_service_with_connect_info::<SocketAddr>();
+                let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
                     let _ = stop.changed().await;
                 });
                 accept_tasks.push(tokio::spawn(async move {
@@ -238,7 +252,6 @@ impl Server {
             endpoints,
             shutdown_tx,
             accept_tasks,
-            connections,
         })
     }
 
@@ -283,10 +296,10 @@ impl Server {
         }
         control::remove(&self.ctx.config);
         let grace = Duration::from_secs(self.ctx.config.c2s.shutdown_grace);
-        let all = u32::try_from(self.ctx.config.limits.max_connections).unwrap_or(u32::MAX);
-        match tokio::time::timeout(grace, self.connections.acquire_many(all)).await {
-            Ok(_) => tracing::info!("all sessions closed"),
-            Err(_) => tracing::warn!("some sessions did not close within the grace period"),
+        if self.ctx.admission.all_closed(grace).await {
+            tracing::info!("all sessions closed");
+        } else {
+            tracing::warn!("some sessions did not close within the grace period");
         }
         // Parked sessions end too, routing what they held (e.g. into offline storage).
         self.ctx.router.end_parked();
@@ -382,8 +395,6 @@ async fn accept_loop(
     listener: TcpListener,
     direct_tls: bool,
     shutdown: watch::Receiver<bool>,
-    connections: Arc<Semaphore>,
-    per_ip: Arc<Mutex<PeerCounts>>,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -400,15 +411,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; refusing");
-            drop(tcp);
-            continue;
-        };
-        let ip_guard = match IpGuard::acquire(&per_ip, peer.ip(), &ctx.config.limits) {
-            Some(g) => g,
-            None => {
-                tracing::warn!(%peer, "per-IP connection limit reached; refusing");
+        let admitted = match ctx.admission.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::warn!(%peer, ?why, "connection limit reached; refusing");
                 drop(tcp);
                 continue;
             }
@@ -417,129 +423,7 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             c2s::serve(ctx, tcp, peer, direct_tls, shutdown).await;
-            drop(ip_guard);
-            drop(permit);
+            drop(admitted);
         });
-    }
-}
-
-/// Connections per address and per network (IPv4 /24, IPv6 /64).
-#[derive(Default)]
-struct PeerCounts {
-    per_ip: HashMap<IpAddr, usize>,
-    per_subnet: HashMap<IpAddr, usize>,
-}
-
-/// The network an address belongs to for `max_connections_per_subnet`.
-fn subnet_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::from([a, b, c, 0])
-        }
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6) & !((1u128 << 64) - 1),
-        )),
-    }
-}
-
-/// Counts a connection against its address and network until dropped.
-struct IpGuard {
-    map: Arc<Mutex<PeerCounts>>,
-    ip: IpAddr,
-    subnet: IpAddr,
-}
-
-impl IpGuard {
-    fn acquire(
-        map: &Arc<Mutex<PeerCounts>>,
-        ip: IpAddr,
-        limits: &config::LimitsSection,
-    ) -> Option<IpGuard> {
-        let ip = ip.to_canonical();
-        let subnet = subnet_of(ip);
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-        let on_ip = m.per_ip.get(&ip).copied().unwrap_or(0);
-        let on_subnet = m.per_subnet.get(&subnet).copied().unwrap_or(0);
-        if on_ip >= limits.max_connections_per_ip || on_subnet >= limits.max_connections_per_subnet
-        {
-            return None;
-        }
-        *m.per_ip.entry(ip).or_insert(0) += 1;
-        *m.per_subnet.entry(subnet).or_insert(0) += 1;
-        Some(IpGuard {
-            map: map.clone(),
-            ip,
-            subnet,
-        })
-    }
-}
-
-impl Drop for IpGuard {
-    fn drop(&mut self) {
-        let mut guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let m = &mut *guard;
-        for (counts, key) in [(&mut m.per_ip, self.ip), (&mut m.per_subnet, self.subnet)] {
-            if let Some(n) = counts.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(&key);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subnets_are_ipv4_24_and_ipv6_64() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
-        assert_eq!(subnet_of(ip("192.0.2.77")), ip("192.0.2.0"));
-        assert_eq!(subnet_of(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
-        assert_eq!(subnet_of(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
-    }
-
-    #[test]
-    fn by_default_one_address_or_network_cannot_take_every_slot() {
-        let d = config::LimitsSection::default();
-        assert!(d.max_connections_per_ip * 10 <= d.max_connections);
-        assert!(d.max_connections_per_subnet * 10 <= d.max_connections);
-        assert!(d.max_connections_per_ip <= d.max_connections_per_subnet);
-    }
-
-    #[test]
-    fn a_subnet_cannot_take_every_slot() {
-        let limits = config::LimitsSection {
-            max_connections_per_ip: 2,
-            max_connections_per_subnet: 3,
-            ..Default::default()
-        };
-        let map = Arc::new(Mutex::new(PeerCounts::default()));
-        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
-        let a1 = IpGuard::acquire(&map, ip("192.0.2.1"), &limits);
-        let a2 = IpGuard::acquire(&map, ip("192.0.2.1"), &limits);
-        assert!(a1.is_some() && a2.is_some());
-        assert!(
-            IpGuard::acquire(&map, ip("192.0.2.1"), &limits).is_none(),
-            "per address"
-        );
-        let b1 = IpGuard::acquire(&map, ip("192.0.2.2"), &limits);
-        assert!(b1.is_some());
-        assert!(
-            IpGuard::acquire(&map, ip("192.0.2.3"), &limits).is_none(),
-            "per /24"
-        );
-        assert!(
-            IpGuard::acquire(&map, ip("198.51.100.1"), &limits).is_some(),
-            "other network"
-        );
-        drop(a1);
-        assert!(
-            IpGuard::acquire(&map, ip("192.0.2.3"), &limits).is_some(),
-            "released"
-        );
     }
 }

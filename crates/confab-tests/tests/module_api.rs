@@ -493,21 +493,6 @@ async fn a_module_uses_its_section_timer_events_session_data_and_store() {
     server.shutdown().await;
 }
 
-#[test]
-fn the_example_configuration_belongs_to_the_built_in_modules() {
-    let text = include_str!("../../../confabd.example.toml");
-    let table: toml::Table = text.parse().expect("example parses");
-    let c: confab_server::config::Config = toml::Value::Table(table)
-        .try_into()
-        .expect("example deserializes");
-    confab_server::module::Registry::build_with_config(
-        confab_modules::all(),
-        &c.modules.disabled,
-        &c,
-    )
-    .expect("every section of the example is some module's");
-}
-
 /// Answers `<poke xmlns='urn:example:poke'/>`, a stream-level element, with `<poked/>`.
 struct Poke;
 
