@@ -3,14 +3,37 @@
 //! for one test and dropped after it, so tests run in parallel.
 //!
 //! A server that cannot be reached skips the test with a line on stderr, unless
-//! `CONFAB_REQUIRE_SERVICES=1` (CI), where it fails the test.
+//! `CONFAB_REQUIRE_SERVICES=1` (CI), where it fails the test. `CONFAB_TEST_POSTGRES_URL` and
+//! `CONFAB_TEST_MYSQL_URL` name other servers (a URL to an existing database the test user
+//! may create databases from).
 
 use confab_store::{Backend, Stores};
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
-pub const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
+const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
+
+fn admin_url(kind: Kind) -> String {
+    let (var, default) = match kind {
+        Kind::Mysql => ("CONFAB_TEST_MYSQL_URL", MYSQL_ADMIN),
+        _ => ("CONFAB_TEST_POSTGRES_URL", POSTGRES_ADMIN),
+    };
+    std::env::var(var).unwrap_or_else(|_| default.to_string())
+}
+
+/// `host:port` of a URL, for messages (no user or password).
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// The URL of another database on the same server.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
+    format!("{base}/{name}")
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -25,6 +48,7 @@ pub struct TestDb {
     pub backend: Backend,
     _dir: Option<tempfile::TempDir>,
     server_db: Option<String>,
+    admin: String,
 }
 
 fn unique_name() -> String {
@@ -50,7 +74,7 @@ impl TestDb {
     /// not reachable and services are not required.
     pub async fn new(kind: Kind) -> Option<TestDb> {
         sqlx::any::install_default_drivers();
-        let (admin, what, at) = match kind {
+        let (what, at) = match kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
                 return Some(TestDb {
@@ -60,12 +84,15 @@ impl TestDb {
                     },
                     _dir: Some(dir),
                     server_db: None,
+                    admin: String::new(),
                 });
             }
-            Kind::Postgres => (POSTGRES_ADMIN, "PostgreSQL", "127.0.0.1:5432"),
-            Kind::Mysql => (MYSQL_ADMIN, "MariaDB/MySQL", "127.0.0.1:3306"),
+            Kind::Postgres => ("PostgreSQL", admin_url(kind)),
+            Kind::Mysql => ("MariaDB/MySQL", admin_url(kind)),
         };
-        let mut conn = match AnyConnection::connect(admin).await {
+        let admin = at.clone();
+        let at = host_port(&at);
+        let mut conn = match AnyConnection::connect(&admin).await {
             Ok(c) => c,
             Err(e) => {
                 if services_required() {
@@ -85,7 +112,7 @@ impl TestDb {
             .await
             .expect("create test database");
         let _ = conn.close().await;
-        let url = admin.replace("/test", &format!("/{name}"));
+        let url = with_database(&admin, &name);
         Some(TestDb {
             kind,
             backend: match kind {
@@ -94,6 +121,7 @@ impl TestDb {
             },
             _dir: None,
             server_db: Some(name),
+            admin,
         })
     }
 
@@ -133,12 +161,10 @@ impl Drop for TestDb {
         let Some(name) = self.server_db.take() else {
             return;
         };
-        let (admin, drop) = match self.kind {
-            Kind::Postgres => (
-                POSTGRES_ADMIN,
-                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            ),
-            _ => (MYSQL_ADMIN, format!("DROP DATABASE IF EXISTS {name}")),
+        let admin = self.admin.clone();
+        let drop = match self.kind {
+            Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            _ => format!("DROP DATABASE IF EXISTS {name}"),
         };
         // Drop runs inside the test's runtime, which cannot be blocked on; a thread of its
         // own with a small runtime does the dropping.
@@ -148,7 +174,7 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                if let Ok(mut conn) = AnyConnection::connect(admin).await {
+                if let Ok(mut conn) = AnyConnection::connect(&admin).await {
                     if let Err(e) = sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut conn).await {
                         eprintln!("could not drop test database: {e}");
                     }
