@@ -210,10 +210,14 @@ pub struct TlsSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSection {
-    /// `sqlite` (embedded). PostgreSQL and MySQL/MariaDB arrive in a later release.
+    /// `sqlite` (embedded), used when `url` is unset.
     pub backend: String,
-    /// SQLite database file; when unset, `<data_dir>/confab.db`.
+    /// SQLite database file when `url` is unset; when both are unset, `<data_dir>/confab.db`.
     pub sqlite_path: Option<PathBuf>,
+    /// `sqlite://PATH`, `postgres://…` or `mysql://…`; wins over `backend` and `sqlite_path`.
+    pub url: Option<String>,
+    /// Most connections open to the database at once (default: 4 for SQLite, 10 otherwise).
+    pub pool_size: Option<u32>,
 }
 
 impl Default for StorageSection {
@@ -221,6 +225,8 @@ impl Default for StorageSection {
         StorageSection {
             backend: "sqlite".into(),
             sqlite_path: None,
+            url: None,
+            pool_size: None,
         }
     }
 }
@@ -345,11 +351,18 @@ impl Config {
                 _ => return bad(format!("server.domains: '{d}' is not a normalised domain")),
             }
         }
-        if self.storage.backend != "sqlite" {
+        if let Some(url) = &self.storage.url {
+            if let Err(e) = confab_store::Backend::from_url(url) {
+                return bad(format!("storage.url: {e}"));
+            }
+        } else if self.storage.backend != "sqlite" {
             return bad(format!(
-                "storage.backend '{}' is not supported (supported: sqlite)",
+                "storage.backend '{}' is not supported (use storage.url for postgres:// or mysql://)",
                 self.storage.backend
             ));
+        }
+        if self.storage.pool_size == Some(0) {
+            return bad("storage.pool_size must be at least 1".into());
         }
         if self.auth.scram_iterations < 4096 {
             return bad("auth.scram_iterations must be at least 4096".into());
@@ -377,6 +390,17 @@ impl Config {
             return bad("c2s.port and c2s.tls_port are both disabled".into());
         }
         Ok(())
+    }
+
+    /// The database to open: `storage.url` when set, else the SQLite file.
+    pub fn storage_backend(&self) -> Result<confab_store::Backend, ConfigError> {
+        match &self.storage.url {
+            Some(url) => confab_store::Backend::from_url(url)
+                .map_err(|e| ConfigError::Invalid(format!("storage.url: {e}"))),
+            None => Ok(confab_store::Backend::Sqlite {
+                path: self.sqlite_path(),
+            }),
+        }
     }
 
     pub fn sqlite_path(&self) -> PathBuf {
@@ -437,6 +461,46 @@ mod tests {
     }
 
     #[test]
+    fn storage_url_wins_over_the_sqlite_keys() {
+        use confab_store::Backend;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = |text: &str| {
+            let p = dir.path().join("s.toml");
+            std::fs::write(&p, text).expect("write");
+            Config::load_with_env(Some(&p), std::iter::empty()).expect("valid")
+        };
+        let c = load("[server]\ndata_dir = '/d'\n");
+        assert_eq!(
+            c.storage_backend().expect("backend"),
+            Backend::Sqlite {
+                path: "/d/confab.db".into()
+            }
+        );
+        let c = load("[storage]\nbackend = 'sqlite'\nsqlite_path = '/x.db'\n");
+        assert_eq!(
+            c.storage_backend().expect("backend"),
+            Backend::Sqlite {
+                path: "/x.db".into()
+            }
+        );
+        let c = load(
+            "[storage]\nsqlite_path = '/x.db'\nurl = 'postgres://confab@db/confab'\npool_size = 20\n",
+        );
+        assert_eq!(
+            c.storage_backend().expect("backend"),
+            Backend::Postgres {
+                url: "postgres://confab@db/confab".into()
+            }
+        );
+        assert_eq!(c.storage.pool_size, Some(20));
+        let c = load("[storage]\nurl = 'mysql://confab@db/confab'\n");
+        assert!(matches!(
+            c.storage_backend().expect("backend"),
+            Backend::Mysql { .. }
+        ));
+    }
+
+    #[test]
     fn example_file_is_valid_and_matches_defaults() {
         let text = include_str!("../../../confabd.example.toml");
         let table: toml::Table = text.parse().expect("example parses");
@@ -487,6 +551,9 @@ mod tests {
             "[server]\ndomains = []\n",
             "[server]\ndomains = ['Not Valid']\n",
             "[storage]\nbackend = 'oracle'\n",
+            "[storage]\nurl = 'oracle://db/x'\n",
+            "[storage]\nurl = '/var/lib/confab.db'\n",
+            "[storage]\npool_size = 0\n",
             "[auth]\nscram_iterations = 10\n",
             "[c2s]\nnosuchkey = 1\n",
         ];

@@ -15,8 +15,7 @@ pub mod session;
 use crate::config::Config;
 use crate::module::Registry;
 use crate::router::Router;
-use confab_store::{Backend, Stores};
-
+use confab_store::Stores;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,10 +126,15 @@ pub struct Server {
 }
 
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
-    Ok(Stores::open(&Backend::Sqlite {
-        path: config.sqlite_path(),
-    })
-    .await?)
+    // Validation already refused a bad URL; this is the same check, for callers that skip it.
+    let backend = config
+        .storage_backend()
+        .map_err(|e| confab_store::StoreError::Database(e.to_string()))?;
+    let pool_size = config
+        .storage
+        .pool_size
+        .unwrap_or_else(|| backend.default_pool_size());
+    Ok(Stores::open_with_pool(&backend, pool_size).await?)
 }
 
 impl Server {

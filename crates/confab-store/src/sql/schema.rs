@@ -1,0 +1,344 @@
+//! The tables, one migration list per backend. Names are never reused or edited once
+//! released: a schema change is a new entry, in every list. The same data in each: what
+//! differs is how the databases spell it.
+//!
+//! - SQLite keeps the migrations it shipped with before the other backends existed.
+//! - PostgreSQL: text keys are `COLLATE "C"` (byte order and byte equality, as SQLite: a
+//!   database created with a linguistic default collation would sort `list_accounts`
+//!   differently). A B-tree entry holds at most about 2.7 kB, so a row whose key columns
+//!   add up to more than that is refused with an error (a roster key of a 1023-byte
+//!   username and a 1023-byte contact localpart still fits).
+//! - MySQL/MariaDB: utf8mb4 everywhere (characters outside the BMP), a binary collation
+//!   without space padding for every text column (`{bin}`, chosen per server in `mod.rs`), so
+//!   `Alice` ≠ `alice` and `a` ≠ `a `. InnoDB keys are limited to 3072 bytes counted at
+//!   4 bytes a character, too small for JID parts of 1023 bytes, so each table's uniqueness
+//!   is a SHA-256 of its key columns (a stored generated column with a unique index, which
+//!   `ON DUPLICATE KEY UPDATE` uses) and lookups use prefix indexes. Foreign keys need a
+//!   full-length index on the parent, so MySQL tables have none: the SQL layer deletes an
+//!   account's rows itself (in every backend; the cascades elsewhere are a second guard).
+//!   MySQL's DDL is not transactional, hence `IF NOT EXISTS`.
+//!
+//! PostgreSQL and MySQL start with the accounts' `generation` in `accounts-1`: they never
+//! had the earlier SQLite shape.
+
+use super::dialect::Dialect;
+
+pub(super) type Migration = (&'static str, &'static str);
+
+pub(super) fn migrations(dialect: Dialect) -> &'static [Migration] {
+    match dialect {
+        Dialect::Sqlite => SQLITE,
+        Dialect::Postgres => POSTGRES,
+        Dialect::Mysql => MYSQL,
+    }
+}
+
+/// The table recording applied migrations.
+pub(super) fn migrations_table(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite | Dialect::Postgres => {
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        }
+        Dialect::Mysql => {
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(191) NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)
+             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin}"
+        }
+    }
+}
+
+/// The statements of one migration (none of them contains a `;` of its own).
+pub(super) fn statements(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(';').map(str::trim).filter(|s| !s.is_empty())
+}
+
+const SQLITE: &[Migration] = &[
+    (
+        "accounts-1",
+        "CREATE TABLE accounts (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (domain, username)
+    );
+    CREATE TABLE account_credentials (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        iterations INTEGER NOT NULL,
+        salt BLOB NOT NULL,
+        stored_key BLOB NOT NULL,
+        server_key BLOB NOT NULL,
+        PRIMARY KEY (domain, username, hash),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );",
+    ),
+    // AUTOINCREMENT never hands out a number twice, even after the highest row is gone;
+    // the table keeps only its latest row.
+    (
+        "accounts-2-generation",
+        "ALTER TABLE accounts ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE account_generations (id INTEGER PRIMARY KEY AUTOINCREMENT);",
+    ),
+    (
+        "account-data-1",
+        "CREATE TABLE account_data (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (domain, username, kind, key),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE TABLE host_data (
+        domain TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (domain, kind, key)
+    );",
+    ),
+    (
+        "roster-1",
+        "CREATE TABLE roster_items (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        jid TEXT NOT NULL,
+        name TEXT,
+        subscription TEXT NOT NULL,
+        ask INTEGER NOT NULL,
+        pending_in TEXT,
+        approved INTEGER NOT NULL,
+        in_roster INTEGER NOT NULL,
+        PRIMARY KEY (domain, username, jid),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE TABLE roster_groups (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        jid TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        PRIMARY KEY (domain, username, jid, grp),
+        FOREIGN KEY (domain, username, jid) REFERENCES roster_items (domain, username, jid) ON DELETE CASCADE
+    );
+    CREATE TABLE roster_versions (
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (domain, username),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );",
+    ),
+    (
+        "offline-1",
+        "CREATE TABLE offline_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        stanza TEXT NOT NULL,
+        stamp INTEGER NOT NULL,
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE INDEX offline_messages_by_account ON offline_messages (domain, username, id);",
+    ),
+];
+
+// An identity column's sequence never hands out a number twice, even after a restart.
+const POSTGRES: &[Migration] = &[
+    (
+        "accounts-1",
+        r#"CREATE TABLE accounts (
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        created_at BIGINT NOT NULL,
+        generation BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (domain, username)
+    );
+    CREATE TABLE account_generations (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+    CREATE TABLE account_credentials (
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        hash TEXT COLLATE "C" NOT NULL,
+        iterations BIGINT NOT NULL,
+        salt BYTEA NOT NULL,
+        stored_key BYTEA NOT NULL,
+        server_key BYTEA NOT NULL,
+        PRIMARY KEY (domain, username, hash),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    )"#,
+    ),
+    (
+        "account-data-1",
+        r#"CREATE TABLE account_data (
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        kind TEXT COLLATE "C" NOT NULL,
+        "key" TEXT COLLATE "C" NOT NULL,
+        value TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (domain, username, kind, "key"),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE TABLE host_data (
+        domain TEXT COLLATE "C" NOT NULL,
+        kind TEXT COLLATE "C" NOT NULL,
+        "key" TEXT COLLATE "C" NOT NULL,
+        value TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (domain, kind, "key")
+    )"#,
+    ),
+    (
+        "roster-1",
+        r#"CREATE TABLE roster_items (
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        jid TEXT COLLATE "C" NOT NULL,
+        name TEXT,
+        subscription TEXT NOT NULL,
+        ask BIGINT NOT NULL,
+        pending_in TEXT,
+        approved BIGINT NOT NULL,
+        in_roster BIGINT NOT NULL,
+        PRIMARY KEY (domain, username, jid),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE TABLE roster_groups (
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        jid TEXT COLLATE "C" NOT NULL,
+        grp TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (domain, username, jid, grp),
+        FOREIGN KEY (domain, username, jid) REFERENCES roster_items (domain, username, jid) ON DELETE CASCADE
+    );
+    CREATE TABLE roster_versions (
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL,
+        PRIMARY KEY (domain, username),
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    )"#,
+    ),
+    (
+        "offline-1",
+        r#"CREATE TABLE offline_messages (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        stanza TEXT NOT NULL,
+        stamp BIGINT NOT NULL,
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE INDEX offline_messages_by_account ON offline_messages (domain, username, id)"#,
+    ),
+];
+
+// `{bin}` is the server's binary, non-padding utf8mb4 collation. AUTO_INCREMENT counters
+// survive a restart (MySQL 8, MariaDB 10.2.4 and later), so a generation is never reused.
+const MYSQL: &[Migration] = &[
+    (
+        "accounts-1",
+        "CREATE TABLE IF NOT EXISTS accounts (
+        row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        created_at BIGINT NOT NULL,
+        generation BIGINT NOT NULL DEFAULT 0,
+        unique_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, username), 256))) STORED,
+        UNIQUE KEY accounts_unique (unique_key),
+        KEY accounts_by_name (domain(191), username(191))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC;
+    CREATE TABLE IF NOT EXISTS account_generations (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY
+    ) ENGINE=InnoDB;
+    CREATE TABLE IF NOT EXISTS account_credentials (
+        row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        hash VARCHAR(32) NOT NULL,
+        iterations BIGINT NOT NULL,
+        salt BLOB NOT NULL,
+        stored_key BLOB NOT NULL,
+        server_key BLOB NOT NULL,
+        unique_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, username, hash), 256))) STORED,
+        UNIQUE KEY account_credentials_unique (unique_key),
+        KEY account_credentials_by_account (domain(191), username(191))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+    (
+        "account-data-1",
+        "CREATE TABLE IF NOT EXISTS account_data (
+        row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        kind VARCHAR(255) NOT NULL,
+        \"key\" VARCHAR(3071) NOT NULL,
+        value LONGTEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        unique_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, username, kind, \"key\"), 256))) STORED,
+        UNIQUE KEY account_data_unique (unique_key),
+        KEY account_data_by_account (domain(100), username(191), kind(100))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC;
+    CREATE TABLE IF NOT EXISTS host_data (
+        row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        kind VARCHAR(255) NOT NULL,
+        \"key\" VARCHAR(3071) NOT NULL,
+        value LONGTEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        unique_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, kind, \"key\"), 256))) STORED,
+        UNIQUE KEY host_data_unique (unique_key),
+        KEY host_data_by_kind (domain(191), kind(191))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+    (
+        "roster-1",
+        "CREATE TABLE IF NOT EXISTS roster_items (
+        row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        jid VARCHAR(3071) NOT NULL,
+        name MEDIUMTEXT,
+        subscription VARCHAR(8) NOT NULL,
+        ask BIGINT NOT NULL,
+        pending_in MEDIUMTEXT,
+        approved BIGINT NOT NULL,
+        in_roster BIGINT NOT NULL,
+        unique_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, username, jid), 256))) STORED,
+        UNIQUE KEY roster_items_unique (unique_key),
+        KEY roster_items_by_account (domain(100), username(191), jid(191))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC;
+    CREATE TABLE IF NOT EXISTS roster_groups (
+        row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        jid VARCHAR(3071) NOT NULL,
+        grp VARCHAR(1023) NOT NULL,
+        unique_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, username, jid, grp), 256))) STORED,
+        UNIQUE KEY roster_groups_unique (unique_key),
+        KEY roster_groups_by_account (domain(100), username(191), jid(191))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC;
+    CREATE TABLE IF NOT EXISTS roster_versions (
+        row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        version BIGINT NOT NULL,
+        unique_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, username), 256))) STORED,
+        UNIQUE KEY roster_versions_unique (unique_key),
+        KEY roster_versions_by_account (domain(191), username(191))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+    (
+        "offline-1",
+        "CREATE TABLE IF NOT EXISTS offline_messages (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        stanza LONGTEXT NOT NULL,
+        stamp BIGINT NOT NULL,
+        KEY offline_messages_by_account (domain(100), username(191), id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+];

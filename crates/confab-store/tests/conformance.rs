@@ -1,0 +1,1118 @@
+//! The storage conformance suite: every case runs against SQLite always, and against
+//! PostgreSQL (127.0.0.1:5432) and MariaDB/MySQL (127.0.0.1:3306) when they are reachable
+//! (required with `CONFAB_REQUIRE_SERVICES=1`). Each backend must behave the same.
+
+mod harness;
+
+use confab_proto::sasl::{ScramCredentials, ScramHash};
+use confab_store::{Backend, RosterItem, StoreError, Stores, Subscription};
+use harness::TestDb;
+use std::collections::BTreeSet;
+
+conformance!(
+    account_lifecycle_and_persistence,
+    a_name_registered_again_is_a_new_generation,
+    common_iterations_is_the_most_used_count,
+    roster_items_groups_and_versions,
+    offline_order_and_quota,
+    documents,
+    account_deletion_removes_everything,
+    concurrent_roster_writers,
+    concurrent_offline_pushes_respect_the_quota,
+    deletion_racing_writers_leaves_nothing,
+    unicode_outside_the_bmp,
+    values_at_their_limits,
+    keys_are_case_and_space_sensitive,
+    writes_to_a_missing_account_fail,
+    corrupt_rows_are_errors,
+    database_errors_propagate,
+);
+
+fn creds(pw: &str) -> Vec<ScramCredentials> {
+    [ScramHash::Sha1, ScramHash::Sha256]
+        .into_iter()
+        .map(|h| ScramCredentials::new_random(h, pw, 4096).expect("creds"))
+        .collect()
+}
+
+async fn add(s: &Stores, domain: &str, user: &str) {
+    let c = vec![ScramCredentials::new_random(ScramHash::Sha256, "pw", 4096).expect("creds")];
+    s.accounts
+        .create_account(domain, user, &c)
+        .await
+        .expect("create account");
+}
+
+/// Stores with alice and bob on localhost.
+async fn with_two(db: &TestDb) -> Stores {
+    let s = db.open().await;
+    for u in ["alice", "bob"] {
+        add(&s, "localhost", u).await;
+    }
+    s
+}
+
+async fn account_lifecycle_and_persistence(db: TestDb) {
+    {
+        let s = db.open().await;
+        let a = &s.accounts;
+        assert!(a
+            .credentials("localhost", "alice")
+            .await
+            .expect("query")
+            .is_none());
+        a.create_account("localhost", "alice", &creds("pw1"))
+            .await
+            .expect("create");
+        assert!(matches!(
+            a.create_account("localhost", "alice", &creds("other"))
+                .await,
+            Err(StoreError::Conflict)
+        ));
+        // Same name on another domain is a different account.
+        a.create_account("example.org", "alice", &creds("pw3"))
+            .await
+            .expect("create");
+        a.create_account("localhost", "bob", &creds("pw2"))
+            .await
+            .expect("create");
+        assert_eq!(
+            a.list_accounts("localhost").await.expect("list"),
+            vec!["alice", "bob"]
+        );
+        assert!(a
+            .set_credentials("localhost", "alice", &creds("new"))
+            .await
+            .expect("set"));
+        assert!(!a
+            .set_credentials("localhost", "nobody", &creds("x"))
+            .await
+            .expect("set"));
+    }
+    // Reopen: migrations are idempotent and data survived.
+    let s = db.open().await;
+    let a = &s.accounts;
+    let stored = a
+        .credentials("localhost", "alice")
+        .await
+        .expect("query")
+        .expect("exists");
+    assert_eq!(stored.len(), 2);
+    for c in &stored {
+        assert!(c.verify_password("new"));
+        assert!(!c.verify_password("pw1"));
+        // Only derived keys are stored, never the password.
+        assert!(!c.stored_key.windows(3).any(|w| w == b"new"));
+    }
+    assert!(a
+        .delete_account("localhost", "alice")
+        .await
+        .expect("delete"));
+    assert!(!a
+        .delete_account("localhost", "alice")
+        .await
+        .expect("delete twice"));
+    assert!(a
+        .credentials("localhost", "alice")
+        .await
+        .expect("query")
+        .is_none());
+    assert!(a
+        .account_exists("example.org", "alice")
+        .await
+        .expect("exists"));
+    // Credentials of a deleted account are gone too, so re-creating starts fresh.
+    a.create_account("localhost", "alice", &creds("again"))
+        .await
+        .expect("recreate");
+    let c = a
+        .credentials("localhost", "alice")
+        .await
+        .expect("q")
+        .expect("exists");
+    assert_eq!(c.len(), 2);
+    assert!(c.iter().all(|c| c.verify_password("again")));
+}
+
+async fn a_name_registered_again_is_a_new_generation(db: TestDb) {
+    let first;
+    {
+        let s = db.open().await;
+        let a = &s.accounts;
+        assert_eq!(
+            a.account_generation("localhost", "alice").await.expect("q"),
+            None
+        );
+        a.create_account("localhost", "alice", &creds("pw"))
+            .await
+            .expect("create");
+        first = a
+            .account_generation("localhost", "alice")
+            .await
+            .expect("q")
+            .expect("exists");
+        // Deleting the newest account must not let its number be handed out again.
+        assert!(a
+            .delete_account("localhost", "alice")
+            .await
+            .expect("delete"));
+    }
+    // Also across a restart.
+    let s = db.open().await;
+    let a = &s.accounts;
+    a.create_account("localhost", "alice", &creds("pw"))
+        .await
+        .expect("create again");
+    let second = a
+        .account_generation("localhost", "alice")
+        .await
+        .expect("q")
+        .expect("exists");
+    assert!(second > first, "{second} after {first}");
+}
+
+async fn common_iterations_is_the_most_used_count(db: TestDb) {
+    let s = db.open().await;
+    let a = &s.accounts;
+    assert_eq!(a.common_iterations().await.expect("q"), None);
+    let with = |n: u32| {
+        [ScramHash::Sha1, ScramHash::Sha256]
+            .into_iter()
+            .map(|h| ScramCredentials::new_random(h, "pw", n).expect("creds"))
+            .collect::<Vec<_>>()
+    };
+    a.create_account("localhost", "a", &with(4096))
+        .await
+        .expect("a");
+    a.create_account("localhost", "b", &with(5000))
+        .await
+        .expect("b");
+    a.create_account("localhost", "c", &with(5000))
+        .await
+        .expect("c");
+    assert_eq!(a.common_iterations().await.expect("q"), Some(5000));
+}
+
+async fn roster_items_groups_and_versions(db: TestDb) {
+    let s = with_two(&db).await;
+    let r = &s.roster;
+    assert_eq!(r.roster_version("localhost", "alice").await.expect("v"), 0);
+    let mut item = RosterItem::new("bob@localhost");
+    item.name = Some("Bob".into());
+    item.groups = vec!["Friends".into(), "Work".into()];
+    item.in_roster = true;
+    item.ask = true;
+    let v1 = r
+        .put_roster_item("localhost", "alice", &item)
+        .await
+        .expect("put");
+    assert_eq!(v1, 1);
+    item.subscription = Subscription::Both;
+    item.ask = false;
+    item.approved = true;
+    item.groups = vec!["Friends".into()];
+    item.pending_in = Some("<presence type='subscribe'/>".into());
+    let v2 = r
+        .put_roster_item("localhost", "alice", &item)
+        .await
+        .expect("put");
+    assert_eq!(v2, 2);
+    let (v, items) = r.roster("localhost", "alice").await.expect("roster");
+    assert_eq!(v, 2);
+    assert_eq!(items, vec![item.clone()]);
+    assert_eq!(
+        r.roster_item("localhost", "alice", "bob@localhost")
+            .await
+            .expect("get"),
+        Some(item)
+    );
+    assert_eq!(
+        r.roster_item("localhost", "alice", "nobody@localhost")
+            .await
+            .expect("get"),
+        None
+    );
+    // The same group twice is one group.
+    let mut carol = RosterItem::new("carol@localhost");
+    carol.groups = vec!["G".into(), "G".into()];
+    assert_eq!(
+        r.put_roster_item("localhost", "alice", &carol)
+            .await
+            .expect("put"),
+        3
+    );
+    assert_eq!(
+        r.roster_item("localhost", "alice", "carol@localhost")
+            .await
+            .expect("get")
+            .expect("carol")
+            .groups,
+        vec!["G"]
+    );
+    assert_eq!(r.roster("localhost", "bob").await.expect("bob").1, vec![]);
+    assert_eq!(
+        r.delete_roster_item("localhost", "alice", "bob@localhost")
+            .await
+            .expect("del"),
+        Some(4)
+    );
+    assert_eq!(
+        r.delete_roster_item("localhost", "alice", "bob@localhost")
+            .await
+            .expect("del"),
+        None
+    );
+    let (v, items) = r.roster("localhost", "alice").await.expect("roster");
+    assert_eq!(v, 4);
+    assert_eq!(
+        items.iter().map(|i| i.jid.as_str()).collect::<Vec<_>>(),
+        vec!["carol@localhost"]
+    );
+    // An item put back after deletion has no stale groups.
+    let bob = RosterItem::new("bob@localhost");
+    r.put_roster_item("localhost", "alice", &bob)
+        .await
+        .expect("put");
+    assert_eq!(
+        r.roster_item("localhost", "alice", "bob@localhost")
+            .await
+            .expect("get"),
+        Some(bob)
+    );
+}
+
+async fn offline_order_and_quota(db: TestDb) {
+    let s = with_two(&db).await;
+    let o = &s.offline;
+    for i in 0..3 {
+        assert!(o
+            .push_offline(
+                "localhost",
+                "bob",
+                &format!("<message id='{i}'/>"),
+                100 + i,
+                3
+            )
+            .await
+            .expect("push"));
+    }
+    assert!(!o
+        .push_offline("localhost", "bob", "<message id='x'/>", 200, 3)
+        .await
+        .expect("quota"));
+    let msgs = o.offline_messages("localhost", "bob").await.expect("list");
+    assert_eq!(
+        msgs.iter().map(|m| m.stanza.as_str()).collect::<Vec<_>>(),
+        vec![
+            "<message id='0'/>",
+            "<message id='1'/>",
+            "<message id='2'/>"
+        ]
+    );
+    assert_eq!(msgs[0].stamp, 100);
+    // Paging: after an id, at most `limit`.
+    let page = o
+        .offline_page("localhost", "bob", msgs[0].id, 1)
+        .await
+        .expect("page");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, msgs[1].id);
+    assert!(o
+        .offline_page("localhost", "bob", msgs[2].id, 10)
+        .await
+        .expect("page")
+        .is_empty());
+    // Another account's queue is its own.
+    assert_eq!(o.offline_count("localhost", "alice").await.expect("c"), 0);
+    assert_eq!(
+        o.delete_offline("localhost", "bob", msgs[1].id)
+            .await
+            .expect("del"),
+        2
+    );
+    assert_eq!(o.offline_count("localhost", "bob").await.expect("count"), 1);
+    // Room again under the quota.
+    assert!(o
+        .push_offline("localhost", "bob", "<message id='y'/>", 300, 3)
+        .await
+        .expect("push"));
+    let ids: Vec<i64> = o
+        .offline_messages("localhost", "bob")
+        .await
+        .expect("list")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+}
+
+async fn documents(db: TestDb) {
+    let s = with_two(&db).await;
+    let d = &s.data;
+    d.set_account_data("localhost", "alice", "vcard", "", "<vCard/>")
+        .await
+        .expect("set");
+    d.set_account_data(
+        "localhost",
+        "alice",
+        "vcard",
+        "",
+        "<vCard><FN>A</FN></vCard>",
+    )
+    .await
+    .expect("replace");
+    assert_eq!(
+        d.get_account_data("localhost", "alice", "vcard", "")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("<vCard><FN>A</FN></vCard>")
+    );
+    assert_eq!(
+        d.get_account_data("localhost", "bob", "vcard", "")
+            .await
+            .expect("get"),
+        None
+    );
+    d.set_account_data("localhost", "alice", "private", "b:b", "<y/>")
+        .await
+        .expect("set");
+    d.set_account_data("localhost", "alice", "private", "a:b", "<x/>")
+        .await
+        .expect("set");
+    assert_eq!(
+        d.list_account_data("localhost", "alice", "private")
+            .await
+            .expect("list"),
+        vec![
+            ("a:b".to_string(), "<x/>".to_string()),
+            ("b:b".to_string(), "<y/>".to_string())
+        ]
+    );
+    assert!(d
+        .delete_account_data("localhost", "alice", "private", "a:b")
+        .await
+        .expect("del"));
+    assert!(!d
+        .delete_account_data("localhost", "alice", "private", "a:b")
+        .await
+        .expect("del"));
+    d.set_host_data("localhost", "invite", "tok", "{}")
+        .await
+        .expect("host");
+    d.set_host_data("localhost", "invite", "tok", "{\"n\":1}")
+        .await
+        .expect("host replace");
+    d.set_host_data("example.org", "invite", "tok", "other")
+        .await
+        .expect("host");
+    assert_eq!(
+        d.list_host_data("localhost", "invite").await.expect("list"),
+        vec![("tok".to_string(), "{\"n\":1}".to_string())]
+    );
+    assert!(d
+        .delete_host_data("localhost", "invite", "tok")
+        .await
+        .expect("del"));
+    assert!(!d
+        .delete_host_data("localhost", "invite", "tok")
+        .await
+        .expect("del"));
+    assert_eq!(
+        d.get_host_data("example.org", "invite", "tok")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("other")
+    );
+}
+
+async fn account_deletion_removes_everything(db: TestDb) {
+    let s = with_two(&db).await;
+    for user in ["alice", "bob"] {
+        s.data
+            .set_account_data("localhost", user, "vcard", "", "<vCard/>")
+            .await
+            .expect("set");
+        let mut item = RosterItem::new("carol@localhost");
+        item.groups = vec!["G".into(), "H".into()];
+        s.roster
+            .put_roster_item("localhost", user, &item)
+            .await
+            .expect("roster");
+        s.offline
+            .push_offline("localhost", user, "<message/>", 1, 10)
+            .await
+            .expect("offline");
+    }
+    s.data
+        .set_host_data("localhost", "invite", "tok", "{}")
+        .await
+        .expect("host");
+    assert!(s
+        .accounts
+        .delete_account("localhost", "alice")
+        .await
+        .expect("delete"));
+    // Nothing of alice's is left in any table (looked at directly, not through the stores).
+    let mut raw = db.raw().await;
+    for table in [
+        "accounts",
+        "account_credentials",
+        "account_data",
+        "roster_items",
+        "roster_groups",
+        "roster_versions",
+        "offline_messages",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE username = 'alice'"
+        )))
+        .fetch_one(&mut raw)
+        .await
+        .expect("count");
+        assert_eq!(n, 0, "{table} still holds alice's rows");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE username = 'bob'"
+        )))
+        .fetch_one(&mut raw)
+        .await
+        .expect("count");
+        assert!(n > 0, "{table} lost bob's rows");
+    }
+    // And through the stores: alice starts from nothing when registered again.
+    add(&s, "localhost", "alice").await;
+    assert_eq!(
+        s.roster.roster("localhost", "alice").await.expect("roster"),
+        (0, vec![])
+    );
+    assert_eq!(
+        s.offline
+            .offline_count("localhost", "alice")
+            .await
+            .expect("count"),
+        0
+    );
+    assert_eq!(
+        s.data
+            .get_account_data("localhost", "alice", "vcard", "")
+            .await
+            .expect("get"),
+        None
+    );
+    // Host data is not an account's.
+    assert!(s
+        .data
+        .get_host_data("localhost", "invite", "tok")
+        .await
+        .expect("host")
+        .is_some());
+}
+
+/// Many tasks write one account's roster at once: every write is kept, and each gets its
+/// own version number.
+async fn concurrent_roster_writers(db: TestDb) {
+    let s = with_two(&db).await;
+    const WRITERS: usize = 16;
+    const EACH: usize = 4;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let s = s.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut versions = Vec::new();
+            for i in 0..EACH {
+                let mut item = RosterItem::new(&format!("c{w}-{i}@localhost"));
+                item.groups = vec![format!("w{w}"), "all".into()];
+                item.in_roster = true;
+                versions.push(
+                    s.roster
+                        .put_roster_item("localhost", "alice", &item)
+                        .await
+                        .expect("put"),
+                );
+            }
+            // Half of the writers also delete their first item again.
+            if w % 2 == 0 {
+                versions.push(
+                    s.roster
+                        .delete_roster_item("localhost", "alice", &format!("c{w}-0@localhost"))
+                        .await
+                        .expect("delete")
+                        .expect("was there"),
+                );
+            }
+            versions
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let writes = WRITERS * EACH + WRITERS / 2;
+    let distinct: BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(
+        distinct,
+        (1..=writes as u64).collect(),
+        "every write has its own version"
+    );
+    let (v, items) = s.roster.roster("localhost", "alice").await.expect("roster");
+    assert_eq!(v, writes as u64);
+    assert_eq!(items.len(), WRITERS * EACH - WRITERS / 2);
+    assert!(items.iter().all(|i| i.groups.len() == 2));
+    assert_eq!(s.roster.roster("localhost", "bob").await.expect("bob").0, 0);
+}
+
+/// Concurrent senders never push an account's queue past its quota, and each accepted
+/// message is stored once, in order of acceptance.
+async fn concurrent_offline_pushes_respect_the_quota(db: TestDb) {
+    let s = with_two(&db).await;
+    const SENDERS: usize = 12;
+    const EACH: usize = 5;
+    const QUOTA: usize = 37;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(SENDERS));
+    let mut tasks = Vec::new();
+    for t in 0..SENDERS {
+        let s = s.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut accepted = 0;
+            for i in 0..EACH {
+                if s.offline
+                    .push_offline(
+                        "localhost",
+                        "bob",
+                        &format!("<message id='{t}-{i}'/>"),
+                        i as i64,
+                        QUOTA,
+                    )
+                    .await
+                    .expect("push")
+                {
+                    accepted += 1;
+                }
+            }
+            accepted
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.expect("task");
+    }
+    assert_eq!(accepted, QUOTA);
+    let msgs = s
+        .offline
+        .offline_messages("localhost", "bob")
+        .await
+        .expect("list");
+    assert_eq!(msgs.len(), QUOTA);
+    assert!(msgs.windows(2).all(|w| w[0].id < w[1].id));
+    let distinct: BTreeSet<&str> = msgs.iter().map(|m| m.stanza.as_str()).collect();
+    assert_eq!(distinct.len(), QUOTA);
+    // Each sender's own messages are in the order it sent them.
+    for t in 0..SENDERS {
+        let mine: Vec<&str> = msgs
+            .iter()
+            .map(|m| m.stanza.as_str())
+            .filter(|m| m.starts_with(&format!("<message id='{t}-")))
+            .collect();
+        let mut sorted = mine.clone();
+        sorted.sort();
+        assert_eq!(mine, sorted);
+    }
+}
+
+/// Writers racing an account's deletion: whatever they managed before it is deleted with
+/// the account, and after it they fail; nothing is left behind.
+async fn deletion_racing_writers_leaves_nothing(db: TestDb) {
+    let s = with_two(&db).await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let item = RosterItem::new(&format!("c{t}-{i}@localhost"));
+                match s.roster.put_roster_item("localhost", "alice", &item).await {
+                    Ok(_) | Err(StoreError::NoAccount) => {}
+                    Err(e) => panic!("roster write failed: {e}"),
+                }
+                match s
+                    .offline
+                    .push_offline("localhost", "alice", "<message/>", 1, 1000)
+                    .await
+                {
+                    Ok(_) | Err(StoreError::NoAccount) => {}
+                    Err(e) => panic!("offline push failed: {e}"),
+                }
+                match s
+                    .data
+                    .set_account_data("localhost", "alice", "k", &format!("{t}-{i}"), "v")
+                    .await
+                {
+                    Ok(_) | Err(StoreError::NoAccount) => {}
+                    Err(e) => panic!("data write failed: {e}"),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(s
+        .accounts
+        .delete_account("localhost", "alice")
+        .await
+        .expect("delete"));
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let mut raw = db.raw().await;
+    for table in [
+        "roster_items",
+        "roster_groups",
+        "roster_versions",
+        "offline_messages",
+        "account_data",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE username = 'alice'"
+        )))
+        .fetch_one(&mut raw)
+        .await
+        .expect("count");
+        assert_eq!(n, 0, "{table} holds rows of a deleted account");
+    }
+}
+
+async fn unicode_outside_the_bmp(db: TestDb) {
+    let s = db.open().await;
+    let user = "𝒶𝓁𝒾𝒸𝑒😀";
+    let domain = "ex𝔞mple.org";
+    add(&s, domain, user).await;
+    add(&s, domain, "zed").await;
+    let mut accounts = s.accounts.list_accounts(domain).await.expect("list");
+    accounts.sort();
+    assert_eq!(accounts, vec!["zed".to_string(), user.to_string()]);
+    let mut item = RosterItem::new("😀🎉@ex𝔞mple.org");
+    item.name = Some("Bob 🐝 𠜎".into());
+    item.groups = vec!["👪 Family".into(), "𝄞 Music".into()];
+    item.pending_in = Some("<presence><status>🙂</status></presence>".into());
+    s.roster
+        .put_roster_item(domain, user, &item)
+        .await
+        .expect("put");
+    let (_, items) = s.roster.roster(domain, user).await.expect("roster");
+    // Groups come back sorted by their bytes: U+1D11E before U+1F46A.
+    item.groups.reverse();
+    assert_eq!(items, vec![item.clone()]);
+    let body = "<message><body>🚀 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𠀋 \u{10FFFD}</body></message>";
+    s.offline
+        .push_offline(domain, user, body, 1, 10)
+        .await
+        .expect("push");
+    assert_eq!(
+        s.offline.offline_messages(domain, user).await.expect("l")[0].stanza,
+        body
+    );
+    s.data
+        .set_account_data(domain, user, "vcard", "🔑", "<FN>🦀</FN>")
+        .await
+        .expect("set");
+    assert_eq!(
+        s.data
+            .get_account_data(domain, user, "vcard", "🔑")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("<FN>🦀</FN>")
+    );
+    s.data
+        .set_host_data(domain, "k😀", "🔑", "🦀")
+        .await
+        .expect("set");
+    assert_eq!(
+        s.data.list_host_data(domain, "k😀").await.expect("list"),
+        vec![("🔑".to_string(), "🦀".to_string())]
+    );
+}
+
+/// A string of exactly `bytes` bytes of varied, multi-byte text (varied, so that no
+/// database stores it smaller by compressing it).
+fn text_of(bytes: usize, seed: u32) -> String {
+    let mut out = String::new();
+    let mut n = seed;
+    loop {
+        n = n.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let c = match n % 4 {
+            0 => char::from_u32(0x1F600 + (n >> 8) % 64),
+            1 => char::from_u32(0x4E00 + (n >> 8) % 2000),
+            2 => char::from_u32(0xE0 + (n >> 8) % 30),
+            _ => char::from_u32(u32::from(b'a') + (n >> 8) % 26),
+        }
+        .unwrap_or('x');
+        if out.len() + c.len_utf8() > bytes {
+            break;
+        }
+        out.push(c);
+    }
+    while out.len() < bytes {
+        out.push('a');
+    }
+    out
+}
+
+async fn values_at_their_limits(db: TestDb) {
+    let s = db.open().await;
+    // The longest localpart (1023 bytes) on a short domain, and a long domain.
+    let user = text_of(1023, 1);
+    assert_eq!(user.len(), 1023);
+    add(&s, "localhost", &user).await;
+    let long_domain = (0..16)
+        .map(|i| format!("{i:x}").repeat(63))
+        .collect::<Vec<_>>()
+        .join(".")[..1023]
+        .to_string();
+    add(&s, &long_domain, "alice").await;
+    assert_eq!(
+        s.accounts.list_accounts(&long_domain).await.expect("list"),
+        vec!["alice"]
+    );
+    assert!(s
+        .accounts
+        .credentials("localhost", &user)
+        .await
+        .expect("creds")
+        .is_some());
+    // A contact whose localpart is 1023 bytes, with a long name and group.
+    let contact = format!("{}@localhost", text_of(1023, 2));
+    let mut item = RosterItem::new(&contact);
+    item.name = Some(text_of(4000, 3));
+    item.groups = vec![text_of(255, 4)];
+    s.roster
+        .put_roster_item("localhost", &user, &item)
+        .await
+        .expect("put");
+    assert_eq!(
+        s.roster
+            .roster_item("localhost", &user, &contact)
+            .await
+            .expect("get"),
+        Some(item)
+    );
+    // Large bodies: a stanza and a document of 1 MiB.
+    let big = format!("<message><body>{}</body></message>", text_of(1 << 20, 5));
+    s.offline
+        .push_offline("localhost", &user, &big, i64::MAX, usize::MAX)
+        .await
+        .expect("push");
+    let stored = s
+        .offline
+        .offline_messages("localhost", &user)
+        .await
+        .expect("list");
+    assert_eq!(stored[0].stanza, big);
+    assert_eq!(stored[0].stamp, i64::MAX);
+    let photo = text_of(1 << 20, 6);
+    s.data
+        .set_account_data("localhost", &user, "vcard", "", &photo)
+        .await
+        .expect("set");
+    assert_eq!(
+        s.data
+            .get_account_data("localhost", &user, "vcard", "")
+            .await
+            .expect("get"),
+        Some(photo)
+    );
+    // Counters at their limits: the iteration count is a u32.
+    let c = vec![ScramCredentials {
+        hash: ScramHash::Sha256,
+        iterations: u32::MAX,
+        salt: vec![0; 64],
+        stored_key: vec![0xff; 32],
+        server_key: vec![0; 32],
+    }];
+    s.accounts
+        .create_account("localhost", "max", &c)
+        .await
+        .expect("create");
+    let back = s
+        .accounts
+        .credentials("localhost", "max")
+        .await
+        .expect("q")
+        .expect("exists");
+    assert_eq!(back[0].iterations, u32::MAX);
+    assert_eq!(back[0].stored_key, vec![0xff; 32]);
+    assert!(s
+        .accounts
+        .delete_account("localhost", &user)
+        .await
+        .expect("delete"));
+}
+
+/// Keys compare byte for byte: case and trailing spaces make different keys (MariaDB's
+/// default collations would merge them).
+async fn keys_are_case_and_space_sensitive(db: TestDb) {
+    let s = db.open().await;
+    add(&s, "localhost", "alice").await;
+    add(&s, "localhost", "Alice").await;
+    add(&s, "localhost", "alice ").await;
+    assert!(matches!(
+        s.accounts
+            .create_account("localhost", "alice", &creds("x"))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    // Byte order, as SQLite sorts.
+    assert_eq!(
+        s.accounts.list_accounts("localhost").await.expect("list"),
+        vec!["Alice", "alice", "alice "]
+    );
+    let d = &s.data;
+    d.set_account_data("localhost", "alice", "k", "Key", "1")
+        .await
+        .expect("set");
+    d.set_account_data("localhost", "alice", "k", "key", "2")
+        .await
+        .expect("set");
+    d.set_account_data("localhost", "alice", "k", "key ", "3")
+        .await
+        .expect("set");
+    assert_eq!(
+        d.list_account_data("localhost", "alice", "k")
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
+    assert_eq!(
+        d.get_account_data("localhost", "alice", "k", "key")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        d.get_account_data("localhost", "Alice", "k", "key")
+            .await
+            .expect("get"),
+        None
+    );
+    let mut item = RosterItem::new("bob@localhost");
+    item.groups = vec!["Friends".into(), "Friends ".into(), "friends".into()];
+    s.roster
+        .put_roster_item("localhost", "alice", &item)
+        .await
+        .expect("put");
+    s.roster
+        .put_roster_item("localhost", "alice", &RosterItem::new("Bob@localhost"))
+        .await
+        .expect("put");
+    let (_, items) = s.roster.roster("localhost", "alice").await.expect("roster");
+    assert_eq!(items.len(), 2);
+    let bob = items
+        .iter()
+        .find(|i| i.jid == "bob@localhost")
+        .expect("bob");
+    assert_eq!(bob.groups, vec!["Friends", "Friends ", "friends"]);
+    assert!(s
+        .accounts
+        .delete_account("localhost", "Alice")
+        .await
+        .expect("delete"));
+    assert!(s
+        .accounts
+        .account_exists("localhost", "alice")
+        .await
+        .expect("exists"));
+    assert!(!s
+        .accounts
+        .account_exists("localhost", "ALICE")
+        .await
+        .expect("exists"));
+}
+
+async fn writes_to_a_missing_account_fail(db: TestDb) {
+    let s = db.open().await;
+    assert!(matches!(
+        s.roster
+            .put_roster_item("localhost", "ghost", &RosterItem::new("a@b"))
+            .await,
+        Err(StoreError::NoAccount)
+    ));
+    assert!(matches!(
+        s.offline
+            .push_offline("localhost", "ghost", "<message/>", 1, 10)
+            .await,
+        Err(StoreError::NoAccount)
+    ));
+    assert!(matches!(
+        s.data
+            .set_account_data("localhost", "ghost", "vcard", "", "<vCard/>")
+            .await,
+        Err(StoreError::NoAccount)
+    ));
+    assert_eq!(
+        s.roster
+            .delete_roster_item("localhost", "ghost", "a@b")
+            .await
+            .expect("nothing to delete"),
+        None
+    );
+    assert!(!s
+        .accounts
+        .delete_account("localhost", "ghost")
+        .await
+        .expect("nothing to delete"));
+}
+
+/// Rows no store wrote are reported as corrupt, never read as a default.
+async fn corrupt_rows_are_errors(db: TestDb) {
+    let s = with_two(&db).await;
+    s.roster
+        .put_roster_item("localhost", "alice", &RosterItem::new("bob@localhost"))
+        .await
+        .expect("put");
+    db.exec("UPDATE roster_items SET subscription = 'sideways' WHERE username = 'alice'")
+        .await;
+    assert!(matches!(
+        s.roster.roster("localhost", "alice").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.roster
+            .roster_item("localhost", "alice", "bob@localhost")
+            .await,
+        Err(StoreError::Corrupt(_))
+    ));
+    db.exec("UPDATE roster_versions SET version = -1 WHERE username = 'alice'")
+        .await;
+    assert!(matches!(
+        s.roster.roster_version("localhost", "alice").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    db.exec("UPDATE account_credentials SET hash = 'MD5' WHERE username = 'bob'")
+        .await;
+    assert!(matches!(
+        s.accounts.credentials("localhost", "bob").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    db.exec("UPDATE account_credentials SET iterations = -5")
+        .await;
+    assert!(matches!(
+        s.accounts.common_iterations().await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+/// A database that fails under the stores gives errors, not empty answers.
+async fn database_errors_propagate(db: TestDb) {
+    let s = with_two(&db).await;
+    s.offline
+        .push_offline("localhost", "alice", "<message/>", 1, 10)
+        .await
+        .expect("push");
+    for table in [
+        "roster_groups",
+        "roster_items",
+        "roster_versions",
+        "offline_messages",
+        "account_data",
+        "host_data",
+    ] {
+        db.exec(&format!("DROP TABLE {table}")).await;
+    }
+    assert!(matches!(
+        s.roster.roster("localhost", "alice").await,
+        Err(StoreError::Database(_))
+    ));
+    assert!(s.roster.roster_version("localhost", "alice").await.is_err());
+    assert!(s
+        .roster
+        .roster_item("localhost", "alice", "bob@localhost")
+        .await
+        .is_err());
+    assert!(s.offline.offline_count("localhost", "alice").await.is_err());
+    assert!(s
+        .offline
+        .offline_page("localhost", "alice", 0, 10)
+        .await
+        .is_err());
+    assert!(s
+        .offline
+        .push_offline("localhost", "alice", "<message/>", 1, 10)
+        .await
+        .is_err());
+    assert!(s
+        .data
+        .get_account_data("localhost", "alice", "vcard", "")
+        .await
+        .is_err());
+    assert!(s.data.list_host_data("localhost", "invite").await.is_err());
+    // Deleting the account fails as a whole: the account is still there.
+    assert!(s
+        .accounts
+        .delete_account("localhost", "alice")
+        .await
+        .is_err());
+    assert!(s
+        .accounts
+        .account_exists("localhost", "alice")
+        .await
+        .expect("exists"));
+}
+
+/// A free port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_is_a_clear_error() {
+    for (backend, name) in [
+        (
+            Backend::Postgres {
+                url: format!(
+                    "postgres://postgres:secret@127.0.0.1:{}/test",
+                    closed_port()
+                ),
+            },
+            "PostgreSQL",
+        ),
+        (
+            Backend::Mysql {
+                url: format!("mysql://root:secret@127.0.0.1:{}/test", closed_port()),
+            },
+            "MySQL/MariaDB",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let err = match Stores::open(&backend).await {
+            Ok(_) => panic!("{name}: opened a closed port"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&format!("cannot connect to {name} at 127.0.0.1:")),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "the password leaked: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_file_that_cannot_be_created_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    // A path under a regular file.
+    let r = Stores::open(&Backend::Sqlite {
+        path: file.join("confab.db"),
+    })
+    .await;
+    assert!(r.is_err());
+}
