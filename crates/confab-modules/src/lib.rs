@@ -13,6 +13,7 @@ pub mod presence;
 pub mod private;
 pub mod register;
 pub mod roster;
+pub mod stream_management;
 pub mod time;
 pub mod vcard;
 pub mod version;
@@ -33,6 +34,7 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(last::Last::default()),
         Arc::new(blocking::Blocking::new()),
         Arc::new(offline::Offline::new()),
+        Arc::new(stream_management::StreamManagement::default()),
     ]
 }
 

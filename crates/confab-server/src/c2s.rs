@@ -1121,16 +1121,20 @@ impl C2s {
                         }
                     }
                     StanzaParseError::Invalid(err) => {
+                        info.count_stanza_in();
                         if el.get_attr("type") != Some("error") {
                             let reply =
                                 error_reply_for(&el, None, Some(Jid::from(info.jid.clone())), &err);
-                            self.send(&reply.el).await?;
+                            // Through the session's queue like every stanza it gets, so
+                            // stream management counts it.
+                            router::deliver(&self.ctx, &reply, std::slice::from_ref(&info)).await;
                         }
                         Ok(())
                     }
                 };
             }
         };
+        info.count_stanza_in();
         // RFC 6120 §8.1.2.1: a `from` other than the session's own address is forged.
         if let Some(from) = &stanza.from {
             let own_full = from.try_as_full().map(|f| f == &info.jid).unwrap_or(false);
@@ -1146,14 +1150,12 @@ impl C2s {
             && stanza.iq_payload().is_some_and(|p| p.is("bind", ns::BIND))
         {
             // RFC 6120 §7: one resource per stream.
-            let reply = stanza
-                .error_reply(&StanzaError::with_text(
-                    StanzaErrorCondition::NotAllowed,
-                    "a resource is already bound on this stream",
-                ))
-                .map(|r| r.el);
+            let reply = stanza.error_reply(&StanzaError::with_text(
+                StanzaErrorCondition::NotAllowed,
+                "a resource is already bound on this stream",
+            ));
             if let Some(r) = reply {
-                self.send(&r).await?;
+                router::deliver(&self.ctx, &r, std::slice::from_ref(&info)).await;
             }
             return Ok(());
         }

@@ -76,7 +76,7 @@ pub async fn resume(ctx: &ServerCtx, id: u64, account: &BareJid) -> Option<Sessi
 /// resource, offline storage or back to the sender; a request gets an error, so its sender
 /// does not wait forever (RFC 6121 §8.5.3.2.2 for a full JID that is gone). Nothing
 /// accepted is silently lost.
-async fn reroute(ctx: &ServerCtx, unsent: Vec<WireStanza>) {
+pub async fn reroute(ctx: &ServerCtx, unsent: Vec<WireStanza>) {
     let limits = ctx.config.limits.parser_limits();
     for b in unsent {
         // Each item is one stanza in the stream form.

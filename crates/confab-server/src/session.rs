@@ -78,6 +78,8 @@ pub struct SessionInfo {
     /// How long the session waits, parked, for a new connection after its connection
     /// drops (`0`: it ends with the connection). Set by stream management.
     resume_ms: AtomicU64,
+    /// Stanzas received from the client (valid or not), wrapping: what XEP-0198 acks count.
+    stanzas_in: std::sync::atomic::AtomicU32,
     /// Sees every batch written to the client (stream management); set once.
     write_observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
     /// Modules' own per-session state, one value per type (see `data`).
@@ -118,6 +120,7 @@ impl SessionInfo {
             roster_requested: AtomicBool::new(false),
             last_input_ms: AtomicU64::new(monotonic_ms()),
             resume_ms: AtomicU64::new(0),
+            stanzas_in: std::sync::atomic::AtomicU32::new(0),
             write_observer: std::sync::OnceLock::new(),
             extensions: std::sync::Mutex::new(Vec::new()),
         };
@@ -177,6 +180,16 @@ impl SessionInfo {
         let mut slots = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
         let i = slots.iter().position(|(t, _)| *t == id)?;
         slots.swap_remove(i).1.downcast::<T>().ok()
+    }
+
+    /// The client sent one more stanza (counted by the connection, whatever becomes of it).
+    pub fn count_stanza_in(&self) {
+        self.stanzas_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stanzas received from the client so far, modulo 2^32 (XEP-0198's `h`).
+    pub fn stanzas_in(&self) -> u32 {
+        self.stanzas_in.load(Ordering::Relaxed)
     }
 
     /// The session's connection delivered bytes just now.

@@ -1,0 +1,296 @@
+//! XEP-0198 Stream Management: acknowledgements both ways, resumption after a killed
+//! connection with stanzas in flight (none lost, none duplicated after the ack), and what
+//! becomes of unacknowledged stanzas when a session is not resumed.
+
+use confab_modules::stream_management::{StreamManagementConfig, NS};
+use confab_proto::xml::Element;
+use confab_proto::{ns, StreamErrorCondition};
+use confab_tests::*;
+use std::time::Duration;
+
+async fn start_with(f: impl FnOnce(&mut StreamManagementConfig)) -> TestServer {
+    let ts = TestServer::start_with(|c| {
+        c.c2s.require_tls = false;
+        c.c2s.allow_plain_without_tls = true;
+        c.update_section("stream_management", f)
+            .expect("stream_management section");
+    })
+    .await;
+    for u in ["alice", "bob", "carol"] {
+        ts.add_user(u).await;
+    }
+    ts
+}
+
+/// A raw stream of `user`, bound to `resource` (no presence sent).
+async fn bound(ts: &TestServer, user: &str, resource: &str) -> Raw {
+    let mut r = ts.authenticated_raw(user).await;
+    bind(&mut r, resource).await;
+    r
+}
+
+async fn bind(r: &mut Raw, resource: &str) {
+    r.send(&format!(
+        "<iq type='set' id='bind'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>",
+        ns::BIND
+    ))
+    .await;
+    let e = r.element().await;
+    assert_eq!(e.get_attr("type"), Some("result"), "{e}");
+}
+
+/// Enables stream management (with resumption if asked); the resumption id, if any.
+async fn enable(r: &mut Raw, resume: bool) -> Option<String> {
+    r.send(&format!(
+        "<enable xmlns='{NS}'{}/>",
+        if resume { " resume='true'" } else { "" }
+    ))
+    .await;
+    // Stanzas already on their way (the client's own presence) may come first.
+    let e = loop {
+        let e = r.element().await;
+        if e.ns == NS {
+            break e;
+        }
+    };
+    assert!(e.is("enabled", NS), "{e}");
+    e.get_attr("id").map(str::to_string)
+}
+
+/// The next element that is not an ack request (answered by the caller's choice).
+async fn next_stanza(r: &mut Raw) -> Element {
+    loop {
+        let e = r.element().await;
+        if !e.is("r", NS) {
+            return e;
+        }
+    }
+}
+
+fn body(e: &Element) -> Option<String> {
+    e.get_child("body", ns::CLIENT).map(|b| b.text_content())
+}
+
+fn chat(to: &str, text: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .attr("to", to)
+        .attr("type", "chat")
+        .child(Element::new("body", ns::CLIENT).text(text))
+}
+
+#[tokio::test]
+async fn the_server_counts_what_it_handled_and_asks_for_acks() {
+    let ts = start_with(|c| c.request_every = 3).await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = bound(&ts, "bob", "phone").await;
+    // Offered beside binding.
+    enable(&mut bob, false).await;
+    bob.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    // An invalid stanza counts too: the server handled it (with an error).
+    bob.send("<message to='not a jid@@'/>").await;
+    bob.send("<iq type='get' id='p0'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    bob.send(&format!("<r xmlns='{NS}'/>")).await;
+    // The answer to <r/>, the two results and the error, and — three stanzas being
+    // unacknowledged — the server's own <r/>, in some order.
+    let (mut stanzas, mut asked, mut answered) = (0, false, false);
+    while stanzas < 3 || !asked || !answered {
+        let e = bob.element().await;
+        if e.is("a", NS) {
+            assert_eq!(e.get_attr("h"), Some("3"), "{e}");
+            answered = true;
+        } else if e.is("r", NS) {
+            asked = true;
+        } else {
+            stanzas += 1;
+        }
+    }
+    assert_eq!(stanzas, 3);
+    bob.send(&format!("<a xmlns='{NS}' h='3'/>")).await;
+    // Two messages (below the threshold again), then a ping whose result makes three.
+    for i in 0..2 {
+        alice
+            .send(&chat("bob@localhost/phone", &format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    for want in ["m0", "m1"] {
+        assert_eq!(body(&next_stanza(&mut bob).await).as_deref(), Some(want));
+    }
+    bob.send("<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let pong = bob.element().await;
+    assert_eq!(pong.get_attr("id"), Some("p2"), "{pong}");
+    let r = bob.element().await;
+    assert!(r.is("r", NS), "asked again after three more: {r}");
+}
+
+#[tokio::test]
+async fn acknowledging_more_than_was_sent_ends_the_stream() {
+    let ts = start_with(|_| {}).await;
+    let mut bob = bound(&ts, "bob", "phone").await;
+    enable(&mut bob, false).await;
+    bob.send(&format!("<a xmlns='{NS}' h='7'/>")).await;
+    assert_eq!(
+        bob.expect_stream_error().await,
+        StreamErrorCondition::UndefinedCondition
+    );
+}
+
+#[tokio::test]
+async fn out_of_order_requests_fail_without_harm() {
+    let ts = start_with(|_| {}).await;
+    let mut bob = ts.authenticated_raw("bob").await;
+    // Before binding: not yet.
+    bob.send(&format!("<enable xmlns='{NS}'/>")).await;
+    let f = bob.element().await;
+    assert!(f.is("failed", NS), "{f}");
+    assert!(f.get_child("unexpected-request", STANZAS).is_some(), "{f}");
+    // Resuming an unknown session fails; the client binds instead.
+    bob.send(&format!("<resume xmlns='{NS}' previd='nope' h='0'/>"))
+        .await;
+    let f = bob.element().await;
+    assert!(f.get_child("item-not-found", STANZAS).is_some(), "{f}");
+    bind(&mut bob, "phone").await;
+    enable(&mut bob, false).await;
+    // Twice: refused, the first stays.
+    bob.send(&format!("<enable xmlns='{NS}'/>")).await;
+    let f = bob.element().await;
+    assert!(f.is("failed", NS), "{f}");
+    bob.send(&format!("<r xmlns='{NS}'/>")).await;
+    let a = bob.element().await;
+    assert!(a.is("a", NS), "{a}");
+}
+
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+#[tokio::test]
+async fn a_killed_connection_resumes_without_losing_or_repeating_a_message() {
+    let ts = start_with(|c| c.request_every = 100).await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = bound(&ts, "bob", "phone").await;
+    let id = enable(&mut bob, true).await.expect("resumable");
+    // Two messages reach bob; he acknowledges only the first.
+    for i in 0..2 {
+        alice
+            .send(&chat("bob@localhost/phone", &format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    assert_eq!(body(&next_stanza(&mut bob).await).as_deref(), Some("m0"));
+    assert_eq!(body(&next_stanza(&mut bob).await).as_deref(), Some("m1"));
+    bob.send(&format!("<a xmlns='{NS}' h='1'/>")).await;
+    // A message bob had sent that the server handled (counted in its `h`).
+    bob.send(&chat(alice.jid.as_str(), "from bob before").to_xml(ns::CLIENT))
+        .await;
+    assert_eq!(
+        body(&recv_message(&mut alice).await).as_deref(),
+        Some("from bob before")
+    );
+    // The connection dies without a word.
+    drop(bob);
+    let ctx = ts.server().ctx().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ctx.router.parked_count() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not parked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // More messages while the session waits.
+    for i in 2..4 {
+        alice
+            .send(&chat("bob@localhost/phone", &format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    ping(&mut alice).await;
+    // Another account cannot take the session over with its id.
+    let mut carol = ts.authenticated_raw("carol").await;
+    carol
+        .send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"))
+        .await;
+    assert!(carol.element().await.is("failed", NS));
+    // Bob resumes, saying he handled one stanza (m0).
+    let mut bob = ts.authenticated_raw("bob").await;
+    bob.send(&format!("<resume xmlns='{NS}' previd='{id}' h='1'/>"))
+        .await;
+    let resumed = bob.element().await;
+    assert!(resumed.is("resumed", NS), "{resumed}");
+    // The server had handled one stanza of bob's (his message).
+    assert_eq!(resumed.get_attr("h"), Some("1"), "{resumed}");
+    // m1 (written, not acknowledged), then what came meanwhile; m0 not again.
+    for want in ["m1", "m2", "m3"] {
+        assert_eq!(
+            body(&next_stanza(&mut bob).await).as_deref(),
+            Some(want),
+            "after resumption"
+        );
+    }
+    // Acknowledging everything: the count continues from before (1 + 3).
+    bob.send(&format!("<a xmlns='{NS}' h='4'/>")).await;
+    bob.send(&format!("<r xmlns='{NS}'/>")).await;
+    let a = next_ack(&mut bob).await;
+    assert_eq!(a.get_attr("h"), Some("1"), "{a}");
+    // Nothing more comes: no duplicate.
+    bob.send("<iq type='get' id='last'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let e = next_stanza(&mut bob).await;
+    assert_eq!(e.get_attr("id"), Some("last"), "a duplicate arrived: {e}");
+    // And the session is the same one: bob's message reaches alice.
+    bob.send(&chat(alice.jid.as_str(), "back").to_xml(ns::CLIENT))
+        .await;
+    assert_eq!(
+        body(&recv_message(&mut alice).await).as_deref(),
+        Some("back")
+    );
+    assert_eq!(ctx.router.parked_count(), 0);
+}
+
+async fn next_ack(r: &mut Raw) -> Element {
+    loop {
+        let e = r.element().await;
+        if e.is("a", NS) {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_of_a_session_never_resumed_are_stored_offline() {
+    let ts = start_with(|c| {
+        c.resume_timeout = 1;
+        c.request_every = 100;
+    })
+    .await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = bound(&ts, "bob", "phone").await;
+    bob.send("<presence/>").await;
+    enable(&mut bob, true).await.expect("resumable");
+    alice
+        .send(&chat("bob@localhost", "are you there?"))
+        .await
+        .expect("send");
+    // Written to bob's connection, never acknowledged; the connection dies.
+    let m = loop {
+        let e = next_stanza(&mut bob).await;
+        if e.name == "message" {
+            break e;
+        }
+    };
+    assert_eq!(body(&m).as_deref(), Some("are you there?"));
+    drop(bob);
+    // After the resume timeout the session ends and the message is stored offline.
+    let ctx = ts.server().ctx().clone();
+    let jid = confab_proto::BareJid::new("bob@localhost").expect("jid");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ctx.router.sessions_of(&jid).is_empty() || ctx.router.parked_count() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "session not ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut bob = ts.login("bob").await;
+    bob.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    let m = recv_message(&mut bob).await;
+    assert_eq!(body(&m).as_deref(), Some("are you there?"));
+}
