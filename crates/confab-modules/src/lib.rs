@@ -4,6 +4,8 @@ use confab_server::module::Module;
 use std::sync::Arc;
 
 pub mod blocking;
+pub mod carbons;
+pub mod client_state;
 pub mod disco;
 pub mod last;
 pub mod legacy_session;
@@ -33,8 +35,10 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(time::Time),
         Arc::new(last::Last::default()),
         Arc::new(blocking::Blocking::new()),
+        Arc::new(carbons::Carbons),
         Arc::new(offline::Offline::new()),
         Arc::new(stream_management::StreamManagement::default()),
+        Arc::new(client_state::ClientState::default()),
     ]
 }
 

@@ -299,20 +299,7 @@ async fn to_bare(ctx: &ServerCtx, mut stanza: Stanza, bare: BareJid) {
                 }
                 _ => {}
             }
-            // Normal and chat: the available resources with the highest non-negative
-            // priority.
-            let best = sessions
-                .iter()
-                .filter(|s| s.is_available() && s.priority() >= 0)
-                .map(|s| s.priority())
-                .max();
-            let targets: Vec<_> = match best {
-                Some(p) => sessions
-                    .into_iter()
-                    .filter(|s| s.is_available() && s.priority() == p)
-                    .collect(),
-                None => Vec::new(),
-            };
+            let targets = bare_message_targets(sessions);
             if targets.is_empty() || !deliver(ctx, &stanza, &targets).await {
                 undeliverable(ctx, stanza).await;
             }
@@ -322,6 +309,24 @@ async fn to_bare(ctx: &ServerCtx, mut stanza: Stanza, bare: BareJid) {
             deliver(ctx, &stanza, &targets).await;
         }
         StanzaKind::Iq => {}
+    }
+}
+
+/// Which of an account's sessions get a normal or chat message sent to its bare JID
+/// (RFC 6121 §8.5.2.1.1): the available resources with the highest non-negative priority.
+/// Public so that modules (carbons) can tell who gets a message and who does not.
+pub fn bare_message_targets(sessions: Vec<Arc<SessionInfo>>) -> Vec<Arc<SessionInfo>> {
+    let best = sessions
+        .iter()
+        .filter(|s| s.is_available() && s.priority() >= 0)
+        .map(|s| s.priority())
+        .max();
+    match best {
+        Some(p) => sessions
+            .into_iter()
+            .filter(|s| s.is_available() && s.priority() == p)
+            .collect(),
+        None => Vec::new(),
     }
 }
 
@@ -431,6 +436,10 @@ pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInf
     if !ctx.registry.has_hooks(HookPoint::Deliver) {
         let wire = WireStanza::new(Bytes::from(stanza.el.to_xml(ns::CLIENT)));
         for s in targets {
+            if s.holds(stanza, &wire) {
+                any = true;
+                continue;
+            }
             any |= s.send(wire.clone());
         }
     } else {
@@ -441,7 +450,12 @@ pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInf
                 any = true;
                 continue;
             }
-            any |= s.send(WireStanza::new(Bytes::from(copy.el.to_xml(ns::CLIENT))));
+            let wire = WireStanza::new(Bytes::from(copy.el.to_xml(ns::CLIENT)));
+            if s.holds(&copy, &wire) {
+                any = true;
+                continue;
+            }
+            any |= s.send(wire);
         }
     }
     if !any && stanza.kind == StanzaKind::Iq {

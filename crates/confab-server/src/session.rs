@@ -54,6 +54,29 @@ pub trait WriteObserver: Send + Sync {
     fn written(&self, session: &SessionInfo, stanzas: &[WireStanza]);
 }
 
+/// What a delivery filter decides for one stanza.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queue it for the session now.
+    Send,
+    /// The filter keeps it (to send later, or to drop as superseded).
+    Held,
+}
+
+/// Sees each stanza about to be queued for one session by the router's delivery path and
+/// may hold it back (XEP-0352 client state indication holds presence and chat states while
+/// the client is inactive). Unlike `Deliver` hooks it works on the serialized stanza shared
+/// by every recipient, so it costs other sessions nothing. Keep it quick: it runs on the
+/// sender's task.
+pub trait DeliveryFilter: Send + Sync {
+    fn filter(
+        &self,
+        session: &SessionInfo,
+        stanza: &confab_proto::stanza::Stanza,
+        wire: &WireStanza,
+    ) -> Delivery;
+}
+
 /// A bound session as the rest of the server sees it.
 pub struct SessionInfo {
     pub id: u64,
@@ -82,6 +105,7 @@ pub struct SessionInfo {
     stanzas_in: std::sync::atomic::AtomicU32,
     /// Sees every batch written to the client (stream management); set once.
     write_observer: std::sync::OnceLock<Arc<dyn WriteObserver>>,
+    delivery_filter: std::sync::OnceLock<Arc<dyn DeliveryFilter>>,
     /// Modules' own per-session state, one value per type (see `data`).
     extensions: std::sync::Mutex<DataSlots>,
 }
@@ -122,6 +146,7 @@ impl SessionInfo {
             resume_ms: AtomicU64::new(0),
             stanzas_in: std::sync::atomic::AtomicU32::new(0),
             write_observer: std::sync::OnceLock::new(),
+            delivery_filter: std::sync::OnceLock::new(),
             extensions: std::sync::Mutex::new(Vec::new()),
         };
         (info, rx)
@@ -135,6 +160,19 @@ impl SessionInfo {
 
     fn write_observer(&self) -> Option<&Arc<dyn WriteObserver>> {
         self.write_observer.get()
+    }
+
+    /// Lets `filter` decide about every stanza the router delivers to this session from
+    /// now on; false if the session already has one.
+    pub fn set_delivery_filter(&self, filter: Arc<dyn DeliveryFilter>) -> bool {
+        self.delivery_filter.set(filter).is_ok()
+    }
+
+    /// Whether the session's delivery filter (if any) holds this stanza back.
+    pub fn holds(&self, stanza: &confab_proto::stanza::Stanza, wire: &WireStanza) -> bool {
+        self.delivery_filter
+            .get()
+            .is_some_and(|f| f.filter(self, stanza, wire) == Delivery::Held)
     }
 
     /// Keep the session, parked, for `timeout` after its connection drops, so a new
