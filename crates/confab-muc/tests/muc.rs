@@ -1059,9 +1059,7 @@ async fn disco_of_service_and_rooms() {
     assert!(features(&info).contains(&"muc_hidden".to_string()));
 }
 
-#[tokio::test]
-async fn lost_sessions_leave_their_rooms() {
-    let ts = server().await;
+async fn lost_session_leaves(ts: TestServer) {
     let mut c = users(&ts, &["alice", "bob"]).await;
     create(&mut c[0], "ghosts", "alice").await;
     join(&mut c[1], "ghosts", "bob").await;
@@ -1075,6 +1073,22 @@ async fn lost_sessions_leave_their_rooms() {
     // His nick is free again.
     let mut bob = ts.login_available("bob").await;
     join(&mut bob, "ghosts", "bob").await;
+}
+
+#[tokio::test]
+async fn lost_sessions_leave_their_rooms() {
+    lost_session_leaves(server().await).await;
+}
+
+/// Without the presence module nobody sends unavailable presence for a lost session: the
+/// room's own `session_closed` listener takes the occupant out.
+#[tokio::test]
+async fn lost_sessions_leave_without_the_presence_module() {
+    let ts = TestServer::start_with_modules(confab_muc::all(), |c| {
+        c.modules.disabled = vec!["presence".into()];
+    })
+    .await;
+    lost_session_leaves(ts).await;
 }
 
 #[tokio::test]
