@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Interop test against slixmpp (an independent XMPP client library, from PyPI):
 # builds confabd, starts it on free loopback ports with a throwaway data dir and two
-# accounts, and runs tests/interop/slixmpp_login_and_chat.py against it.
+# accounts, and runs every tests/interop/slixmpp_*.py against it (login and chat, roster,
+# registration, blocking, offline messages, account services, Multi-User Chat on
+# conference.localhost: slixmpp_muc.py), then a restart scenario and go-sendxmpp.
 #
 # Environment:
 #   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)

@@ -135,6 +135,7 @@ fn init_logging(config: &Config) {
 fn modules() -> Vec<std::sync::Arc<dyn confab_server::module::Module>> {
     let mut all = confab_modules::all();
     all.extend(confab_web::all());
+    all.extend(confab_muc::all());
     all
 }
 

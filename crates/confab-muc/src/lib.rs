@@ -1,0 +1,903 @@
+//! Multi-User Chat (XEP-0045) as a module: one service domain per served domain
+//! (`conference.example.org`), registered with `Registry::service`, so every stanza to the
+//! service or to a room or occupant JID under it arrives here.
+//!
+//! - `config.rs`: `[muc]`.
+//! - `payloads.rs`: typed `muc`, `muc#user`, `muc#admin`, `muc#owner` payloads.
+//! - `room.rs`: one room and every action on it, without I/O.
+//! - `forms.rs`: the configuration form and disco answers.
+//! - this file: the service (dispatch, the room table, delivery, persistence, disco) and
+//!   the lifecycle listener (loading persistent rooms, occupants whose session ended,
+//!   shutdown).
+//!
+//! Each room is behind its own async mutex, held while its stanzas are handed to the
+//! occupants' sessions: every occupant sees one room's events in one order, and rooms
+//! never wait for each other.
+
+pub mod config;
+pub mod forms;
+pub mod payloads;
+pub mod room;
+
+use async_trait::async_trait;
+use confab_proto::error::{StanzaError, StanzaErrorCondition};
+use confab_proto::jid::{BareJid, FullJid, Jid};
+use confab_proto::ns;
+use confab_proto::payloads::disco::{DiscoItem, DiscoItems};
+use confab_proto::stanza::{IqType, Stanza, StanzaKind};
+use confab_proto::xml::Element;
+use confab_server::module::{LifecycleListener, Module, ModuleStore, Registry, Service};
+use confab_server::session::SessionInfo;
+use confab_server::{router, ServerCtx};
+use config::{Creation, MucConfig};
+use payloads::{AdminQuery, Join, OwnerQuery, UserX, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
+use room::{Limits, Out, Room, RoomConfig, Subject};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Mutex as AsyncMutex, OnceCell, OwnedMutexGuard};
+
+/// The module store kind: one key per persistent room (`room:<node>`) per service domain.
+const KIND: &str = "muc";
+const ROOM_KEY: &str = "room:";
+/// Most rooms listed in the service's disco#items.
+const MAX_LISTED_ROOMS: usize = 1000;
+
+/// The MUC module, for `confabd`'s module list.
+pub fn all() -> Vec<Arc<dyn Module>> {
+    vec![Arc::new(Muc)]
+}
+
+pub struct Muc;
+
+impl Module for Muc {
+    fn name(&self) -> &'static str {
+        "muc"
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registry) {
+        let cfg: MucConfig = reg.section("muc");
+        let domains: Vec<String> = reg
+            .config()
+            .server
+            .domains
+            .iter()
+            .map(|d| format!("{}.{d}", cfg.domain_prefix))
+            .collect();
+        let shared = Arc::new(Shared::new(cfg, domains.clone(), reg.store(KIND)));
+        for d in &domains {
+            reg.service(
+                d,
+                Some(&shared.cfg.name),
+                Arc::new(MucService {
+                    shared: shared.clone(),
+                }),
+            );
+        }
+        reg.lifecycle(Arc::new(Lifecycle { shared }));
+    }
+}
+
+type RoomHandle = Arc<AsyncMutex<Room>>;
+
+struct Shared {
+    cfg: MucConfig,
+    limits: Limits,
+    admins: Vec<BareJid>,
+    domains: Vec<String>,
+    store: ModuleStore,
+    rooms: Mutex<HashMap<BareJid, RoomHandle>>,
+    /// Which rooms each real JID is in, so an ended session leaves them.
+    joined: Mutex<HashMap<FullJid, HashSet<BareJid>>>,
+    /// Rooms each user created that still exist (`max_rooms_per_user`).
+    created: Mutex<HashMap<BareJid, usize>>,
+    loaded: OnceCell<()>,
+}
+
+/// A persistent room as stored (JSON in the module store).
+#[derive(Serialize, Deserialize)]
+struct StoredRoom {
+    config: RoomConfig,
+    affiliations: BTreeMap<String, payloads::Affiliation>,
+    subject: Option<Subject>,
+    creator: Option<String>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves plain data behind: go on.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn new(cfg: MucConfig, domains: Vec<String>, store: ModuleStore) -> Shared {
+        let limits = Limits {
+            max_occupants: cfg.max_occupants_per_room,
+            max_affiliations: cfg.max_affiliations_per_room,
+            history_max: cfg.history_max,
+            history_max_bytes: cfg.history_max_bytes,
+            message_rate: cfg.message_rate,
+            message_burst: cfg.message_burst,
+        };
+        Shared {
+            admins: cfg.admin_jids(),
+            store,
+            cfg,
+            limits,
+            domains,
+            rooms: Mutex::new(HashMap::new()),
+            joined: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashMap::new()),
+            loaded: OnceCell::new(),
+        }
+    }
+
+    async fn ensure_loaded(&self, ctx: &ServerCtx) {
+        self.loaded.get_or_init(|| self.load(ctx)).await;
+    }
+
+    /// Reads every persistent room of every service domain.
+    async fn load(&self, ctx: &ServerCtx) {
+        for domain in &self.domains {
+            // ModuleStore offers get/set per domain but no listing or deletion: the data
+            // store itself is used for those (same table, same kind).
+            let rows = match ctx.stores.data.list_host_data(domain, KIND).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, domain, "loading persistent rooms failed");
+                    continue;
+                }
+            };
+            for (key, value) in rows {
+                let Some(node) = key.strip_prefix(ROOM_KEY) else {
+                    continue;
+                };
+                let Ok(jid) = BareJid::new(&format!("{node}@{domain}")) else {
+                    continue;
+                };
+                let stored: StoredRoom = match serde_json::from_str(&value) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, room = %jid, "stored room unreadable");
+                        continue;
+                    }
+                };
+                let affiliations = stored
+                    .affiliations
+                    .into_iter()
+                    .filter_map(|(j, a)| BareJid::new(&j).ok().map(|j| (j, a)))
+                    .collect();
+                let creator = stored.creator.and_then(|c| BareJid::new(&c).ok());
+                if let Some(c) = &creator {
+                    *lock(&self.created).entry(c.clone()).or_default() += 1;
+                }
+                let room = Room::restored(
+                    jid.clone(),
+                    stored.config,
+                    affiliations,
+                    stored.subject,
+                    creator,
+                );
+                lock(&self.rooms).insert(jid, Arc::new(AsyncMutex::new(room)));
+            }
+        }
+    }
+
+    /// The room, locked, if it exists.
+    async fn existing(&self, jid: &BareJid) -> Option<OwnedMutexGuard<Room>> {
+        loop {
+            let h = lock(&self.rooms).get(jid).cloned()?;
+            let g = h.lock_owned().await;
+            if !g.gone {
+                return Some(g);
+            }
+        }
+    }
+
+    /// The room, locked, created for `creator` if it does not exist (true: created now).
+    async fn existing_or_new(
+        &self,
+        ctx: &ServerCtx,
+        jid: &BareJid,
+        creator: &FullJid,
+    ) -> Result<(OwnedMutexGuard<Room>, bool), StanzaError> {
+        loop {
+            let (h, created) = {
+                let found = lock(&self.rooms).get(jid).cloned();
+                match found {
+                    Some(h) => (h, false),
+                    None => {
+                        self.may_create(ctx, &creator.to_bare())?;
+                        let mut rooms = lock(&self.rooms);
+                        match rooms.get(jid) {
+                            Some(h) => (h.clone(), false),
+                            None => {
+                                if rooms.len() >= self.cfg.max_rooms {
+                                    return Err(StanzaError::with_text(
+                                        StanzaErrorCondition::NotAllowed,
+                                        "the service holds as many rooms as it may",
+                                    ));
+                                }
+                                let h = Arc::new(AsyncMutex::new(Room::new(
+                                    jid.clone(),
+                                    creator.to_bare(),
+                                )));
+                                rooms.insert(jid.clone(), h.clone());
+                                *lock(&self.created).entry(creator.to_bare()).or_default() += 1;
+                                (h, true)
+                            }
+                        }
+                    }
+                }
+            };
+            let g = h.lock_owned().await;
+            if !g.gone {
+                return Ok((g, created));
+            }
+        }
+    }
+
+    /// XEP-0045 §10.1.1: who may create rooms, and how many.
+    fn may_create(&self, ctx: &ServerCtx, who: &BareJid) -> Result<(), StanzaError> {
+        let allowed = match self.cfg.creation {
+            Creation::Anyone => true,
+            Creation::Local => ctx.config.is_local_domain(who.domain().as_str()),
+            Creation::Admins => self.admins.contains(who),
+        };
+        if !allowed {
+            return Err(StanzaError::with_text(
+                StanzaErrorCondition::NotAllowed,
+                "you may not create rooms",
+            ));
+        }
+        let have = lock(&self.created).get(who).copied().unwrap_or(0);
+        if have >= self.cfg.max_rooms_per_user {
+            return Err(StanzaError::with_text(
+                StanzaErrorCondition::NotAllowed,
+                "you have created as many rooms as you may",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends what an action produced, saves or forgets the room, and removes it if it is
+    /// gone or empty and temporary; then unlocks it and routes the rest.
+    async fn finish(&self, ctx: &ServerCtx, room: OwnedMutexGuard<Room>, out: Out) {
+        self.finish_with(ctx, room, out, None).await
+    }
+
+    /// `finish`, with the answer to the request (`reply` to `to`) placed where the action
+    /// asked for it, or routed after everything.
+    async fn finish_with(
+        &self,
+        ctx: &ServerCtx,
+        mut room: OwnedMutexGuard<Room>,
+        out: Out,
+        mut reply: Option<(Stanza, FullJid)>,
+    ) {
+        for (i, (el, to)) in out.deliver.into_iter().enumerate() {
+            if out.reply_at == Some(i) {
+                if let Some((r, to)) = reply.take() {
+                    deliver(ctx, r.el, &to).await;
+                }
+            }
+            deliver(ctx, el, &to).await;
+        }
+        {
+            let mut joined = lock(&self.joined);
+            for (jid, inside) in out.joined {
+                if inside {
+                    joined.entry(jid).or_default().insert(room.jid.clone());
+                } else if let Some(set) = joined.get_mut(&jid) {
+                    set.remove(&room.jid);
+                    if set.is_empty() {
+                        joined.remove(&jid);
+                    }
+                }
+            }
+        }
+        let vanish = room.should_vanish();
+        if out.unstore || (vanish && room.gone) {
+            self.unstore(ctx, &room.jid).await;
+        } else if out.save && room.config.persistent && !room.locked {
+            self.save(ctx, &room).await;
+        }
+        if vanish {
+            room.gone = true;
+            let mut rooms = lock(&self.rooms);
+            rooms.remove(&room.jid);
+            if let Some(c) = &room.creator {
+                let mut created = lock(&self.created);
+                if let Some(n) = created.get_mut(c) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        created.remove(c);
+                    }
+                }
+            }
+        }
+        drop(room);
+        if let Some((r, _)) = reply {
+            router::route(ctx, r).await;
+        }
+        for el in out.route {
+            if let Ok(s) = Stanza::from_element(el) {
+                router::route(ctx, s).await;
+            }
+        }
+    }
+
+    async fn save(&self, ctx: &ServerCtx, room: &Room) {
+        let Some(node) = room.jid.node() else {
+            return;
+        };
+        let stored = StoredRoom {
+            config: room.config.clone(),
+            affiliations: room
+                .affiliations
+                .iter()
+                .map(|(j, a)| (j.to_string(), *a))
+                .collect(),
+            subject: room.subject.clone(),
+            creator: room.creator.as_ref().map(|c| c.to_string()),
+        };
+        let value = match serde_json::to_string(&stored) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, room = %room.jid, "room not serializable");
+                return;
+            }
+        };
+        let key = format!("{ROOM_KEY}{node}");
+        if let Err(e) = self
+            .store
+            .set_host(ctx, room.jid.domain().as_str(), &key, &value)
+            .await
+        {
+            tracing::error!(error = %e, room = %room.jid, "saving the room failed");
+        }
+    }
+
+    async fn unstore(&self, ctx: &ServerCtx, jid: &BareJid) {
+        let Some(node) = jid.node() else {
+            return;
+        };
+        let key = format!("{ROOM_KEY}{node}");
+        if let Err(e) = ctx
+            .stores
+            .data
+            .delete_host_data(jid.domain().as_str(), KIND, &key)
+            .await
+        {
+            tracing::error!(error = %e, room = %jid, "deleting the stored room failed");
+        }
+    }
+}
+
+/// Hands a stanza to the session of a local occupant through the one delivery path.
+async fn deliver(ctx: &ServerCtx, mut el: Element, to: &FullJid) {
+    let Some(session) = ctx.router.session(to) else {
+        // Its session is gone; `session_closed` takes the occupant out.
+        return;
+    };
+    el.set_attr("to", to.as_str());
+    let from = el.get_attr("from").and_then(|f| Jid::new(f).ok());
+    let kind = match el.name.as_str() {
+        "message" => StanzaKind::Message,
+        "presence" => StanzaKind::Presence,
+        _ => StanzaKind::Iq,
+    };
+    let stanza = Stanza {
+        kind,
+        to: Some(Jid::from(to.clone())),
+        from,
+        el,
+    };
+    router::deliver(ctx, &stanza, &[session]).await;
+}
+
+async fn reply_error(ctx: &ServerCtx, stanza: &Stanza, mut e: StanzaError, by: &BareJid) {
+    e.by = Some(by.to_string());
+    router::send_error(ctx, stanza, e).await;
+}
+
+struct MucService {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Service for MucService {
+    async fn handle(&self, ctx: &ServerCtx, stanza: Stanza) {
+        self.shared.ensure_loaded(ctx).await;
+        let (Some(from), Some(to)) = (stanza.from.clone(), stanza.to.clone()) else {
+            return;
+        };
+        if to.node().is_none() {
+            self.to_service(ctx, &stanza).await;
+            return;
+        }
+        let room = to.to_bare();
+        let nick = to.resource().map(|r| r.as_str().to_string());
+        // Occupants are sessions: a bare `from` (a server or account) is not one.
+        let Ok(from) = from.try_into_full() else {
+            if !stanza.is_error() && stanza.kind != StanzaKind::Presence {
+                reply_error(
+                    ctx,
+                    &stanza,
+                    StanzaError::new(StanzaErrorCondition::NotAcceptable),
+                    &room,
+                )
+                .await;
+            }
+            return;
+        };
+        match (stanza.kind, nick) {
+            (StanzaKind::Presence, Some(nick)) => {
+                self.presence(ctx, &stanza, from, room, nick).await
+            }
+            (StanzaKind::Presence, None) => {
+                if stanza.type_attr().is_none() {
+                    // XEP-0045 §7.2.1: a join needs a nick.
+                    reply_error(
+                        ctx,
+                        &stanza,
+                        StanzaError::with_text(StanzaErrorCondition::JidMalformed, "no nick given"),
+                        &room,
+                    )
+                    .await;
+                }
+            }
+            (StanzaKind::Message, nick) => self.message(ctx, &stanza, from, room, nick).await,
+            (StanzaKind::Iq, nick) => self.iq(ctx, &stanza, from, room, nick).await,
+        }
+    }
+}
+
+/// Error conditions that mean an occupant's client is gone (XEP-0045 §17.5.2 "ghosts").
+fn is_delivery_failure(stanza: &Stanza) -> bool {
+    StanzaError::from_stanza(&stanza.el).is_some_and(|e| {
+        matches!(
+            e.condition,
+            StanzaErrorCondition::Gone
+                | StanzaErrorCondition::ItemNotFound
+                | StanzaErrorCondition::RecipientUnavailable
+                | StanzaErrorCondition::Redirect
+                | StanzaErrorCondition::RemoteServerNotFound
+                | StanzaErrorCondition::RemoteServerTimeout
+        )
+    })
+}
+
+impl MucService {
+    async fn to_service(&self, ctx: &ServerCtx, stanza: &Stanza) {
+        let by = match stanza.to.as_ref() {
+            Some(t) => t.to_bare(),
+            None => return,
+        };
+        match stanza.kind {
+            StanzaKind::Iq => {
+                if stanza.iq_type() != Some(IqType::Get) {
+                    if stanza.iq_type() == Some(IqType::Set) {
+                        reply_error(
+                            ctx,
+                            stanza,
+                            StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                            &by,
+                        )
+                        .await;
+                    }
+                    return;
+                }
+                let Some(q) = stanza.iq_payload() else {
+                    return;
+                };
+                let reply = if q.get_attr("node").is_some() {
+                    None
+                } else if q.is("query", ns::DISCO_INFO) {
+                    Some(forms::service_info(&self.shared.cfg.name))
+                } else if q.is("query", ns::DISCO_ITEMS) {
+                    Some(self.public_rooms().await)
+                } else {
+                    None
+                };
+                match reply {
+                    Some(r) => router::route(ctx, stanza.iq_result(Some(r))).await,
+                    None => {
+                        let cond = if q.get_attr("node").is_some() {
+                            StanzaErrorCondition::ItemNotFound
+                        } else {
+                            StanzaErrorCondition::ServiceUnavailable
+                        };
+                        reply_error(ctx, stanza, StanzaError::new(cond), &by).await;
+                    }
+                }
+            }
+            StanzaKind::Message => {
+                if !stanza.is_error() && stanza.type_attr() != Some("headline") {
+                    reply_error(
+                        ctx,
+                        stanza,
+                        StanzaError::new(StanzaErrorCondition::ServiceUnavailable),
+                        &by,
+                    )
+                    .await;
+                }
+            }
+            StanzaKind::Presence => {}
+        }
+    }
+
+    async fn public_rooms(&self) -> Element {
+        let handles: Vec<RoomHandle> = lock(&self.shared.rooms).values().cloned().collect();
+        let mut items = Vec::new();
+        for h in handles {
+            let r = h.lock().await;
+            if r.gone || r.locked || !r.config.public {
+                continue;
+            }
+            items.push(DiscoItem {
+                jid: Jid::from(r.jid.clone()),
+                node: None,
+                name: Some(if r.config.name.is_empty() {
+                    r.jid
+                        .node()
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default()
+                } else {
+                    r.config.name.clone()
+                }),
+            });
+            if items.len() >= MAX_LISTED_ROOMS {
+                break;
+            }
+        }
+        items.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+        DiscoItems { node: None, items }.into()
+    }
+
+    async fn presence(
+        &self,
+        ctx: &ServerCtx,
+        stanza: &Stanza,
+        from: FullJid,
+        room_jid: BareJid,
+        nick: String,
+    ) {
+        let shared = &self.shared;
+        match stanza.type_attr() {
+            None => {}
+            Some("unavailable") => {
+                if let Some(mut room) = shared.existing(&room_jid).await {
+                    let mut out = Out::default();
+                    room.leave(&from, Some(&stanza.el), &mut out);
+                    shared.finish(ctx, room, out).await;
+                }
+                return;
+            }
+            Some("error") => {
+                if is_delivery_failure(stanza) {
+                    self.ghost(ctx, &from, &room_jid).await;
+                }
+                return;
+            }
+            // Probes and subscriptions are not joins or exits (XEP-0045 §17.3).
+            Some(_) => return,
+        }
+        let (nick, nick_modified) = match room::check_nick(&nick) {
+            Ok(n) => n,
+            Err(e) => return reply_error(ctx, stanza, e, &room_jid).await,
+        };
+        let join = match stanza.el.get_child("x", NS_MUC).map(Join::try_from) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(e)) => return reply_error(ctx, stanza, e, &room_jid).await,
+        };
+        let now = unix_now();
+        // An occupant's presence (status, nick change, resync) never creates a room.
+        if let Some(mut room) = shared.existing(&room_jid).await {
+            if room.occupant_index(&from).is_some() {
+                let mut out = Out::default();
+                let r = room.occupant_presence(
+                    &from,
+                    &nick,
+                    nick_modified,
+                    &stanza.el,
+                    join.as_ref(),
+                    now,
+                    &mut out,
+                );
+                shared.finish(ctx, room, out).await;
+                if let Err(e) = r {
+                    reply_error(ctx, stanza, e, &room_jid).await;
+                }
+                return;
+            }
+        }
+        let Some(join) = join else {
+            // XEP-0045 §7.2.24: presence without the MUC <x/> from a non-occupant is
+            // answered with a kick, so a desynchronised client learns it is not in.
+            self.not_in_room(ctx, &from, &room_jid, &nick).await;
+            return;
+        };
+        let (mut room, created) = match shared.existing_or_new(ctx, &room_jid, &from).await {
+            Ok(r) => r,
+            Err(e) => return reply_error(ctx, stanza, e, &room_jid).await,
+        };
+        let mut out = Out::default();
+        let r = room.join(
+            &shared.limits,
+            &from,
+            &nick,
+            nick_modified,
+            &stanza.el,
+            &join,
+            created,
+            now,
+            &mut out,
+        );
+        shared.finish(ctx, room, out).await;
+        if let Err(e) = r {
+            reply_error(ctx, stanza, e, &room_jid).await;
+        }
+    }
+
+    async fn not_in_room(&self, ctx: &ServerCtx, to: &FullJid, room: &BareJid, nick: &str) {
+        let Ok(occupant) = room.with_resource_str(nick) else {
+            return;
+        };
+        let x: Element = UserX {
+            items: vec![payloads::Item {
+                affiliation: Some(payloads::Affiliation::None),
+                role: Some(payloads::Role::None),
+                reason: Some("You are not in the room.".into()),
+                ..payloads::Item::default()
+            }],
+            status: vec![
+                payloads::status::SELF,
+                payloads::status::KICKED,
+                payloads::status::TECHNICAL,
+            ],
+            ..UserX::default()
+        }
+        .into();
+        let el = Element::new("presence", ns::CLIENT)
+            .attr("from", occupant.as_str())
+            .attr("to", to.as_str())
+            .attr("type", "unavailable")
+            .child(x);
+        if let Ok(s) = Stanza::from_element(el) {
+            router::route(ctx, s).await;
+        }
+    }
+
+    /// An occupant whose client is gone leaves as if it had sent unavailable presence.
+    async fn ghost(&self, ctx: &ServerCtx, from: &FullJid, room_jid: &BareJid) {
+        if let Some(mut room) = self.shared.existing(room_jid).await {
+            let mut out = Out::default();
+            room.leave(from, None, &mut out);
+            self.shared.finish(ctx, room, out).await;
+        }
+    }
+
+    async fn message(
+        &self,
+        ctx: &ServerCtx,
+        stanza: &Stanza,
+        from: FullJid,
+        room_jid: BareJid,
+        nick: Option<String>,
+    ) {
+        let shared = &self.shared;
+        if stanza.is_error() {
+            if is_delivery_failure(stanza) {
+                self.ghost(ctx, &from, &room_jid).await;
+            }
+            return;
+        }
+        let Some(mut room) = shared.existing(&room_jid).await else {
+            return reply_error(
+                ctx,
+                stanza,
+                StanzaError::new(StanzaErrorCondition::ItemNotFound),
+                &room_jid,
+            )
+            .await;
+        };
+        if room.locked && room.occupant_index(&from).is_none() {
+            drop(room);
+            return reply_error(
+                ctx,
+                stanza,
+                StanzaError::new(StanzaErrorCondition::ItemNotFound),
+                &room_jid,
+            )
+            .await;
+        }
+        let now = unix_now();
+        let mut out = Out::default();
+        let r = match (nick, stanza.type_attr()) {
+            (Some(n), _) => room.private_message(&shared.limits, &from, &n, &stanza.el, &mut out),
+            (None, Some("groupchat")) => {
+                room.groupchat(&shared.limits, &from, &stanza.el, now, &mut out)
+            }
+            (None, None | Some("normal")) => {
+                match stanza.el.get_child("x", NS_USER).map(UserX::try_from) {
+                    Some(Ok(x)) if !x.invites.is_empty() || x.decline.is_some() => {
+                        room.invite(&shared.limits, &from, &stanza.el, &x, now, &mut out)
+                    }
+                    Some(Err(e)) => Err(e),
+                    _ => Err(StanzaError::with_text(
+                        StanzaErrorCondition::BadRequest,
+                        "messages to the room are groupchat",
+                    )),
+                }
+            }
+            (None, _) => Err(StanzaError::with_text(
+                StanzaErrorCondition::BadRequest,
+                "messages to the room are groupchat",
+            )),
+        };
+        shared.finish(ctx, room, out).await;
+        if let Err(e) = r {
+            reply_error(ctx, stanza, e, &room_jid).await;
+        }
+    }
+
+    async fn iq(
+        &self,
+        ctx: &ServerCtx,
+        stanza: &Stanza,
+        from: FullJid,
+        room_jid: BareJid,
+        nick: Option<String>,
+    ) {
+        let shared = &self.shared;
+        let Some(t) = stanza.iq_type() else {
+            return;
+        };
+        if matches!(t, IqType::Result | IqType::Error) {
+            return;
+        }
+        let Some(q) = stanza.iq_payload().cloned() else {
+            return;
+        };
+        let Some(mut room) = shared.existing(&room_jid).await else {
+            return reply_error(
+                ctx,
+                stanza,
+                StanzaError::new(StanzaErrorCondition::ItemNotFound),
+                &room_jid,
+            )
+            .await;
+        };
+        let owner = room.affiliation(&from.to_bare()) == payloads::Affiliation::Owner;
+        if room.locked && !owner {
+            drop(room);
+            return reply_error(
+                ctx,
+                stanza,
+                StanzaError::new(StanzaErrorCondition::ItemNotFound),
+                &room_jid,
+            )
+            .await;
+        }
+        if let Some(nick) = nick {
+            // IQs to occupants are not passed on; a ping of one's own occupant JID is
+            // answered (XEP-0410: the room says whether the pinger is still in).
+            let me = room.occupant(&from).map(|o| o.nick.clone());
+            drop(room);
+            let r = match me {
+                None => Err(StanzaError::new(StanzaErrorCondition::NotAcceptable)),
+                Some(m) if m == nick && q.is("ping", ns::PING) => Ok(None),
+                Some(_) => Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable)),
+            };
+            return match r {
+                Ok(p) => router::route(ctx, stanza.iq_result(p)).await,
+                Err(e) => reply_error(ctx, stanza, e, &room_jid).await,
+            };
+        }
+        let mut out = Out::default();
+        let lim = &shared.limits;
+        let r: Result<Option<Element>, StanzaError> = match (t, q.name.as_str(), &*q.ns) {
+            (IqType::Get, "query", ns::DISCO_INFO) if q.get_attr("node").is_none() => {
+                Ok(Some(forms::room_info(&room)))
+            }
+            (IqType::Get, "query", ns::DISCO_ITEMS) if q.get_attr("node").is_none() => {
+                Ok(Some(DiscoItems::default().into()))
+            }
+            (IqType::Get, "query", ns::DISCO_INFO | ns::DISCO_ITEMS) => {
+                Err(StanzaError::new(StanzaErrorCondition::ItemNotFound))
+            }
+            (IqType::Get, "ping", ns::PING) => Ok(None),
+            (_, "query", NS_ADMIN) => match AdminQuery::try_from(&q) {
+                Err(e) => Err(e),
+                Ok(a) if t == IqType::Get => room.admin_get(&from, &a).map(Some),
+                Ok(a) => room.admin_set(lim, &from, &a, &mut out).map(|_| None),
+            },
+            (_, "query", NS_OWNER) => match OwnerQuery::try_from(&q) {
+                Err(e) => Err(e),
+                Ok(o) if t == IqType::Get => {
+                    if o.form.is_some() || o.destroy.is_some() {
+                        Err(StanzaError::new(StanzaErrorCondition::BadRequest))
+                    } else {
+                        room.owner_get(&from, lim.max_occupants).map(Some)
+                    }
+                }
+                Ok(OwnerQuery {
+                    destroy: Some(d), ..
+                }) => {
+                    if owner {
+                        room.destroy(&d, &mut out);
+                        Ok(None)
+                    } else {
+                        Err(StanzaError::new(StanzaErrorCondition::Forbidden))
+                    }
+                }
+                Ok(OwnerQuery { form: Some(f), .. }) => room
+                    .configure(lim, &from, &f, unix_now(), &mut out)
+                    .map(|_| None),
+                Ok(_) => Err(StanzaError::with_text(
+                    StanzaErrorCondition::BadRequest,
+                    "a form or a destroy request",
+                )),
+            },
+            _ => Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable)),
+        };
+        match r {
+            Ok(p) => {
+                let reply = (stanza.iq_result(p), from);
+                shared.finish_with(ctx, room, out, Some(reply)).await;
+            }
+            Err(e) => {
+                shared.finish(ctx, room, out).await;
+                reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        }
+    }
+}
+
+struct Lifecycle {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl LifecycleListener for Lifecycle {
+    async fn server_started(&self, ctx: &ServerCtx) {
+        self.shared.ensure_loaded(ctx).await;
+    }
+
+    /// The occupants of this session leave the rooms it was in (its connection was lost,
+    /// or it ended without unavailable presence).
+    async fn session_closed(&self, ctx: &ServerCtx, session: &SessionInfo) {
+        if ctx.router.session(&session.jid).is_some() {
+            // Replaced by a new session on the same resource: the occupancy is its now.
+            return;
+        }
+        let rooms = lock(&self.shared.joined).remove(&session.jid);
+        for r in rooms.into_iter().flatten() {
+            if let Some(mut room) = self.shared.existing(&r).await {
+                let mut out = Out::default();
+                room.leave(&session.jid, None, &mut out);
+                self.shared.finish(ctx, room, out).await;
+            }
+        }
+    }
+
+    /// XEP-0045 status 332: every occupant is told the service is going away.
+    async fn server_stopping(&self, ctx: &ServerCtx) {
+        let jids: Vec<BareJid> = lock(&self.shared.rooms).keys().cloned().collect();
+        for j in jids {
+            if let Some(mut room) = self.shared.existing(&j).await {
+                let mut out = Out::default();
+                room.shutdown(&mut out);
+                self.shared.finish(ctx, room, out).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,1540 @@
+//! One room: its configuration, affiliations, occupants, subject and history, and every
+//! XEP-0045 action on it. No I/O here: each action checks everything first (bad input gets
+//! an error and changes nothing), then changes the room and says in `Out` what to send.
+
+use crate::payloads::{
+    status, Actor, AdminQuery, Affiliation, Destroy, History, Invitation, Item, Join, Role, UserX,
+    NS_USER,
+};
+use confab_proto::error::{StanzaError, StanzaErrorCondition, StanzaErrorType};
+use confab_proto::jid::{BareJid, FullJid, Jid};
+use confab_proto::ns;
+use confab_proto::payloads::delay::Delay;
+use confab_proto::xml::Element;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Service-wide limits a room applies.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_occupants: usize,
+    pub max_affiliations: usize,
+    pub history_max: usize,
+    pub history_max_bytes: usize,
+    pub message_rate: f64,
+    pub message_burst: u32,
+}
+
+/// Most invitations one message may carry.
+const MAX_INVITES_PER_MESSAGE: usize = 10;
+/// Invitations remembered per room so that a decline can be passed back (and only then).
+const MAX_PENDING_INVITES: usize = 100;
+/// Longest nick, in bytes: every presence of the occupant carries it.
+const MAX_NICK_BYTES: usize = 256;
+/// Longest room name, description or password.
+pub const MAX_TEXT_CHARS: usize = 1024;
+
+/// What an owner configures (`muc#roomconfig`); stored for persistent rooms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoomConfig {
+    pub name: String,
+    pub description: String,
+    pub persistent: bool,
+    pub public: bool,
+    pub members_only: bool,
+    /// Members may invite others to a members-only room (which adds them as members).
+    pub allow_invites: bool,
+    /// Set: the room is password-protected.
+    pub password: Option<String>,
+    pub moderated: bool,
+    /// Real JIDs visible to everyone (non-anonymous) rather than to moderators only.
+    pub whois_anyone: bool,
+    /// Most occupants; admins and owners may still enter up to the service's cap.
+    pub max_users: usize,
+    /// Participants (not only moderators) may change the subject.
+    pub change_subject: bool,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            name: String::new(),
+            description: String::new(),
+            persistent: false,
+            public: true,
+            members_only: false,
+            allow_invites: false,
+            password: None,
+            moderated: false,
+            whois_anyone: false,
+            max_users: 0,
+            change_subject: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub text: String,
+    /// The nick that set it, if an occupant did.
+    pub nick: Option<String>,
+    pub stamp: i64,
+}
+
+pub struct Occupant {
+    pub nick: String,
+    /// The occupant's real full JID.
+    pub jid: FullJid,
+    /// `room@service/nick`.
+    pub room_jid: FullJid,
+    pub role: Role,
+    /// What the occupant's presence carries that the room passes on (show, status,
+    /// priority, caps …; never client-made `muc`/`muc#user` data).
+    pub payload: Vec<Element>,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Occupant {
+    /// Token bucket: true if the occupant may send one more message now.
+    fn take_token(&mut self, lim: &Limits) -> bool {
+        if lim.message_rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * lim.message_rate).min(f64::from(lim.message_burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct HistoryEntry {
+    /// The message as reflected, `from` the occupant JID, without `to`.
+    el: Element,
+    stamp: i64,
+    chars: usize,
+}
+
+/// What an action asks the service to do, in order.
+#[derive(Default)]
+pub struct Out {
+    /// Stanzas for occupants' sessions, delivered while the room is still locked so every
+    /// occupant sees the room's events in one order.
+    pub deliver: Vec<(Element, FullJid)>,
+    /// Stanzas to route once the room is unlocked (invitations, declines).
+    pub route: Vec<Element>,
+    /// The stored room must be written (persistent rooms).
+    pub save: bool,
+    /// The stored room must be deleted (destroyed, or no longer persistent).
+    pub unstore: bool,
+    /// Occupancy changes: (real JID, joined) — the service's index of who is where.
+    pub joined: Vec<(FullJid, bool)>,
+    /// Where in `deliver` the answer to the request goes, if not after everything:
+    /// XEP-0045 §8.2 and §9.1 tell the removed occupant first, then the moderator, then
+    /// the others.
+    pub reply_at: Option<usize>,
+}
+
+pub struct Room {
+    pub jid: BareJid,
+    pub config: RoomConfig,
+    /// Created and not configured yet: only owners may enter (XEP-0045 §10.1.1).
+    pub locked: bool,
+    /// Every affiliation but `none`, by bare JID.
+    pub affiliations: BTreeMap<BareJid, Affiliation>,
+    pub occupants: Vec<Occupant>,
+    pub subject: Option<Subject>,
+    history: VecDeque<HistoryEntry>,
+    history_bytes: usize,
+    invites: VecDeque<(BareJid, Jid)>,
+    /// Who created it (counted against `max_rooms_per_user` while it exists).
+    pub creator: Option<BareJid>,
+    /// Removed from the service (destroyed or emptied): whoever waited for the lock must
+    /// look the room up again.
+    pub gone: bool,
+}
+
+fn err(cond: StanzaErrorCondition, text: &str) -> StanzaError {
+    StanzaError::with_text(cond, text)
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An id for a stanza the room makes, or for a reflected message that had none (XEP-0045
+/// §7.4: the same id on every copy).
+pub fn new_id(now: i64) -> String {
+    format!("muc-{now:x}-{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether a nick is empty or made only of spaces and invisible characters (XEP-0045 §16.1
+/// forbids them).
+pub fn invisible_nick(nick: &str) -> bool {
+    nick.chars().all(|c| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
+    })
+}
+
+/// Checks a requested nick; returns it (trimmed) and whether the service changed it.
+pub fn check_nick(nick: &str) -> Result<(String, bool), StanzaError> {
+    if invisible_nick(nick) {
+        return Err(err(
+            StanzaErrorCondition::JidMalformed,
+            "empty or invisible nick",
+        ));
+    }
+    if nick.len() > MAX_NICK_BYTES {
+        return Err(err(StanzaErrorCondition::NotAcceptable, "nick too long"));
+    }
+    let trimmed = nick.trim();
+    Ok((trimmed.to_string(), trimmed != nick))
+}
+
+/// The parts of a client's presence the room passes on.
+pub fn presence_payload(presence: &Element) -> Vec<Element> {
+    presence
+        .elements()
+        .filter(|c| !(c.name == "x" && (c.ns == crate::payloads::NS_MUC || c.ns == NS_USER)))
+        .filter(|c| c.name != "error")
+        .cloned()
+        .collect()
+}
+
+impl Room {
+    pub fn new(jid: BareJid, creator: BareJid) -> Room {
+        let mut affiliations = BTreeMap::new();
+        affiliations.insert(creator.clone(), Affiliation::Owner);
+        Room {
+            jid,
+            config: RoomConfig::default(),
+            locked: true,
+            affiliations,
+            occupants: Vec::new(),
+            subject: None,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            invites: VecDeque::new(),
+            creator: Some(creator),
+            gone: false,
+        }
+    }
+
+    /// A persistent room as stored.
+    pub fn restored(
+        jid: BareJid,
+        config: RoomConfig,
+        affiliations: BTreeMap<BareJid, Affiliation>,
+        subject: Option<Subject>,
+        creator: Option<BareJid>,
+    ) -> Room {
+        Room {
+            jid,
+            config,
+            locked: false,
+            affiliations,
+            occupants: Vec::new(),
+            subject,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            invites: VecDeque::new(),
+            creator,
+            gone: false,
+        }
+    }
+
+    pub fn affiliation(&self, who: &BareJid) -> Affiliation {
+        self.affiliations
+            .get(who)
+            .copied()
+            .unwrap_or(Affiliation::None)
+    }
+
+    pub fn occupant_index(&self, jid: &FullJid) -> Option<usize> {
+        self.occupants.iter().position(|o| &o.jid == jid)
+    }
+
+    pub fn occupant(&self, jid: &FullJid) -> Option<&Occupant> {
+        self.occupants.iter().find(|o| &o.jid == jid)
+    }
+
+    fn by_nick(&self, nick: &str) -> Option<usize> {
+        self.occupants.iter().position(|o| o.nick == nick)
+    }
+
+    pub fn is_password_protected(&self) -> bool {
+        self.config.password.is_some()
+    }
+
+    /// Whether the room has nothing left to exist for.
+    pub fn should_vanish(&self) -> bool {
+        self.gone || (self.occupants.is_empty() && (!self.config.persistent || self.locked))
+    }
+
+    fn default_role(&self, aff: Affiliation) -> Role {
+        match aff {
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::Member => Role::Participant,
+            Affiliation::None if self.config.moderated => Role::Visitor,
+            Affiliation::None => Role::Participant,
+            Affiliation::Outcast => Role::None,
+        }
+    }
+
+    fn sees_jids(&self, viewer: &Occupant) -> bool {
+        self.config.whois_anyone || viewer.role == Role::Moderator
+    }
+
+    fn item_for(&self, o: &Occupant) -> Item {
+        Item {
+            affiliation: Some(self.affiliation(&o.jid.to_bare())),
+            role: Some(o.role),
+            ..Item::default()
+        }
+    }
+
+    /// Presence from an occupant JID.
+    fn presence(
+        from: &FullJid,
+        unavailable: bool,
+        payload: &[Element],
+        x: UserX,
+        extra: Option<Element>,
+    ) -> Element {
+        let mut p = Element::new("presence", ns::CLIENT).attr("from", from.as_str());
+        if unavailable {
+            p.set_attr("type", "unavailable");
+        }
+        for c in payload {
+            p.push_child(c.clone());
+        }
+        let mut x: Element = x.into();
+        if let Some(e) = extra {
+            x.children.insert(0, confab_proto::xml::Node::Element(e));
+        }
+        p.push_child(x);
+        p
+    }
+
+    /// Sends presence about `subject` to every occupant (and to `subject` itself, with
+    /// status 110 and `self_codes`, even when it is no longer in the room): with its real
+    /// JID to those allowed to see it.
+    #[allow(clippy::too_many_arguments)]
+    fn broadcast_about(
+        &self,
+        out: &mut Out,
+        subject: &Occupant,
+        unavailable: bool,
+        payload: &[Element],
+        item: Item,
+        codes: &[u16],
+        self_codes: &[u16],
+        self_id: Option<&str>,
+    ) {
+        self.broadcast_ordered(
+            out,
+            subject,
+            unavailable,
+            payload,
+            item,
+            codes,
+            self_codes,
+            self_id,
+            false,
+        )
+    }
+
+    /// `broadcast_about`, the subject told first (and the request answered right after it)
+    /// when `subject_first`.
+    #[allow(clippy::too_many_arguments)]
+    fn broadcast_ordered(
+        &self,
+        out: &mut Out,
+        subject: &Occupant,
+        unavailable: bool,
+        payload: &[Element],
+        item: Item,
+        codes: &[u16],
+        self_codes: &[u16],
+        self_id: Option<&str>,
+        subject_first: bool,
+    ) {
+        let with_jid = Item {
+            jid: Some(Jid::from(subject.jid.clone())),
+            ..item.clone()
+        };
+        let plain = Self::presence(
+            &subject.room_jid,
+            unavailable,
+            payload,
+            UserX {
+                items: vec![item],
+                status: codes.to_vec(),
+                ..UserX::default()
+            },
+            None,
+        );
+        let visible = Self::presence(
+            &subject.room_jid,
+            unavailable,
+            payload,
+            UserX {
+                items: vec![with_jid.clone()],
+                status: codes.to_vec(),
+                ..UserX::default()
+            },
+            None,
+        );
+        let mut own_codes: Vec<u16> = codes.to_vec();
+        own_codes.extend_from_slice(self_codes);
+        own_codes.push(status::SELF);
+        own_codes.sort_unstable();
+        own_codes.dedup();
+        let mut own = Self::presence(
+            &subject.room_jid,
+            unavailable,
+            payload,
+            UserX {
+                items: vec![with_jid],
+                status: own_codes,
+                ..UserX::default()
+            },
+            None,
+        );
+        if let Some(id) = self_id {
+            own.set_attr("id", id);
+        }
+        let own = (own, subject.jid.clone());
+        let own = if subject_first {
+            out.deliver.push(own);
+            if out.reply_at.is_none() {
+                out.reply_at = Some(out.deliver.len());
+            }
+            None
+        } else {
+            Some(own)
+        };
+        for r in &self.occupants {
+            if r.jid == subject.jid {
+                continue;
+            }
+            let el = if self.sees_jids(r) { &visible } else { &plain };
+            out.deliver.push((el.clone(), r.jid.clone()));
+        }
+        out.deliver.extend(own);
+    }
+
+    /// A message from the room to every occupant.
+    fn notice_all(&self, out: &mut Out, codes: &[u16], now: i64) {
+        let x: Element = UserX {
+            status: codes.to_vec(),
+            ..UserX::default()
+        }
+        .into();
+        let m = Element::new("message", ns::CLIENT)
+            .attr("from", self.jid.as_str())
+            .attr("type", "groupchat")
+            .attr("id", new_id(now))
+            .child(x);
+        for o in &self.occupants {
+            out.deliver.push((m.clone(), o.jid.clone()));
+        }
+    }
+
+    /// Removes an occupant with status codes (kick, ban, affiliation change …): everyone,
+    /// the removed one included, is told.
+    fn remove_occupant(
+        &mut self,
+        idx: usize,
+        codes: &[u16],
+        actor: Option<Actor>,
+        reason: Option<String>,
+        out: &mut Out,
+    ) {
+        let o = self.occupants.remove(idx);
+        let item = Item {
+            affiliation: Some(self.affiliation(&o.jid.to_bare())),
+            role: Some(Role::None),
+            actor,
+            reason,
+            ..Item::default()
+        };
+        self.broadcast_ordered(out, &o, true, &[], item, codes, &[], None, true);
+        out.joined.push((o.jid, false));
+    }
+
+    /// XEP-0045 §7.2: enter (or, for `created`, create) the room.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        nick: &str,
+        nick_modified: bool,
+        presence: &Element,
+        join: &Join,
+        created: bool,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        let aff = self.affiliation(&from.to_bare());
+        if !created {
+            if self.locked && aff != Affiliation::Owner {
+                return Err(err(
+                    StanzaErrorCondition::ItemNotFound,
+                    "the room is locked",
+                ));
+            }
+            if aff == Affiliation::Outcast {
+                return Err(err(StanzaErrorCondition::Forbidden, "you are banned"));
+            }
+            if self.config.members_only && aff < Affiliation::Member {
+                return Err(err(
+                    StanzaErrorCondition::RegistrationRequired,
+                    "the room is members-only",
+                ));
+            }
+            if let Some(pw) = &self.config.password {
+                if aff < Affiliation::Owner && join.password.as_deref() != Some(pw.as_str()) {
+                    return Err(err(
+                        StanzaErrorCondition::NotAuthorized,
+                        "password required",
+                    ));
+                }
+            }
+        }
+        if let Some(i) = self.by_nick(nick) {
+            if self.occupants[i].jid != *from {
+                // Several sessions under one nick are not supported yet, even for the
+                // same bare JID.
+                return Err(err(StanzaErrorCondition::Conflict, "nick in use"));
+            }
+        }
+        let count = self.occupants.len();
+        let room_max = match self.config.max_users {
+            0 => lim.max_occupants,
+            n => n.min(lim.max_occupants),
+        };
+        if count >= lim.max_occupants || (count >= room_max && aff < Affiliation::Admin) {
+            let mut e = err(StanzaErrorCondition::ServiceUnavailable, "the room is full");
+            e.type_ = StanzaErrorType::Wait;
+            return Err(e);
+        }
+        let room_jid = self
+            .jid
+            .with_resource_str(nick)
+            .map_err(|_| err(StanzaErrorCondition::JidMalformed, "invalid nick"))?;
+        let occ = Occupant {
+            nick: nick.to_string(),
+            jid: from.clone(),
+            room_jid,
+            role: self.default_role(aff),
+            payload: presence_payload(presence),
+            tokens: f64::from(lim.message_burst),
+            last: Instant::now(),
+        };
+        self.occupants.push(occ);
+        out.joined.push((from.clone(), true));
+        let idx = self.occupants.len() - 1;
+        self.send_join_sequence(
+            idx,
+            nick_modified,
+            created,
+            presence.get_attr("id"),
+            join,
+            now,
+            out,
+        );
+        Ok(())
+    }
+
+    /// What a joining (or resynchronising) occupant gets, in XEP-0045 §7.1 order: the
+    /// others' presence, its own (also broadcast to the others), history, subject.
+    #[allow(clippy::too_many_arguments)]
+    fn send_join_sequence(
+        &self,
+        idx: usize,
+        nick_modified: bool,
+        created: bool,
+        id: Option<&str>,
+        join: &Join,
+        now: i64,
+        out: &mut Out,
+    ) {
+        let me = &self.occupants[idx];
+        let see = self.sees_jids(me);
+        for o in &self.occupants {
+            if o.jid == me.jid {
+                continue;
+            }
+            let mut item = self.item_for(o);
+            if see {
+                item.jid = Some(Jid::from(o.jid.clone()));
+            }
+            let p = Self::presence(
+                &o.room_jid,
+                false,
+                &o.payload,
+                UserX {
+                    items: vec![item],
+                    ..UserX::default()
+                },
+                None,
+            );
+            out.deliver.push((p, me.jid.clone()));
+        }
+        let mut self_codes = Vec::new();
+        if self.config.whois_anyone {
+            self_codes.push(status::NON_ANONYMOUS);
+        }
+        if created {
+            self_codes.push(status::CREATED);
+        }
+        if nick_modified {
+            self_codes.push(status::NICK_MODIFIED);
+        }
+        self.broadcast_about(
+            out,
+            me,
+            false,
+            &me.payload,
+            self.item_for(me),
+            &[],
+            &self_codes,
+            id,
+        );
+        for h in self.select_history(join.history.as_ref(), now) {
+            let mut m = h.el.clone();
+            m.push_child(
+                Delay {
+                    from: Some(Jid::from(self.jid.clone())),
+                    stamp: h.stamp,
+                    reason: None,
+                }
+                .into(),
+            );
+            out.deliver.push((m, me.jid.clone()));
+        }
+        out.deliver
+            .push((self.subject_message(now), me.jid.clone()));
+    }
+
+    fn subject_message(&self, now: i64) -> Element {
+        let mut m = Element::new("message", ns::CLIENT)
+            .attr("type", "groupchat")
+            .attr("id", new_id(now));
+        match &self.subject {
+            Some(s) => {
+                let from = s
+                    .nick
+                    .as_deref()
+                    .and_then(|n| self.jid.with_resource_str(n).ok())
+                    .map(Jid::from)
+                    .unwrap_or_else(|| Jid::from(self.jid.clone()));
+                m.set_attr("from", from.as_str());
+                m.push_child(Element::new("subject", ns::CLIENT).text(s.text.clone()));
+                m.push_child(
+                    Delay {
+                        from: Some(Jid::from(self.jid.clone())),
+                        stamp: s.stamp,
+                        reason: None,
+                    }
+                    .into(),
+                );
+            }
+            None => {
+                m.set_attr("from", self.jid.as_str());
+                m.push_child(Element::new("subject", ns::CLIENT));
+            }
+        }
+        m
+    }
+
+    /// XEP-0045 §7.2.15: the smallest history that meets every limit given, newest kept.
+    fn select_history(&self, h: Option<&History>, now: i64) -> Vec<&HistoryEntry> {
+        let (mut chars_left, mut stanzas_left, mut since) = (usize::MAX, usize::MAX, i64::MIN);
+        if let Some(h) = h {
+            chars_left = h.maxchars.unwrap_or(usize::MAX);
+            stanzas_left = h.maxstanzas.unwrap_or(usize::MAX);
+            if let Some(s) = h.seconds {
+                since = since.max(now.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX)));
+            }
+            if let Some(s) = h.since {
+                since = since.max(s);
+            }
+        }
+        let mut picked = Vec::new();
+        for e in self.history.iter().rev() {
+            if stanzas_left == 0 || e.stamp < since || e.chars > chars_left {
+                break;
+            }
+            stanzas_left -= 1;
+            chars_left -= e.chars;
+            picked.push(e);
+        }
+        picked.reverse();
+        picked
+    }
+
+    fn push_history(&mut self, lim: &Limits, el: Element, now: i64) {
+        if lim.history_max == 0 {
+            return;
+        }
+        // What a client counts for maxchars is the whole stanza it receives: the stored
+        // form plus the `to` and the delay stamp the copy gets.
+        let chars = el.to_xml(ns::CLIENT).len() + 120;
+        if chars > lim.history_max_bytes {
+            return;
+        }
+        self.history.push_back(HistoryEntry {
+            el,
+            stamp: now,
+            chars,
+        });
+        self.history_bytes += chars;
+        while self.history.len() > lim.history_max || self.history_bytes > lim.history_max_bytes {
+            match self.history.pop_front() {
+                Some(e) => self.history_bytes -= e.chars,
+                None => break,
+            }
+        }
+    }
+
+    /// Available presence from an occupant: a status change, a resync (with the MUC
+    /// `<x/>`), or a nick change (to another occupant JID).
+    #[allow(clippy::too_many_arguments)]
+    pub fn occupant_presence(
+        &mut self,
+        from: &FullJid,
+        new_nick: &str,
+        nick_modified: bool,
+        presence: &Element,
+        join: Option<&Join>,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        let Some(idx) = self.occupant_index(from) else {
+            return Err(err(StanzaErrorCondition::NotAcceptable, "not an occupant"));
+        };
+        if self.occupants[idx].nick != new_nick {
+            return self.change_nick(idx, new_nick, nick_modified, presence, out);
+        }
+        self.occupants[idx].payload = presence_payload(presence);
+        match join {
+            Some(j) => {
+                // XEP-0045 §17.3: a join from an occupant is a request to resynchronise.
+                self.send_join_sequence(
+                    idx,
+                    nick_modified,
+                    false,
+                    presence.get_attr("id"),
+                    j,
+                    now,
+                    out,
+                )
+            }
+            None => {
+                let o = &self.occupants[idx];
+                self.broadcast_about(out, o, false, &o.payload, self.item_for(o), &[], &[], None);
+            }
+        }
+        Ok(())
+    }
+
+    fn change_nick(
+        &mut self,
+        idx: usize,
+        nick: &str,
+        nick_modified: bool,
+        presence: &Element,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        if self.by_nick(nick).is_some() {
+            return Err(err(StanzaErrorCondition::Conflict, "nick in use"));
+        }
+        let room_jid = self
+            .jid
+            .with_resource_str(nick)
+            .map_err(|_| err(StanzaErrorCondition::JidMalformed, "invalid nick"))?;
+        let o = &self.occupants[idx];
+        let gone_item = Item {
+            nick: Some(nick.to_string()),
+            ..self.item_for(o)
+        };
+        self.broadcast_about(
+            out,
+            o,
+            true,
+            &[],
+            gone_item,
+            &[status::NICK_CHANGED],
+            &[],
+            None,
+        );
+        let o = &mut self.occupants[idx];
+        o.nick = nick.to_string();
+        o.room_jid = room_jid;
+        o.payload = presence_payload(presence);
+        let self_codes: &[u16] = if nick_modified {
+            &[status::NICK_MODIFIED]
+        } else {
+            &[]
+        };
+        let o = &self.occupants[idx];
+        self.broadcast_about(
+            out,
+            o,
+            false,
+            &o.payload,
+            self.item_for(o),
+            &[],
+            self_codes,
+            None,
+        );
+        Ok(())
+    }
+
+    /// Unavailable presence from an occupant (or its session ended): it leaves.
+    pub fn leave(&mut self, from: &FullJid, presence: Option<&Element>, out: &mut Out) {
+        let Some(idx) = self.occupant_index(from) else {
+            // XEP-0045 §17.3.5: ignored from non-occupants.
+            return;
+        };
+        let o = self.occupants.remove(idx);
+        // Only the exit message is passed on.
+        let payload: Vec<Element> = presence
+            .map(|p| {
+                p.elements()
+                    .filter(|c| c.is("status", ns::CLIENT))
+                    .take(1)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let item = Item {
+            affiliation: Some(self.affiliation(&o.jid.to_bare())),
+            role: Some(Role::None),
+            ..Item::default()
+        };
+        self.broadcast_about(out, &o, true, &payload, item, &[], &[], None);
+        out.joined.push((o.jid, false));
+    }
+
+    /// XEP-0045 §7.4 and §8.1: a groupchat message or a subject change.
+    pub fn groupchat(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        msg: &Element,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        let Some(idx) = self.occupant_index(from) else {
+            return Err(err(
+                StanzaErrorCondition::NotAcceptable,
+                "you are not in the room",
+            ));
+        };
+        let is_subject = msg.get_child("subject", ns::CLIENT).is_some()
+            && msg.get_child("body", ns::CLIENT).is_none()
+            && msg.get_child("thread", ns::CLIENT).is_none();
+        let role = self.occupants[idx].role;
+        if is_subject {
+            let allowed = role == Role::Moderator
+                || (self.config.change_subject && role >= Role::Participant);
+            if !allowed {
+                return Err(err(
+                    StanzaErrorCondition::Forbidden,
+                    "you may not change the subject",
+                ));
+            }
+        } else if role < Role::Participant {
+            return Err(err(StanzaErrorCondition::Forbidden, "you have no voice"));
+        }
+        rate_check(&mut self.occupants[idx], lim)?;
+        let o = &self.occupants[idx];
+        let mut m = msg.clone();
+        m.remove_attr("to");
+        m.set_attr("from", o.room_jid.as_str());
+        if m.get_attr("id").is_none() {
+            m.set_attr("id", new_id(now));
+        }
+        for r in &self.occupants {
+            out.deliver.push((m.clone(), r.jid.clone()));
+        }
+        if is_subject {
+            let text = msg
+                .get_child("subject", ns::CLIENT)
+                .map(Element::text_content)
+                .unwrap_or_default();
+            self.subject = Some(Subject {
+                text,
+                nick: Some(self.occupants[idx].nick.clone()),
+                stamp: now,
+            });
+            out.save = self.config.persistent;
+        } else if msg.get_child("body", ns::CLIENT).is_some() {
+            self.push_history(lim, m, now);
+        }
+        Ok(())
+    }
+
+    /// XEP-0045 §7.5: a private message to one occupant, through the room.
+    pub fn private_message(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        to_nick: &str,
+        msg: &Element,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        let Some(idx) = self.occupant_index(from) else {
+            return Err(err(
+                StanzaErrorCondition::NotAcceptable,
+                "you are not in the room",
+            ));
+        };
+        if msg.get_attr("type") == Some("groupchat") {
+            return Err(err(
+                StanzaErrorCondition::BadRequest,
+                "a private message is not groupchat",
+            ));
+        }
+        let Some(t) = self.by_nick(to_nick) else {
+            return Err(err(StanzaErrorCondition::ItemNotFound, "no such occupant"));
+        };
+        rate_check(&mut self.occupants[idx], lim)?;
+        let mut m = msg.clone();
+        m.remove_attr("to");
+        m.set_attr("from", self.occupants[idx].room_jid.as_str());
+        if m.get_child("x", NS_USER).is_none() {
+            m.push_child(Element::new("x", NS_USER));
+        }
+        out.deliver.push((m, self.occupants[t].jid.clone()));
+        Ok(())
+    }
+
+    /// XEP-0045 §7.8.2: mediated invitations (and declines).
+    pub fn invite(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        msg: &Element,
+        x: &UserX,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        if let Some(d) = &x.decline {
+            return self.decline(from, msg, d, out);
+        }
+        let Some(idx) = self.occupant_index(from) else {
+            return Err(err(
+                StanzaErrorCondition::NotAcceptable,
+                "you are not in the room",
+            ));
+        };
+        if x.invites.len() > MAX_INVITES_PER_MESSAGE {
+            return Err(err(
+                StanzaErrorCondition::BadRequest,
+                "too many invitations at once",
+            ));
+        }
+        let mut invitees = Vec::new();
+        for i in &x.invites {
+            match &i.to {
+                Some(to) => invitees.push((to.clone(), i.reason.clone())),
+                None => {
+                    return Err(err(
+                        StanzaErrorCondition::BadRequest,
+                        "an invitation needs 'to'",
+                    ))
+                }
+            }
+        }
+        let aff = self.affiliation(&from.to_bare());
+        if self.config.members_only
+            && aff < Affiliation::Admin
+            && !(self.config.allow_invites && aff >= Affiliation::Member)
+        {
+            return Err(err(
+                StanzaErrorCondition::Forbidden,
+                "only admins may invite",
+            ));
+        }
+        let new_members = invitees
+            .iter()
+            .filter(|(to, _)| self.affiliation(&to.to_bare()) == Affiliation::None)
+            .count();
+        if self.config.members_only && self.affiliations.len() + new_members > lim.max_affiliations
+        {
+            return Err(err(
+                StanzaErrorCondition::ResourceConstraint,
+                "the member list is full",
+            ));
+        }
+        rate_check(&mut self.occupants[idx], lim)?;
+        let inviter = from.to_bare();
+        for (to, reason) in invitees {
+            let mut ux = UserX {
+                invites: vec![Invitation {
+                    to: None,
+                    from: Some(Jid::from(inviter.clone())),
+                    reason,
+                }],
+                ..UserX::default()
+            };
+            ux.password = self.config.password.clone();
+            let body = format!("{inviter} invites you to the room {}", self.jid);
+            let m = Element::new("message", ns::CLIENT)
+                .attr("from", self.jid.as_str())
+                .attr("to", to.as_str())
+                .attr(
+                    "id",
+                    msg.get_attr("id")
+                        .map(str::to_string)
+                        .unwrap_or_else(|| new_id(now)),
+                )
+                .child(ux.into())
+                .child(Element::new("body", ns::CLIENT).text(body));
+            out.route.push(m);
+            let bare = to.to_bare();
+            if self.config.members_only && self.affiliation(&bare) == Affiliation::None {
+                self.affiliations.insert(bare.clone(), Affiliation::Member);
+                out.save = self.config.persistent;
+            }
+            if self.invites.len() >= MAX_PENDING_INVITES {
+                self.invites.pop_front();
+            }
+            self.invites.push_back((bare, Jid::from(from.clone())));
+        }
+        Ok(())
+    }
+
+    fn decline(
+        &mut self,
+        from: &FullJid,
+        msg: &Element,
+        d: &Invitation,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        let Some(to) = &d.to else {
+            return Err(err(
+                StanzaErrorCondition::BadRequest,
+                "a decline needs 'to'",
+            ));
+        };
+        let me = from.to_bare();
+        // Passed on only to someone who invited this user: the room is no relay for
+        // messages to arbitrary addresses.
+        let Some(pos) = self
+            .invites
+            .iter()
+            .position(|(invitee, inviter)| *invitee == me && inviter.to_bare() == to.to_bare())
+        else {
+            return Err(err(
+                StanzaErrorCondition::NotAcceptable,
+                "no such invitation",
+            ));
+        };
+        let Some((_, inviter)) = self.invites.remove(pos) else {
+            return Ok(());
+        };
+        let ux = UserX {
+            decline: Some(Invitation {
+                to: None,
+                from: Some(Jid::from(me)),
+                reason: d.reason.clone(),
+            }),
+            ..UserX::default()
+        };
+        let mut m = Element::new("message", ns::CLIENT)
+            .attr("from", self.jid.as_str())
+            .attr("to", inviter.as_str())
+            .child(ux.into());
+        if let Some(id) = msg.get_attr("id") {
+            m.set_attr("id", id);
+        }
+        out.route.push(m);
+        Ok(())
+    }
+
+    /// XEP-0045 §8.5, §9.5, §9.8, §10.5, §10.8: a role or affiliation list.
+    pub fn admin_get(&self, from: &FullJid, q: &AdminQuery) -> Result<Element, StanzaError> {
+        let first = &q.items[0];
+        let aff = self.affiliation(&from.to_bare());
+        let mut items = Vec::new();
+        match (first.role, first.affiliation) {
+            (Some(role), None) => {
+                let me = self.occupant(from);
+                if me.map(|o| o.role) != Some(Role::Moderator) {
+                    return Err(err(StanzaErrorCondition::Forbidden, "moderators only"));
+                }
+                if role == Role::None {
+                    return Err(err(
+                        StanzaErrorCondition::BadRequest,
+                        "no list of role none",
+                    ));
+                }
+                for o in self.occupants.iter().filter(|o| o.role == role) {
+                    items.push(Item {
+                        nick: Some(o.nick.clone()),
+                        jid: Some(Jid::from(o.jid.clone())),
+                        ..self.item_for(o)
+                    });
+                }
+            }
+            (None, Some(want)) => {
+                let allowed = match want {
+                    Affiliation::None => {
+                        return Err(err(
+                            StanzaErrorCondition::BadRequest,
+                            "no list of affiliation none",
+                        ))
+                    }
+                    Affiliation::Outcast => aff >= Affiliation::Admin,
+                    Affiliation::Member => {
+                        aff >= Affiliation::Admin
+                            || (aff >= Affiliation::Member && self.config.whois_anyone)
+                    }
+                    Affiliation::Admin | Affiliation::Owner => {
+                        aff == Affiliation::Owner
+                            || (aff >= Affiliation::Member && self.config.whois_anyone)
+                    }
+                };
+                if !allowed {
+                    return Err(err(
+                        StanzaErrorCondition::Forbidden,
+                        "not allowed to see that list",
+                    ));
+                }
+                for (j, a) in self.affiliations.iter().filter(|(_, a)| **a == want) {
+                    let nick = (want != Affiliation::Outcast)
+                        .then(|| self.occupants.iter().find(|o| o.jid.to_bare() == *j))
+                        .flatten()
+                        .map(|o| o.nick.clone());
+                    items.push(Item {
+                        affiliation: Some(*a),
+                        jid: Some(Jid::from(j.clone())),
+                        nick,
+                        ..Item::default()
+                    });
+                }
+            }
+            _ => {
+                return Err(err(
+                    StanzaErrorCondition::BadRequest,
+                    "ask for one role or one affiliation",
+                ))
+            }
+        }
+        Ok(AdminQuery { items }.into())
+    }
+
+    /// XEP-0045 §8 and §9: kick, voice, moderator, and affiliation changes. Every item is
+    /// checked before anything changes.
+    pub fn admin_set(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        q: &AdminQuery,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        let actor_bare = from.to_bare();
+        let actor_aff = self.affiliation(&actor_bare);
+        let actor_occ = self.occupant(from);
+        let actor = Actor {
+            jid: None,
+            nick: actor_occ.map(|o| o.nick.clone()),
+        };
+        enum Change {
+            Role(usize, Role, Option<String>),
+            Aff(BareJid, Affiliation, Option<String>),
+        }
+        let mut changes = Vec::new();
+        let mut affs = self.affiliations.clone();
+        for item in &q.items {
+            match (item.role, item.affiliation) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        StanzaErrorCondition::BadRequest,
+                        "role or affiliation, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(err(
+                        StanzaErrorCondition::BadRequest,
+                        "an item needs a role or an affiliation",
+                    ))
+                }
+                (Some(role), None) => {
+                    if actor_occ.map(|o| o.role) != Some(Role::Moderator) {
+                        return Err(err(StanzaErrorCondition::Forbidden, "moderators only"));
+                    }
+                    let Some(nick) = &item.nick else {
+                        return Err(err(
+                            StanzaErrorCondition::BadRequest,
+                            "a role change needs a nick",
+                        ));
+                    };
+                    let Some(t) = self.by_nick(nick) else {
+                        return Err(err(StanzaErrorCondition::ItemNotFound, "no such occupant"));
+                    };
+                    // One change per occupant: a kick shifts the occupants after it.
+                    if changes
+                        .iter()
+                        .any(|c| matches!(c, Change::Role(i, _, _) if *i == t))
+                    {
+                        return Err(err(
+                            StanzaErrorCondition::BadRequest,
+                            "one change per occupant",
+                        ));
+                    }
+                    let target = &self.occupants[t];
+                    let target_aff = self.affiliation(&target.jid.to_bare());
+                    match role {
+                        Role::None => {
+                            if target.jid == *from {
+                                return Err(err(
+                                    StanzaErrorCondition::Conflict,
+                                    "you cannot kick yourself",
+                                ));
+                            }
+                            if target_aff > actor_aff {
+                                return Err(err(
+                                    StanzaErrorCondition::NotAllowed,
+                                    "cannot kick a higher affiliation",
+                                ));
+                            }
+                        }
+                        Role::Visitor => {
+                            if target_aff >= Affiliation::Admin || target_aff >= actor_aff {
+                                return Err(err(
+                                    StanzaErrorCondition::NotAllowed,
+                                    "cannot revoke that voice",
+                                ));
+                            }
+                            if target.role == Role::Moderator && actor_aff < Affiliation::Admin {
+                                return Err(err(StanzaErrorCondition::Forbidden, "admins only"));
+                            }
+                        }
+                        Role::Participant => {
+                            if target.role == Role::Moderator {
+                                if actor_aff < Affiliation::Admin {
+                                    return Err(err(
+                                        StanzaErrorCondition::Forbidden,
+                                        "admins only",
+                                    ));
+                                }
+                                if target_aff > actor_aff {
+                                    return Err(err(
+                                        StanzaErrorCondition::NotAllowed,
+                                        "cannot revoke a higher affiliation",
+                                    ));
+                                }
+                            }
+                        }
+                        Role::Moderator => {
+                            if actor_aff < Affiliation::Admin {
+                                return Err(err(StanzaErrorCondition::Forbidden, "admins only"));
+                            }
+                        }
+                    }
+                    changes.push(Change::Role(t, role, item.reason.clone()));
+                }
+                (None, Some(new)) => {
+                    let target = match (&item.jid, &item.nick) {
+                        (Some(j), _) => j.to_bare(),
+                        (None, Some(n)) => match self.by_nick(n) {
+                            Some(i) => self.occupants[i].jid.to_bare(),
+                            None => {
+                                return Err(err(
+                                    StanzaErrorCondition::ItemNotFound,
+                                    "no such occupant",
+                                ))
+                            }
+                        },
+                        (None, None) => {
+                            return Err(err(
+                                StanzaErrorCondition::BadRequest,
+                                "an affiliation change needs a jid",
+                            ))
+                        }
+                    };
+                    if actor_aff < Affiliation::Admin {
+                        return Err(err(StanzaErrorCondition::Forbidden, "admins only"));
+                    }
+                    let cur = affs.get(&target).copied().unwrap_or(Affiliation::None);
+                    if new >= Affiliation::Admin && actor_aff < Affiliation::Owner {
+                        return Err(err(StanzaErrorCondition::Forbidden, "owners only"));
+                    }
+                    if cur >= Affiliation::Admin && actor_aff < Affiliation::Owner {
+                        return Err(err(
+                            StanzaErrorCondition::NotAllowed,
+                            "cannot change a higher affiliation",
+                        ));
+                    }
+                    if new == Affiliation::Outcast && target == actor_bare {
+                        return Err(err(
+                            StanzaErrorCondition::Conflict,
+                            "you cannot ban yourself",
+                        ));
+                    }
+                    if new == Affiliation::None {
+                        affs.remove(&target);
+                    } else {
+                        affs.insert(target.clone(), new);
+                    }
+                    changes.push(Change::Aff(target, new, item.reason.clone()));
+                }
+            }
+        }
+        if !affs.values().any(|a| *a == Affiliation::Owner) {
+            return Err(err(
+                StanzaErrorCondition::Conflict,
+                "the room needs an owner",
+            ));
+        }
+        if affs.len() > lim.max_affiliations && affs.len() > self.affiliations.len() {
+            return Err(err(
+                StanzaErrorCondition::ResourceConstraint,
+                "too many affiliations",
+            ));
+        }
+        // Everything checked: apply.
+        let aff_changed = affs != self.affiliations;
+        self.affiliations = affs;
+        if aff_changed {
+            out.save = self.config.persistent;
+        }
+        // Role changes address occupants by index: do them from the highest index down, so
+        // a removal does not shift the ones still to do.
+        changes.sort_by_key(|c| match c {
+            Change::Role(i, _, _) => std::cmp::Reverse(*i as i64),
+            Change::Aff(..) => std::cmp::Reverse(-1),
+        });
+        for c in changes {
+            match c {
+                Change::Role(t, Role::None, reason) => {
+                    self.remove_occupant(t, &[status::KICKED], Some(actor.clone()), reason, out);
+                }
+                Change::Role(t, role, reason) => {
+                    if self.occupants[t].role == role {
+                        continue;
+                    }
+                    self.occupants[t].role = role;
+                    let o = &self.occupants[t];
+                    let item = Item {
+                        nick: Some(o.nick.clone()),
+                        reason,
+                        ..self.item_for(o)
+                    };
+                    self.broadcast_about(out, o, false, &o.payload, item, &[], &[], None);
+                }
+                Change::Aff(target, new, reason) => {
+                    self.apply_affiliation(&target, new, &actor, reason, out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Presence for the occupants of a user whose affiliation changed (already recorded).
+    fn apply_affiliation(
+        &mut self,
+        target: &BareJid,
+        new: Affiliation,
+        actor: &Actor,
+        reason: Option<String>,
+        out: &mut Out,
+    ) {
+        let mut i = self.occupants.len();
+        while i > 0 {
+            i -= 1;
+            if self.occupants[i].jid.to_bare() != *target {
+                continue;
+            }
+            if new == Affiliation::Outcast {
+                self.remove_occupant(
+                    i,
+                    &[status::BANNED],
+                    Some(actor.clone()),
+                    reason.clone(),
+                    out,
+                );
+            } else if self.config.members_only && new < Affiliation::Member {
+                self.remove_occupant(
+                    i,
+                    &[status::AFFILIATION_CHANGED],
+                    Some(actor.clone()),
+                    reason.clone(),
+                    out,
+                );
+            } else {
+                let o = &self.occupants[i];
+                let role = if new >= Affiliation::Admin {
+                    Role::Moderator
+                } else if o.role == Role::Moderator
+                    || (new == Affiliation::Member && o.role == Role::Visitor)
+                {
+                    // Lost admin or owner (or became a member of a moderated room): the
+                    // role the new affiliation gives.
+                    self.default_role(new)
+                } else {
+                    o.role
+                };
+                self.occupants[i].role = role;
+                let o = &self.occupants[i];
+                let item = Item {
+                    reason: reason.clone(),
+                    ..self.item_for(o)
+                };
+                self.broadcast_about(out, o, false, &o.payload, item, &[], &[], None);
+            }
+        }
+    }
+
+    /// XEP-0045 §10.2: the configuration form (owners only).
+    pub fn owner_get(&self, from: &FullJid, max_occupants: usize) -> Result<Element, StanzaError> {
+        if self.affiliation(&from.to_bare()) != Affiliation::Owner {
+            return Err(err(StanzaErrorCondition::Forbidden, "owners only"));
+        }
+        Ok(crate::forms::config_query(self, max_occupants))
+    }
+
+    /// XEP-0045 §10.1–10.2: an instant room, a submitted configuration, or a cancel.
+    pub fn configure(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        form: &confab_proto::payloads::data_form::DataForm,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        use confab_proto::payloads::data_form::FormType;
+        if self.affiliation(&from.to_bare()) != Affiliation::Owner {
+            return Err(err(StanzaErrorCondition::Forbidden, "owners only"));
+        }
+        match form.type_ {
+            FormType::Cancel => {
+                if self.locked {
+                    // XEP-0045 §10.1.1: a cancelled initial configuration destroys the room.
+                    self.destroy(&Destroy::default(), out);
+                }
+                return Ok(());
+            }
+            FormType::Submit => {}
+            _ => {
+                return Err(err(
+                    StanzaErrorCondition::BadRequest,
+                    "submit or cancel a form",
+                ))
+            }
+        }
+        let new = crate::forms::parse_config(&self.config, form, lim.max_occupants)?;
+        let was_locked = self.locked;
+        let old = std::mem::replace(&mut self.config, new);
+        self.locked = false;
+        if !was_locked {
+            let mut codes = Vec::new();
+            if old.whois_anyone != self.config.whois_anyone {
+                codes.push(if self.config.whois_anyone {
+                    status::NOW_NON_ANONYMOUS
+                } else {
+                    status::NOW_SEMI_ANONYMOUS
+                });
+            }
+            if old != self.config {
+                codes.push(status::CONFIG_CHANGED);
+            }
+            if !codes.is_empty() {
+                self.notice_all(out, &codes, now);
+            }
+        }
+        if self.config.members_only && !old.members_only {
+            let mut i = self.occupants.len();
+            while i > 0 {
+                i -= 1;
+                if self.affiliation(&self.occupants[i].jid.to_bare()) < Affiliation::Member {
+                    self.remove_occupant(i, &[status::MEMBERS_ONLY], None, None, out);
+                }
+            }
+        }
+        if self.config.persistent {
+            out.save = true;
+        } else if old.persistent {
+            out.unstore = true;
+        }
+        Ok(())
+    }
+
+    /// XEP-0045 §10.9: everyone is told (once each) and the room is gone.
+    pub fn destroy(&mut self, d: &Destroy, out: &mut Out) {
+        let notice = d.to_element(NS_USER);
+        for o in std::mem::take(&mut self.occupants) {
+            let p = Self::presence(
+                &o.room_jid,
+                true,
+                &[],
+                UserX {
+                    items: vec![Item {
+                        affiliation: Some(Affiliation::None),
+                        role: Some(Role::None),
+                        ..Item::default()
+                    }],
+                    ..UserX::default()
+                },
+                Some(notice.clone()),
+            );
+            out.deliver.push((p, o.jid.clone()));
+            out.joined.push((o.jid, false));
+        }
+        self.gone = true;
+        out.unstore = true;
+    }
+
+    /// The service is shutting down: each occupant learns it was removed (status 332).
+    pub fn shutdown(&mut self, out: &mut Out) {
+        for o in std::mem::take(&mut self.occupants) {
+            let item = Item {
+                affiliation: Some(self.affiliation(&o.jid.to_bare())),
+                role: Some(Role::None),
+                ..Item::default()
+            };
+            let p = Self::presence(
+                &o.room_jid,
+                true,
+                &[],
+                UserX {
+                    items: vec![item],
+                    status: vec![status::SELF, status::SHUTDOWN],
+                    ..UserX::default()
+                },
+                None,
+            );
+            out.deliver.push((p, o.jid.clone()));
+            out.joined.push((o.jid, false));
+        }
+    }
+}
+
+fn rate_check(o: &mut Occupant, lim: &Limits) -> Result<(), StanzaError> {
+    if o.take_token(lim) {
+        Ok(())
+    } else {
+        let mut e = err(
+            StanzaErrorCondition::PolicyViolation,
+            "too many messages; slow down",
+        );
+        e.type_ = StanzaErrorType::Wait;
+        Err(e)
+    }
+}

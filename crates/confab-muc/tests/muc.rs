@@ -1,0 +1,1232 @@
+//! XEP-0045 flows against a whole server with the MUC module on `conference.localhost`.
+
+use confab_muc::config::{Creation, MucConfig};
+use confab_muc::payloads::{NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
+use confab_proto::ns;
+use confab_proto::xml::Element;
+use confab_stream::client::ClientSession;
+use confab_tests::*;
+
+const MUC: &str = "conference.localhost";
+const XDATA: &str = "jabber:x:data";
+
+async fn server() -> TestServer {
+    TestServer::start_with_modules(confab_muc::all(), |_| {}).await
+}
+
+async fn server_with(f: impl FnOnce(&mut MucConfig)) -> TestServer {
+    TestServer::start_with_modules(confab_muc::all(), |c| {
+        c.update_section("muc", f).expect("muc section")
+    })
+    .await
+}
+
+async fn users(ts: &TestServer, names: &[&str]) -> Vec<ClientSession> {
+    let mut v = Vec::new();
+    for n in names {
+        ts.add_user(n).await;
+        v.push(ts.login_available(n).await);
+    }
+    v
+}
+
+fn room(name: &str) -> String {
+    format!("{name}@{MUC}")
+}
+
+fn occ(room_name: &str, nick: &str) -> String {
+    format!("{}/{nick}", room(room_name))
+}
+
+fn join_el(room_name: &str, nick: &str, x: Element) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .attr("to", occ(room_name, nick))
+        .attr("id", format!("join-{}", rand_id()))
+        .child(x)
+}
+
+fn muc_x() -> Element {
+    Element::new("x", NS_MUC)
+}
+
+fn user_x(e: &Element) -> Option<&Element> {
+    e.get_child("x", NS_USER)
+}
+
+fn codes(e: &Element) -> Vec<String> {
+    user_x(e)
+        .map(|x| {
+            x.elements()
+                .filter(|c| c.name == "status")
+                .filter_map(|c| c.get_attr("code").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_code(e: &Element, code: &str) -> bool {
+    codes(e).iter().any(|c| c == code)
+}
+
+fn item(e: &Element) -> Element {
+    user_x(e)
+        .and_then(|x| x.get_child("item", NS_USER))
+        .cloned()
+        .unwrap_or_else(|| panic!("no muc#user item in {e}"))
+}
+
+fn body(e: &Element) -> Option<String> {
+    e.get_child("body", ns::CLIENT).map(|b| b.text_content())
+}
+
+/// Joins and reads everything up to the subject; returns it all (presences, history,
+/// subject) in order of arrival.
+async fn join_with(c: &mut ClientSession, room_name: &str, nick: &str, x: Element) -> Vec<Element> {
+    c.send(&join_el(room_name, nick, x)).await.expect("send");
+    let mut got = Vec::new();
+    loop {
+        let e = recv(c).await;
+        let from_room = e
+            .get_attr("from")
+            .is_some_and(|f| f.starts_with(&room(room_name)));
+        if !from_room {
+            continue;
+        }
+        if e.get_attr("type") == Some("error") {
+            panic!("join refused: {e}");
+        }
+        let done = e.name == "message" && e.get_child("subject", ns::CLIENT).is_some();
+        got.push(e);
+        if done {
+            return got;
+        }
+    }
+}
+
+async fn join(c: &mut ClientSession, room_name: &str, nick: &str) -> Vec<Element> {
+    join_with(c, room_name, nick, muc_x()).await
+}
+
+/// Joins expecting an error; returns its condition.
+async fn join_refused(c: &mut ClientSession, room_name: &str, nick: &str, x: Element) -> String {
+    c.send(&join_el(room_name, nick, x)).await.expect("send");
+    let e = expect(c, "join error", |e| {
+        e.name == "presence" && e.get_attr("type") == Some("error")
+    })
+    .await;
+    assert_eq!(e.get_attr("from"), Some(occ(room_name, nick).as_str()));
+    condition(&e)
+}
+
+/// Creates an instant room; returns the creator's self-presence.
+async fn create(c: &mut ClientSession, room_name: &str, nick: &str) -> Element {
+    let got = join(c, room_name, nick).await;
+    let me = got
+        .iter()
+        .find(|e| e.name == "presence" && has_code(e, "110"))
+        .cloned()
+        .expect("self-presence");
+    let r = iq(
+        c,
+        "set",
+        Some(&room(room_name)),
+        Element::new("query", NS_OWNER).child(Element::new("x", XDATA).attr("type", "submit")),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    me
+}
+
+async fn configure(c: &mut ClientSession, room_name: &str, fields: &[(&str, &str)]) -> Element {
+    let mut x = Element::new("x", XDATA).attr("type", "submit").child(
+        Element::new("field", XDATA)
+            .attr("var", "FORM_TYPE")
+            .child(Element::new("value", XDATA).text("http://jabber.org/protocol/muc#roomconfig")),
+    );
+    for (var, value) in fields {
+        x.push_child(
+            Element::new("field", XDATA)
+                .attr("var", *var)
+                .child(Element::new("value", XDATA).text(*value)),
+        );
+    }
+    iq(
+        c,
+        "set",
+        Some(&room(room_name)),
+        Element::new("query", NS_OWNER).child(x),
+    )
+    .await
+}
+
+async fn admin(
+    c: &mut ClientSession,
+    room_name: &str,
+    type_: &str,
+    items: Vec<Element>,
+) -> Element {
+    let mut q = Element::new("query", NS_ADMIN);
+    for i in items {
+        q.push_child(i);
+    }
+    iq(c, type_, Some(&room(room_name)), q).await
+}
+
+fn aitem(attrs: &[(&str, &str)]) -> Element {
+    let mut e = Element::new("item", NS_ADMIN);
+    for (k, v) in attrs {
+        e.set_attr(k, *v);
+    }
+    e
+}
+
+fn groupchat(room_name: &str, text: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .attr("to", room(room_name))
+        .attr("type", "groupchat")
+        .attr("id", format!("gc-{}", rand_id()))
+        .child(Element::new("body", ns::CLIENT).text(text))
+}
+
+async fn presence_from(c: &mut ClientSession, from: &str) -> Element {
+    let from = from.to_string();
+    expect(c, &format!("presence from {from}"), |e| {
+        e.name == "presence" && e.get_attr("from") == Some(from.as_str())
+    })
+    .await
+}
+
+async fn message_from(c: &mut ClientSession, from: &str) -> Element {
+    let from = from.to_string();
+    expect(c, &format!("message from {from}"), |e| {
+        e.name == "message" && e.get_attr("from") == Some(from.as_str())
+    })
+    .await
+}
+
+async fn leave(c: &mut ClientSession, room_name: &str, nick: &str) {
+    c.send(
+        &Element::new("presence", ns::CLIENT)
+            .attr("to", occ(room_name, nick))
+            .attr("type", "unavailable"),
+    )
+    .await
+    .expect("send");
+    let p = presence_from(c, &occ(room_name, nick)).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    assert!(has_code(&p, "110"), "{p}");
+}
+
+async fn disco_info(c: &mut ClientSession, to: &str) -> Element {
+    iq(c, "get", Some(to), Element::new("query", ns::DISCO_INFO)).await
+}
+
+fn features(r: &Element) -> Vec<String> {
+    r.get_child("query", ns::DISCO_INFO)
+        .map(|q| {
+            q.elements()
+                .filter(|f| f.name == "feature")
+                .filter_map(|f| f.get_attr("var").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn create_join_talk_and_leave() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    let (alice, rest) = c.split_at_mut(1);
+    let (alice, bob) = (&mut alice[0], &mut rest[0]);
+
+    // Creation: 201 and 110, owner and moderator; the room is locked until configured.
+    let got = join(alice, "coven", "firstwitch").await;
+    let me = &got[0];
+    assert_eq!(
+        me.get_attr("from"),
+        Some(occ("coven", "firstwitch").as_str())
+    );
+    assert!(has_code(me, "110") && has_code(me, "201"), "{me}");
+    assert_eq!(item(me).get_attr("affiliation"), Some("owner"));
+    assert_eq!(item(me).get_attr("role"), Some("moderator"));
+    assert_eq!(
+        join_refused(bob, "coven", "second", muc_x()).await,
+        "item-not-found"
+    );
+    let r = iq(
+        alice,
+        "set",
+        Some(&room("coven")),
+        Element::new("query", NS_OWNER).child(Element::new("x", XDATA).attr("type", "submit")),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+
+    // Bob enters: the others' presence first, then his own with 110 (no 201 now).
+    let got = join(bob, "coven", "second").await;
+    assert_eq!(
+        got[0].get_attr("from"),
+        Some(occ("coven", "firstwitch").as_str())
+    );
+    // Semi-anonymous: a participant does not see real JIDs.
+    assert_eq!(item(&got[0]).get_attr("jid"), None);
+    let own = &got[1];
+    assert!(has_code(own, "110") && !has_code(own, "201"), "{own}");
+    assert_eq!(item(own).get_attr("role"), Some("participant"));
+    assert_eq!(item(own).get_attr("affiliation"), Some("none"));
+    // The moderator sees Bob's real JID.
+    let p = presence_from(alice, &occ("coven", "second")).await;
+    assert_eq!(item(&p).get_attr("jid"), Some(bob.jid.as_str()));
+
+    // A groupchat message reaches everyone, sender included, with the same id.
+    let m = groupchat("coven", "Thrice the brinded cat hath mew'd.");
+    let id = m.get_attr("id").map(str::to_string);
+    alice.send(&m).await.expect("send");
+    for c in [&mut *alice, &mut *bob] {
+        let got = message_from(c, &occ("coven", "firstwitch")).await;
+        assert_eq!(got.get_attr("type"), Some("groupchat"));
+        assert_eq!(got.get_attr("id"), id.as_deref());
+        assert_eq!(
+            body(&got).as_deref(),
+            Some("Thrice the brinded cat hath mew'd.")
+        );
+        assert_eq!(got.get_attr("to"), Some(c.jid.as_str()));
+    }
+
+    // Bob leaves: he gets 110, Alice sees role none.
+    leave(bob, "coven", "second").await;
+    let p = presence_from(alice, &occ("coven", "second")).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    assert_eq!(item(&p).get_attr("role"), Some("none"));
+    assert!(!has_code(&p, "110"));
+
+    // A non-occupant's groupchat message is refused and reaches nobody.
+    bob.send(&groupchat("coven", "let me in"))
+        .await
+        .expect("send");
+    let e = expect(bob, "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "not-acceptable");
+    assert!(no_message(alice, 300).await);
+
+    // The last occupant leaves: the temporary room is gone.
+    leave(alice, "coven", "firstwitch").await;
+    let r = disco_info(alice, &room("coven")).await;
+    assert_eq!(condition(&r), "item-not-found");
+}
+
+#[tokio::test]
+async fn history_then_subject_on_join() {
+    let ts = server_with(|m| m.history_max = 3).await;
+    let mut c = users(&ts, &["alice", "bob", "carol", "dave"]).await;
+    create(&mut c[0], "hist", "a").await;
+    for i in 1..=4 {
+        c[0].send(&groupchat("hist", &format!("m{i}")))
+            .await
+            .expect("send");
+        message_from(&mut c[0], &occ("hist", "a")).await;
+    }
+    // Subject change (a moderator may), reflected to all.
+    c[0].send(
+        &Element::new("message", ns::CLIENT)
+            .attr("to", room("hist"))
+            .attr("type", "groupchat")
+            .child(Element::new("subject", ns::CLIENT).text("Spells")),
+    )
+    .await
+    .expect("send");
+    let s = message_from(&mut c[0], &occ("hist", "a")).await;
+    assert!(s.get_child("subject", ns::CLIENT).is_some(), "{s}");
+
+    // No limits: the room keeps the last three, each stamped, then the subject.
+    let got = join(&mut c[1], "hist", "b").await;
+    let hist: Vec<_> = got.iter().filter(|e| body(e).is_some()).collect();
+    assert_eq!(
+        hist.iter()
+            .map(|e| body(e).unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["m2", "m3", "m4"]
+    );
+    for h in &hist {
+        let d = h.get_child("delay", ns::DELAY).expect("delay");
+        assert_eq!(d.get_attr("from"), Some(room("hist").as_str()));
+        assert!(d.get_attr("stamp").is_some());
+    }
+    let last = got.last().expect("subject");
+    assert_eq!(
+        last.get_child("subject", ns::CLIENT)
+            .map(|s| s.text_content())
+            .as_deref(),
+        Some("Spells")
+    );
+    assert_eq!(last.get_attr("from"), Some(occ("hist", "a").as_str()));
+    assert!(last.get_child("delay", ns::DELAY).is_some());
+    // Order: presences, then history, then the subject.
+    let first_hist = got.iter().position(|e| body(e).is_some()).expect("history");
+    assert!(got[..first_hist].iter().all(|e| e.name == "presence"));
+    assert!(has_code(&got[first_hist - 1], "110"));
+
+    // maxstanzas=1 and maxchars=0.
+    let got = join_with(
+        &mut c[2],
+        "hist",
+        "c",
+        muc_x().child(Element::new("history", NS_MUC).attr("maxstanzas", "1")),
+    )
+    .await;
+    let bodies: Vec<_> = got.iter().filter_map(body).collect();
+    assert_eq!(bodies, ["m4"]);
+    let got = join_with(
+        &mut c[3],
+        "hist",
+        "d",
+        muc_x().child(Element::new("history", NS_MUC).attr("maxchars", "0")),
+    )
+    .await;
+    assert!(got.iter().all(|e| body(e).is_none()));
+    // An invalid history request is refused and changes nothing.
+    let e = join_refused(
+        &mut c[3],
+        "hist",
+        "d2",
+        muc_x().child(Element::new("history", NS_MUC).attr("since", "yesterday")),
+    )
+    .await;
+    assert_eq!(e, "bad-request");
+}
+
+#[tokio::test]
+async fn nick_changes_and_conflicts() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "nicks", "alice").await;
+    // Taken nick.
+    assert_eq!(
+        join_refused(&mut c[1], "nicks", "alice", muc_x()).await,
+        "conflict"
+    );
+    // Invisible nick.
+    assert_eq!(
+        join_refused(&mut c[1], "nicks", "   ", muc_x()).await,
+        "jid-malformed"
+    );
+    join(&mut c[1], "nicks", "bob").await;
+    presence_from(&mut c[0], &occ("nicks", "bob")).await;
+    // Change to a taken nick: conflict, nothing changes.
+    c[1].send(&Element::new("presence", ns::CLIENT).attr("to", occ("nicks", "alice")))
+        .await
+        .expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "conflict");
+    // Change nick: 303 with the new nick, then the new presence (110 to self).
+    c[1].send(&Element::new("presence", ns::CLIENT).attr("to", occ("nicks", "robert")))
+        .await
+        .expect("send");
+    for (i, c) in c.iter_mut().enumerate() {
+        let gone = presence_from(c, &occ("nicks", "bob")).await;
+        assert_eq!(gone.get_attr("type"), Some("unavailable"));
+        assert!(has_code(&gone, "303"), "{gone}");
+        assert_eq!(item(&gone).get_attr("nick"), Some("robert"));
+        assert_eq!(has_code(&gone, "110"), i == 1);
+        let new = presence_from(c, &occ("nicks", "robert")).await;
+        assert_eq!(new.get_attr("type"), None);
+        assert_eq!(has_code(&new, "110"), i == 1);
+    }
+    // A nick with surrounding spaces is trimmed: 210 tells the client.
+    c[1].send(&Element::new("presence", ns::CLIENT).attr("to", occ("nicks", " rob ")))
+        .await
+        .expect("send");
+    presence_from(&mut c[1], &occ("nicks", "robert")).await;
+    let new = presence_from(&mut c[1], &occ("nicks", "rob")).await;
+    assert!(has_code(&new, "210") && has_code(&new, "110"), "{new}");
+    // Presence without the MUC <x/> from a non-occupant: kicked with 110, 307, 333.
+    ts.add_user("carol").await;
+    let mut carol = ts.login_available("carol").await;
+    carol
+        .send(&Element::new("presence", ns::CLIENT).attr("to", occ("nicks", "carol")))
+        .await
+        .expect("send");
+    let p = presence_from(&mut carol, &occ("nicks", "carol")).await;
+    for code in ["110", "307", "333"] {
+        assert!(has_code(&p, code), "{p}");
+    }
+    // Joining at the bare room JID: no nick.
+    carol
+        .send(
+            &Element::new("presence", ns::CLIENT)
+                .attr("to", room("nicks"))
+                .child(muc_x()),
+        )
+        .await
+        .expect("send");
+    let e = expect(&mut carol, "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "jid-malformed");
+}
+
+#[tokio::test]
+async fn private_messages_go_through_the_room() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    create(&mut c[0], "pm", "alice").await;
+    join(&mut c[1], "pm", "bob").await;
+    let pm = |to: &str, t: &str| {
+        Element::new("message", ns::CLIENT)
+            .attr("to", occ("pm", to))
+            .attr("type", t)
+            .child(Element::new("body", ns::CLIENT).text("psst"))
+    };
+    c[1].send(&pm("alice", "chat")).await.expect("send");
+    let m = message_from(&mut c[0], &occ("pm", "bob")).await;
+    assert_eq!(m.get_attr("type"), Some("chat"));
+    assert!(m.get_child("x", NS_USER).is_some(), "{m}");
+    // To nobody: item-not-found; groupchat type: bad-request; from outside: not-acceptable.
+    for (who, to, t, cond) in [
+        (1, "nobody", "chat", "item-not-found"),
+        (1, "alice", "groupchat", "bad-request"),
+        (2, "alice", "chat", "not-acceptable"),
+    ] {
+        c[who].send(&pm(to, t)).await.expect("send");
+        let e = expect(&mut c[who], "error", |e| {
+            e.get_attr("type") == Some("error")
+        })
+        .await;
+        assert_eq!(condition(&e), cond, "{to} {t}");
+    }
+    assert!(no_message(&mut c[0], 300).await);
+}
+
+#[tokio::test]
+async fn reserved_room_with_password() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    let got = join(&mut c[0], "secret", "alice").await;
+    assert!(has_code(&got[0], "201"));
+    // The configuration form, then a submitted configuration.
+    let r = iq(
+        &mut c[0],
+        "get",
+        Some(&room("secret")),
+        Element::new("query", NS_OWNER),
+    )
+    .await;
+    let form = r
+        .get_child("query", NS_OWNER)
+        .and_then(|q| q.get_child("x", XDATA))
+        .unwrap_or_else(|| panic!("no form in {r}"));
+    let vars: Vec<_> = form.elements().filter_map(|f| f.get_attr("var")).collect();
+    for v in [
+        "muc#roomconfig_roomname",
+        "muc#roomconfig_roomdesc",
+        "muc#roomconfig_persistentroom",
+        "muc#roomconfig_publicroom",
+        "muc#roomconfig_membersonly",
+        "muc#roomconfig_passwordprotectedroom",
+        "muc#roomconfig_roomsecret",
+        "muc#roomconfig_moderatedroom",
+        "muc#roomconfig_whois",
+        "muc#roomconfig_maxusers",
+        "muc#roomconfig_changesubject",
+    ] {
+        assert!(vars.contains(&v), "{v} missing from {form}");
+    }
+    // Bad forms change nothing (the room stays locked).
+    let r = configure(
+        &mut c[0],
+        "secret",
+        &[("muc#roomconfig_publicroom", "maybe")],
+    )
+    .await;
+    assert_eq!(condition(&r), "bad-request");
+    let r = configure(
+        &mut c[0],
+        "secret",
+        &[("muc#roomconfig_passwordprotectedroom", "1")],
+    )
+    .await;
+    assert_eq!(condition(&r), "not-acceptable");
+    assert_eq!(
+        join_refused(&mut c[1], "secret", "bob", muc_x()).await,
+        "item-not-found"
+    );
+    let r = configure(
+        &mut c[0],
+        "secret",
+        &[
+            ("muc#roomconfig_roomname", "A Dark Cave"),
+            ("muc#roomconfig_passwordprotectedroom", "1"),
+            ("muc#roomconfig_roomsecret", "cauldronburn"),
+            ("muc#roomconfig_publicroom", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let info = disco_info(&mut c[1], &room("secret")).await;
+    let f = features(&info);
+    assert!(
+        f.contains(&"muc_passwordprotected".to_string()) && f.contains(&"muc_hidden".to_string()),
+        "{info}"
+    );
+    assert_eq!(
+        join_refused(&mut c[1], "secret", "bob", muc_x()).await,
+        "not-authorized"
+    );
+    let wrong = muc_x().child(Element::new("password", NS_MUC).text("nope"));
+    assert_eq!(
+        join_refused(&mut c[1], "secret", "bob", wrong).await,
+        "not-authorized"
+    );
+    let right = muc_x().child(Element::new("password", NS_MUC).text("cauldronburn"));
+    join_with(&mut c[1], "secret", "bob", right).await;
+    // Only the owner sees the form.
+    let r = iq(
+        &mut c[1],
+        "get",
+        Some(&room("secret")),
+        Element::new("query", NS_OWNER),
+    )
+    .await;
+    assert_eq!(condition(&r), "forbidden");
+    // A configuration change is announced with 104.
+    let r = configure(
+        &mut c[0],
+        "secret",
+        &[("muc#roomconfig_roomdesc", "witches")],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let m = message_from(&mut c[1], &room("secret")).await;
+    assert!(has_code(&m, "104"), "{m}");
+}
+
+#[tokio::test]
+async fn members_only_and_affiliation_rules() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    create(&mut c[0], "club", "alice").await;
+    let r = configure(&mut c[0], "club", &[("muc#roomconfig_membersonly", "1")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    assert_eq!(
+        join_refused(&mut c[1], "club", "bob", muc_x()).await,
+        "registration-required"
+    );
+    let r = admin(
+        &mut c[0],
+        "club",
+        "set",
+        vec![aitem(&[
+            ("jid", "bob@localhost"),
+            ("affiliation", "member"),
+        ])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let got = join(&mut c[1], "club", "bob").await;
+    assert_eq!(
+        item(
+            got.last()
+                .and_then(|_| got.iter().find(|e| has_code(e, "110")))
+                .expect("self")
+        )
+        .get_attr("affiliation"),
+        Some("member")
+    );
+    // A member may not change affiliations, nor see the ban list.
+    let r = admin(
+        &mut c[1],
+        "club",
+        "set",
+        vec![aitem(&[
+            ("jid", "carol@localhost"),
+            ("affiliation", "member"),
+        ])],
+    )
+    .await;
+    assert_eq!(condition(&r), "forbidden");
+    let r = admin(
+        &mut c[1],
+        "club",
+        "get",
+        vec![aitem(&[("affiliation", "outcast")])],
+    )
+    .await;
+    assert_eq!(condition(&r), "forbidden");
+    // Both a role and an affiliation in one item: bad-request.
+    let r = admin(
+        &mut c[0],
+        "club",
+        "set",
+        vec![aitem(&[
+            ("jid", "carol@localhost"),
+            ("nick", "x"),
+            ("affiliation", "member"),
+            ("role", "participant"),
+        ])],
+    )
+    .await;
+    assert_eq!(condition(&r), "bad-request");
+    // The last owner cannot step down, and a bad batch changes nothing.
+    let r = admin(
+        &mut c[0],
+        "club",
+        "set",
+        vec![
+            aitem(&[("jid", "carol@localhost"), ("affiliation", "member")]),
+            aitem(&[("jid", "alice@localhost"), ("affiliation", "admin")]),
+        ],
+    )
+    .await;
+    assert_eq!(condition(&r), "conflict");
+    let r = admin(
+        &mut c[0],
+        "club",
+        "get",
+        vec![aitem(&[("affiliation", "member")])],
+    )
+    .await;
+    let members: Vec<_> = r
+        .get_child("query", NS_ADMIN)
+        .map(|q| {
+            q.elements()
+                .filter_map(|i| i.get_attr("jid").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(members, ["bob@localhost"]);
+    // Owners can't ban themselves either.
+    let r = admin(
+        &mut c[0],
+        "club",
+        "set",
+        vec![aitem(&[
+            ("jid", "alice@localhost"),
+            ("affiliation", "outcast"),
+        ])],
+    )
+    .await;
+    assert_eq!(condition(&r), "conflict");
+    // Revoking membership removes Bob with 321.
+    let r = admin(
+        &mut c[0],
+        "club",
+        "set",
+        vec![aitem(&[("jid", "bob@localhost"), ("affiliation", "none")])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let p = presence_from(&mut c[1], &occ("club", "bob")).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    assert!(has_code(&p, "321") && has_code(&p, "110"), "{p}");
+    let p = presence_from(&mut c[0], &occ("club", "bob")).await;
+    assert!(has_code(&p, "321"), "{p}");
+    assert_eq!(
+        join_refused(&mut c[1], "club", "bob", muc_x()).await,
+        "registration-required"
+    );
+}
+
+#[tokio::test]
+async fn kick_ban_and_voice() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    create(&mut c[0], "mod", "alice").await;
+    let r = configure(&mut c[0], "mod", &[("muc#roomconfig_moderatedroom", "1")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let got = join(&mut c[1], "mod", "bob").await;
+    let me = got.iter().find(|e| has_code(e, "110")).expect("self");
+    assert_eq!(item(me).get_attr("role"), Some("visitor"));
+    presence_from(&mut c[0], &occ("mod", "bob")).await;
+    // A visitor has no voice.
+    c[1].send(&groupchat("mod", "hello?")).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "forbidden");
+    // A visitor cannot kick.
+    let r = admin(
+        &mut c[1],
+        "mod",
+        "set",
+        vec![aitem(&[("nick", "alice"), ("role", "none")])],
+    )
+    .await;
+    assert_eq!(condition(&r), "forbidden");
+    // Grant voice.
+    let r = admin(
+        &mut c[0],
+        "mod",
+        "set",
+        vec![aitem(&[("nick", "bob"), ("role", "participant")])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let p = presence_from(&mut c[1], &occ("mod", "bob")).await;
+    assert_eq!(item(&p).get_attr("role"), Some("participant"));
+    c[1].send(&groupchat("mod", "now I speak"))
+        .await
+        .expect("send");
+    message_from(&mut c[0], &occ("mod", "bob")).await;
+    // Revoke voice.
+    let r = admin(
+        &mut c[0],
+        "mod",
+        "set",
+        vec![aitem(&[("nick", "bob"), ("role", "visitor")])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let p = presence_from(&mut c[1], &occ("mod", "bob")).await;
+    assert_eq!(item(&p).get_attr("role"), Some("visitor"));
+    // Kick: 307 with actor and reason; 110 for the kicked one.
+    let kick = aitem(&[("nick", "bob"), ("role", "none")])
+        .child(Element::new("reason", NS_ADMIN).text("Avaunt, you cullion!"));
+    let r = admin(&mut c[0], "mod", "set", vec![kick]).await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let p = presence_from(&mut c[1], &occ("mod", "bob")).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    assert!(has_code(&p, "307") && has_code(&p, "110"), "{p}");
+    let it = item(&p);
+    assert_eq!(
+        it.get_child("actor", NS_USER)
+            .and_then(|a| a.get_attr("nick")),
+        Some("alice")
+    );
+    assert_eq!(
+        it.get_child("reason", NS_USER)
+            .map(|r| r.text_content())
+            .as_deref(),
+        Some("Avaunt, you cullion!")
+    );
+    let p = presence_from(&mut c[0], &occ("mod", "bob")).await;
+    assert!(has_code(&p, "307") && !has_code(&p, "110"), "{p}");
+    // Kicking oneself: conflict.
+    let r = admin(
+        &mut c[0],
+        "mod",
+        "set",
+        vec![aitem(&[("nick", "alice"), ("role", "none")])],
+    )
+    .await;
+    assert_eq!(condition(&r), "conflict");
+    // Ban: 301, and the outcast cannot come back.
+    join(&mut c[1], "mod", "bob").await;
+    let r = admin(
+        &mut c[0],
+        "mod",
+        "set",
+        vec![aitem(&[
+            ("jid", "bob@localhost"),
+            ("affiliation", "outcast"),
+        ])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let p = presence_from(&mut c[1], &occ("mod", "bob")).await;
+    assert!(has_code(&p, "301") && has_code(&p, "110"), "{p}");
+    assert_eq!(
+        join_refused(&mut c[1], "mod", "bob", muc_x()).await,
+        "forbidden"
+    );
+    let r = admin(
+        &mut c[0],
+        "mod",
+        "get",
+        vec![aitem(&[("affiliation", "outcast")])],
+    )
+    .await;
+    let banned = r
+        .get_child("query", NS_ADMIN)
+        .and_then(|q| q.get_child("item", NS_ADMIN))
+        .cloned()
+        .expect("item");
+    assert_eq!(banned.get_attr("jid"), Some("bob@localhost"));
+    // Admins cannot be kicked by a lower affiliation, and an admin cannot ban an owner.
+    let r = admin(
+        &mut c[0],
+        "mod",
+        "set",
+        vec![aitem(&[
+            ("jid", "carol@localhost"),
+            ("affiliation", "admin"),
+        ])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    join(&mut c[2], "mod", "carol").await;
+    let r = admin(
+        &mut c[2],
+        "mod",
+        "set",
+        vec![aitem(&[
+            ("jid", "alice@localhost"),
+            ("affiliation", "outcast"),
+        ])],
+    )
+    .await;
+    assert_eq!(condition(&r), "not-allowed");
+    let r = admin(
+        &mut c[2],
+        "mod",
+        "set",
+        vec![aitem(&[("nick", "alice"), ("role", "none")])],
+    )
+    .await;
+    assert_eq!(condition(&r), "not-allowed");
+    let r = admin(
+        &mut c[2],
+        "mod",
+        "set",
+        vec![aitem(&[
+            ("jid", "dave@localhost"),
+            ("affiliation", "admin"),
+        ])],
+    )
+    .await;
+    assert_eq!(condition(&r), "forbidden");
+}
+
+#[tokio::test]
+async fn full_rooms_and_destruction() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    create(&mut c[0], "small", "alice").await;
+    let r = configure(&mut c[0], "small", &[("muc#roomconfig_maxusers", "2")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    join(&mut c[1], "small", "bob").await;
+    assert_eq!(
+        join_refused(&mut c[2], "small", "carol", muc_x()).await,
+        "service-unavailable"
+    );
+    // Not the owner: forbidden, nothing happens.
+    let destroy = |reason: &str| {
+        Element::new("query", NS_OWNER).child(
+            Element::new("destroy", NS_OWNER)
+                .attr("jid", room("elsewhere"))
+                .child(Element::new("reason", NS_OWNER).text(reason)),
+        )
+    };
+    let r = iq(&mut c[1], "set", Some(&room("small")), destroy("mine now")).await;
+    assert_eq!(condition(&r), "forbidden");
+    let r = iq(
+        &mut c[0],
+        "set",
+        Some(&room("small")),
+        destroy("Macbeth doth come."),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let p = presence_from(&mut c[1], &occ("small", "bob")).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    let d = user_x(&p)
+        .and_then(|x| x.get_child("destroy", NS_USER))
+        .expect("destroy");
+    assert_eq!(d.get_attr("jid"), Some(room("elsewhere").as_str()));
+    assert_eq!(
+        d.get_child("reason", NS_USER)
+            .map(|r| r.text_content())
+            .as_deref(),
+        Some("Macbeth doth come.")
+    );
+    // Only one unavailable each: Bob does not see Alice go.
+    assert!(
+        never(&mut c[1], 300, |e| e.get_attr("from")
+            == Some(occ("small", "alice").as_str()))
+        .await
+    );
+    let r = disco_info(&mut c[2], &room("small")).await;
+    assert_eq!(condition(&r), "item-not-found");
+}
+
+#[tokio::test]
+async fn invitations_and_declines() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "party", "alice").await;
+    let invite = Element::new("message", ns::CLIENT)
+        .attr("to", room("party"))
+        .attr("id", "inv1")
+        .child(
+            Element::new("x", NS_USER).child(
+                Element::new("invite", NS_USER)
+                    .attr("to", "bob@localhost")
+                    .child(Element::new("reason", NS_USER).text("come")),
+            ),
+        );
+    c[0].send(&invite).await.expect("send");
+    let m = message_from(&mut c[1], &room("party")).await;
+    let inv = user_x(&m)
+        .and_then(|x| x.get_child("invite", NS_USER))
+        .expect("invite");
+    assert_eq!(inv.get_attr("from"), Some("alice@localhost"));
+    assert_eq!(
+        inv.get_child("reason", NS_USER)
+            .map(|r| r.text_content())
+            .as_deref(),
+        Some("come")
+    );
+    let decline = Element::new("message", ns::CLIENT)
+        .attr("to", room("party"))
+        .child(
+            Element::new("x", NS_USER).child(
+                Element::new("decline", NS_USER)
+                    .attr("to", "alice@localhost")
+                    .child(Element::new("reason", NS_USER).text("busy")),
+            ),
+        );
+    c[1].send(&decline).await.expect("send");
+    let m = message_from(&mut c[0], &room("party")).await;
+    let d = user_x(&m)
+        .and_then(|x| x.get_child("decline", NS_USER))
+        .expect("decline");
+    assert_eq!(d.get_attr("from"), Some("bob@localhost"));
+    // A second decline has no invitation to answer: refused, not relayed.
+    c[1].send(&decline).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "not-acceptable");
+    assert!(no_message(&mut c[0], 300).await);
+}
+
+#[tokio::test]
+async fn disco_of_service_and_rooms() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice"]).await;
+    let items = iq(
+        &mut c[0],
+        "get",
+        Some(DOMAIN),
+        Element::new("query", ns::DISCO_ITEMS),
+    )
+    .await;
+    assert!(format!("{items}").contains(MUC), "{items}");
+    let info = disco_info(&mut c[0], MUC).await;
+    let q = info.get_child("query", ns::DISCO_INFO).expect("query");
+    let id = q.get_child("identity", ns::DISCO_INFO).expect("identity");
+    assert_eq!(
+        (id.get_attr("category"), id.get_attr("type")),
+        (Some("conference"), Some("text"))
+    );
+    assert!(features(&info).contains(&NS_MUC.to_string()));
+    create(&mut c[0], "open", "alice").await;
+    create(&mut c[0], "hidden", "alice").await;
+    let r = configure(&mut c[0], "hidden", &[("muc#roomconfig_publicroom", "0")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let r = configure(
+        &mut c[0],
+        "open",
+        &[("muc#roomconfig_roomname", "The Open Room")],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let items = iq(
+        &mut c[0],
+        "get",
+        Some(MUC),
+        Element::new("query", ns::DISCO_ITEMS),
+    )
+    .await;
+    let listed: Vec<_> = items
+        .get_child("query", ns::DISCO_ITEMS)
+        .map(|q| {
+            q.elements()
+                .map(|i| {
+                    (
+                        i.get_attr("jid").map(str::to_string),
+                        i.get_attr("name").map(str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        listed,
+        [(Some(room("open")), Some("The Open Room".to_string()))]
+    );
+    let info = disco_info(&mut c[0], &room("open")).await;
+    let f = features(&info);
+    for want in [
+        NS_MUC,
+        "muc_public",
+        "muc_temporary",
+        "muc_open",
+        "muc_unsecured",
+        "muc_unmoderated",
+        "muc_semianonymous",
+    ] {
+        assert!(f.contains(&want.to_string()), "{want} in {info}");
+    }
+    let s = format!("{info}");
+    assert!(
+        s.contains("muc#roominfo") && s.contains("The Open Room"),
+        "{s}"
+    );
+    let info = disco_info(&mut c[0], &room("hidden")).await;
+    assert!(features(&info).contains(&"muc_hidden".to_string()));
+}
+
+async fn lost_session_leaves(ts: TestServer) {
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "ghosts", "alice").await;
+    join(&mut c[1], "ghosts", "bob").await;
+    presence_from(&mut c[0], &occ("ghosts", "bob")).await;
+    // Bob's connection drops without unavailable presence.
+    let bob = c.pop().expect("bob");
+    drop(bob);
+    let p = presence_from(&mut c[0], &occ("ghosts", "bob")).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    assert_eq!(item(&p).get_attr("role"), Some("none"));
+    // His nick is free again.
+    let mut bob = ts.login_available("bob").await;
+    join(&mut bob, "ghosts", "bob").await;
+}
+
+#[tokio::test]
+async fn lost_sessions_leave_their_rooms() {
+    lost_session_leaves(server().await).await;
+}
+
+/// Without the presence module nobody sends unavailable presence for a lost session: the
+/// room's own `session_closed` listener takes the occupant out.
+#[tokio::test]
+async fn lost_sessions_leave_without_the_presence_module() {
+    let ts = TestServer::start_with_modules(confab_muc::all(), |c| {
+        c.modules.disabled = vec!["presence".into()];
+    })
+    .await;
+    lost_session_leaves(ts).await;
+}
+
+#[tokio::test]
+async fn persistent_rooms_survive_a_restart() {
+    let mut ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "keep", "alice").await;
+    let r = configure(
+        &mut c[0],
+        "keep",
+        &[
+            ("muc#roomconfig_persistentroom", "1"),
+            ("muc#roomconfig_roomname", "Kept"),
+            ("muc#roomconfig_membersonly", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    let r = admin(
+        &mut c[0],
+        "keep",
+        "set",
+        vec![aitem(&[
+            ("jid", "bob@localhost"),
+            ("affiliation", "member"),
+        ])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"));
+    c[0].send(
+        &Element::new("message", ns::CLIENT)
+            .attr("to", room("keep"))
+            .attr("type", "groupchat")
+            .child(Element::new("subject", ns::CLIENT).text("Kept subject")),
+    )
+    .await
+    .expect("send");
+    message_from(&mut c[0], &occ("keep", "alice")).await;
+    leave(&mut c[0], "keep", "alice").await;
+    // Empty but persistent: still there.
+    let info = disco_info(&mut c[1], &room("keep")).await;
+    assert!(
+        features(&info).contains(&"muc_persistent".to_string()),
+        "{info}"
+    );
+    drop(c);
+    ts.server.take().expect("running").shutdown().await;
+    let server = confab_tests::start_server(test_config(ts.dir.path()), confab_muc::all())
+        .await
+        .expect("restart");
+    ts.addr = server.c2s_addr().expect("addr");
+    ts.tls_addr = server.c2s_tls_addr().expect("tls");
+    ts.server = Some(server);
+    let mut bob = ts.login_available("bob").await;
+    let got = join(&mut bob, "keep", "bob").await;
+    let me = got.iter().find(|e| has_code(e, "110")).expect("self");
+    assert_eq!(item(me).get_attr("affiliation"), Some("member"));
+    let subject = got
+        .last()
+        .and_then(|m| m.get_child("subject", ns::CLIENT))
+        .map(|s| s.text_content());
+    assert_eq!(subject.as_deref(), Some("Kept subject"));
+    let info = disco_info(&mut bob, &room("keep")).await;
+    assert!(format!("{info}").contains("Kept"), "{info}");
+    // Destroying it removes it from storage too.
+    let mut alice = ts.login_available("alice").await;
+    let r = iq(
+        &mut alice,
+        "set",
+        Some(&room("keep")),
+        Element::new("query", NS_OWNER).child(Element::new("destroy", NS_OWNER)),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let rows = ts
+        .server()
+        .ctx()
+        .stores
+        .data
+        .list_host_data(MUC, "muc")
+        .await
+        .expect("list");
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
+#[tokio::test]
+async fn creation_policy_and_limits() {
+    let ts = server_with(|m| {
+        m.creation = Creation::Admins;
+        m.admins = vec!["alice@localhost".into()];
+        m.max_rooms_per_user = 1;
+        m.message_burst = 2;
+        m.message_rate = 0.001;
+    })
+    .await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    assert_eq!(
+        join_refused(&mut c[1], "bobs", "bob", muc_x()).await,
+        "not-allowed"
+    );
+    create(&mut c[0], "one", "alice").await;
+    assert_eq!(
+        join_refused(&mut c[0], "two", "alice", muc_x()).await,
+        "not-allowed"
+    );
+    // Two messages at once, then the rate applies.
+    for i in 0..2 {
+        c[0].send(&groupchat("one", &format!("m{i}")))
+            .await
+            .expect("send");
+        message_from(&mut c[0], &occ("one", "alice")).await;
+    }
+    c[0].send(&groupchat("one", "too many"))
+        .await
+        .expect("send");
+    let e = expect(&mut c[0], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "policy-violation");
+}
+
+#[tokio::test]
+async fn self_ping_and_other_iqs_to_occupants() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "ping", "alice").await;
+    let r = iq(
+        &mut c[0],
+        "get",
+        Some(&occ("ping", "alice")),
+        Element::new("ping", ns::PING),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let r = iq(
+        &mut c[1],
+        "get",
+        Some(&occ("ping", "alice")),
+        Element::new("ping", ns::PING),
+    )
+    .await;
+    assert_eq!(condition(&r), "not-acceptable");
+}
