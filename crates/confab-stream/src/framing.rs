@@ -330,6 +330,12 @@ fn framed_element(e: &Element) -> String {
 /// each framed message must declare its namespace (the stream form never has one there).
 fn with_client_ns(stream_form: &[u8]) -> Bytes {
     let text = String::from_utf8_lossy(stream_form);
+    // An element queued in its own namespace (stream management's `<r/>`) already declares
+    // it; a second `xmlns` would not be well-formed.
+    let start_tag = &text[..text.find('>').unwrap_or(text.len())];
+    if start_tag.contains(" xmlns='") || start_tag.contains(" xmlns=\"") {
+        return Bytes::copy_from_slice(stream_form);
+    }
     // `<name` ends at the first space, `/` or `>`.
     let end = text
         .char_indices()
@@ -453,6 +459,16 @@ mod tests {
         assert_eq!(
             with_client_ns(b"<iq type='get'/>"),
             "<iq xmlns='jabber:client' type='get'/>"
+        );
+        // Already in its own namespace: left as it is.
+        assert_eq!(
+            with_client_ns(b"<r xmlns='urn:xmpp:sm:3'/>"),
+            "<r xmlns='urn:xmpp:sm:3'/>"
+        );
+        // A prefix declaration is not a default namespace.
+        assert_eq!(
+            with_client_ns(b"<message xmlns:x='urn:x'><x:y/></message>"),
+            "<message xmlns='jabber:client' xmlns:x='urn:x'><x:y/></message>"
         );
         let features = Element::new("features", ns::STREAM).child(Element::new("bind", ns::BIND));
         assert_eq!(

@@ -325,3 +325,48 @@ async fn host_meta_links_the_websocket_endpoint() {
     assert!(head.contains("content-type: application/json"), "{head}");
     assert!(body.contains(&format!("\"href\":\"{want}\"")), "{body}");
 }
+
+#[tokio::test]
+async fn stream_management_frames_are_well_formed_over_websocket() {
+    let ts = server_with(|c| {
+        c.update_section(
+            "stream_management",
+            |s: &mut confab_modules::stream_management::StreamManagementConfig| s.request_every = 2,
+        )
+        .expect("stream_management section");
+    })
+    .await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ws_connect(&ts).await;
+    log_in(&mut bob, "bob", "web").await;
+    let sm = confab_modules::stream_management::NS;
+    send(&mut bob, &format!("<enable xmlns='{sm}'/>")).await;
+    loop {
+        if next_element(&mut bob).await.is("enabled", sm) {
+            break;
+        }
+    }
+    for i in 0..2 {
+        alice
+            .send(
+                &Element::new("message", ns::CLIENT)
+                    .attr("to", "bob@localhost/web")
+                    .attr("type", "chat")
+                    .child(Element::new("body", ns::CLIENT).text(format!("m{i}"))),
+            )
+            .await
+            .expect("send");
+    }
+    // The server's ack request declares its own namespace, once (a second `xmlns` would
+    // not be well-formed XML, RFC 7395 §3.3.3).
+    let r = loop {
+        let t = next_text(&mut bob).await.expect("socket open");
+        if t.starts_with("<r ") {
+            break t;
+        }
+    };
+    assert_eq!(r.matches("xmlns=").count(), 1, "{r}");
+    assert!(r.contains(sm), "{r}");
+}
