@@ -122,12 +122,18 @@ async function main() {
     check("the TCP user receives xmpp.js's message",
       recv && recv.from.startsWith(`${webJid.bare()}/`), recv ? `from ${recv.from}` : peer.describeEnd());
 
-    // RFC 7395 §3.6: xmpp.js sends <close/> and waits for the server's <close/>.
+    // RFC 7395 §3.6: xmpp.js sends <close/>, waits (2 s) for the server's <close/>, which
+    // stop() returns, then closes the WebSocket; the 'disconnect' status says whether the
+    // socket closed cleanly.
     try {
-      await within(STEP_MS, "xmpp.js stop", xmpp.stop());
-      check("xmpp.js closes the stream cleanly", xmpp.status === "offline", `status ${xmpp.status}`);
+      const disconnected = new Promise((r) => xmpp.on("disconnect", r));
+      const el = await within(STEP_MS, "xmpp.js stop", xmpp.stop());
+      check("confabd answers xmpp.js's <close/> with <close/>", el && el.is("close", "urn:ietf:params:xml:ns:xmpp-framing"),
+        el ? `got ${el}` : "no <close/> within xmpp.js's 2 s");
+      const how = await within(5000, "WebSocket close", disconnected);
+      check("the WebSocket closes cleanly", how && how.clean === true, JSON.stringify(how));
     } catch (e) {
-      check("xmpp.js closes the stream cleanly", false, String(e));
+      check("xmpp.js closes the stream", false, String(e));
     }
     xmpp = null;
   } finally {
