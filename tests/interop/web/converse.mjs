@@ -148,7 +148,8 @@ async function main() {
     await page.goto(pageUrl, { timeout: STEP_MS });
     // Logged in: Converse's own 'connected' event, on a WebSocket transport, bound to our JID.
     try {
-      await page.waitForFunction(() => window.confabProbe.connected, null, { timeout: STEP_MS });
+      await page.waitForFunction(() => window.confabProbe.connected || window.confabProbe.disconnected, null,
+        { timeout: STEP_MS });
     } catch {
       // reported below from the probe's state
     }

@@ -4,7 +4,7 @@
 // Converse's dist build is an ES module (it loads its chunks relative to import.meta.url).
 import converse from '/dist/converse.min.js';
 
-window.confabProbe = { connected: false, transport: null, jid: null, service: null, errors: [] };
+window.confabProbe = { connected: false, disconnected: false, transport: null, jid: null, service: null, errors: [] };
 
 converse.plugins.add('confab-probe', {
   initialize() {
@@ -17,7 +17,9 @@ converse.plugins.add('confab-probe', {
       probe.jid = conn.jid;
       probe.service = conn.service;
     });
-    api.listen.on('disconnected', () => { probe.connected = false; });
+    // With auto_reconnect off this also ends a failed login, so the test need not wait out
+    // its timeout.
+    api.listen.on('disconnected', () => { probe.connected = false; probe.disconnected = true; });
   },
 });
 
