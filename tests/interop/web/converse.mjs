@@ -38,6 +38,22 @@ async function screenshot(name) {
 
 hardDeadline(100, () => screenshot("hard-timeout"));
 
+// A known confabd bug, reported and not fixed here: over WebSocket the server's XEP-0198
+// ack request comes as <r xmlns='jabber:client' xmlns='urn:xmpp:sm:3'/> (the framing adds
+// the client namespace to an element that has its own), which Converse's parser drops, so
+// it never answers with <a/>. Only that exact frame is tolerated.
+const KNOWN_MALFORMED = /^<r xmlns='jabber:client' xmlns='urn:xmpp:sm:3'\/>$/;
+
+// XML 1.0 "Unique Att Spec": no attribute name twice in one tag. Text cannot hold a raw
+// '<', and values are quoted, so tags and attributes can be picked out with patterns.
+function hasDuplicateAttribute(frame) {
+  for (const tag of frame.matchAll(/<[^\s\/>!?]+((?:\s+[^\s=\/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*)\s*\/?>/g)) {
+    const names = [...tag[1].matchAll(/([^\s=]+)\s*=\s*(?:'[^']*'|"[^"]*")/g)].map((m) => m[1]);
+    if (new Set(names).size !== names.length) return true;
+  }
+  return false;
+}
+
 const TYPES = {
   ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
   ".css": "text/css", ".json": "application/json", ".wasm": "application/wasm", ".svg": "image/svg+xml",
@@ -130,6 +146,7 @@ async function main() {
     await context.route((url) => url.hostname !== host, (route) => route.abort("blockedbyclient"));
     page = await context.newPage();
     const sockets = [];
+    const received = [];
     page.on("console", (m) => {
       consoleLog.write(`[${m.type()}] ${m.text()}\n`);
       if (verbose) console.error(`page ${m.type()}: ${m.text()}`);
@@ -141,7 +158,10 @@ async function main() {
       sockets.push(ws.url());
       framesLog.write(`open ${ws.url()}\n`);
       ws.on("framesent", (f) => framesLog.write(`SEND ${f.payload}\n`));
-      ws.on("framereceived", (f) => framesLog.write(`RECV ${f.payload}\n`));
+      ws.on("framereceived", (f) => {
+        received.push(String(f.payload));
+        framesLog.write(`RECV ${f.payload}\n`);
+      });
       ws.on("close", () => framesLog.write(`close ${ws.url()}\n`));
     });
 
@@ -206,6 +226,21 @@ async function main() {
       check("the reply is shown as sent in Converse's chat box", false, e.message.split("\n")[0]);
     }
     await screenshot("reply-sent");
+
+    // RFC 7395 §3.2: every WebSocket message is one well-formed XML element. Checked after
+    // the fact with the browser's XML parser, plus unique attribute names, which it does not
+    // enforce for xmlns: a client may misread such a frame silently (Converse does), so the
+    // exchange above can pass without it.
+    const unparsable = await page.evaluate((frames) => frames.filter((f) =>
+      new DOMParser().parseFromString(f, "application/xml").getElementsByTagName("parsererror").length > 0), received);
+    const malformed = received.filter((f) => unparsable.includes(f) || hasDuplicateAttribute(f));
+    const known = malformed.filter((f) => KNOWN_MALFORMED.test(f));
+    const unknown = malformed.filter((f) => !KNOWN_MALFORMED.test(f));
+    check(`every frame confabd sent is well-formed XML (${received.length} frames)`, unknown.length === 0,
+      unknown.slice(0, 3).join(" | "));
+    if (known.length > 0) {
+      console.log(`KNOWN BUG (not counted): ${known.length} XEP-0198 <r/> frame(s) with two xmlns attributes: ${known[0]}`);
+    }
   } finally {
     if (browser) await within(10000, "closing Chromium", browser.close()).catch((e) => console.error(e.message));
     server.close();
