@@ -227,7 +227,7 @@ async function main() {
     }
     await screenshot("reply-sent");
 
-    // RFC 7395 §3.2: every WebSocket message is one well-formed XML element. Checked after
+    // RFC 7395 §3.3: every WebSocket message is one well-formed XML element. Checked after
     // the fact with the browser's XML parser, plus unique attribute names, which it does not
     // enforce for xmlns: a client may misread such a frame silently (Converse does), so the
     // exchange above can pass without it.
