@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Interop test against slixmpp (an independent XMPP client library, from PyPI):
-# builds confabd, starts it on free loopback ports with a throwaway data dir and two
-# accounts, and runs every tests/interop/slixmpp_*.py against it (login and chat, roster,
-# registration, blocking, offline messages, account services, Multi-User Chat on
-# conference.localhost: slixmpp_muc.py), then a restart scenario and go-sendxmpp.
+# Interop tests against XMPP implementations we did not write: slixmpp (PyPI) and
+# go-sendxmpp (Debian) on TCP, xmpp.js and Converse.js (in headless Chromium) over WebSocket
+# (scripts/interop-web.sh). Builds confabd, starts it on free loopback ports with a
+# throwaway data dir and accounts made with `confabd user add`, and runs every
+# tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
+# messages, account services, stream management, carbons, client state, Multi-User Chat on
+# conference.localhost), then a restart scenario, go-sendxmpp and the web clients.
 #
 # Environment:
 #   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)
 #   CARGO_TARGET_DIR   respected (the binary is found via `cargo metadata`)
 #   INTEROP_VERBOSE=1  slixmpp debug log (every stanza) from the test script
 #   CONFAB_INTEROP_NO_BUILD=1  skip `cargo build` and use the binary already in the target dir
+#   CONFAB_INTEROP_ARTEFACTS   where the browser test keeps screenshots and logs (default: in
+#                      the throwaway work dir, which is kept when a test fails)
+#   CONFAB_INTEROP_EXTRA_CONFIG  TOML appended to the server's config, e.g. to check that the
+#                      tests fail without a module: $'[modules]\ndisabled = ["websocket"]'
+#   CONFAB_WEB_CACHE, CHROMIUM, CONFAB_REQUIRE_SERVICES: see scripts/interop-web.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +35,8 @@ fi
 if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('slixmpp') != '$SLIXMPP_VERSION')" 2>/dev/null; then
     "$VENV/bin/pip" install -q --disable-pip-version-check "slixmpp==$SLIXMPP_VERSION"
 fi
+
+scripts/interop-web.sh setup
 
 if [ "${CONFAB_INTEROP_NO_BUILD:-0}" = "1" ]; then
     echo "== using the already built confabd (CONFAB_INTEROP_NO_BUILD=1)"
@@ -66,11 +75,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Two free ports (bound to port 0 then released; a small race, acceptable for a test).
-read -r PORT TLS_PORT < <(python3 - <<'EOF'
+# Free ports for c2s, direct TLS and HTTP (WebSocket): bound to port 0 then released; a
+# small race, acceptable for a test.
+read -r PORT TLS_PORT HTTP_PORT < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(2):
+for _ in range(3):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -91,10 +101,18 @@ interfaces = ["127.0.0.1"]
 port = $PORT
 tls_port = $TLS_PORT
 
+[http]
+# XMPP over WebSocket and host-meta for the web interop tests.
+interfaces = ["127.0.0.1"]
+port = $HTTP_PORT
+
 [registration]
 # slixmpp_register.py registers, changes and removes an account in-band.
 policy = "open"
 EOF
+if [ -n "${CONFAB_INTEROP_EXTRA_CONFIG:-}" ]; then
+    printf '\n%s\n' "$CONFAB_INTEROP_EXTRA_CONFIG" >>"$CONFIG"
+fi
 
 # Each script gets its own pair of accounts (alice1/bob1, alice2/bob2, ...) so scripts do
 # not see each other's rosters; passwords travel in the environment, not on command lines.
@@ -112,12 +130,21 @@ GS_SENDER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 GS_RECEIVER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf '%s\n' "$GS_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add gs-sender@localhost --password-stdin >>"$LOG" 2>&1
 printf '%s\n' "$GS_RECEIVER_PW" | "$CONFABD" --config "$CONFIG" user add gs-receiver@localhost --password-stdin >>"$LOG" 2>&1
+# The web tests: a WebSocket user and its TCP peer each, for xmpp.js (XJ) and Converse (CV).
+for who in XJ XJ_PEER CV CV_PEER; do
+    user="$(echo "$who" | tr 'A-Z_' 'a-z-')"
+    pw="$user-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+    export "${who}_JID=web-$user@localhost" "${who}_PASSWORD=$pw"
+    printf '%s\n' "$pw" | "$CONFABD" --config "$CONFIG" user add "web-$user@localhost" --password-stdin >>"$LOG" 2>&1
+done
 
 start_server() {
-    echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT)"
+    echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT, HTTP $HTTP_PORT)"
     RUST_LOG="${RUST_LOG:-info}" "$CONFABD" --config "$CONFIG" run >>"$LOG" 2>&1 &
     SERVER_PID=$!
-    # Bounded wait until both ports accept connections.
+    # Bounded wait until the c2s ports accept connections. The HTTP port is not waited
+    # for: it is bound in the same start-up, before c2s is ready, and when it is missing
+    # (the websocket module disabled) the web tests must fail on their own.
     python3 - "$PORT" "$TLS_PORT" "$SERVER_PID" <<'EOF'
 import os, socket, sys, time
 ports, pid = [int(p) for p in sys.argv[1:3]], int(sys.argv[3])
@@ -185,6 +212,14 @@ echo "== go-sendxmpp interop"
 set +e
 tests/interop/go_sendxmpp.sh 127.0.0.1 "$PORT" "$TLS_PORT" \
     gs-sender@localhost "$GS_SENDER_PW" gs-receiver@localhost "$GS_RECEIVER_PW"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+
+echo "== web interop: xmpp.js and Converse.js over WebSocket"
+set +e
+C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" PYTHON="$VENV/bin/python" \
+    ARTEFACTS="${CONFAB_INTEROP_ARTEFACTS:-$WORK/artefacts}" scripts/interop-web.sh run
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Confab has: formatting, lints, unit and integration tests, interop tests
 # against independent XMPP implementations, and a bounded fuzz smoke run.
-# Installs what the tests need (a Python venv with slixmpp, cargo-fuzz) on first use.
+# Installs what the tests need (a Python venv with slixmpp, go-sendxmpp, chromium, the pinned
+# npm packages of tests/interop/web, cargo-fuzz) on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
-echo "== interop: slixmpp against confabd"
+echo "== interop: slixmpp, go-sendxmpp, xmpp.js and Converse.js against confabd"
 ./scripts/interop.sh
 
 echo "== fuzz smoke (${CONFAB_FUZZ_SECONDS:-30}s per target, memory-limited)"

@@ -1,0 +1,262 @@
+// Interop with Converse.js in headless Chromium over WebSocket (RFC 7395): a page served on
+// loopback loads Converse from its npm package and logs in to confabd with websocket_url
+// (no BOSH, no discovery); a slixmpp user on TCP sends it a chat message, which must appear
+// in the chat box; the reply typed into the chat box's textarea (Enter sends it) must reach
+// the TCP user. Screenshots, the page's console and every WebSocket frame are kept in
+// ARTEFACTS.
+//
+// Environment: HTTP_PORT, C2S_PORT, WEB_JID, WEB_PASSWORD (the Converse user), PEER_JID,
+// PEER_PASSWORD (the TCP user), PYTHON (with slixmpp), ARTEFACTS (a directory), CHROMIUM
+// (default /usr/bin/chromium), INTEROP_VERBOSE=1 to echo the page's console.
+import { createServer } from "node:http";
+import { createReadStream, createWriteStream, mkdirSync, statSync } from "node:fs";
+import { dirname, extname, join, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { check, env, hardDeadline, summary, TcpPeer, unique, within } from "./common.mjs";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const STEP_MS = 20000;
+const host = "127.0.0.1";
+const wsUrl = `ws://${host}:${env("HTTP_PORT")}/xmpp-websocket`;
+const webJid = env("WEB_JID");
+const peerJid = env("PEER_JID");
+const artefacts = env("ARTEFACTS");
+const verbose = process.env.INTEROP_VERBOSE === "1";
+mkdirSync(artefacts, { recursive: true });
+// The package's exports hide its files; node_modules is the link scripts/interop-web.sh makes.
+const converseDist = join(HERE, "node_modules", "converse.js", "dist");
+
+let page = null;
+let shots = 0;
+async function screenshot(name) {
+  if (!page) return;
+  const file = join(artefacts, `converse-${String(++shots).padStart(2, "0")}-${name}.png`);
+  await within(10000, `screenshot ${name}`, page.screenshot({ path: file, fullPage: true })).catch((e) =>
+    console.error(`screenshot ${file} failed: ${e.message}`));
+}
+
+hardDeadline(100, () => screenshot("hard-timeout"));
+
+// A known confabd bug, reported and not fixed here: over WebSocket the server's XEP-0198
+// ack request comes as <r xmlns='jabber:client' xmlns='urn:xmpp:sm:3'/> (the framing adds
+// the client namespace to an element that has its own), which Converse's parser drops, so
+// it never answers with <a/>. Only that exact frame is tolerated.
+const KNOWN_MALFORMED = /^<r xmlns='jabber:client' xmlns='urn:xmpp:sm:3'\/>$/;
+
+// XML 1.0 "Unique Att Spec": no attribute name twice in one tag. Text cannot hold a raw
+// '<', and values are quoted, so tags and attributes can be picked out with patterns.
+function hasDuplicateAttribute(frame) {
+  for (const tag of frame.matchAll(/<[^\s\/>!?]+((?:\s+[^\s=\/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*)\s*\/?>/g)) {
+    const names = [...tag[1].matchAll(/([^\s=]+)\s*=\s*(?:'[^']*'|"[^"]*")/g)].map((m) => m[1]);
+    if (new Set(names).size !== names.length) return true;
+  }
+  return false;
+}
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
+  ".css": "text/css", ".json": "application/json", ".wasm": "application/wasm", ".svg": "image/svg+xml",
+  ".png": "image/png", ".woff": "font/woff", ".woff2": "font/woff2", ".ttf": "font/ttf",
+  ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".map": "application/json",
+};
+
+// The page, its script, the settings, and Converse's dist/ (Converse loads chunks, fonts
+// and emoji data from assets_path at run time). Loopback only; nothing outside those roots.
+function staticServer(config) {
+  const roots = { "/dist/": converseDist, "/": join(HERE, "page") };
+  return createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    if (path === "/config.json") {
+      res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
+      res.end(JSON.stringify(config));
+      return;
+    }
+    const prefix = path.startsWith("/dist/") ? "/dist/" : "/";
+    const root = roots[prefix];
+    const file = resolve(root, "." + sep + (path === "/" ? "index.html" : path.slice(prefix.length)));
+    let ok = file.startsWith(root + sep);
+    try {
+      ok = ok && statSync(file).isFile();
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "content-type": TYPES[extname(file)] || "application/octet-stream" });
+    createReadStream(file).pipe(res);
+  });
+}
+
+async function main() {
+  const peer = new TcpPeer({
+    python: env("PYTHON"), host, port: env("C2S_PORT"), jid: peerJid, password: env("PEER_PASSWORD"), verbose,
+  });
+  const server = staticServer({
+    websocket_url: wsUrl,
+    bosh_service_url: undefined,
+    // Discovery would ask https://localhost/.well-known/host-meta (port 443): not ours.
+    discover_connection_methods: false,
+    authentication: "login",
+    auto_login: true,
+    auto_reconnect: false, // a dropped stream must fail the test, not be papered over
+    jid: webJid,
+    password: env("WEB_PASSWORD"),
+    view_mode: "fullscreen",
+    allow_non_roster_messaging: true,
+    // OMEMO needs PEP, which confabd lacks, and a wasm module: not what is tested here.
+    blacklisted_plugins: ["converse-omemo"],
+    play_sounds: false,
+    show_desktop_notifications: false,
+    loglevel: "debug",
+  });
+  await new Promise((r) => server.listen(0, host, r));
+  const pageUrl = `http://${host}:${server.address().port}/`;
+  const consoleLog = createWriteStream(join(artefacts, "converse-console.log"));
+  const framesLog = createWriteStream(join(artefacts, "converse-websocket-frames.log"));
+  let browser = null;
+  try {
+    const peerReady = await peer.ready(STEP_MS);
+    check(`slixmpp peer logs in on TCP as ${peerReady.jid}`, !peerReady.error, peerReady.error);
+    if (peerReady.error) return;
+
+    const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+    try {
+      browser = await chromium.launch({
+        executablePath,
+        headless: true,
+        timeout: 30000,
+        // Chromium's sandbox refuses to run as root (CI runs as root).
+        args: [
+          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+          ...(process.getuid && process.getuid() === 0 ? ["--no-sandbox"] : []),
+        ],
+      });
+      check(`headless Chromium ${browser.version()} starts`, true);
+    } catch (e) {
+      check(`headless Chromium starts (${executablePath})`, false, e.message);
+      return;
+    }
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    context.setDefaultTimeout(STEP_MS);
+    // Only loopback: Converse's pages link images on its own web site; those requests are
+    // refused here (and --host-resolver-rules resolves no name at all).
+    await context.route((url) => url.hostname !== host, (route) => route.abort("blockedbyclient"));
+    page = await context.newPage();
+    const sockets = [];
+    const received = [];
+    page.on("console", (m) => {
+      consoleLog.write(`[${m.type()}] ${m.text()}\n`);
+      if (verbose) console.error(`page ${m.type()}: ${m.text()}`);
+    });
+    page.on("pageerror", (e) => consoleLog.write(`[pageerror] ${e.stack || e}\n`));
+    page.on("response", (r) => r.status() >= 400 && consoleLog.write(`[http ${r.status()}] ${r.url()}\n`));
+    page.on("requestfailed", (r) => consoleLog.write(`[request failed] ${r.url()}: ${r.failure()?.errorText}\n`));
+    page.on("websocket", (ws) => {
+      sockets.push(ws.url());
+      framesLog.write(`open ${ws.url()}\n`);
+      ws.on("framesent", (f) => framesLog.write(`SEND ${f.payload}\n`));
+      ws.on("framereceived", (f) => {
+        received.push(String(f.payload));
+        framesLog.write(`RECV ${f.payload}\n`);
+      });
+      ws.on("close", () => framesLog.write(`close ${ws.url()}\n`));
+    });
+
+    await page.goto(pageUrl, { timeout: STEP_MS });
+    // Logged in: Converse's own 'connected' event, on a WebSocket transport, bound to our JID.
+    try {
+      await page.waitForFunction(() => window.confabProbe.connected || window.confabProbe.disconnected, null,
+        { timeout: STEP_MS });
+    } catch {
+      // reported below from the probe's state
+    }
+    const probe = await page.evaluate(() => window.confabProbe);
+    check(`Converse.js logs in over WebSocket as ${probe.jid}`,
+      probe.connected && probe.transport === "websocket" && probe.service === wsUrl &&
+        String(probe.jid).startsWith(`${webJid}/`),
+      `probe ${JSON.stringify(probe)}; see ${artefacts}/converse-console.log`);
+    check(`the browser's only XMPP connection is a WebSocket to ${wsUrl}`,
+      sockets.length === 1 && sockets[0] === wsUrl, `sockets: ${JSON.stringify(sockets)}`);
+    await screenshot("logged-in");
+    if (!probe.connected) return;
+
+    // TCP -> browser: the message must be shown in the chat box with the TCP user.
+    const inbound = unique("tcp-to-converse");
+    peer.send(webJid, inbound);
+    // In fullscreen view an incoming chat shows as an unread contact in the roster; open it
+    // as a user would, by clicking it.
+    const contact = page.locator(`a.open-chat.unread-msgs[data-jid="${peerJid}"]`).first();
+    try {
+      await contact.waitFor({ state: "visible", timeout: STEP_MS });
+      check("Converse shows an unread message from the TCP user", true);
+      await screenshot("unread");
+      await contact.click();
+    } catch (e) {
+      check("Converse shows an unread message from the TCP user", false, e.message.split("\n")[0]);
+    }
+    const chat = page.locator(`converse-chat[jid="${peerJid}"]`);
+    try {
+      await chat.locator(".chat-msg__text", { hasText: inbound }).waitFor({ state: "visible", timeout: STEP_MS });
+      check("the TCP user's message appears in Converse's chat box", true);
+    } catch (e) {
+      check("the TCP user's message appears in Converse's chat box", false, e.message.split("\n")[0]);
+    }
+    await screenshot("message-received");
+
+    // Browser -> TCP: typed into the textarea, sent with Enter.
+    const outbound = unique("converse-to-tcp");
+    try {
+      const textarea = chat.locator("textarea.chat-textarea");
+      await textarea.click();
+      await textarea.pressSequentially(outbound, { delay: 10 });
+      await textarea.press("Enter");
+    } catch (e) {
+      check("typing a reply into Converse's chat box", false, e.message.split("\n")[0]);
+    }
+    const recv = await peer.waitFor((e) => e.event === "message" && e.body === outbound, STEP_MS);
+    check("the TCP user receives the reply typed in Converse",
+      recv && recv.from.startsWith(`${webJid}/`), recv ? `from ${recv.from}` : peer.describeEnd());
+    try {
+      await chat.locator(".chat-msg__text", { hasText: outbound }).waitFor({ state: "visible", timeout: 5000 });
+      check("the reply is shown as sent in Converse's chat box", true);
+    } catch (e) {
+      check("the reply is shown as sent in Converse's chat box", false, e.message.split("\n")[0]);
+    }
+    await screenshot("reply-sent");
+
+    // RFC 7395 §3.3: every WebSocket message is one well-formed XML element. Checked after
+    // the fact with the browser's XML parser, plus unique attribute names, which it does not
+    // enforce for xmlns: a client may misread such a frame silently (Converse does), so the
+    // exchange above can pass without it.
+    const unparsable = await page.evaluate((frames) => frames.filter((f) =>
+      new DOMParser().parseFromString(f, "application/xml").getElementsByTagName("parsererror").length > 0), received);
+    const malformed = received.filter((f) => unparsable.includes(f) || hasDuplicateAttribute(f));
+    const known = malformed.filter((f) => KNOWN_MALFORMED.test(f));
+    const unknown = malformed.filter((f) => !KNOWN_MALFORMED.test(f));
+    check(`every frame confabd sent is well-formed XML (${received.length} frames)`, unknown.length === 0,
+      unknown.slice(0, 3).join(" | "));
+    if (known.length > 0) {
+      console.log(`KNOWN BUG (not counted): ${known.length} XEP-0198 <r/> frame(s) with two xmlns attributes: ${known[0]}`);
+    }
+  } finally {
+    if (browser) await within(10000, "closing Chromium", browser.close()).catch((e) => console.error(e.message));
+    server.close();
+    await peer.quit();
+    consoleLog.end();
+    framesLog.end();
+  }
+}
+
+main()
+  .catch(async (e) => {
+    check("Converse.js test run", false, e.stack || String(e));
+    await screenshot("error");
+  })
+  .finally(() => {
+    const rc = summary();
+    if (rc !== 0) console.log(`Converse.js artefacts (screenshots, console, WebSocket frames): ${artefacts}`);
+    process.exit(rc);
+  });

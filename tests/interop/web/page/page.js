@@ -1,0 +1,29 @@
+// Starts Converse.js with the settings the test serves at /config.json, plus a tiny plugin
+// that reports the connection state on window.confabProbe, so the test can tell a real
+// WebSocket login from a page that merely rendered.
+// Converse's dist build is an ES module (it loads its chunks relative to import.meta.url).
+import converse from '/dist/converse.min.js';
+
+window.confabProbe = { connected: false, disconnected: false, transport: null, jid: null, service: null, errors: [] };
+
+converse.plugins.add('confab-probe', {
+  initialize() {
+    const { api } = this._converse;
+    const probe = window.confabProbe;
+    api.listen.on('connected', () => {
+      const conn = api.connection.get();
+      probe.connected = true;
+      probe.transport = api.connection.isType('websocket') ? 'websocket' : 'other';
+      probe.jid = conn.jid;
+      probe.service = conn.service;
+    });
+    // With auto_reconnect off this also ends a failed login, so the test need not wait out
+    // its timeout.
+    api.listen.on('disconnected', () => { probe.connected = false; probe.disconnected = true; });
+  },
+});
+
+fetch('/config.json')
+  .then((r) => r.json())
+  .then((config) => converse.initialize({ ...config, whitelisted_plugins: ['confab-probe'] }))
+  .catch((e) => window.confabProbe.errors.push(String(e)));
