@@ -38,12 +38,6 @@ async function screenshot(name) {
 
 hardDeadline(100, () => screenshot("hard-timeout"));
 
-// A known confabd bug, reported and not fixed here: over WebSocket the server's XEP-0198
-// ack request comes as <r xmlns='jabber:client' xmlns='urn:xmpp:sm:3'/> (the framing adds
-// the client namespace to an element that has its own), which Converse's parser drops, so
-// it never answers with <a/>. Only that exact frame is tolerated.
-const KNOWN_MALFORMED = /^<r xmlns='jabber:client' xmlns='urn:xmpp:sm:3'\/>$/;
-
 // XML 1.0 "Unique Att Spec": no attribute name twice in one tag. Text cannot hold a raw
 // '<', and values are quoted, so tags and attributes can be picked out with patterns.
 function hasDuplicateAttribute(frame) {
@@ -234,13 +228,8 @@ async function main() {
     const unparsable = await page.evaluate((frames) => frames.filter((f) =>
       new DOMParser().parseFromString(f, "application/xml").getElementsByTagName("parsererror").length > 0), received);
     const malformed = received.filter((f) => unparsable.includes(f) || hasDuplicateAttribute(f));
-    const known = malformed.filter((f) => KNOWN_MALFORMED.test(f));
-    const unknown = malformed.filter((f) => !KNOWN_MALFORMED.test(f));
-    check(`every frame confabd sent is well-formed XML (${received.length} frames)`, unknown.length === 0,
-      unknown.slice(0, 3).join(" | "));
-    if (known.length > 0) {
-      console.log(`KNOWN BUG (not counted): ${known.length} XEP-0198 <r/> frame(s) with two xmlns attributes: ${known[0]}`);
-    }
+    check(`every frame confabd sent is well-formed XML (${received.length} frames)`, malformed.length === 0,
+      malformed.slice(0, 3).join(" | "));
   } finally {
     if (browser) await within(10000, "closing Chromium", browser.close()).catch((e) => console.error(e.message));
     server.close();
