@@ -281,13 +281,26 @@ impl Shared {
         out: Out,
         mut reply: Option<(Stanza, FullJid)>,
     ) {
-        for (i, (el, to)) in out.deliver.into_iter().enumerate() {
+        let mut i = 0;
+        while i < out.deliver.len() {
             if out.reply_at == Some(i) {
                 if let Some((r, to)) = reply.take() {
                     deliver(ctx, r.el, &to).await;
                 }
             }
-            deliver(ctx, el, &to).await;
+            // A run of one shared element (a groupchat message to every occupant) goes
+            // out in one call, serialized once; the reply's place ends a run.
+            let el = &out.deliver[i].0;
+            let mut end = i + 1;
+            while end < out.deliver.len()
+                && Arc::ptr_eq(&out.deliver[end].0, el)
+                && out.reply_at != Some(end)
+            {
+                end += 1;
+            }
+            let to: Vec<&FullJid> = out.deliver[i..end].iter().map(|(_, j)| j).collect();
+            deliver_all(ctx, el, &to).await;
+            i = end;
         }
         {
             let mut joined = lock(&self.joined);
@@ -378,6 +391,29 @@ impl Shared {
             tracing::error!(error = %e, room = %jid, "deleting the stored room failed");
         }
     }
+}
+
+/// Hands one stanza to the sessions of several local occupants through the one delivery
+/// path, each copy addressed to its occupant, serialized once for all.
+async fn deliver_all(ctx: &ServerCtx, el: &Element, to: &[&FullJid]) {
+    if let [one] = to {
+        deliver(ctx, el.clone(), one).await;
+        return;
+    }
+    // Sessions that are gone are skipped; `session_closed` takes those occupants out.
+    let sessions: Vec<_> = to.iter().filter_map(|j| ctx.router.session(j)).collect();
+    let kind = match el.name.as_str() {
+        "message" => StanzaKind::Message,
+        "presence" => StanzaKind::Presence,
+        _ => StanzaKind::Iq,
+    };
+    let stanza = Stanza {
+        kind,
+        to: None,
+        from: el.get_attr("from").and_then(|f| Jid::new(f).ok()),
+        el: el.clone(),
+    };
+    router::deliver_addressed(ctx, &stanza, &sessions).await;
 }
 
 /// Hands a stanza to the session of a local occupant through the one delivery path.

@@ -14,6 +14,7 @@ use confab_proto::xml::Element;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Service-wide limits a room applies.
@@ -128,8 +129,9 @@ struct HistoryEntry {
 #[derive(Default)]
 pub struct Out {
     /// Stanzas for occupants' sessions, delivered while the room is still locked so every
-    /// occupant sees the room's events in one order.
-    pub deliver: Vec<(Element, FullJid)>,
+    /// occupant sees the room's events in one order. One `Arc` pushed for several occupants
+    /// in a row is serialized once for all of them.
+    pub deliver: Vec<(Arc<Element>, FullJid)>,
     /// Stanzas to route once the room is unlocked (invitations, declines).
     pub route: Vec<Element>,
     /// The stored room must be written (persistent rooms).
@@ -413,7 +415,7 @@ impl Room {
         if let Some(id) = self_id {
             own.set_attr("id", id);
         }
-        let own = (own, subject.jid.clone());
+        let own = (Arc::new(own), subject.jid.clone());
         let own = if subject_first {
             out.deliver.push(own);
             if out.reply_at.is_none() {
@@ -423,6 +425,7 @@ impl Room {
         } else {
             Some(own)
         };
+        let (visible, plain) = (Arc::new(visible), Arc::new(plain));
         for r in &self.occupants {
             if r.jid == subject.jid {
                 continue;
@@ -445,6 +448,7 @@ impl Room {
             .attr("type", "groupchat")
             .attr("id", new_id(now))
             .child(x);
+        let m = Arc::new(m);
         for o in &self.occupants {
             out.deliver.push((m.clone(), o.jid.clone()));
         }
@@ -590,7 +594,7 @@ impl Room {
                 },
                 None,
             );
-            out.deliver.push((p, me.jid.clone()));
+            out.deliver.push((Arc::new(p), me.jid.clone()));
         }
         let mut self_codes = Vec::new();
         if self.config.whois_anyone {
@@ -622,10 +626,10 @@ impl Room {
                 }
                 .into(),
             );
-            out.deliver.push((m, me.jid.clone()));
+            out.deliver.push((Arc::new(m), me.jid.clone()));
         }
         out.deliver
-            .push((self.subject_message(now), me.jid.clone()));
+            .push((Arc::new(self.subject_message(now)), me.jid.clone()));
     }
 
     fn subject_message(&self, now: i64) -> Element {
@@ -868,8 +872,9 @@ impl Room {
         if m.get_attr("id").is_none() {
             m.set_attr("id", new_id(now));
         }
+        let shared = Arc::new(m.clone());
         for r in &self.occupants {
-            out.deliver.push((m.clone(), r.jid.clone()));
+            out.deliver.push((shared.clone(), r.jid.clone()));
         }
         if is_subject {
             let text = msg
@@ -919,7 +924,8 @@ impl Room {
         if m.get_child("x", NS_USER).is_none() {
             m.push_child(Element::new("x", NS_USER));
         }
-        out.deliver.push((m, self.occupants[t].jid.clone()));
+        out.deliver
+            .push((Arc::new(m), self.occupants[t].jid.clone()));
         Ok(())
     }
 
@@ -1494,7 +1500,7 @@ impl Room {
                 },
                 Some(notice.clone()),
             );
-            out.deliver.push((p, o.jid.clone()));
+            out.deliver.push((Arc::new(p), o.jid.clone()));
             out.joined.push((o.jid, false));
         }
         self.gone = true;
@@ -1520,7 +1526,7 @@ impl Room {
                 },
                 None,
             );
-            out.deliver.push((p, o.jid.clone()));
+            out.deliver.push((Arc::new(p), o.jid.clone()));
             out.joined.push((o.jid, false));
         }
     }

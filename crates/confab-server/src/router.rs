@@ -464,6 +464,52 @@ pub async fn deliver(ctx: &ServerCtx, stanza: &Stanza, targets: &[Arc<SessionInf
     any
 }
 
+/// Delivers one stanza to many sessions with each copy addressed to its session (`to` set
+/// to the session's full JID, as RFC 6120 §8.1.1.1 wants of a stanza with one recipient):
+/// a room's message to its occupants. It is serialized once, without `to`, and the address
+/// spliced into each copy's start tag, so a large fan-out does not serialize per recipient.
+/// With `Deliver` hooks registered each session gets its own copy through `deliver`.
+/// Returns how many sessions took it.
+pub async fn deliver_addressed(
+    ctx: &ServerCtx,
+    stanza: &Stanza,
+    targets: &[Arc<SessionInfo>],
+) -> usize {
+    let mut taken = 0;
+    if ctx.registry.has_hooks(HookPoint::Deliver) {
+        for s in targets {
+            let mut copy = stanza.clone();
+            copy.set_to(Some(Jid::from(s.jid.clone())));
+            if deliver(ctx, &copy, std::slice::from_ref(s)).await {
+                taken += 1;
+            }
+        }
+        return taken;
+    }
+    let mut unaddressed = std::borrow::Cow::Borrowed(stanza);
+    if stanza.to.is_some() || stanza.el.get_attr("to").is_some() {
+        unaddressed.to_mut().set_to(None);
+    }
+    let xml = unaddressed.el.to_xml(ns::CLIENT);
+    // The stream form starts with `<name` (no prefix, no xmlns): the address goes after it.
+    let cut = 1 + unaddressed.el.name.len();
+    let (head, tail) = xml.as_bytes().split_at(cut.min(xml.len()));
+    for s in targets {
+        let to = confab_proto::xml::escape(s.jid.as_str());
+        let mut b = Vec::with_capacity(xml.len() + to.len() + 6);
+        b.extend_from_slice(head);
+        b.extend_from_slice(b" to='");
+        b.extend_from_slice(to.as_bytes());
+        b.push(b'\'');
+        b.extend_from_slice(tail);
+        let wire = WireStanza::new(Bytes::from(b));
+        if s.holds(&unaddressed, &wire) || s.send(wire) {
+            taken += 1;
+        }
+    }
+    taken
+}
+
 /// What became of a stored stanza offered to a session (`deliver_stored`).
 pub enum StoredDelivery {
     /// Queued: the receiver says when it was written.

@@ -231,3 +231,34 @@ async fn a_domain_served_twice_stops_the_start_with_a_clear_error() {
     };
     assert!(err.contains("'localhost' is served twice"), "{err}");
 }
+
+#[tokio::test]
+async fn one_stanza_to_many_sessions_is_addressed_to_each() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    let ctx = ts.server().ctx().clone();
+    let sessions: Vec<_> = [&alice.jid, &bob.jid]
+        .iter()
+        .map(|j| ctx.router.session(j).expect("bound"))
+        .collect();
+    // Built with a `to` of its own: each copy must carry its recipient's address only.
+    let el = Element::new("message", ns::CLIENT)
+        .attr("from", "room@conference.localhost/nick")
+        .attr("to", "someone@else")
+        .attr("type", "groupchat")
+        .child(Element::new("body", ns::CLIENT).text("to all"));
+    let stanza = confab_proto::stanza::Stanza::from_element(el).expect("stanza");
+    assert_eq!(router::deliver_addressed(&ctx, &stanza, &sessions).await, 2);
+    for c in [&mut alice, &mut bob] {
+        let m = recv_message(c).await;
+        assert_eq!(m.get_attr("to"), Some(c.jid.as_str()), "{m}");
+        assert_eq!(m.get_attr("from"), Some("room@conference.localhost/nick"));
+        assert_eq!(
+            m.get_child("body", ns::CLIENT).map(|b| b.text_content()),
+            Some("to all".into())
+        );
+    }
+}
