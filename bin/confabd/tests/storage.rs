@@ -399,6 +399,7 @@ async fn database_goes_away(kind: Kind) {
         &format!("acquire_timeout = {}\n", acquire_timeout.as_secs()),
     );
     add_user(&cfg, "alice");
+    add_user(&cfg, "bob");
     let mut server = Server::start(&cfg, port).await;
     let mut alice = server.login("alice").await;
 
@@ -433,6 +434,27 @@ async fn database_goes_away(kind: Kind) {
         assert!(type_ == "cancel" || type_ == "wait", "{reply}");
         assert!(took < bound, "request {n} took {took:?} (bound {bound:?})");
     }
+    // A message to an offline user that cannot be stored comes back as an error, never
+    // silently dropped.
+    let message = Element::new("message", "jabber:client")
+        .attr("to", "bob@localhost")
+        .attr("type", "chat")
+        .attr("id", "m1")
+        .child(Element::new("body", "jabber:client").text("during the outage"));
+    let sent = Instant::now();
+    alice.send(&message).await.expect("send message");
+    let bounce = loop {
+        let e = recv(&mut alice).await;
+        if e.name == "message" && e.get_attr("id") == Some("m1") {
+            break e;
+        }
+    };
+    assert_eq!(bounce.get_attr("type"), Some("error"), "{bounce}");
+    assert!(
+        sent.elapsed() < bound + acquire_timeout,
+        "{:?}",
+        sent.elapsed()
+    );
     // The session is up (a ping needs no database) and the server did not crash.
     let (reply, _) = iq(&mut alice, ping("p1")).await;
     assert_eq!(reply.get_attr("type"), Some("result"), "{reply}");
