@@ -30,6 +30,13 @@ enum Command {
     /// Manage registration invitations (`[registration] policy = "invite"`).
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// Apply the storage migrations the configured database lacks (the server also applies
+    /// them at start), and list what was applied.
+    Migrate {
+        /// List the pending migrations without applying anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
             Command::User(u) => user(config, u).await,
             Command::Check => check(config).await,
             Command::Invite(i) => invite(config, i).await,
+            Command::Migrate { dry_run } => migrate(config, dry_run).await,
         }
     });
     match result {
@@ -312,6 +320,35 @@ async fn invite(config: Config, cmd: InviteCommand) -> Result<(), String> {
     Ok(())
 }
 
+async fn migrate(config: Config, dry_run: bool) -> Result<(), String> {
+    let backend = config.storage_backend().map_err(|e| e.to_string())?;
+    println!("database {} {}", backend.name(), backend.display_url());
+    if dry_run {
+        let status = confab_store::migration_status(&backend)
+            .await
+            .map_err(|e| e.to_string())?;
+        for name in &status.pending {
+            println!("pending {name}");
+        }
+        println!(
+            "{} applied, {} pending",
+            status.applied.len(),
+            status.pending.len()
+        );
+        return Ok(());
+    }
+    let applied = confab_store::migrate(&backend)
+        .await
+        .map_err(|e| e.to_string())?;
+    for name in &applied {
+        println!("applied {name}");
+    }
+    if applied.is_empty() {
+        println!("up to date: nothing to apply");
+    }
+    Ok(())
+}
+
 async fn check(config: Config) -> Result<(), String> {
     let mut failed = false;
     println!(
@@ -347,10 +384,15 @@ async fn check(config: Config) -> Result<(), String> {
             failed = true;
         }
     }
+    // The backend and URL as configured (no password), then whether it opens.
+    let storage = match config.storage_backend() {
+        Ok(b) => format!("{} {}", b.name(), b.display_url()),
+        Err(e) => e.to_string(),
+    };
     match open_stores(&config).await {
-        Ok(_) => println!("ok    storage (sqlite {})", config.sqlite_path().display()),
+        Ok(_) => println!("ok    storage ({storage})"),
         Err(e) => {
-            println!("FAIL  storage: {e}");
+            println!("FAIL  storage ({storage}): {e}");
             failed = true;
         }
     }

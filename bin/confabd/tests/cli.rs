@@ -127,10 +127,13 @@ fn check_reports_problems() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), free_port(), free_port());
     let out = confabd(&cfg).arg("check").output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // The backend and where it is (the default: the SQLite file in the data directory).
+    let db = dir.path().join("data/confab.db");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        stdout.contains(&format!("ok    storage (SQLite sqlite://{})", db.display())),
+        "{stdout}"
     );
     // A port in use is reported.
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");

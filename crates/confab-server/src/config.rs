@@ -218,6 +218,9 @@ pub struct StorageSection {
     pub url: Option<String>,
     /// Most connections open to the database at once (default: 4 for SQLite, 10 otherwise).
     pub pool_size: Option<u32>,
+    /// Seconds a request waits for a database connection before it fails (bounds every
+    /// request while the database is unreachable).
+    pub acquire_timeout: u64,
 }
 
 impl Default for StorageSection {
@@ -227,6 +230,7 @@ impl Default for StorageSection {
             sqlite_path: None,
             url: None,
             pool_size: None,
+            acquire_timeout: confab_store::DEFAULT_ACQUIRE_TIMEOUT.as_secs(),
         }
     }
 }
@@ -364,6 +368,9 @@ impl Config {
         if self.storage.pool_size == Some(0) {
             return bad("storage.pool_size must be at least 1".into());
         }
+        if self.storage.acquire_timeout == 0 || self.storage.acquire_timeout > 3600 {
+            return bad("storage.acquire_timeout must be 1 to 3600 seconds".into());
+        }
         if self.auth.scram_iterations < 4096 {
             return bad("auth.scram_iterations must be at least 4096".into());
         }
@@ -484,7 +491,7 @@ mod tests {
             }
         );
         let c = load(
-            "[storage]\nsqlite_path = '/x.db'\nurl = 'postgres://confab@db/confab'\npool_size = 20\n",
+            "[storage]\nsqlite_path = '/x.db'\nurl = 'postgres://confab@db/confab'\npool_size = 20\nacquire_timeout = 3\n",
         );
         assert_eq!(
             c.storage_backend().expect("backend"),
@@ -493,6 +500,7 @@ mod tests {
             }
         );
         assert_eq!(c.storage.pool_size, Some(20));
+        assert_eq!(c.storage.acquire_timeout, 3);
         let c = load("[storage]\nurl = 'mysql://confab@db/confab'\n");
         assert!(matches!(
             c.storage_backend().expect("backend"),
@@ -554,6 +562,7 @@ mod tests {
             "[storage]\nurl = 'oracle://db/x'\n",
             "[storage]\nurl = '/var/lib/confab.db'\n",
             "[storage]\npool_size = 0\n",
+            "[storage]\nacquire_timeout = 0\n",
             "[auth]\nscram_iterations = 10\n",
             "[c2s]\nnosuchkey = 1\n",
         ];

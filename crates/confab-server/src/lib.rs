@@ -130,11 +130,14 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
     let backend = config
         .storage_backend()
         .map_err(|e| confab_store::StoreError::Database(e.to_string()))?;
-    let pool_size = config
-        .storage
-        .pool_size
-        .unwrap_or_else(|| backend.default_pool_size());
-    Ok(Stores::open_with_pool(&backend, pool_size).await?)
+    let pool = confab_store::PoolOptions {
+        size: config
+            .storage
+            .pool_size
+            .unwrap_or_else(|| backend.default_pool_size()),
+        acquire_timeout: std::time::Duration::from_secs(config.storage.acquire_timeout),
+    };
+    Ok(Stores::open_with(&backend, &pool).await?)
 }
 
 impl Server {

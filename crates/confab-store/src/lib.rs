@@ -94,6 +94,24 @@ impl Backend {
         }
     }
 
+    /// The kind of database, for messages: `SQLite`, `PostgreSQL` or `MySQL/MariaDB`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite { .. } => "SQLite",
+            Backend::Postgres { .. } => "PostgreSQL",
+            Backend::Mysql { .. } => "MySQL/MariaDB",
+        }
+    }
+
+    /// The URL to show an operator: the password, in the user part or a `password`
+    /// parameter, replaced by `***` (so it is clear one is set, never what it is).
+    pub fn display_url(&self) -> String {
+        match self {
+            Backend::Sqlite { path } => format!("sqlite://{}", path.display()),
+            Backend::Postgres { url } | Backend::Mysql { url } => redact_url(url),
+        }
+    }
+
     /// The pool size used when the configuration names none: SQLite has one writer at a
     /// time, so a few connections suffice; a database server serves more at once.
     pub fn default_pool_size(&self) -> u32 {
@@ -104,16 +122,105 @@ impl Backend {
     }
 }
 
+/// `url` with the password of its user part and of a `password=` parameter replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    // The last `@` ends the user part: a password may itself contain `@` when not encoded.
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// How the pool of connections behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Most connections open at once.
+    pub size: u32,
+    /// How long a request waits for a connection (including opening a new one) before it
+    /// fails. Bounded, so that while the database is unreachable a request gets an error
+    /// reply rather than hanging.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl PoolOptions {
+    /// The default for a backend: its default pool size, a 10 s acquire timeout.
+    pub fn for_backend(backend: &Backend) -> PoolOptions {
+        PoolOptions {
+            size: backend.default_pool_size(),
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
+/// The default `PoolOptions::acquire_timeout`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The migrations of a database: those recorded as applied, and those this version of
+/// Confab would apply (in order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    pub applied: Vec<String>,
+    pub pending: Vec<&'static str>,
+}
+
+/// What `confabd migrate --dry-run` reports: the migrations the database has and lacks.
+/// Changes nothing (a SQLite file that does not exist yet is not created).
+pub async fn migration_status(backend: &Backend) -> Result<MigrationStatus> {
+    sql::migration_status(backend).await
+}
+
+/// Applies the migrations the database lacks (as the server does at start); returns their
+/// names, in the order applied.
+pub async fn migrate(backend: &Backend) -> Result<Vec<&'static str>> {
+    sql::migrate_backend(backend).await
+}
+
 impl Stores {
-    /// Opens the backend with its default pool size.
+    /// Opens the backend with its default pool options.
     pub async fn open(backend: &Backend) -> Result<Stores> {
-        Self::open_with_pool(backend, backend.default_pool_size()).await
+        Self::open_with(backend, &PoolOptions::for_backend(backend)).await
     }
 
-    /// Opens the database (applying its migrations) with at most `pool_size` connections.
-    /// A database that cannot be reached is an error naming it, never a panic.
+    /// Opens the database with at most `pool_size` connections.
     pub async fn open_with_pool(backend: &Backend, pool_size: u32) -> Result<Stores> {
-        let db = Arc::new(sql::SqlDb::open(backend, pool_size).await?);
+        let options = PoolOptions {
+            size: pool_size,
+            ..PoolOptions::for_backend(backend)
+        };
+        Self::open_with(backend, &options).await
+    }
+
+    /// Opens the database (applying its migrations) with these pool options. A database
+    /// that cannot be reached is an error naming it, never a panic.
+    pub async fn open_with(backend: &Backend, pool: &PoolOptions) -> Result<Stores> {
+        let db = Arc::new(sql::SqlDb::open(backend, pool).await?);
         Ok(Stores {
             accounts: db.clone(),
             data: db.clone(),
@@ -149,6 +256,21 @@ mod tests {
             Backend::from_url("mariadb://u@h/db"),
             Ok(Backend::Mysql { .. })
         ));
+        for (url, shown) in [
+            (
+                "postgres://confab:s3cret@db:5432/confab",
+                "postgres://confab:***@db:5432/confab",
+            ),
+            ("mysql://root@127.0.0.1/x", "mysql://root@127.0.0.1/x"),
+            (
+                "postgres://u:p@ss@h/db?sslmode=require&password=pw",
+                "postgres://u:***@h/db?sslmode=require&password=***",
+            ),
+            ("postgres://h", "postgres://h"),
+        ] {
+            let backend = Backend::from_url(url).expect(url);
+            assert_eq!(backend.display_url(), shown);
+        }
         for bad in [
             "",
             "oracle://x",

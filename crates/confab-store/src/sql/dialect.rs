@@ -57,6 +57,23 @@ impl Dialect {
         out
     }
 
+    /// `SELECT COUNT(*)` of the tables named `?` in the connection's database (0 or 1).
+    pub fn table_exists(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+            }
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = ?"
+            }
+            Dialect::Mysql => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = ?"
+            }
+        }
+    }
+
     /// The statement that opens a transaction that will write, if not the default `BEGIN`.
     /// SQLite: a deferred transaction that reads first fails with "database is locked" when
     /// another connection wrote in between (the busy timeout does not cover that upgrade),

@@ -178,33 +178,102 @@ async fn mysql_binary_collation(conn: &mut AnyConnection) -> Result<&'static str
     })
 }
 
+/// One connection to the database, prepared, or an error that names the database (never
+/// its password). Bounded by `CONNECT_TIMEOUT`, so a database that does not answer is an
+/// error rather than a hang.
+async fn connect_one(target: &Target) -> Result<AnyConnection> {
+    let description = &target.description;
+    let connect = AnyConnection::connect_with(&target.options);
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| {
+            StoreError::Database(format!(
+                "cannot connect to {description}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| StoreError::Database(format!("cannot connect to {description}: {e}")))?;
+    prepare(&mut conn, target.dialect).await?;
+    Ok(conn)
+}
+
+/// Applies the migrations the database lacks, on a connection of its own.
+pub(crate) async fn migrate_backend(backend: &Backend) -> Result<Vec<&'static str>> {
+    sqlx::any::install_default_drivers();
+    let target = target(backend)?;
+    let mut conn = connect_one(&target).await?;
+    let applied = migrate(&mut conn, target.dialect).await;
+    let _ = conn.close().await;
+    applied
+}
+
+/// The applied and pending migrations, changing nothing.
+pub(crate) async fn migration_status(backend: &Backend) -> Result<crate::MigrationStatus> {
+    let all = |dialect: Dialect| schema::migrations(dialect).iter().map(|(n, _)| *n);
+    // Connecting would create the file: a database that does not exist lacks everything.
+    if let Backend::Sqlite { path } = backend {
+        if !path.exists() {
+            return Ok(crate::MigrationStatus {
+                applied: Vec::new(),
+                pending: all(Dialect::Sqlite).collect(),
+            });
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let target = target(backend)?;
+    let dialect = target.dialect;
+    let mut conn = connect_one(&target).await?;
+    let applied = applied_migrations(&mut conn, dialect).await;
+    let _ = conn.close().await;
+    let applied = applied?;
+    let pending = all(dialect)
+        .filter(|n| !applied.iter().any(|a| a == n))
+        .collect();
+    Ok(crate::MigrationStatus { applied, pending })
+}
+
+/// The names recorded in `schema_migrations`, oldest first; none when the table does not
+/// exist yet (a new database).
+async fn applied_migrations(conn: &mut AnyConnection, dialect: Dialect) -> Result<Vec<String>> {
+    let exists: i64 = sqlx::query_scalar(AssertSqlSafe(dialect.sql(dialect.table_exists())))
+        .bind("schema_migrations")
+        .fetch_one(&mut *conn)
+        .await?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT name FROM schema_migrations ORDER BY applied_at, name")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}
+
 impl SqlDb {
-    /// Connects, applies the migrations this database lacks, and opens a pool of
-    /// `pool_size` connections. A database that cannot be reached is an error that names it.
-    pub async fn open(backend: &Backend, pool_size: u32) -> Result<SqlDb> {
+    /// Connects, applies the migrations this database lacks, and opens a pool with these
+    /// options. A database that cannot be reached is an error that names it.
+    pub async fn open(backend: &Backend, pool: &crate::PoolOptions) -> Result<SqlDb> {
         sqlx::any::install_default_drivers();
+        let target = target(backend)?;
+        // One connection first: a database that is down gives its error at once, rather
+        // than after the pool's acquire timeout, and the migrations run on it.
+        let mut conn = connect_one(&target).await?;
+        migrate(&mut conn, target.dialect).await?;
+        conn.close().await?;
         let Target {
             options,
             dialect,
             description,
-        } = target(backend)?;
-        // One connection first: a database that is down gives its error at once, rather
-        // than after the pool's acquire timeout, and the migrations run on it.
-        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
-            .await
-            .map_err(|_| {
-                StoreError::Database(format!(
-                    "cannot connect to {description}: no answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|e| StoreError::Database(format!("cannot connect to {description}: {e}")))?;
-        prepare(&mut conn, dialect).await?;
-        migrate(&mut conn, dialect).await?;
-        conn.close().await?;
+        } = target;
+        // The acquire timeout bounds every wait for a connection, including the pings of
+        // idle connections and reconnecting after the database went away: while it is
+        // down, a request fails after this long instead of hanging. Broken connections are
+        // found by the ping before use and replaced, so the pool recovers by itself.
+        let pool_size = pool.size.max(1);
         let pool = AnyPoolOptions::new()
-            .max_connections(pool_size.max(1))
-            .acquire_timeout(Duration::from_secs(30))
+            .max_connections(pool_size)
+            .acquire_timeout(pool.acquire_timeout)
+            .test_before_acquire(true)
             .after_connect(move |conn: &mut AnyConnection, _: PoolConnectionMetadata| {
                 Box::pin(async move { prepare(conn, dialect).await })
             })
@@ -261,8 +330,8 @@ impl SqlDb {
 }
 
 /// Applies, in order, each migration not yet recorded in `schema_migrations`, each in its
-/// own transaction with its record.
-async fn migrate(conn: &mut AnyConnection, dialect: Dialect) -> Result<()> {
+/// own transaction with its record; returns the names applied.
+async fn migrate(conn: &mut AnyConnection, dialect: Dialect) -> Result<Vec<&'static str>> {
     let collation = match dialect {
         Dialect::Mysql => mysql_binary_collation(conn).await?,
         _ => "",
@@ -273,6 +342,7 @@ async fn migrate(conn: &mut AnyConnection, dialect: Dialect) -> Result<()> {
     ))))
     .execute(&mut *conn)
     .await?;
+    let mut applied = Vec::new();
     for (name, sql) in schema::migrations(dialect) {
         let mut tx = match dialect.begin_write() {
             Some(begin) => conn.begin_with(begin).await?,
@@ -306,8 +376,9 @@ async fn migrate(conn: &mut AnyConnection, dialect: Dialect) -> Result<()> {
             backend = dialect.name(),
             "applied storage migration"
         );
+        applied.push(*name);
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Whether the database asks for the transaction to be run again: a deadlock victim, a
