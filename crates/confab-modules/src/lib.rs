@@ -9,6 +9,7 @@ pub mod client_state;
 pub mod disco;
 pub mod last;
 pub mod legacy_session;
+pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -36,6 +37,7 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(last::Last::default()),
         Arc::new(blocking::Blocking::new()),
         Arc::new(carbons::Carbons),
+        Arc::new(mam::Mam::default()),
         Arc::new(offline::Offline::new()),
         Arc::new(stream_management::StreamManagement::default()),
         Arc::new(client_state::ClientState::default()),

@@ -10,12 +10,14 @@
 
 pub mod account_data;
 mod accounts;
+pub mod archive;
 pub mod offline;
 pub mod roster;
 mod sql;
 
 pub use account_data::DataStore;
 pub use accounts::AccountStore;
+pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use roster::{RosterItem, RosterStore, Subscription};
 use std::sync::Arc;
@@ -56,6 +58,7 @@ pub struct Stores {
     pub data: Arc<dyn DataStore>,
     pub roster: Arc<dyn RosterStore>,
     pub offline: Arc<dyn OfflineStore>,
+    pub archive: Arc<dyn ArchiveStore>,
 }
 
 /// Which database to open.
@@ -225,7 +228,8 @@ impl Stores {
             accounts: db.clone(),
             data: db.clone(),
             roster: db.clone(),
-            offline: db,
+            offline: db.clone(),
+            archive: db,
         })
     }
 }

@@ -5,7 +5,9 @@
 mod harness;
 
 use confab_proto::sasl::{ScramCredentials, ScramHash};
-use confab_store::{Backend, RosterItem, StoreError, Stores, Subscription};
+use confab_store::{
+    ArchiveQuery, ArchivedMessage, Backend, RosterItem, StoreError, Stores, Subscription,
+};
 use harness::TestDb;
 use std::collections::BTreeSet;
 
@@ -26,6 +28,8 @@ conformance!(
     writes_to_a_missing_account_fail,
     corrupt_rows_are_errors,
     database_errors_propagate,
+    archive_paging_and_filters,
+    archive_expiry,
 );
 
 fn creds(pw: &str) -> Vec<ScramCredentials> {
@@ -445,6 +449,10 @@ async fn account_deletion_removes_everything(db: TestDb) {
             .push_offline("localhost", user, "<message/>", 1, 10)
             .await
             .expect("offline");
+        s.archive
+            .append_archive("localhost", user, &archived("a1", "carol@localhost/x", 1))
+            .await
+            .expect("archive");
     }
     s.data
         .set_host_data("localhost", "invite", "tok", "{}")
@@ -465,6 +473,7 @@ async fn account_deletion_removes_everything(db: TestDb) {
         "roster_groups",
         "roster_versions",
         "offline_messages",
+        "archive",
     ] {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM {table} WHERE username = 'alice'"
@@ -955,6 +964,12 @@ async fn writes_to_a_missing_account_fail(db: TestDb) {
             .await,
         Err(StoreError::NoAccount)
     ));
+    assert!(matches!(
+        s.archive
+            .append_archive("localhost", "ghost", &archived("x", "a@b", 1))
+            .await,
+        Err(StoreError::NoAccount)
+    ));
     assert_eq!(
         s.roster
             .delete_roster_item("localhost", "ghost", "a@b")
@@ -1115,4 +1130,188 @@ async fn a_sqlite_file_that_cannot_be_created_is_an_error() {
     })
     .await;
     assert!(r.is_err());
+}
+
+fn archived(id: &str, with: &str, stamp: i64) -> ArchivedMessage {
+    ArchivedMessage {
+        id: id.to_string(),
+        with: with.to_string(),
+        stamp,
+        stanza: format!("<message id='{id}'><body>{id} \u{1F600}</body></message>"),
+    }
+}
+
+fn ids(page: &confab_store::ArchivePage) -> Vec<&str> {
+    page.items.iter().map(|m| m.id.as_str()).collect()
+}
+
+async fn archive_paging_and_filters(db: TestDb) {
+    let s = with_two(&db).await;
+    let a = &s.archive;
+    // Ten messages for alice, alternating between carol (two resources) and dave; ids
+    // that do not sort like the order, so the order must come from the archive.
+    let order = ["k", "b", "x", "a", "m", "c", "z", "d", "q", "e"];
+    for (i, id) in order.iter().enumerate() {
+        let with = match i % 3 {
+            0 => "carol@localhost/phone",
+            1 => "carol@localhost/pc",
+            _ => "dave@example.org",
+        };
+        a.append_archive("localhost", "alice", &archived(id, with, 1000 + i as i64))
+            .await
+            .expect("append");
+    }
+    // Bob's archive is his own.
+    a.append_archive("localhost", "bob", &archived("bobs", "alice@localhost", 1))
+        .await
+        .expect("append");
+    let q = |f: fn(&mut ArchiveQuery)| {
+        let mut q = ArchiveQuery {
+            max: 4,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let page = |q: ArchiveQuery| {
+        let a = a.clone();
+        async move {
+            a.query_archive("localhost", "alice", &q)
+                .await
+                .expect("query")
+                .expect("known ids")
+        }
+    };
+    // Forwards from the start.
+    let p = page(q(|_| {})).await;
+    assert_eq!(ids(&p), ["k", "b", "x", "a"]);
+    assert!(!p.complete);
+    assert_eq!(p.items[0].with, "carol@localhost/phone");
+    assert_eq!(p.items[0].stamp, 1000);
+    assert!(p.items[0].stanza.contains('\u{1F600}'));
+    let p = page(q(|q| q.after = Some("a".into()))).await;
+    assert_eq!(ids(&p), ["m", "c", "z", "d"]);
+    assert!(!p.complete);
+    let p = page(q(|q| q.after = Some("d".into()))).await;
+    assert_eq!(ids(&p), ["q", "e"]);
+    assert!(p.complete);
+    // Backwards from the end (an empty `<before/>`), then before the first of that page.
+    let p = page(q(|q| q.before = Some(String::new()))).await;
+    assert_eq!(ids(&p), ["z", "d", "q", "e"]);
+    assert!(!p.complete);
+    let p = page(q(|q| q.before = Some("z".into()))).await;
+    assert_eq!(ids(&p), ["x", "a", "m", "c"]);
+    assert!(!p.complete);
+    let p = page(q(|q| q.before = Some("x".into()))).await;
+    assert_eq!(ids(&p), ["k", "b"]);
+    assert!(p.complete);
+    // Both bounds: what lies between.
+    let p = page(q(|q| {
+        q.after = Some("b".into());
+        q.before = Some("c".into())
+    }))
+    .await;
+    assert_eq!(ids(&p), ["x", "a", "m"]);
+    assert!(p.complete);
+    // A bare `with` matches every resource, a full one only itself.
+    let p = page(q(|q| {
+        q.with = Some("carol@localhost".into());
+        q.max = 100
+    }))
+    .await;
+    assert_eq!(ids(&p), ["k", "b", "a", "m", "z", "d", "e"]);
+    let p = page(q(|q| {
+        q.with = Some("carol@localhost/pc".into());
+        q.max = 100
+    }))
+    .await;
+    assert_eq!(ids(&p), ["b", "m", "d"]);
+    let p = page(q(|q| {
+        q.with = Some("dave@example.org".into());
+        q.before = Some(String::new());
+        q.max = 2
+    }))
+    .await;
+    assert_eq!(ids(&p), ["c", "q"]);
+    assert!(!p.complete);
+    // Time: start and end are inclusive.
+    let p = page(q(|q| {
+        q.start = Some(1003);
+        q.end = Some(1005);
+    }))
+    .await;
+    assert_eq!(ids(&p), ["a", "m", "c"]);
+    assert!(p.complete);
+    // The page size is capped.
+    let p = page(q(|q| q.max = 100_000)).await;
+    assert_eq!(p.items.len(), 10);
+    assert!(p.complete);
+    let p = page(q(|q| q.max = 0)).await;
+    assert!(p.items.is_empty());
+    assert!(!p.complete);
+    // Unknown ids, and another account's ids, are not found.
+    for bad in ["nope", "bobs"] {
+        let mut q = q(|_| {});
+        q.after = Some(bad.into());
+        assert_eq!(
+            a.query_archive("localhost", "alice", &q)
+                .await
+                .expect("query"),
+            None
+        );
+        let mut q2 = ArchiveQuery {
+            max: 4,
+            ..Default::default()
+        };
+        q2.before = Some(bad.into());
+        assert_eq!(
+            a.query_archive("localhost", "alice", &q2)
+                .await
+                .expect("query"),
+            None
+        );
+    }
+    // Deleting one archive leaves the other.
+    assert_eq!(
+        a.delete_archive("localhost", "alice")
+            .await
+            .expect("delete"),
+        10
+    );
+    assert!(page(q(|_| {})).await.items.is_empty());
+    let bob = a
+        .query_archive("localhost", "bob", &q(|_| {}))
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&bob), ["bobs"]);
+}
+
+async fn archive_expiry(db: TestDb) {
+    let s = with_two(&db).await;
+    for (i, user) in ["alice", "bob", "alice", "bob", "alice"].iter().enumerate() {
+        s.archive
+            .append_archive(
+                "localhost",
+                user,
+                &archived(&format!("m{i}"), "c@d", i as i64),
+            )
+            .await
+            .expect("append");
+    }
+    // Older than 4: four messages, in batches of at most three.
+    assert_eq!(s.archive.expire_archive(4, 3).await.expect("expire"), 3);
+    assert_eq!(s.archive.expire_archive(4, 3).await.expect("expire"), 1);
+    assert_eq!(s.archive.expire_archive(4, 3).await.expect("expire"), 0);
+    let all = ArchiveQuery {
+        max: 100,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&p), ["m4"]);
 }

@@ -16,6 +16,7 @@ const ACCOUNT_TABLES: &[&str] = &[
     "roster_items",
     "roster_versions",
     "offline_messages",
+    "archive",
     "account_data",
     "account_credentials",
     "accounts",

@@ -19,6 +19,7 @@
 
 mod account_data;
 mod accounts;
+mod archive;
 pub(crate) mod dialect;
 mod offline;
 mod roster;

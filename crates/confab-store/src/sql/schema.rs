@@ -143,6 +143,26 @@ const SQLITE: &[Migration] = &[
     );
     CREATE INDEX offline_messages_by_account ON offline_messages (domain, username, id);",
     ),
+    // The archive pages by (account, id): the id is the order, the public id (`sid`) is
+    // looked up once per query to turn an RSM `after`/`before` into a row id.
+    (
+        "archive-1",
+        "CREATE TABLE archive (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        domain TEXT NOT NULL,
+        username TEXT NOT NULL,
+        sid TEXT NOT NULL,
+        with_bare TEXT NOT NULL,
+        with_full TEXT NOT NULL,
+        stamp INTEGER NOT NULL,
+        stanza TEXT NOT NULL,
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE INDEX archive_by_account ON archive (domain, username, id);
+    CREATE INDEX archive_by_with ON archive (domain, username, with_bare, id);
+    CREATE INDEX archive_by_sid ON archive (domain, username, sid);
+    CREATE INDEX archive_by_stamp ON archive (stamp);",
+    ),
 ];
 
 // An identity column's sequence never hands out a number twice, even after a restart.
@@ -232,6 +252,24 @@ const POSTGRES: &[Migration] = &[
         FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
     );
     CREATE INDEX offline_messages_by_account ON offline_messages (domain, username, id)"#,
+    ),
+    (
+        "archive-1",
+        r#"CREATE TABLE archive (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        domain TEXT COLLATE "C" NOT NULL,
+        username TEXT COLLATE "C" NOT NULL,
+        sid TEXT COLLATE "C" NOT NULL,
+        with_bare TEXT COLLATE "C" NOT NULL,
+        with_full TEXT COLLATE "C" NOT NULL,
+        stamp BIGINT NOT NULL,
+        stanza TEXT NOT NULL,
+        FOREIGN KEY (domain, username) REFERENCES accounts (domain, username) ON DELETE CASCADE
+    );
+    CREATE INDEX archive_by_account ON archive (domain, username, id);
+    CREATE INDEX archive_by_with ON archive (domain, username, with_bare, id);
+    CREATE INDEX archive_by_sid ON archive (domain, username, sid);
+    CREATE INDEX archive_by_stamp ON archive (stamp)"#,
     ),
 ];
 
@@ -339,6 +377,29 @@ const MYSQL: &[Migration] = &[
         stanza LONGTEXT NOT NULL,
         stamp BIGINT NOT NULL,
         KEY offline_messages_by_account (domain(100), username(191), id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+    // Prefix indexes cannot order by id after the account's columns, so the archive keys
+    // its indexes on SHA-256 hashes of the account and of the bare `with` (generated
+    // columns), which the queries compare with the same hash of their arguments.
+    (
+        "archive-1",
+        "CREATE TABLE IF NOT EXISTS archive (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        domain VARCHAR(1023) NOT NULL,
+        username VARCHAR(1023) NOT NULL,
+        sid VARCHAR(64) NOT NULL,
+        with_bare VARCHAR(3071) NOT NULL,
+        with_full VARCHAR(3071) NOT NULL,
+        stamp BIGINT NOT NULL,
+        stanza LONGTEXT NOT NULL,
+        account_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', domain, username), 256))) STORED,
+        with_key BINARY(32) AS (UNHEX(SHA2(with_bare, 256))) STORED,
+        KEY archive_by_account (account_key, id),
+        KEY archive_by_with (account_key, with_key, id),
+        KEY archive_by_sid (account_key, sid),
+        KEY archive_by_stamp (stamp),
+        KEY archive_by_name (domain(100), username(191))
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
     ),
 ];
