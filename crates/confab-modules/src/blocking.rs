@@ -348,7 +348,7 @@ impl Blocking {
     ) -> Result<(), IqReply> {
         let internal = |e: confab_store::StoreError| {
             tracing::error!(error = %e, account = %account, "updating block list failed");
-            IqReply::Error(StanzaError::new(StanzaErrorCondition::InternalServerError))
+            IqReply::Error(confab_server::module::storage_failed())
         };
         let Some(node) = account.node() else {
             return Err(IqReply::Error(StanzaError::new(

@@ -159,7 +159,7 @@ impl Disco {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "roster lookup failed");
-                return err(StanzaErrorCondition::InternalServerError);
+                return IqReply::Error(confab_server::module::storage_failed());
             }
         };
         // XEP-0030 §8: no presence subscription means service-unavailable, for info and

@@ -89,7 +89,7 @@ impl Last {
             Ok(false) => return err(StanzaErrorCondition::ServiceUnavailable),
             Err(e) => {
                 tracing::error!(error = %e, "roster lookup failed");
-                return err(StanzaErrorCondition::InternalServerError);
+                return IqReply::Error(confab_server::module::storage_failed());
             }
         }
         if ctx
@@ -119,7 +119,7 @@ impl Last {
             Ok(None) => err(StanzaErrorCondition::ItemNotFound),
             Err(e) => {
                 tracing::error!(error = %e, "last activity lookup failed");
-                err(StanzaErrorCondition::InternalServerError)
+                IqReply::Error(confab_server::module::storage_failed())
             }
         }
     }

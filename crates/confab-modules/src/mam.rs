@@ -382,7 +382,7 @@ impl IqHandler for Mam {
             }
             Err(e) => {
                 tracing::error!(error = %e, account = %account, "archive query failed");
-                return IqReply::Error(StanzaError::new(StanzaErrorCondition::InternalServerError));
+                return IqReply::Error(confab_server::module::storage_failed());
             }
         };
         // The results go to the session that asked, before the IQ result (XEP-0313 §4.2).

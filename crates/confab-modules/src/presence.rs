@@ -124,10 +124,7 @@ async fn load_item(
 
 /// What a stanza that needed storage gets when storage failed: try again later.
 fn store_failed() -> StanzaError {
-    StanzaError {
-        type_: confab_proto::error::StanzaErrorType::Wait,
-        ..StanzaError::new(StanzaErrorCondition::InternalServerError)
-    }
+    confab_server::module::storage_failed()
 }
 
 /// Most characters kept of a stored subscription request's nickname or status: requests

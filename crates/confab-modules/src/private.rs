@@ -44,7 +44,7 @@ fn err(c: StanzaErrorCondition) -> IqReply {
 
 fn internal(e: impl std::fmt::Display) -> IqReply {
     tracing::error!(error = %e, "private storage failed");
-    err(StanzaErrorCondition::InternalServerError)
+    IqReply::Error(confab_server::module::storage_failed())
 }
 
 #[async_trait]

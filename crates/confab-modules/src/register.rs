@@ -239,7 +239,7 @@ impl Register {
             ),
             Err(e) => {
                 tracing::error!(error = %e, "invite lookup failed");
-                err(Cond::InternalServerError)
+                IqReply::Error(confab_server::module::storage_failed())
             }
         }
     }
@@ -319,7 +319,7 @@ impl Register {
             }
             Err(e) => {
                 tracing::error!(error = %e, "account lookup failed");
-                return err(Cond::InternalServerError);
+                return IqReply::Error(confab_server::module::storage_failed());
             }
         }
         if !self.reserve(ip, cfg) {
@@ -503,7 +503,7 @@ fn check_password(password: &str, min_chars: usize) -> Option<IqReply> {
 
 fn internal(e: StoreError) -> IqReply {
     tracing::error!(error = %e, "invite storage failed");
-    err(Cond::InternalServerError)
+    IqReply::Error(confab_server::module::storage_failed())
 }
 
 /// `username@domain` if the username is a valid localpart (nodeprep); normalised.

@@ -89,7 +89,7 @@ pub(crate) fn target_account(iq: &Stanza) -> Option<BareJid> {
 
 fn internal(e: impl std::fmt::Display) -> IqReply {
     tracing::error!(error = %e, "vcard storage failed");
-    IqReply::Error(StanzaError::new(StanzaErrorCondition::InternalServerError))
+    IqReply::Error(confab_server::module::storage_failed())
 }
 
 /// The XEP-0153 hash of a vCard's photo: hex SHA-1 of the decoded BINVAL. `Ok(None)` without

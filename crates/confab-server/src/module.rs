@@ -183,6 +183,18 @@ pub trait Timer: Send + Sync {
     async fn tick(&self, ctx: &ServerCtx);
 }
 
+/// What a request that needed storage gets when storage failed (the database is away or
+/// busy): `internal-server-error` of type `wait`, so the client may try again later.
+/// Stored data found invalid is not this (type `cancel`: retrying will not help).
+pub fn storage_failed() -> confab_proto::error::StanzaError {
+    confab_proto::error::StanzaError {
+        type_: confab_proto::error::StanzaErrorType::Wait,
+        ..confab_proto::error::StanzaError::new(
+            confab_proto::error::StanzaErrorCondition::InternalServerError,
+        )
+    }
+}
+
 /// A module's typed configuration section: `[name]` in the configuration file (and
 /// `CONFABD_NAME__KEY` in the environment), read with `Registry::section`. Unknown keys are
 /// errors (`#[serde(deny_unknown_fields)]`), missing ones take the defaults.

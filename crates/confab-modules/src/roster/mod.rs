@@ -132,7 +132,7 @@ async fn get(
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "roster load failed");
-            return err(StanzaErrorCondition::InternalServerError, "storage");
+            return IqReply::Error(confab_server::module::storage_failed());
         }
     };
     let ver = version.to_string();
@@ -165,7 +165,7 @@ async fn set(
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "roster load failed");
-            return err(StanzaErrorCondition::InternalServerError, "storage");
+            return IqReply::Error(confab_server::module::storage_failed());
         }
     };
     if item.is_remove() {
@@ -194,7 +194,7 @@ async fn set(
                     return err(StanzaErrorCondition::NotAllowed, "roster is full");
                 }
                 Ok(_) => {}
-                Err(_) => return err(StanzaErrorCondition::InternalServerError, "storage"),
+                Err(_) => return IqReply::Error(confab_server::module::storage_failed()),
             }
             RosterItem::new(contact.as_str())
         }
@@ -207,7 +207,7 @@ async fn set(
         Ok(()) => IqReply::Result(None),
         Err(e) => {
             tracing::error!(error = %e, "roster save failed");
-            err(StanzaErrorCondition::InternalServerError, "storage")
+            IqReply::Error(confab_server::module::storage_failed())
         }
     }
 }
@@ -254,7 +254,7 @@ async fn remove(
     let stop_presence = item.subscription.has_from();
     if let Err(e) = roster::remove_and_push(ctx, account, &item).await {
         tracing::error!(error = %e, "roster remove failed");
-        return err(StanzaErrorCondition::InternalServerError, "storage");
+        return IqReply::Error(confab_server::module::storage_failed());
     }
     // The contact's side changes its own roster when these arrive.
     drop(guard);
