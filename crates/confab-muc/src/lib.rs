@@ -145,9 +145,7 @@ impl Shared {
     /// Reads every persistent room of every service domain.
     async fn load(&self, ctx: &ServerCtx) {
         for domain in &self.domains {
-            // ModuleStore offers get/set per domain but no listing or deletion: the data
-            // store itself is used for those (same table, same kind).
-            let rows = match ctx.stores.data.list_host_data(domain, KIND).await {
+            let rows = match self.store.list_host(ctx, domain).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, domain, "loading persistent rooms failed");
@@ -382,10 +380,9 @@ impl Shared {
             return;
         };
         let key = format!("{ROOM_KEY}{node}");
-        if let Err(e) = ctx
-            .stores
-            .data
-            .delete_host_data(jid.domain().as_str(), KIND, &key)
+        if let Err(e) = self
+            .store
+            .delete_host(ctx, jid.domain().as_str(), &key)
             .await
         {
             tracing::error!(error = %e, room = %jid, "deleting the stored room failed");

@@ -272,6 +272,29 @@ impl ModuleStore {
             .set_host_data(domain, self.kind, key, value)
             .await
     }
+
+    /// Deletes `key` of `domain`; whether it was there.
+    pub async fn delete_host(
+        &self,
+        ctx: &ServerCtx,
+        domain: &str,
+        key: &str,
+    ) -> Result<bool, confab_store::StoreError> {
+        ctx.stores
+            .data
+            .delete_host_data(domain, self.kind, key)
+            .await
+    }
+
+    /// Every (key, value) of `domain` under this store's kind (e.g. a service's rooms,
+    /// read at start).
+    pub async fn list_host(
+        &self,
+        ctx: &ServerCtx,
+        domain: &str,
+    ) -> Result<Vec<(String, String)>, confab_store::StoreError> {
+        ctx.stores.data.list_host_data(domain, self.kind).await
+    }
 }
 
 /// What a pre-bind handler decides.

@@ -490,6 +490,39 @@ async fn a_module_uses_its_section_timer_events_session_data_and_store() {
             .as_deref(),
         Some("kept")
     );
+    // Per-domain documents: set, listed, deleted.
+    let ctx = server.ctx();
+    for (k, v) in [("room-a", "1"), ("room-b", "2")] {
+        store.set_host(ctx, "localhost", k, v).await.expect("write");
+    }
+    let mut listed = store.list_host(ctx, "localhost").await.expect("list");
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            ("room-a".to_string(), "1".to_string()),
+            ("room-b".to_string(), "2".to_string())
+        ]
+    );
+    assert!(store
+        .delete_host(ctx, "localhost", "room-a")
+        .await
+        .expect("delete"));
+    assert!(!store
+        .delete_host(ctx, "localhost", "room-a")
+        .await
+        .expect("delete"));
+    assert_eq!(
+        store
+            .get_host(ctx, "localhost", "room-a")
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        store.list_host(ctx, "localhost").await.expect("list").len(),
+        1
+    );
     server.shutdown().await;
 }
 
