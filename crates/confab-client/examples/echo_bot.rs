@@ -71,6 +71,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                     .attr("type", m.el.get_attr("type").unwrap_or("chat"))
                     .child(Element::new("body", ns::CLIENT).text(body.text_content()));
                 client.send(echo).await?;
+                println!("echoed to {from}");
             }
             Ok(Event::Disconnected(reason)) => {
                 return Err(format!("disconnected: {reason:?}").into());

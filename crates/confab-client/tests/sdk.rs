@@ -300,7 +300,10 @@ async fn ping_both_ways() {
 async fn close_ends_the_client() {
     let ts = TestServer::start().await;
     ts.add_user("alice").await;
+    ts.add_user("bob").await;
     let a = connect(&ts, "alice", "desk").await;
+    let b = connect(&ts, "bob", "phone").await;
+    let alice = full(&a.client);
     let other = a.client.clone();
     let mut ev = a.client.events();
     tokio::time::timeout(Duration::from_secs(10), a.client.close())
@@ -318,4 +321,9 @@ async fn close_ends_the_client() {
         a.ping.ping(&other, None).await,
         Err(Error::Disconnected)
     ));
+    // The server has ended the session: the old full JID no longer answers.
+    match b.ping.ping(&b.client, Some(&alice)).await {
+        Err(Error::Stanza { .. }) => {}
+        other => panic!("expected an error reply for a closed session, got {other:?}"),
+    }
 }
