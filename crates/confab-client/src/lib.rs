@@ -1,0 +1,45 @@
+//! Confab's async XMPP client SDK.
+//!
+//! [`Client::connect`] logs in through confab-stream's negotiation (TLS, SASL, bind) and
+//! starts one task that owns the stream; the [`Client`] handle sends stanzas
+//! ([`Client::send`]), makes iq requests with reply matching and a timeout
+//! ([`Client::request`]) and hands out [`Event`]s. [`Module`]s (like XMPPFramework's
+//! `XMPPModule`) see incoming stanzas first; [`Roster`] and [`Ping`] are built in.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), confab_client::Error> {
+//! use confab_client::{Client, ClientOptions, Config, Ping, Roster};
+//! let addr = "127.0.0.1:5222".parse().expect("address");
+//! let roster = Roster::new();
+//! let config = Config::new(ClientOptions::new(addr, "localhost", "alice", "secret"))
+//!     .module(roster.clone())
+//!     .module(Ping::new());
+//! let client = Client::connect(config).await?;
+//! roster.fetch(&client).await?;
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod module;
+mod ping;
+mod roster;
+
+pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
+pub use error::Error;
+pub use module::{Context, Handled, Module};
+pub use ping::Ping;
+pub use roster::Roster;
+
+/// Protocol types the API uses, re-exported so applications need no direct dependency.
+pub use confab_proto::{
+    ns, payloads, BareJid, Element, FullJid, IqType, Jid, Stanza, StanzaError,
+    StanzaErrorCondition, StanzaKind,
+};
+/// Connection options and TLS choices of the underlying negotiation.
+pub use confab_stream::client::{ClientOptions, TlsMode};
+/// Certificate verification choices.
+pub use confab_stream::tls::CertVerification;
