@@ -3,7 +3,8 @@
 //! Usage:
 //!   cargo run -p confab-client --example echo_bot -- HOST:PORT USER@DOMAIN PASSWORD
 //! e.g. `... -- 127.0.0.1:5222 echo@localhost 'secret'`, then message echo@localhost.
-//! The server's certificate is NOT verified unless `CONFAB_CA=path/to/cert.der` is set.
+//! The server's certificate is checked against the system's trusted roots, or against
+//! exactly `CONFAB_CA=path/to/cert.der` if set.
 
 use confab_client::{
     ns, CertVerification, Client, ClientOptions, Config, Element, Event, Jid, Ping, Roster,

@@ -3,8 +3,9 @@
 //! Usage:
 //!   cargo run -p confab-client --example send_one -- HOST:PORT USER@DOMAIN PASSWORD TO MESSAGE
 //! e.g. `... -- 127.0.0.1:5222 alice@localhost 'secret' bob@localhost 'hello'`.
-//! STARTTLS is required; the server's certificate is NOT verified (set
-//! `CONFAB_CA=path/to/cert.der` to trust exactly that certificate instead).
+//! STARTTLS is required; the server's certificate is checked against the system's trusted
+//! roots (set `CONFAB_CA=path/to/cert.der` to trust exactly that certificate instead, e.g.
+//! a self-signed confabd's `data/tls/cert.pem` converted to DER).
 
 use confab_client::{ns, CertVerification, Client, ClientOptions, Config, Element, Jid};
 use std::process::ExitCode;

@@ -38,9 +38,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with defaults from [`ClientOptions::new`] (STARTTLS required; note
-    /// its certificate verification default, which callers connecting to real servers should
-    /// set to [`confab_stream::tls::CertVerification::Roots`]).
+    /// A configuration with defaults from [`ClientOptions::new`]: STARTTLS required, the
+    /// server's certificate checked against the system's trusted roots (set `verify` to
+    /// [`confab_stream::tls::CertVerification::Roots`] to trust one given certificate).
     pub fn new(options: ClientOptions) -> Self {
         Config {
             options,

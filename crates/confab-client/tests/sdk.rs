@@ -327,3 +327,34 @@ async fn close_ends_the_client() {
         other => panic!("expected an error reply for a closed session, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn by_default_a_self_signed_server_is_not_trusted() {
+    let ts = TestServer::start().await;
+    ts.add_user("alice").await;
+    // Default options: the certificate is checked against the system's roots.
+    let o =
+        confab_client::ClientOptions::new(ts.addr, "localhost", "alice", confab_tests::PASSWORD);
+    match Client::connect(Config::new(o)).await {
+        Err(Error::Connect(confab_stream::client::ClientError::Tls(_))) => {}
+        Err(e) => panic!("expected a TLS failure, got {e}"),
+        Ok(_) => panic!("a self-signed certificate was accepted by default"),
+    }
+    // Trusting exactly the server's certificate works.
+    let pem = std::fs::read_to_string(ts.dir.path().join("tls/cert.pem")).expect("cert");
+    let der = pem_to_der(&pem);
+    let mut o =
+        confab_client::ClientOptions::new(ts.addr, "localhost", "alice", confab_tests::PASSWORD);
+    o.verify = confab_client::CertVerification::Roots(vec![der]);
+    let client = Client::connect(Config::new(o)).await.expect("trusted");
+    client.close().await.expect("closed");
+}
+
+/// The DER inside a PEM certificate (base64 between the armour lines).
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64")
+}

@@ -52,7 +52,9 @@ impl ClientOptions {
             password: password.to_string(),
             resource: None,
             tls: TlsMode::StartTls,
-            verify: CertVerification::Insecure,
+            // Checked against the system's roots unless the caller says otherwise (tests
+            // and tools talking to a self-signed server set `Insecure` or `Roots`).
+            verify: CertVerification::System,
             mechanism: None,
             authzid: None,
             channel_binding: None,

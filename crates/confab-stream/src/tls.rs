@@ -155,6 +155,9 @@ impl ServerCertVerifier for AcceptAnyCert {
 /// How a client checks the server's certificate.
 #[derive(Clone, Debug)]
 pub enum CertVerification {
+    /// The roots the operating system trusts (the default: what a client connecting to
+    /// real servers wants).
+    System,
     /// Trust exactly these DER certificates as roots.
     Roots(Vec<Vec<u8>>),
     /// Accept any certificate (tests, first contact with a self-signed server).
@@ -178,6 +181,19 @@ pub fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
             .with_no_client_auth(),
+        CertVerification::System => {
+            let mut store = rustls::RootCertStore::empty();
+            // Certificates the system has but rustls cannot use are skipped, as browsers do.
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = store.add(c);
+            }
+            if store.is_empty() {
+                return Err(rustls::Error::General(
+                    "no trusted root certificates found on this system".into(),
+                ));
+            }
+            builder.with_root_certificates(store).with_no_client_auth()
+        }
         CertVerification::Roots(roots) => {
             let mut store = rustls::RootCertStore::empty();
             for r in roots {
@@ -195,6 +211,12 @@ pub fn client_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_roots_load() {
+        // Debian's ca-certificates: the default verification has roots to check against.
+        assert!(client_config(&CertVerification::System, true).is_ok());
+    }
 
     #[test]
     fn hostile_der_does_not_panic() {

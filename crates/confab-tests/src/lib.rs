@@ -101,7 +101,10 @@ impl TestServer {
     }
 
     pub fn options(&self, user: &str) -> ClientOptions {
-        ClientOptions::new(self.addr, DOMAIN, user, PASSWORD)
+        let mut o = ClientOptions::new(self.addr, DOMAIN, user, PASSWORD);
+        // The test server's certificate is self-signed.
+        o.verify = confab_stream::tls::CertVerification::Insecure;
+        o
     }
 
     pub async fn login(&self, user: &str) -> ClientSession {

@@ -116,15 +116,23 @@ async fn account_count(ts: &TestServer) -> usize {
 }
 
 async fn can_login(ts: &TestServer, user: &str, password: &str) -> bool {
-    connect(&ClientOptions::new(ts.addr, DOMAIN, user, password))
-        .await
-        .is_ok()
+    connect(&insecure(ClientOptions::new(
+        ts.addr, DOMAIN, user, password,
+    )))
+    .await
+    .is_ok()
 }
 
 /// Changes the test server's `[registration]` section.
 fn set_registration(c: &mut Config, change: impl FnOnce(&mut RegistrationConfig)) {
     c.update_section("registration", change)
         .expect("registration section");
+}
+
+/// The test server's certificate is self-signed.
+fn insecure(mut o: ClientOptions) -> ClientOptions {
+    o.verify = CertVerification::Insecure;
+    o
 }
 
 async fn open_server() -> TestServer {
@@ -138,9 +146,11 @@ async fn open_server() -> TestServer {
 }
 
 async fn disco_features(ts: &TestServer, user: &str, password: &str) -> Vec<String> {
-    let mut c = connect(&ClientOptions::new(ts.addr, DOMAIN, user, password))
-        .await
-        .expect("login");
+    let mut c = connect(&insecure(ClientOptions::new(
+        ts.addr, DOMAIN, user, password,
+    )))
+    .await
+    .expect("login");
     c.send(
         &Element::new("iq", ns::CLIENT)
             .attr("type", "get")
