@@ -393,12 +393,11 @@ impl Shared {
 /// Hands one stanza to the sessions of several local occupants through the one delivery
 /// path, each copy addressed to its occupant, serialized once for all.
 async fn deliver_all(ctx: &ServerCtx, el: &Element, to: &[&FullJid]) {
-    if let [one] = to {
-        deliver(ctx, el.clone(), one).await;
-        return;
-    }
     // Sessions that are gone are skipped; `session_closed` takes those occupants out.
     let sessions: Vec<_> = to.iter().filter_map(|j| ctx.router.session(j)).collect();
+    if sessions.is_empty() {
+        return;
+    }
     let kind = match el.name.as_str() {
         "message" => StanzaKind::Message,
         "presence" => StanzaKind::Presence,
@@ -413,26 +412,9 @@ async fn deliver_all(ctx: &ServerCtx, el: &Element, to: &[&FullJid]) {
     router::deliver_addressed(ctx, &stanza, &sessions).await;
 }
 
-/// Hands a stanza to the session of a local occupant through the one delivery path.
-async fn deliver(ctx: &ServerCtx, mut el: Element, to: &FullJid) {
-    let Some(session) = ctx.router.session(to) else {
-        // Its session is gone; `session_closed` takes the occupant out.
-        return;
-    };
-    el.set_attr("to", to.as_str());
-    let from = el.get_attr("from").and_then(|f| Jid::new(f).ok());
-    let kind = match el.name.as_str() {
-        "message" => StanzaKind::Message,
-        "presence" => StanzaKind::Presence,
-        _ => StanzaKind::Iq,
-    };
-    let stanza = Stanza {
-        kind,
-        to: Some(Jid::from(to.clone())),
-        from,
-        el,
-    };
-    router::deliver(ctx, &stanza, &[session]).await;
+/// Hands a stanza to the session of one local occupant, addressed to it.
+async fn deliver(ctx: &ServerCtx, el: Element, to: &FullJid) {
+    deliver_all(ctx, &el, &[to]).await;
 }
 
 async fn reply_error(ctx: &ServerCtx, stanza: &Stanza, mut e: StanzaError, by: &BareJid) {
