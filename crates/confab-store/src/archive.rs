@@ -16,7 +16,9 @@ pub struct ArchivedMessage {
     /// (a full or bare JID as it was addressed).
     pub with: String,
     /// When the server archived it, in Unix microseconds (time filters need sub-second
-    /// order).
+    /// order). Within an account, stamps never decrease in archive order: the store
+    /// raises a stamp that is older than the account's newest (a clock stepping back), so
+    /// time filters can be answered from the index.
     pub stamp: i64,
     /// The message as it was routed (serialized XML, jabber:client).
     pub stanza: String,
@@ -38,8 +40,19 @@ pub struct ArchiveQuery {
     /// for the last page. When set, the page is the newest of the range rather than the
     /// oldest.
     pub before: Option<String>,
+    /// Only messages after the one with this id (XEP-0313 `after-id`): a bound of the
+    /// range, unlike `after`, which pages through it.
+    pub after_id: Option<String>,
+    /// Only messages before the one with this id (XEP-0313 `before-id`); the page is still
+    /// the oldest of the range.
+    pub before_id: Option<String>,
+    /// Only these messages (XEP-0313 `ids`); empty means no such filter.
+    pub ids: Vec<String>,
     /// Page size, capped at `MAX_PAGE`.
     pub max: usize,
+    /// Also count the whole range and the position of the page's first item in it
+    /// (XEP-0059 `<count/>` and `<first index/>`): costs a scan of the range.
+    pub count: bool,
 }
 
 /// A page of results, always oldest first.
@@ -49,6 +62,10 @@ pub struct ArchivePage {
     /// Whether the page reaches the end of the range in the direction of paging (the
     /// newest matching message going forwards, the oldest with `before`).
     pub complete: bool,
+    /// With `ArchiveQuery::count`: how many messages the range holds...
+    pub count: Option<u64>,
+    /// ...and how many of them come before the page's first item.
+    pub first_index: Option<u64>,
 }
 
 #[async_trait]
@@ -61,8 +78,9 @@ pub trait ArchiveStore: Send + Sync {
         username: &str,
         msg: &ArchivedMessage,
     ) -> Result<()>;
-    /// A page of the account's archive; `None` when `after` or `before` names an id that is
-    /// not in this archive (XEP-0313: item-not-found).
+    /// A page of the account's archive; `None` when any id the query names (`after`,
+    /// `before`, `after_id`, `before_id`, `ids`) is not in this archive (XEP-0313:
+    /// item-not-found).
     async fn query_archive(
         &self,
         domain: &str,
@@ -74,4 +92,13 @@ pub trait ArchiveStore: Send + Sync {
     /// Deletes messages archived before `stamp` (Unix microseconds) in every account, at
     /// most `limit` of them per call (retention; the caller repeats while it deletes).
     async fn expire_archive(&self, stamp: i64, limit: usize) -> Result<u64>;
+    /// Deletes the account's oldest messages beyond the newest `keep`, at most `limit` of
+    /// them per call (a per-account cap; the caller repeats while it deletes).
+    async fn trim_archive(
+        &self,
+        domain: &str,
+        username: &str,
+        keep: u64,
+        limit: usize,
+    ) -> Result<u64>;
 }

@@ -29,7 +29,10 @@ conformance!(
     corrupt_rows_are_errors,
     database_errors_propagate,
     archive_paging_and_filters,
+    archive_id_filters_and_counts,
+    archive_stamps_never_decrease,
     archive_expiry,
+    archive_per_account_cap,
 );
 
 fn creds(pw: &str) -> Vec<ScramCredentials> {
@@ -1314,4 +1317,237 @@ async fn archive_expiry(db: TestDb) {
         .expect("query")
         .expect("page");
     assert_eq!(ids(&p), ["m4"]);
+}
+
+/// Alice's archive of `order` (stamps 1000, 1001, …); returns the stores.
+async fn alice_archive(db: &TestDb, order: &[&str]) -> Stores {
+    let s = with_two(db).await;
+    for (i, id) in order.iter().enumerate() {
+        let with = if i % 2 == 0 {
+            "carol@localhost/phone"
+        } else {
+            "dave@example.org"
+        };
+        s.archive
+            .append_archive("localhost", "alice", &archived(id, with, 1000 + i as i64))
+            .await
+            .expect("append");
+    }
+    s
+}
+
+async fn archive_id_filters_and_counts(db: TestDb) {
+    let order = ["k", "b", "x", "a", "m", "c", "z", "d", "q", "e"];
+    let s = alice_archive(&db, &order).await;
+    let a = &s.archive;
+    let query = |q: ArchiveQuery| {
+        let a = a.clone();
+        async move {
+            a.query_archive("localhost", "alice", &q)
+                .await
+                .expect("query")
+        }
+    };
+    let q = |f: fn(&mut ArchiveQuery)| {
+        let mut q = ArchiveQuery {
+            max: 3,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    // after-id and before-id bound the range; the page is its oldest part.
+    let p = query(q(|q| {
+        q.after_id = Some("b".into());
+        q.before_id = Some("q".into());
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["x", "a", "m"]);
+    assert!(!p.complete);
+    // RSM pages within it, forwards and backwards.
+    let p = query(q(|q| {
+        q.after_id = Some("b".into());
+        q.before_id = Some("q".into());
+        q.after = Some("m".into());
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["c", "z", "d"]);
+    assert!(p.complete);
+    let p = query(q(|q| {
+        q.after_id = Some("b".into());
+        q.before_id = Some("q".into());
+        q.before = Some(String::new());
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["c", "z", "d"]);
+    assert!(!p.complete);
+    // The range holds x a m c z d: six, and the page starts at the fourth.
+    assert_eq!(p.count, Some(6));
+    assert_eq!(p.first_index, Some(3));
+    // ids: exactly those, in archive order, with the other filters still applying.
+    let p = query(q(|q| {
+        q.ids = vec!["e".into(), "k".into(), "a".into()];
+        q.max = 10;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["k", "a", "e"]);
+    assert!(p.complete);
+    let p = query(q(|q| {
+        q.ids = vec!["e".into(), "k".into(), "a".into()];
+        q.with = Some("dave@example.org".into());
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["a", "e"]);
+    assert_eq!(p.count, Some(2));
+    assert_eq!(p.first_index, Some(0));
+    // Counting everything; no count unless asked.
+    let p = query(q(|q| q.count = true)).await.expect("page");
+    assert_eq!((p.count, p.first_index), (Some(10), Some(0)));
+    let p = query(q(|q| {
+        q.after = Some("x".into());
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["a", "m", "c"]);
+    assert_eq!((p.count, p.first_index), (Some(10), Some(3)));
+    assert_eq!(query(q(|_| {})).await.expect("page").count, None);
+    // Time bounds as ids: start in the middle, end before it, a start past the newest.
+    let p = query(q(|q| {
+        q.start = Some(1006);
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["z", "d", "q"]);
+    assert_eq!(p.count, Some(4));
+    let p = query(q(|q| {
+        q.start = Some(1006);
+        q.end = Some(1005);
+    }))
+    .await
+    .expect("page");
+    assert!(p.items.is_empty() && p.complete);
+    let p = query(q(|q| {
+        q.start = Some(5000);
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert!(p.items.is_empty() && p.complete);
+    assert_eq!(p.count, Some(0));
+    let p = query(q(|q| {
+        q.end = Some(999);
+    }))
+    .await
+    .expect("page");
+    assert!(p.items.is_empty() && p.complete);
+    // Any unknown id is item-not-found: in after-id, before-id or ids.
+    for f in [
+        (|q: &mut ArchiveQuery| q.after_id = Some("nope".into())) as fn(&mut ArchiveQuery),
+        |q| q.before_id = Some("nope".into()),
+        |q| q.ids = vec!["k".into(), "nope".into()],
+    ] {
+        assert_eq!(query(q(f)).await, None);
+    }
+}
+
+async fn archive_stamps_never_decrease(db: TestDb) {
+    let s = with_two(&db).await;
+    // A stamp older than the newest one (a clock stepping back) is raised to it, so
+    // the time filters, which rely on order, still find every message.
+    for (id, stamp) in [("a", 100), ("b", 300), ("c", 200), ("d", 400)] {
+        s.archive
+            .append_archive("localhost", "alice", &archived(id, "x@y", stamp))
+            .await
+            .expect("append");
+    }
+    let all = ArchiveQuery {
+        max: 10,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    let stamps: Vec<i64> = p.items.iter().map(|m| m.stamp).collect();
+    assert_eq!(stamps, [100, 300, 300, 400]);
+    let from = ArchiveQuery {
+        start: Some(250),
+        ..all.clone()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &from)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&p), ["b", "c", "d"]);
+}
+
+async fn archive_per_account_cap(db: TestDb) {
+    let order: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = order.iter().map(String::as_str).collect();
+    let s = alice_archive(&db, &refs).await;
+    s.archive
+        .append_archive("localhost", "bob", &archived("bobs", "x@y", 1))
+        .await
+        .expect("append");
+    // Keep the newest four, deleting at most four per call.
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "alice", 4, 4)
+            .await
+            .expect("trim"),
+        4
+    );
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "alice", 4, 4)
+            .await
+            .expect("trim"),
+        2
+    );
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "alice", 4, 4)
+            .await
+            .expect("trim"),
+        0
+    );
+    let all = ArchiveQuery {
+        max: 100,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&p), ["m6", "m7", "m8", "m9"]);
+    // Nobody else's archive is touched; keeping zero empties it.
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "bob", 1, 10)
+            .await
+            .expect("trim"),
+        0
+    );
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "bob", 0, 10)
+            .await
+            .expect("trim"),
+        1
+    );
 }

@@ -45,6 +45,20 @@ impl SqlDb {
         {
             return Err(StoreError::NoAccount);
         }
+        // Stamps never decrease within an account (time queries rely on it): a stamp
+        // older than the newest, from a race between appends or a clock stepping back,
+        // is raised to it.
+        let sql = format!(
+            "SELECT MAX(stamp) FROM archive WHERE {}",
+            self.archive_account()
+        );
+        let newest: Option<i64> = self
+            .query_scalar(&sql)
+            .bind(domain)
+            .bind(username)
+            .fetch_one(&mut *tx)
+            .await?;
+        let stamp = newest.map_or(msg.stamp, |n| n.max(msg.stamp));
         self.query(
             "INSERT INTO archive (domain, username, sid, with_bare, with_full, stamp, stanza)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -54,7 +68,7 @@ impl SqlDb {
         .bind(msg.id.as_str())
         .bind(bare_of(&msg.with))
         .bind(msg.with.as_str())
-        .bind(msg.stamp)
+        .bind(stamp)
         .bind(msg.stanza.as_str())
         .execute(&mut *tx)
         .await?;
@@ -78,6 +92,215 @@ impl SqlDb {
     }
 }
 
+/// A value bound to a `?` of a query being built.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// The conditions selecting an archive range, and their binds in order.
+#[derive(Default)]
+struct Conditions {
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl Conditions {
+    fn push(&mut self, condition: &str, binds: impl IntoIterator<Item = Bind>) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(condition);
+        self.binds.extend(binds);
+    }
+
+    fn bind<'q>(
+        &self,
+        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        for b in &self.binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t.clone()),
+                Bind::Int(i) => query.bind(*i),
+            };
+        }
+        query
+    }
+}
+
+/// What a query's ids and times come to: bounds on row ids (each exclusive), or nothing.
+enum Range {
+    Rows {
+        /// The range's own bounds: `after-id`, `before-id`, the times.
+        lower: Option<i64>,
+        upper: Option<i64>,
+        /// RSM's `after` and `before`, which page through the range.
+        page_lower: Option<i64>,
+        page_upper: Option<i64>,
+        /// `ids`: only these rows, if any.
+        only: Vec<i64>,
+    },
+    /// An id the query names is not in the archive.
+    UnknownId,
+    /// The times exclude every message.
+    Empty,
+}
+
+fn raise(bound: &mut Option<i64>, to: i64) {
+    *bound = Some(bound.map_or(to, |b| b.max(to)));
+}
+
+fn lower_to(bound: &mut Option<i64>, to: i64) {
+    *bound = Some(bound.map_or(to, |b| b.min(to)));
+}
+
+impl SqlDb {
+    /// Resolves the query's archive ids and times to row-id bounds. Stamps never decrease
+    /// with ids within an account (the append raises them), so `start` and `end` become
+    /// the first and last row in that time, found on the (account, stamp) index: a query
+    /// far into a large archive does not scan its beginning.
+    async fn archive_range(&self, domain: &str, username: &str, q: &ArchiveQuery) -> Result<Range> {
+        let (mut lower, mut upper, mut page_lower, mut page_upper) = (None, None, None, None);
+        if let Some(sid) = q.after_id.as_deref() {
+            let Some(id) = self.archive_row(domain, username, sid).await? else {
+                return Ok(Range::UnknownId);
+            };
+            lower = Some(id);
+        }
+        if let Some(sid) = q.before_id.as_deref() {
+            let Some(id) = self.archive_row(domain, username, sid).await? else {
+                return Ok(Range::UnknownId);
+            };
+            upper = Some(id);
+        }
+        if let Some(sid) = q.after.as_deref() {
+            let Some(id) = self.archive_row(domain, username, sid).await? else {
+                return Ok(Range::UnknownId);
+            };
+            page_lower = Some(id);
+        }
+        if let Some(sid) = q.before.as_deref().filter(|b| !b.is_empty()) {
+            let Some(id) = self.archive_row(domain, username, sid).await? else {
+                return Ok(Range::UnknownId);
+            };
+            page_upper = Some(id);
+        }
+        let mut only = Vec::with_capacity(q.ids.len());
+        for sid in &q.ids {
+            let Some(id) = self.archive_row(domain, username, sid).await? else {
+                return Ok(Range::UnknownId);
+            };
+            only.push(id);
+        }
+        let account = self.archive_account();
+        if let Some(start) = q.start {
+            let sql = format!(
+                "SELECT id FROM archive WHERE {account} AND stamp >= ? ORDER BY stamp ASC, id ASC LIMIT 1"
+            );
+            let first: Option<i64> = self
+                .query_scalar(&sql)
+                .bind(domain)
+                .bind(username)
+                .bind(start)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(id) = first else {
+                return Ok(Range::Empty);
+            };
+            raise(&mut lower, id - 1);
+        }
+        if let Some(end) = q.end {
+            let sql = format!(
+                "SELECT id FROM archive WHERE {account} AND stamp <= ? ORDER BY stamp DESC, id DESC LIMIT 1"
+            );
+            let last: Option<i64> = self
+                .query_scalar(&sql)
+                .bind(domain)
+                .bind(username)
+                .bind(end)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(id) = last else {
+                return Ok(Range::Empty);
+            };
+            lower_to(&mut upper, id + 1);
+        }
+        Ok(Range::Rows {
+            lower,
+            upper,
+            page_lower,
+            page_upper,
+            only,
+        })
+    }
+
+    /// The conditions of the range `q` selects, without the RSM paging bounds.
+    fn archive_conditions(
+        &self,
+        q: &ArchiveQuery,
+        only: &[i64],
+        lower: Option<i64>,
+        upper: Option<i64>,
+    ) -> Conditions {
+        let mut c = Conditions::default();
+        if let Some(w) = q.with.as_deref() {
+            // A full JID matches itself; the bare condition lets the (account, with, id)
+            // index serve it too.
+            c.push(
+                self.archive_with_bare(),
+                [Bind::Text(bare_of(w).to_string())],
+            );
+            if w.contains('/') {
+                c.push("with_full = ?", [Bind::Text(w.to_string())]);
+            }
+        }
+        // The stamps too: rows written before stamps were kept in order may lie outside
+        // the id bounds' time.
+        if let Some(start) = q.start {
+            c.push("stamp >= ?", [Bind::Int(start)]);
+        }
+        if let Some(end) = q.end {
+            c.push("stamp <= ?", [Bind::Int(end)]);
+        }
+        if !only.is_empty() {
+            let marks = vec!["?"; only.len()].join(", ");
+            c.push(
+                &format!("id IN ({marks})"),
+                only.iter().map(|id| Bind::Int(*id)),
+            );
+        }
+        if let Some(l) = lower {
+            c.push("id > ?", [Bind::Int(l)]);
+        }
+        if let Some(u) = upper {
+            c.push("id < ?", [Bind::Int(u)]);
+        }
+        c
+    }
+
+    async fn archive_count(
+        &self,
+        domain: &str,
+        username: &str,
+        c: &Conditions,
+        below: Option<i64>,
+    ) -> Result<u64> {
+        let mut sql = format!(
+            "SELECT COUNT(*) FROM archive WHERE {}{}",
+            self.archive_account(),
+            c.sql
+        );
+        if below.is_some() {
+            sql.push_str(" AND id < ?");
+        }
+        let mut query = c.bind(self.query(&sql).bind(domain).bind(username));
+        if let Some(b) = below {
+            query = query.bind(b);
+        }
+        let row = query.fetch_one(&self.pool).await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
 #[async_trait]
 impl ArchiveStore for SqlDb {
     async fn append_archive(
@@ -95,88 +318,89 @@ impl ArchiveStore for SqlDb {
         username: &str,
         q: &ArchiveQuery,
     ) -> Result<Option<ArchivePage>> {
-        let after = match q.after.as_deref() {
-            None => None,
-            Some(sid) => match self.archive_row(domain, username, sid).await? {
-                Some(id) => Some(id),
-                None => return Ok(None),
-            },
-        };
+        let (lower, upper, page_lower, page_upper, only) =
+            match self.archive_range(domain, username, q).await? {
+                Range::UnknownId => return Ok(None),
+                Range::Empty => {
+                    return Ok(Some(ArchivePage {
+                        items: Vec::new(),
+                        complete: true,
+                        count: q.count.then_some(0),
+                        first_index: None,
+                    }))
+                }
+                Range::Rows {
+                    lower,
+                    upper,
+                    page_lower,
+                    page_upper,
+                    only,
+                } => (lower, upper, page_lower, page_upper, only),
+            };
         let backwards = q.before.is_some();
-        let before = match q.before.as_deref() {
-            None | Some("") => None,
-            Some(sid) => match self.archive_row(domain, username, sid).await? {
-                Some(id) => Some(id),
-                None => return Ok(None),
-            },
-        };
         let max = q.max.min(MAX_PAGE);
+        let mut page_lower = page_lower;
+        let mut page_upper = page_upper;
+        if let Some(l) = lower {
+            raise(&mut page_lower, l);
+        }
+        if let Some(u) = upper {
+            lower_to(&mut page_upper, u);
+        }
+        let page = self.archive_conditions(q, &only, page_lower, page_upper);
         let mut sql = format!(
-            "SELECT sid, with_full, stamp, stanza FROM archive WHERE {}",
-            self.archive_account()
+            "SELECT id, sid, with_full, stamp, stanza FROM archive WHERE {}{}",
+            self.archive_account(),
+            page.sql
         );
-        // The conditions and their binds, in the same order.
-        let with_full = q.with.as_deref().filter(|w| w.contains('/'));
-        let with_bare = q.with.as_deref().filter(|w| !w.contains('/'));
-        if with_full.is_some() {
-            // The bare condition too, so the (account, with, id) index serves it.
-            sql.push_str(&format!(
-                " AND {} AND with_full = ?",
-                self.archive_with_bare()
-            ));
-        }
-        if with_bare.is_some() {
-            sql.push_str(&format!(" AND {}", self.archive_with_bare()));
-        }
-        if q.start.is_some() {
-            sql.push_str(" AND stamp >= ?");
-        }
-        if q.end.is_some() {
-            sql.push_str(" AND stamp <= ?");
-        }
-        if after.is_some() {
-            sql.push_str(" AND id > ?");
-        }
-        if before.is_some() {
-            sql.push_str(" AND id < ?");
-        }
         // One more than asked: whether it exists tells if the page is the last.
         sql.push_str(if backwards {
             " ORDER BY id DESC LIMIT ?"
         } else {
             " ORDER BY id ASC LIMIT ?"
         });
-        let mut query = self.query(&sql).bind(domain).bind(username);
-        if let Some(w) = with_full {
-            query = query.bind(bare_of(w).to_string()).bind(w.to_string());
-        }
-        if let Some(w) = with_bare {
-            query = query.bind(w.to_string());
-        }
-        for v in [q.start, q.end, after, before].into_iter().flatten() {
-            query = query.bind(v);
-        }
-        let rows = query
+        let rows = page
+            .bind(self.query(&sql).bind(domain).bind(username))
             .bind(i64::try_from(max + 1).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         let complete = rows.len() <= max;
-        let mut items = rows
-            .into_iter()
-            .take(max)
-            .map(|r| {
-                Ok(ArchivedMessage {
-                    id: r.try_get("sid")?,
-                    with: r.try_get("with_full")?,
-                    stamp: r.try_get("stamp")?,
-                    stanza: r.try_get("stanza")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut first_row: Option<i64> = None;
+        let mut items = Vec::with_capacity(rows.len().min(max));
+        for r in rows.into_iter().take(max) {
+            let row_id: i64 = r.try_get("id")?;
+            lower_to(&mut first_row, row_id);
+            items.push(ArchivedMessage {
+                id: r.try_get("sid")?,
+                with: r.try_get("with_full")?,
+                stamp: r.try_get("stamp")?,
+                stanza: r.try_get("stanza")?,
+            });
+        }
         if backwards {
             items.reverse();
         }
-        Ok(Some(ArchivePage { items, complete }))
+        let (count, first_index) = if q.count {
+            // The range the paging moves through: the query's own bounds, not RSM's.
+            let whole = self.archive_conditions(q, &only, lower, upper);
+            let count = self.archive_count(domain, username, &whole, None).await?;
+            let index = match first_row {
+                Some(f) => Some(
+                    self.archive_count(domain, username, &whole, Some(f))
+                        .await?,
+                ),
+                None => None,
+            };
+            (Some(count), index)
+        } else {
+            (None, None)
+        };
+        Ok(Some(ArchivePage {
+            items,
+            complete,
+            count,
+            first_index,
+        }))
     }
 
     async fn delete_archive(&self, domain: &str, username: &str) -> Result<u64> {
@@ -204,6 +428,53 @@ impl ArchiveStore for SqlDb {
         let r = retry!(self
             .query(sql)
             .bind(stamp)
+            .bind(limit)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from))?;
+        Ok(r.rows_affected())
+    }
+
+    async fn trim_archive(
+        &self,
+        domain: &str,
+        username: &str,
+        keep: u64,
+        limit: usize,
+    ) -> Result<u64> {
+        // The newest row past the cap, then the rows up to it: two statements, as MySQL
+        // cannot select from the table a DELETE deletes from.
+        let sql = format!(
+            "SELECT id FROM archive WHERE {} ORDER BY id DESC LIMIT 1 OFFSET ?",
+            self.archive_account()
+        );
+        let cut: Option<i64> = self
+            .query_scalar(&sql)
+            .bind(domain)
+            .bind(username)
+            .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(cut) = cut else {
+            return Ok(0);
+        };
+        let sql = match self.dialect {
+            Dialect::Mysql => format!(
+                "DELETE FROM archive WHERE {} AND id <= ? ORDER BY id LIMIT ?",
+                self.archive_account()
+            ),
+            _ => format!(
+                "DELETE FROM archive WHERE id IN
+                 (SELECT id FROM archive WHERE {} AND id <= ? ORDER BY id LIMIT ?)",
+                self.archive_account()
+            ),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let r = retry!(self
+            .query(&sql)
+            .bind(domain)
+            .bind(username)
+            .bind(cut)
             .bind(limit)
             .execute(&self.pool)
             .await

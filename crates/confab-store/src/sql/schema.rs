@@ -163,6 +163,11 @@ const SQLITE: &[Migration] = &[
     CREATE INDEX archive_by_sid ON archive (domain, username, sid);
     CREATE INDEX archive_by_stamp ON archive (stamp);",
     ),
+    // Time filters find their first and last row on (account, stamp).
+    (
+        "archive-2",
+        "CREATE INDEX archive_by_account_stamp ON archive (domain, username, stamp)",
+    ),
 ];
 
 // An identity column's sequence never hands out a number twice, even after a restart.
@@ -270,6 +275,10 @@ const POSTGRES: &[Migration] = &[
     CREATE INDEX archive_by_with ON archive (domain, username, with_bare, id);
     CREATE INDEX archive_by_sid ON archive (domain, username, sid);
     CREATE INDEX archive_by_stamp ON archive (stamp)"#,
+    ),
+    (
+        "archive-2",
+        "CREATE INDEX archive_by_account_stamp ON archive (domain, username, stamp)",
     ),
 ];
 
@@ -401,5 +410,9 @@ const MYSQL: &[Migration] = &[
         KEY archive_by_stamp (stamp),
         KEY archive_by_name (domain(100), username(191))
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+    (
+        "archive-2",
+        "ALTER TABLE archive ADD KEY archive_by_account_stamp (account_key, stamp)",
     ),
 ];
