@@ -23,16 +23,22 @@
 #![warn(missing_docs)]
 
 mod client;
+pub mod dns;
 mod error;
 mod module;
 mod ping;
+mod reconnect;
 mod roster;
+mod sm;
 
 pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
+pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
 pub use module::{Context, Handled, Module};
 pub use ping::Ping;
-pub use roster::Roster;
+pub use reconnect::Reconnect;
+pub use roster::{Roster, ROSTERVER};
+pub use sm::StreamManagement;
 
 /// Protocol types the API uses, re-exported so applications need no direct dependency.
 pub use confab_proto::{
