@@ -6,6 +6,12 @@
 //! ([`Client::request`]) and hands out [`Event`]s. [`Module`]s (like XMPPFramework's
 //! `XMPPModule`) see incoming stanzas first; [`Roster`] and [`Ping`] are built in.
 //!
+//! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
+//! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
+//! backoff and jitter ([`Reconnect`]); when the server offers XEP-0198 the session is
+//! resumed and nothing sent is lost ([`StreamManagement`]), and [`Event::Disconnected`] /
+//! [`Event::Reconnected`] tell the application what happened.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), confab_client::Error> {
 //! use confab_client::{Client, ClientOptions, Config, Ping, Roster};
