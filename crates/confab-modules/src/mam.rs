@@ -14,13 +14,11 @@
 //! `before-id`/`after-id`/`ids` fields, RSM `<index/>` and `<count/>`, per-user caps.
 
 use async_trait::async_trait;
-use confab_proto::datetime::{format_datetime, parse_datetime};
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, Jid};
 use confab_proto::ns;
 use confab_proto::parser::parse_fragment;
-use confab_proto::payloads::data_form::{DataForm, Field, FieldType, FormType};
-use confab_proto::payloads::rsm::{First, ResultSet};
+use confab_proto::payloads::mam;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use confab_server::module::{
@@ -35,12 +33,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub const NS: &str = "urn:xmpp:mam:2";
+pub const NS: &str = mam::NS;
 pub const SID_NS: &str = "urn:xmpp:sid:0";
-const FORWARD_NS: &str = "urn:xmpp:forward:0";
 const HINTS_NS: &str = "urn:xmpp:hints";
-const DATA_NS: &str = "jabber:x:data";
-const RSM_NS: &str = confab_proto::payloads::rsm::NS;
 /// Rows deleted per statement by the retention timer, and statements per tick: bounded
 /// work per tick, the rest waits for the next one.
 const EXPIRE_BATCH: usize = 1000;
@@ -262,67 +257,6 @@ impl Timer for Mam {
     }
 }
 
-fn bad_request(text: &str) -> StanzaError {
-    StanzaError {
-        text: Some(text.to_string()),
-        ..StanzaError::new(StanzaErrorCondition::BadRequest)
-    }
-}
-
-/// The filters of a query's data form (XEP-0313 §4.1).
-fn parse_form(query: &Element, q: &mut ArchiveQuery) -> Result<(), StanzaError> {
-    let Some(x) = query.get_child("x", DATA_NS) else {
-        return Ok(());
-    };
-    let form = DataForm::try_from(x).map_err(|_| bad_request("invalid data form"))?;
-    if form.type_ != FormType::Submit {
-        return Err(bad_request("the form must be of type submit"));
-    }
-    for field in &form.fields {
-        let value = field.value().map(str::trim);
-        match field.var.as_deref() {
-            Some("FORM_TYPE") => {
-                if value != Some(NS) {
-                    return Err(bad_request("FORM_TYPE must be urn:xmpp:mam:2"));
-                }
-            }
-            Some("with") => {
-                let jid: Jid = value
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| bad_request("with: not a JID"))?;
-                q.with = Some(jid.to_string());
-            }
-            Some(var @ ("start" | "end")) => {
-                let secs = value
-                    .and_then(parse_datetime)
-                    .ok_or_else(|| bad_request("start/end: not an XEP-0082 DateTime"))?;
-                let micros = secs.saturating_mul(1_000_000);
-                if var == "start" {
-                    q.start = Some(micros);
-                } else {
-                    // The stamp has whole seconds: the whole second is in the range.
-                    q.end = Some(micros.saturating_add(999_999));
-                }
-            }
-            // XEP-0313 §4.1: a field the server does not support is a bad request.
-            _ => return Err(bad_request("unsupported field")),
-        }
-    }
-    Ok(())
-}
-
-/// The form a client fills in (XEP-0313 §5.1.1).
-fn query_form() -> Element {
-    let mut with = Field::new("with", Vec::<String>::new());
-    with.type_ = Some(FieldType::JidSingle);
-    let mut start = Field::new("start", Vec::<String>::new());
-    start.type_ = Some(FieldType::TextSingle);
-    let mut end = Field::new("end", Vec::<String>::new());
-    end.type_ = Some(FieldType::TextSingle);
-    let form = DataForm::new(FormType::Form, vec![Field::form_type(NS), with, start, end]);
-    Element::new("query", NS).child(Element::from(form))
-}
-
 #[async_trait]
 impl IqHandler for Mam {
     async fn handle_iq(&self, ctx: &ServerCtx, iq: &Stanza, _: IqTarget) -> IqReply {
@@ -342,31 +276,20 @@ impl IqHandler for Mam {
             return IqReply::Error(StanzaError::new(StanzaErrorCondition::BadRequest));
         };
         if iq.iq_type() == Some(IqType::Get) {
-            return IqReply::Result(Some(query_form()));
+            return IqReply::Result(Some(mam::query_form()));
         }
-        let config = self.config();
-        let mut q = ArchiveQuery {
-            max: config.max_page,
-            ..ArchiveQuery::default()
+        let request = match mam::Query::try_from(query) {
+            Ok(q) => q,
+            Err(e) => return IqReply::Error(e.into()),
         };
-        if let Err(e) = parse_form(query, &mut q) {
-            return IqReply::Error(e);
-        }
-        if let Some(set) = query.get_child("set", RSM_NS) {
-            let Ok(set) = ResultSet::try_from(set) else {
-                return IqReply::Error(bad_request("invalid result set"));
-            };
-            if set.index.is_some() {
-                return IqReply::Error(StanzaError::new(
-                    StanzaErrorCondition::FeatureNotImplemented,
-                ));
-            }
-            if let Some(max) = set.max {
-                q.max = max.min(config.max_page);
-            }
-            q.after = set.after;
-            q.before = set.before;
-        }
+        let q = ArchiveQuery {
+            with: request.with.as_ref().map(|j| j.to_string()),
+            start: request.start,
+            end: request.end,
+            after: request.set.after.clone(),
+            before: request.set.before.clone(),
+            max: request.page_size(self.config().max_page),
+        };
         let Some(node) = account.node() else {
             return IqReply::Error(StanzaError::new(StanzaErrorCondition::BadRequest));
         };
@@ -387,7 +310,6 @@ impl IqHandler for Mam {
         };
         // The results go to the session that asked, before the IQ result (XEP-0313 §4.2).
         let session = from.try_as_full().ok().and_then(|f| ctx.router.session(f));
-        let queryid = query.get_attr("queryid");
         let limits = ctx.config.limits.parser_limits();
         if let Some(session) = &session {
             for item in &page.items {
@@ -395,40 +317,25 @@ impl IqHandler for Mam {
                     tracing::error!(id = %item.id, account = %account, "unparsable archived message");
                     continue;
                 };
-                let mut result = Element::new("result", NS).attr("id", item.id.as_str());
-                if let Some(qid) = queryid {
-                    result.set_attr("queryid", qid);
-                }
-                let result = result.child(
-                    Element::new("forwarded", FORWARD_NS)
-                        .child(
-                            Element::new("delay", ns::DELAY)
-                                .attr("stamp", format_datetime(item.stamp.div_euclid(1_000_000))),
-                        )
-                        .child(original),
+                let wrapper = mam::result_message(
+                    account.as_str(),
+                    session.jid.as_str(),
+                    request.queryid.as_deref(),
+                    &item.id,
+                    item.stamp,
+                    original,
                 );
-                let wrapper = Element::new("message", ns::CLIENT)
-                    .attr("from", account.as_str())
-                    .attr("to", session.jid.as_str())
-                    .child(result);
                 if let Ok(m) = Stanza::from_element(wrapper) {
                     router::deliver(ctx, &m, std::slice::from_ref(session)).await;
                 }
             }
         }
-        let set = ResultSet {
-            first: page.items.first().map(|m| First {
-                id: m.id.clone(),
-                index: None,
-            }),
-            last: page.items.last().map(|m| m.id.clone()),
-            ..ResultSet::default()
-        };
-        let mut fin = Element::new("fin", NS);
-        if page.complete {
-            fin.set_attr("complete", "true");
-        }
-        IqReply::Result(Some(fin.child(Element::from(set))))
+        let (first, last) = (page.items.first(), page.items.last());
+        IqReply::Result(Some(mam::fin(
+            page.complete,
+            first.map(|m| m.id.as_str()),
+            last.map(|m| m.id.as_str()),
+        )))
     }
 }
 
@@ -458,37 +365,5 @@ mod tests {
         assert!(!eligible(&message(
             "<message type='chat'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>"
         )));
-    }
-
-    #[test]
-    fn forms() {
-        let parse = |xml: &str| {
-            let el = parse_fragment(xml, NS, &Limits::default()).expect("xml");
-            let mut q = ArchiveQuery::default();
-            parse_form(&el, &mut q).map(|()| q)
-        };
-        let q = parse(
-            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>
-             <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>
-             <field var='with'><value>juliet@capulet.lit</value></field>
-             <field var='start'><value>2010-06-07T00:00:00Z</value></field>
-             <field var='end'><value>2010-07-07T13:23:54Z</value></field>
-             </x></query>",
-        )
-        .expect("valid");
-        assert_eq!(q.with.as_deref(), Some("juliet@capulet.lit"));
-        assert_eq!(q.start, Some(1_275_868_800_000_000));
-        assert_eq!(q.end, Some(1_278_509_034_999_999));
-        for bad in [
-            "<field var='FORM_TYPE'><value>urn:xmpp:mam:1</value></field>",
-            "<field var='with'><value>@@</value></field>",
-            "<field var='start'><value>yesterday</value></field>",
-            "<field var='ids'><value>a</value></field>",
-        ] {
-            let xml = format!(
-                "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>{bad}</x></query>"
-            );
-            assert!(parse(&xml).is_err(), "{bad}");
-        }
     }
 }

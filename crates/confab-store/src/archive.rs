@@ -26,7 +26,7 @@ pub struct ArchivedMessage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveQuery {
     /// Only messages with this JID: a bare JID matches every resource of it, a full JID
-    /// only itself (XEP-0313 §4.1.1).
+    /// only itself (XEP-0313 §4.1.1). In a room's archive: the sender's nick.
     pub with: Option<String>,
     /// Only messages archived at or after this time (Unix microseconds).
     pub start: Option<i64>,
@@ -42,13 +42,23 @@ pub struct ArchiveQuery {
     pub max: usize,
 }
 
-/// A page of results, always oldest first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ArchivePage {
-    pub items: Vec<ArchivedMessage>,
+/// A page of results, always oldest first (of an account's archive, or of a room's:
+/// `ArchivePage<RoomMessage>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivePage<T = ArchivedMessage> {
+    pub items: Vec<T>,
     /// Whether the page reaches the end of the range in the direction of paging (the
     /// newest matching message going forwards, the oldest with `before`).
     pub complete: bool,
+}
+
+impl<T> Default for ArchivePage<T> {
+    fn default() -> Self {
+        ArchivePage {
+            items: Vec::new(),
+            complete: false,
+        }
+    }
 }
 
 #[async_trait]

@@ -1,10 +1,12 @@
-//! The message archive: append, page by (account, id), delete, expire.
+//! The message archive: append, page by (account, id), delete, expire. The paging is
+//! shared with the rooms' archives (`room_archive.rs`).
 
 use super::dialect::{Dialect, Lock};
 use super::{retry, SqlDb};
 use crate::archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MAX_PAGE};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// The bare part of a JID string: a resource may contain `/`, the bare part never does.
@@ -62,42 +64,44 @@ impl SqlDb {
         Ok(())
     }
 
-    /// The row id of the archive's message `sid`, if it is in this account's archive.
-    async fn archive_row(&self, domain: &str, username: &str, sid: &str) -> Result<Option<i64>> {
+    /// The scope of one account's archive.
+    fn account_archive<'a>(&self, domain: &'a str, username: &'a str) -> Scope<'a> {
+        Scope {
+            table: "archive",
+            owner: self.archive_account(),
+            keys: [domain, username],
+        }
+    }
+
+    /// The row id of the message `sid` in the archive `scope`, if it is there.
+    pub(super) async fn archive_row(&self, scope: &Scope<'_>, sid: &str) -> Result<Option<i64>> {
         let sql = format!(
-            "SELECT id FROM archive WHERE {} AND sid = ?",
-            self.archive_account()
+            "SELECT id FROM {} WHERE {} AND sid = ?",
+            scope.table, scope.owner
         );
         Ok(self
             .query_scalar(&sql)
-            .bind(domain)
-            .bind(username)
+            .bind(scope.keys[0])
+            .bind(scope.keys[1])
             .bind(sid)
             .fetch_optional(&self.pool)
             .await?)
     }
-}
 
-#[async_trait]
-impl ArchiveStore for SqlDb {
-    async fn append_archive(
+    /// One page of an archive (account or room): `columns` selected, `filters` (conditions
+    /// with their text binds) added to the query's time and RSM bounds, rows turned into
+    /// items by `item`. `None` when `after`/`before` names an id not in this archive.
+    pub(super) async fn archive_page<T>(
         &self,
-        domain: &str,
-        username: &str,
-        msg: &ArchivedMessage,
-    ) -> Result<()> {
-        retry!(self.append_archive_once(domain, username, msg).await)
-    }
-
-    async fn query_archive(
-        &self,
-        domain: &str,
-        username: &str,
+        scope: &Scope<'_>,
+        columns: &str,
+        filters: &[(String, Vec<String>)],
         q: &ArchiveQuery,
-    ) -> Result<Option<ArchivePage>> {
+        item: impl Fn(&AnyRow) -> Result<T>,
+    ) -> Result<Option<ArchivePage<T>>> {
         let after = match q.after.as_deref() {
             None => None,
-            Some(sid) => match self.archive_row(domain, username, sid).await? {
+            Some(sid) => match self.archive_row(scope, sid).await? {
                 Some(id) => Some(id),
                 None => return Ok(None),
             },
@@ -105,28 +109,19 @@ impl ArchiveStore for SqlDb {
         let backwards = q.before.is_some();
         let before = match q.before.as_deref() {
             None | Some("") => None,
-            Some(sid) => match self.archive_row(domain, username, sid).await? {
+            Some(sid) => match self.archive_row(scope, sid).await? {
                 Some(id) => Some(id),
                 None => return Ok(None),
             },
         };
         let max = q.max.min(MAX_PAGE);
         let mut sql = format!(
-            "SELECT sid, with_full, stamp, stanza FROM archive WHERE {}",
-            self.archive_account()
+            "SELECT {columns} FROM {} WHERE {}",
+            scope.table, scope.owner
         );
-        // The conditions and their binds, in the same order.
-        let with_full = q.with.as_deref().filter(|w| w.contains('/'));
-        let with_bare = q.with.as_deref().filter(|w| !w.contains('/'));
-        if with_full.is_some() {
-            // The bare condition too, so the (account, with, id) index serves it.
-            sql.push_str(&format!(
-                " AND {} AND with_full = ?",
-                self.archive_with_bare()
-            ));
-        }
-        if with_bare.is_some() {
-            sql.push_str(&format!(" AND {}", self.archive_with_bare()));
+        for (cond, _) in filters {
+            sql.push_str(" AND ");
+            sql.push_str(cond);
         }
         if q.start.is_some() {
             sql.push_str(" AND stamp >= ?");
@@ -146,12 +141,9 @@ impl ArchiveStore for SqlDb {
         } else {
             " ORDER BY id ASC LIMIT ?"
         });
-        let mut query = self.query(&sql).bind(domain).bind(username);
-        if let Some(w) = with_full {
-            query = query.bind(bare_of(w).to_string()).bind(w.to_string());
-        }
-        if let Some(w) = with_bare {
-            query = query.bind(w.to_string());
+        let mut query = self.query(&sql).bind(scope.keys[0]).bind(scope.keys[1]);
+        for v in filters.iter().flat_map(|(_, binds)| binds) {
+            query = query.bind(v.clone());
         }
         for v in [q.start, q.end, after, before].into_iter().flatten() {
             query = query.bind(v);
@@ -162,21 +154,63 @@ impl ArchiveStore for SqlDb {
             .await?;
         let complete = rows.len() <= max;
         let mut items = rows
-            .into_iter()
+            .iter()
             .take(max)
-            .map(|r| {
-                Ok(ArchivedMessage {
-                    id: r.try_get("sid")?,
-                    with: r.try_get("with_full")?,
-                    stamp: r.try_get("stamp")?,
-                    stanza: r.try_get("stanza")?,
-                })
-            })
+            .map(item)
             .collect::<Result<Vec<_>>>()?;
         if backwards {
             items.reverse();
         }
         Ok(Some(ArchivePage { items, complete }))
+    }
+}
+
+/// Which archive a query reads: its table and the condition (two binds, `keys`) selecting
+/// its rows.
+pub(super) struct Scope<'a> {
+    pub(super) table: &'static str,
+    pub(super) owner: &'static str,
+    pub(super) keys: [&'a str; 2],
+}
+
+#[async_trait]
+impl ArchiveStore for SqlDb {
+    async fn append_archive(
+        &self,
+        domain: &str,
+        username: &str,
+        msg: &ArchivedMessage,
+    ) -> Result<()> {
+        retry!(self.append_archive_once(domain, username, msg).await)
+    }
+
+    async fn query_archive(
+        &self,
+        domain: &str,
+        username: &str,
+        q: &ArchiveQuery,
+    ) -> Result<Option<ArchivePage>> {
+        let mut filters = Vec::new();
+        if let Some(w) = q.with.as_deref() {
+            // A full JID: the bare condition too, so the (account, with, id) index serves it.
+            let mut cond = self.archive_with_bare().to_string();
+            let mut binds = vec![bare_of(w).to_string()];
+            if w.contains('/') {
+                cond.push_str(" AND with_full = ?");
+                binds.push(w.to_string());
+            }
+            filters.push((cond, binds));
+        }
+        let scope = self.account_archive(domain, username);
+        self.archive_page(&scope, "sid, with_full, stamp, stanza", &filters, q, |r| {
+            Ok(ArchivedMessage {
+                id: r.try_get("sid")?,
+                with: r.try_get("with_full")?,
+                stamp: r.try_get("stamp")?,
+                stanza: r.try_get("stanza")?,
+            })
+        })
+        .await
     }
 
     async fn delete_archive(&self, domain: &str, username: &str) -> Result<u64> {
