@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, Jid};
 use confab_proto::ns;
-use confab_proto::parser::parse_fragment;
 use confab_proto::payloads::mam;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
@@ -282,14 +281,8 @@ impl IqHandler for Mam {
             Ok(q) => q,
             Err(e) => return IqReply::Error(e.into()),
         };
-        let q = ArchiveQuery {
-            with: request.with.as_ref().map(|j| j.to_string()),
-            start: request.start,
-            end: request.end,
-            after: request.set.after.clone(),
-            before: request.set.before.clone(),
-            max: request.page_size(self.config().max_page),
-        };
+        let with = request.with.as_ref().map(|j| j.to_string());
+        let q = ArchiveQuery::from_request(&request, with, self.config().max_page);
         let Some(node) = account.node() else {
             return IqReply::Error(StanzaError::new(StanzaErrorCondition::BadRequest));
         };
@@ -313,18 +306,19 @@ impl IqHandler for Mam {
         let limits = ctx.config.limits.parser_limits();
         if let Some(session) = &session {
             for item in &page.items {
-                let Some(original) = parse_fragment(&item.stanza, ns::CLIENT, &limits) else {
-                    tracing::error!(id = %item.id, account = %account, "unparsable archived message");
-                    continue;
-                };
-                let wrapper = mam::result_message(
+                let Some(wrapper) = mam::stored_result(
                     account.as_str(),
                     session.jid.as_str(),
                     request.queryid.as_deref(),
                     &item.id,
                     item.stamp,
-                    original,
-                );
+                    &item.stanza,
+                    &limits,
+                    |_| {},
+                ) else {
+                    tracing::error!(id = %item.id, account = %account, "unparsable archived message");
+                    continue;
+                };
                 if let Ok(m) = Stanza::from_element(wrapper) {
                     router::deliver(ctx, &m, std::slice::from_ref(session)).await;
                 }
@@ -342,7 +336,7 @@ impl IqHandler for Mam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confab_proto::parser::Limits;
+    use confab_proto::parser::{parse_fragment, Limits};
 
     fn message(xml: &str) -> Stanza {
         let el = parse_fragment(xml, ns::CLIENT, &Limits::default()).expect("xml");

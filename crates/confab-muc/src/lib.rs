@@ -696,14 +696,7 @@ impl MucService {
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let query = ArchiveQuery {
-            with,
-            start: request.start,
-            end: request.end,
-            after: request.set.after.clone(),
-            before: request.set.before.clone(),
-            max: request.page_size(self.shared.cfg.mam_max_page),
-        };
+        let query = ArchiveQuery::from_request(&request, with, self.shared.cfg.mam_max_page);
         let Some(node) = room_jid.node() else {
             return;
         };
@@ -728,29 +721,32 @@ impl MucService {
         let limits = ctx.config.limits.parser_limits();
         if let Some(session) = ctx.router.session(from) {
             for item in &page.items {
-                let Some(mut original) = parse_fragment(&item.stanza, ns::CLIENT, &limits) else {
-                    tracing::error!(id = %item.id, room = %room_jid, "unparsable archived message");
-                    continue;
-                };
                 // §6: no muc#user data but the room's own, the real JID only to those who
                 // may see it.
-                original.children.retain(
-                    |n| !matches!(n, confab_proto::xml::Node::Element(e) if e.is("x", NS_USER)),
-                );
-                if sees_jids && !item.jid.is_empty() {
-                    original.push_child(
-                        Element::new("x", NS_USER)
-                            .child(Element::new("item", NS_USER).attr("jid", item.jid.as_str())),
-                    );
-                }
-                let wrapper = mam::result_message(
+                let adjust =
+                    |m: &mut Element| {
+                        m.children.retain(|n| {
+                        !matches!(n, confab_proto::xml::Node::Element(e) if e.is("x", NS_USER))
+                    });
+                        if sees_jids && !item.jid.is_empty() {
+                            m.push_child(Element::new("x", NS_USER).child(
+                                Element::new("item", NS_USER).attr("jid", item.jid.as_str()),
+                            ));
+                        }
+                    };
+                let Some(wrapper) = mam::stored_result(
                     room_jid.as_str(),
                     from.as_str(),
                     request.queryid.as_deref(),
                     &item.id,
                     item.stamp,
-                    original,
-                );
+                    &item.stanza,
+                    &limits,
+                    adjust,
+                ) else {
+                    tracing::error!(id = %item.id, room = %room_jid, "unparsable archived message");
+                    continue;
+                };
                 if let Ok(m) = Stanza::from_element(wrapper) {
                     router::deliver(ctx, &m, std::slice::from_ref(&session)).await;
                 }

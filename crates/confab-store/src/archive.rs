@@ -42,6 +42,25 @@ pub struct ArchiveQuery {
     pub max: usize,
 }
 
+impl ArchiveQuery {
+    /// The query a client's MAM request asks for; `with` as the archive matches it (a JID
+    /// for an account's, a nick for a room's), pages at most `max_page`.
+    pub fn from_request(
+        request: &confab_proto::payloads::mam::Query,
+        with: Option<String>,
+        max_page: usize,
+    ) -> ArchiveQuery {
+        ArchiveQuery {
+            with,
+            start: request.start,
+            end: request.end,
+            after: request.set.after.clone(),
+            before: request.set.before.clone(),
+            max: request.page_size(max_page),
+        }
+    }
+}
+
 /// A page of results, always oldest first (of an account's archive, or of a room's:
 /// `ArchivePage<RoomMessage>`).
 #[derive(Clone, Debug, PartialEq, Eq)]

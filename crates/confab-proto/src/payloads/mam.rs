@@ -140,6 +140,31 @@ pub fn result_message(
         .child(result.child(forwarded))
 }
 
+/// `result_message` for a message stored as XML (`jabber:client`), with `adjust` applied to
+/// the parsed message first; `None` if the stored text does not parse.
+#[allow(clippy::too_many_arguments)]
+pub fn stored_result(
+    from: &str,
+    to: &str,
+    queryid: Option<&str>,
+    id: &str,
+    stamp_micros: i64,
+    stored: &str,
+    limits: &crate::parser::Limits,
+    adjust: impl FnOnce(&mut Element),
+) -> Option<Element> {
+    let mut original = crate::parser::parse_fragment(stored, ns::CLIENT, limits)?;
+    adjust(&mut original);
+    Some(result_message(
+        from,
+        to,
+        queryid,
+        id,
+        stamp_micros,
+        original,
+    ))
+}
+
 /// The IQ result's `<fin/>`: whether the page reaches the end, and its first and last ids.
 pub fn fin(complete: bool, first: Option<&str>, last: Option<&str>) -> Element {
     let set = ResultSet {
