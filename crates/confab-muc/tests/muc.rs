@@ -1095,7 +1095,7 @@ async fn lost_sessions_leave_without_the_presence_module() {
 async fn persistent_rooms_survive_a_restart() {
     let mut ts = server().await;
     let mut c = users(&ts, &["alice", "bob"]).await;
-    create(&mut c[0], "keep", "alice").await;
+    let alice_id = occupant_id(&create(&mut c[0], "keep", "alice").await);
     let r = configure(
         &mut c[0],
         "keep",
@@ -1127,6 +1127,7 @@ async fn persistent_rooms_survive_a_restart() {
     .await
     .expect("send");
     message_from(&mut c[0], &occ("keep", "alice")).await;
+    say(&mut c[0], "keep", "alice", "kept message").await;
     leave(&mut c[0], "keep", "alice").await;
     // Empty but persistent: still there.
     let info = disco_info(&mut c[1], &room("keep")).await;
@@ -1153,8 +1154,14 @@ async fn persistent_rooms_survive_a_restart() {
     assert_eq!(subject.as_deref(), Some("Kept subject"));
     let info = disco_info(&mut bob, &room("keep")).await;
     assert!(format!("{info}").contains("Kept"), "{info}");
-    // Destroying it removes it from storage too.
+    // The archive and the occupant ids outlive the restart.
+    let (r, _) = query_archive(&mut bob, "keep", mam_query(&[], &[])).await;
+    assert_eq!(bodies(&r), ["kept message"]);
     let mut alice = ts.login_available("alice").await;
+    let got = join(&mut alice, "keep", "alice").await;
+    let me = got.iter().find(|e| has_code(e, "110")).expect("self");
+    assert_eq!(occupant_id(me), alice_id);
+    // Destroying it removes it from storage too.
     let r = iq(
         &mut alice,
         "set",
@@ -1172,6 +1179,23 @@ async fn persistent_rooms_survive_a_restart() {
         .await
         .expect("list");
     assert!(rows.is_empty(), "{rows:?}");
+    let archive = ts
+        .server()
+        .ctx()
+        .stores
+        .room_archive
+        .query_room_archive(
+            MUC,
+            "keep",
+            &confab_store::ArchiveQuery {
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query")
+        .expect("page");
+    assert!(archive.items.is_empty(), "{archive:?}");
 }
 
 #[tokio::test]
