@@ -6,13 +6,15 @@
 //! - `payloads.rs`: typed `muc`, `muc#user`, `muc#admin`, `muc#owner` payloads.
 //! - `room.rs`: one room and every action on it, without I/O.
 //! - `forms.rs`: the configuration form and disco answers.
-//! - this file: the service (dispatch, the room table, delivery, persistence, disco) and
+//! - this file: the service (dispatch, the room table, delivery, persistence, disco, the
+//!   room archive with its MAM queries and XEP-0425 moderation, XEP-0421 occupant ids) and
 //!   the lifecycle listener (loading persistent rooms, occupants whose session ended,
 //!   shutdown).
 //!
 //! Each room is behind its own async mutex, held while its stanzas are handed to the
 //! occupants' sessions: every occupant sees one room's events in one order, and rooms
-//! never wait for each other.
+//! never wait for each other. A message is archived under that lock before it is handed
+//! out, so the archive's order is the room's and every stanza-id a client sees is in it.
 
 pub mod config;
 pub mod forms;
