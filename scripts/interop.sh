@@ -5,7 +5,8 @@
 # throwaway data dir and accounts made with `confabd user add`, and runs every
 # tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
 # messages, account services, stream management, carbons, client state, Multi-User Chat on
-# conference.localhost), then a restart scenario, go-sendxmpp and the web clients.
+# conference.localhost and its archive, ids, self-ping and moderation), then a restart
+# scenario, go-sendxmpp and the web clients.
 #
 # Environment:
 #   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)

@@ -28,7 +28,7 @@ pub struct ArchivedMessage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveQuery {
     /// Only messages with this JID: a bare JID matches every resource of it, a full JID
-    /// only itself (XEP-0313 §4.1.1).
+    /// only itself (XEP-0313 §4.1.1). In a room's archive: the sender's nick.
     pub with: Option<String>,
     /// Only messages archived at or after this time (Unix microseconds).
     pub start: Option<i64>,
@@ -55,10 +55,35 @@ pub struct ArchiveQuery {
     pub count: bool,
 }
 
-/// A page of results, always oldest first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ArchivePage {
-    pub items: Vec<ArchivedMessage>,
+impl ArchiveQuery {
+    /// The query a client's MAM request asks for; `with` as the archive matches it (a JID
+    /// for an account's, a nick for a room's), pages at most `max_page`.
+    pub fn from_request(
+        request: &confab_proto::payloads::mam::Query,
+        with: Option<String>,
+        max_page: usize,
+    ) -> ArchiveQuery {
+        ArchiveQuery {
+            with,
+            start: request.start,
+            end: request.end,
+            after: request.set.after.clone(),
+            before: request.set.before.clone(),
+            after_id: request.after_id.clone(),
+            before_id: request.before_id.clone(),
+            ids: request.ids.clone(),
+            max: request.page_size(max_page),
+            // XEP-0059 §2.7: `<max>0</max>` asks for the count alone.
+            count: request.set.max == Some(0),
+        }
+    }
+}
+
+/// A page of results, always oldest first (of an account's archive, or of a room's:
+/// `ArchivePage<RoomMessage>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivePage<T = ArchivedMessage> {
+    pub items: Vec<T>,
     /// Whether the page reaches the end of the range in the direction of paging (the
     /// newest matching message going forwards, the oldest with `before`).
     pub complete: bool,
@@ -66,6 +91,17 @@ pub struct ArchivePage {
     pub count: Option<u64>,
     /// ...and how many of them come before the page's first item.
     pub first_index: Option<u64>,
+}
+
+impl<T> Default for ArchivePage<T> {
+    fn default() -> Self {
+        ArchivePage {
+            items: Vec::new(),
+            complete: false,
+            count: None,
+            first_index: None,
+        }
+    }
 }
 
 #[async_trait]

@@ -6,7 +6,8 @@ mod harness;
 
 use confab_proto::sasl::{ScramCredentials, ScramHash};
 use confab_store::{
-    ArchiveQuery, ArchivedMessage, Backend, RosterItem, StoreError, Stores, Subscription,
+    ArchiveQuery, ArchivedMessage, Backend, RoomMessage, RosterItem, StoreError, Stores,
+    Subscription,
 };
 use harness::TestDb;
 use std::collections::BTreeSet;
@@ -33,6 +34,7 @@ conformance!(
     archive_stamps_never_decrease,
     archive_expiry,
     archive_per_account_cap,
+    room_archives,
 );
 
 fn creds(pw: &str) -> Vec<ScramCredentials> {
@@ -1550,4 +1552,149 @@ async fn archive_per_account_cap(db: TestDb) {
             .expect("trim"),
         1
     );
+}
+
+fn room_message(id: &str, nick: &str, stamp: i64) -> RoomMessage {
+    RoomMessage {
+        id: id.to_string(),
+        nick: nick.to_string(),
+        jid: format!("{nick}@localhost"),
+        stamp,
+        stanza: format!(
+            "<message id='{id}' type='groupchat'><body>{id} \u{1F600}</body></message>"
+        ),
+    }
+}
+
+async fn room_archives(db: TestDb) {
+    let s = db.open().await;
+    let a = &s.room_archive;
+    const MUC: &str = "conference.localhost";
+    let order = ["k", "b", "x", "a", "m", "c"];
+    for (i, id) in order.iter().enumerate() {
+        let nick = if i % 2 == 0 { "Alice" } else { "alice" };
+        a.append_room_message(MUC, "lounge", &room_message(id, nick, 1000 + i as i64))
+            .await
+            .expect("append");
+    }
+    // Another room, and a room of the same name on another service, are apart; the same
+    // ids may be used there.
+    for (svc, room) in [(MUC, "other"), ("conference.example.org", "lounge")] {
+        a.append_room_message(svc, room, &room_message("k", "zed", 1))
+            .await
+            .expect("append");
+    }
+    let page = |q: ArchiveQuery| {
+        let a = a.clone();
+        async move {
+            a.query_room_archive(MUC, "lounge", &q)
+                .await
+                .expect("query")
+                .expect("known ids")
+        }
+    };
+    let ids = |p: &confab_store::ArchivePage<RoomMessage>| -> Vec<String> {
+        p.items.iter().map(|m| m.id.clone()).collect()
+    };
+    let q = |max: usize| ArchiveQuery {
+        max,
+        ..Default::default()
+    };
+    let p = page(q(4)).await;
+    assert_eq!(ids(&p), ["k", "b", "x", "a"]);
+    assert!(!p.complete);
+    assert_eq!(p.items[0].nick, "Alice");
+    assert_eq!(p.items[0].jid, "Alice@localhost");
+    assert_eq!(p.items[0].stamp, 1000);
+    assert!(p.items[0].stanza.contains('\u{1F600}'));
+    let p = page(ArchiveQuery {
+        after: Some("a".into()),
+        ..q(4)
+    })
+    .await;
+    assert_eq!(ids(&p), ["m", "c"]);
+    assert!(p.complete);
+    let p = page(ArchiveQuery {
+        before: Some(String::new()),
+        ..q(4)
+    })
+    .await;
+    assert_eq!(ids(&p), ["x", "a", "m", "c"]);
+    assert!(!p.complete);
+    let p = page(ArchiveQuery {
+        before: Some("x".into()),
+        ..q(4)
+    })
+    .await;
+    assert_eq!(ids(&p), ["k", "b"]);
+    assert!(p.complete);
+    // `with` is a nick, compared exactly.
+    let p = page(ArchiveQuery {
+        with: Some("alice".into()),
+        ..q(100)
+    })
+    .await;
+    assert_eq!(ids(&p), ["b", "a", "c"]);
+    let p = page(ArchiveQuery {
+        start: Some(1002),
+        end: Some(1003),
+        ..q(100)
+    })
+    .await;
+    assert_eq!(ids(&p), ["x", "a"]);
+    // Ids of another room are unknown here.
+    let r = a
+        .query_room_archive(
+            MUC,
+            "other",
+            &ArchiveQuery {
+                after: Some("b".into()),
+                ..q(4)
+            },
+        )
+        .await
+        .expect("query");
+    assert_eq!(r, None);
+    // One message looked up and replaced (a tombstone); unknown ids change nothing.
+    let m = a.room_message(MUC, "lounge", "x").await.expect("get");
+    assert_eq!(m.map(|m| m.nick), Some("Alice".to_string()));
+    assert_eq!(
+        a.room_message(MUC, "lounge", "nope").await.expect("get"),
+        None
+    );
+    assert!(a
+        .replace_room_message(MUC, "lounge", "x", "<message id='x'/>")
+        .await
+        .expect("replace"));
+    // The same stanza again still finds the message.
+    assert!(a
+        .replace_room_message(MUC, "lounge", "x", "<message id='x'/>")
+        .await
+        .expect("replace"));
+    assert!(!a
+        .replace_room_message(MUC, "lounge", "nope", "<message/>")
+        .await
+        .expect("replace"));
+    assert!(!a
+        .replace_room_message(MUC, "other", "x", "<message/>")
+        .await
+        .expect("replace"));
+    let p = page(q(100)).await;
+    assert_eq!(ids(&p), order);
+    assert_eq!(p.items[2].stanza, "<message id='x'/>");
+    assert_eq!(p.items[2].nick, "Alice");
+    // Deleting a room's archive leaves the others.
+    assert_eq!(
+        a.delete_room_archive(MUC, "lounge").await.expect("delete"),
+        6
+    );
+    assert!(page(q(100)).await.items.is_empty());
+    for (svc, room) in [(MUC, "other"), ("conference.example.org", "lounge")] {
+        let p = a
+            .query_room_archive(svc, room, &q(10))
+            .await
+            .expect("query")
+            .expect("page");
+        assert_eq!(ids(&p), ["k"]);
+    }
 }

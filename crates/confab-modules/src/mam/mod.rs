@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, Jid};
 use confab_proto::ns;
+use confab_proto::payloads::mam;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use confab_server::module::{
@@ -43,9 +44,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-pub const NS: &str = "urn:xmpp:mam:2";
-/// Before-id, after-id, ids, flipped pages and metadata (XEP-0313 §7.1).
-pub const EXTENDED: &str = "urn:xmpp:mam:2#extended";
+pub const NS: &str = mam::NS;
+pub const EXTENDED: &str = mam::EXTENDED;
 pub const SID_NS: &str = "urn:xmpp:sid:0";
 const HINTS_NS: &str = "urn:xmpp:hints";
 /// Payloads that change a conversation without a body of their own: corrections carry
@@ -478,7 +478,14 @@ impl Mam {
             .query_archive(domain, node, &one(Some(String::new())))
             .await;
         match (first, last) {
-            (Ok(f), Ok(l)) => IqReply::Result(Some(query::metadata(f.as_ref(), l.as_ref()))),
+            (Ok(f), Ok(l)) => {
+                let first = f.as_ref().and_then(|p| p.items.first());
+                let last = l.as_ref().and_then(|p| p.items.last());
+                let ends = first
+                    .zip(last)
+                    .map(|(f, l)| ((f.id.as_str(), f.stamp), (l.id.as_str(), l.stamp)));
+                IqReply::Result(Some(mam::metadata(ends)))
+            }
             (Err(e), _) | (_, Err(e)) => storage_failed(&e, account, "reading archive metadata"),
         }
     }
@@ -493,15 +500,16 @@ impl Mam {
         query: &Element,
     ) -> IqReply {
         if iq.iq_type() == Some(IqType::Get) {
-            return IqReply::Result(Some(query::query_form()));
+            return IqReply::Result(Some(mam::query_form(true)));
         }
         let config = self.config();
-        let mut q = ArchiveQuery::default();
-        if let Err(e) = query::parse_form(query, &mut q)
-            .and_then(|()| query::apply_rsm(query, &mut q, config.max_page, config.count_results))
-        {
-            return IqReply::Error(e);
-        }
+        let request = match mam::Query::try_from(query) {
+            Ok(q) => q,
+            Err(e) => return IqReply::Error(e.into()),
+        };
+        let with = request.with.as_ref().map(|j| j.to_string());
+        let mut q = ArchiveQuery::from_request(&request, with, config.max_page);
+        q.count |= config.count_results;
         let session = from.try_as_full().ok().and_then(|f| ctx.router.session(f));
         if let Some(s) = &session {
             if !s.is_available() {
@@ -521,7 +529,7 @@ impl Mam {
             Err(e) => return storage_failed(&e, account, "archive query"),
         };
         if let Some(session) = &session {
-            query::send_results(ctx, account, session, query, &page).await;
+            query::send_results(ctx, account, session, &request, &page).await;
         }
         IqReply::Result(Some(query::fin(&page)))
     }

@@ -1,10 +1,12 @@
-//! The message archive: append, page by (account, id), delete, expire.
+//! The message archive: append, page by (account, id), delete, expire. The paging is
+//! shared with the rooms' archives (`room_archive.rs`): an archive is a `Scope`.
 
 use super::dialect::{Dialect, Lock};
 use super::{retry, SqlDb};
 use crate::archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MAX_PAGE};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// The bare part of a JID string: a resource may contain `/`, the bare part never does.
@@ -76,20 +78,41 @@ impl SqlDb {
         Ok(())
     }
 
-    /// The row id of the archive's message `sid`, if it is in this account's archive.
-    async fn archive_row(&self, domain: &str, username: &str, sid: &str) -> Result<Option<i64>> {
+    /// The scope of one account's archive.
+    fn account_archive<'a>(&self, domain: &'a str, username: &'a str) -> Scope<'a> {
+        Scope {
+            table: "archive",
+            owner: self.archive_account(),
+            keys: [domain, username],
+            ordered_stamps: true,
+        }
+    }
+
+    /// The row id of the message `sid` in the archive `scope`, if it is there.
+    pub(super) async fn archive_row(&self, scope: &Scope<'_>, sid: &str) -> Result<Option<i64>> {
         let sql = format!(
-            "SELECT id FROM archive WHERE {} AND sid = ?",
-            self.archive_account()
+            "SELECT id FROM {} WHERE {} AND sid = ?",
+            scope.table, scope.owner
         );
         Ok(self
             .query_scalar(&sql)
-            .bind(domain)
-            .bind(username)
+            .bind(scope.keys[0])
+            .bind(scope.keys[1])
             .bind(sid)
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+/// Which archive a query reads: its table and the condition (two binds, `keys`) selecting
+/// its rows.
+pub(super) struct Scope<'a> {
+    pub(super) table: &'static str,
+    pub(super) owner: &'static str,
+    pub(super) keys: [&'a str; 2],
+    /// Stamps never decrease with ids and an (owner, stamp) index exists: time filters
+    /// become id bounds found on that index.
+    pub(super) ordered_stamps: bool,
 }
 
 /// A value bound to a `?` of a query being built.
@@ -153,52 +176,53 @@ fn lower_to(bound: &mut Option<i64>, to: i64) {
 }
 
 impl SqlDb {
-    /// Resolves the query's archive ids and times to row-id bounds. Stamps never decrease
-    /// with ids within an account (the append raises them), so `start` and `end` become
-    /// the first and last row in that time, found on the (account, stamp) index: a query
-    /// far into a large archive does not scan its beginning.
-    async fn archive_range(&self, domain: &str, username: &str, q: &ArchiveQuery) -> Result<Range> {
+    /// Resolves the query's archive ids and times to row-id bounds. In an account's
+    /// archive stamps never decrease with ids (the append raises them), so `start` and
+    /// `end` become the first and last row in that time, found on the (account, stamp)
+    /// index: a query far into a large archive does not scan its beginning.
+    async fn archive_range(&self, scope: &Scope<'_>, q: &ArchiveQuery) -> Result<Range> {
         let (mut lower, mut upper, mut page_lower, mut page_upper) = (None, None, None, None);
         if let Some(sid) = q.after_id.as_deref() {
-            let Some(id) = self.archive_row(domain, username, sid).await? else {
+            let Some(id) = self.archive_row(scope, sid).await? else {
                 return Ok(Range::UnknownId);
             };
             lower = Some(id);
         }
         if let Some(sid) = q.before_id.as_deref() {
-            let Some(id) = self.archive_row(domain, username, sid).await? else {
+            let Some(id) = self.archive_row(scope, sid).await? else {
                 return Ok(Range::UnknownId);
             };
             upper = Some(id);
         }
         if let Some(sid) = q.after.as_deref() {
-            let Some(id) = self.archive_row(domain, username, sid).await? else {
+            let Some(id) = self.archive_row(scope, sid).await? else {
                 return Ok(Range::UnknownId);
             };
             page_lower = Some(id);
         }
         if let Some(sid) = q.before.as_deref().filter(|b| !b.is_empty()) {
-            let Some(id) = self.archive_row(domain, username, sid).await? else {
+            let Some(id) = self.archive_row(scope, sid).await? else {
                 return Ok(Range::UnknownId);
             };
             page_upper = Some(id);
         }
         let mut only = Vec::with_capacity(q.ids.len());
         for sid in &q.ids {
-            let Some(id) = self.archive_row(domain, username, sid).await? else {
+            let Some(id) = self.archive_row(scope, sid).await? else {
                 return Ok(Range::UnknownId);
             };
             only.push(id);
         }
-        let account = self.archive_account();
-        if let Some(start) = q.start {
+        let (table, owner) = (scope.table, scope.owner);
+        let time = |t: Option<i64>| t.filter(|_| scope.ordered_stamps);
+        if let Some(start) = time(q.start) {
             let sql = format!(
-                "SELECT id FROM archive WHERE {account} AND stamp >= ? ORDER BY stamp ASC, id ASC LIMIT 1"
+                "SELECT id FROM {table} WHERE {owner} AND stamp >= ? ORDER BY stamp ASC, id ASC LIMIT 1"
             );
             let first: Option<i64> = self
                 .query_scalar(&sql)
-                .bind(domain)
-                .bind(username)
+                .bind(scope.keys[0])
+                .bind(scope.keys[1])
                 .bind(start)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -207,14 +231,14 @@ impl SqlDb {
             };
             raise(&mut lower, id - 1);
         }
-        if let Some(end) = q.end {
+        if let Some(end) = time(q.end) {
             let sql = format!(
-                "SELECT id FROM archive WHERE {account} AND stamp <= ? ORDER BY stamp DESC, id DESC LIMIT 1"
+                "SELECT id FROM {table} WHERE {owner} AND stamp <= ? ORDER BY stamp DESC, id DESC LIMIT 1"
             );
             let last: Option<i64> = self
                 .query_scalar(&sql)
-                .bind(domain)
-                .bind(username)
+                .bind(scope.keys[0])
+                .bind(scope.keys[1])
                 .bind(end)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -232,25 +256,18 @@ impl SqlDb {
         })
     }
 
-    /// The conditions of the range `q` selects, without the RSM paging bounds.
+    /// The conditions of the range `q` selects: the archive's own `filters` (conditions with
+    /// their text binds), the times, `ids` and the row-id bounds.
     fn archive_conditions(
-        &self,
+        filters: &[(String, Vec<String>)],
         q: &ArchiveQuery,
         only: &[i64],
         lower: Option<i64>,
         upper: Option<i64>,
     ) -> Conditions {
         let mut c = Conditions::default();
-        if let Some(w) = q.with.as_deref() {
-            // A full JID matches itself; the bare condition lets the (account, with, id)
-            // index serve it too.
-            c.push(
-                self.archive_with_bare(),
-                [Bind::Text(bare_of(w).to_string())],
-            );
-            if w.contains('/') {
-                c.push("with_full = ?", [Bind::Text(w.to_string())]);
-            }
+        for (cond, binds) in filters {
+            c.push(cond, binds.iter().map(|b| Bind::Text(b.clone())));
         }
         // The stamps too: rows written before stamps were kept in order may lie outside
         // the id bounds' time.
@@ -278,20 +295,18 @@ impl SqlDb {
 
     async fn archive_count(
         &self,
-        domain: &str,
-        username: &str,
+        scope: &Scope<'_>,
         c: &Conditions,
         below: Option<i64>,
     ) -> Result<u64> {
         let mut sql = format!(
-            "SELECT COUNT(*) FROM archive WHERE {}{}",
-            self.archive_account(),
-            c.sql
+            "SELECT COUNT(*) FROM {} WHERE {}{}",
+            scope.table, scope.owner, c.sql
         );
         if below.is_some() {
             sql.push_str(" AND id < ?");
         }
-        let mut query = c.bind(self.query(&sql).bind(domain).bind(username));
+        let mut query = c.bind(self.query(&sql).bind(scope.keys[0]).bind(scope.keys[1]));
         if let Some(b) = below {
             query = query.bind(b);
         }
@@ -299,27 +314,20 @@ impl SqlDb {
         let n: i64 = row.try_get(0)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
-}
 
-#[async_trait]
-impl ArchiveStore for SqlDb {
-    async fn append_archive(
+    /// One page of an archive (account or room): `columns` selected (besides the row id),
+    /// `filters` (conditions with their text binds) added to the query's own bounds, rows
+    /// turned into items by `item`. `None` when any id the query names is not in it.
+    pub(super) async fn archive_page<T>(
         &self,
-        domain: &str,
-        username: &str,
-        msg: &ArchivedMessage,
-    ) -> Result<()> {
-        retry!(self.append_archive_once(domain, username, msg).await)
-    }
-
-    async fn query_archive(
-        &self,
-        domain: &str,
-        username: &str,
+        scope: &Scope<'_>,
+        columns: &str,
+        filters: &[(String, Vec<String>)],
         q: &ArchiveQuery,
-    ) -> Result<Option<ArchivePage>> {
+        item: impl Fn(&AnyRow) -> Result<T>,
+    ) -> Result<Option<ArchivePage<T>>> {
         let (lower, upper, page_lower, page_upper, only) =
-            match self.archive_range(domain, username, q).await? {
+            match self.archive_range(scope, q).await? {
                 Range::UnknownId => return Ok(None),
                 Range::Empty => {
                     return Ok(Some(ArchivePage {
@@ -347,11 +355,10 @@ impl ArchiveStore for SqlDb {
         if let Some(u) = upper {
             lower_to(&mut page_upper, u);
         }
-        let page = self.archive_conditions(q, &only, page_lower, page_upper);
+        let page = Self::archive_conditions(filters, q, &only, page_lower, page_upper);
         let mut sql = format!(
-            "SELECT id, sid, with_full, stamp, stanza FROM archive WHERE {}{}",
-            self.archive_account(),
-            page.sql
+            "SELECT id, {columns} FROM {} WHERE {}{}",
+            scope.table, scope.owner, page.sql
         );
         // One more than asked: whether it exists tells if the page is the last.
         sql.push_str(if backwards {
@@ -360,35 +367,27 @@ impl ArchiveStore for SqlDb {
             " ORDER BY id ASC LIMIT ?"
         });
         let rows = page
-            .bind(self.query(&sql).bind(domain).bind(username))
+            .bind(self.query(&sql).bind(scope.keys[0]).bind(scope.keys[1]))
             .bind(i64::try_from(max + 1).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         let complete = rows.len() <= max;
         let mut first_row: Option<i64> = None;
         let mut items = Vec::with_capacity(rows.len().min(max));
-        for r in rows.into_iter().take(max) {
+        for r in rows.iter().take(max) {
             let row_id: i64 = r.try_get("id")?;
             lower_to(&mut first_row, row_id);
-            items.push(ArchivedMessage {
-                id: r.try_get("sid")?,
-                with: r.try_get("with_full")?,
-                stamp: r.try_get("stamp")?,
-                stanza: r.try_get("stanza")?,
-            });
+            items.push(item(r)?);
         }
         if backwards {
             items.reverse();
         }
         let (count, first_index) = if q.count {
             // The range the paging moves through: the query's own bounds, not RSM's.
-            let whole = self.archive_conditions(q, &only, lower, upper);
-            let count = self.archive_count(domain, username, &whole, None).await?;
+            let whole = Self::archive_conditions(filters, q, &only, lower, upper);
+            let count = self.archive_count(scope, &whole, None).await?;
             let index = match first_row {
-                Some(f) => Some(
-                    self.archive_count(domain, username, &whole, Some(f))
-                        .await?,
-                ),
+                Some(f) => Some(self.archive_count(scope, &whole, Some(f)).await?),
                 None => None,
             };
             (Some(count), index)
@@ -401,6 +400,47 @@ impl ArchiveStore for SqlDb {
             count,
             first_index,
         }))
+    }
+}
+
+#[async_trait]
+impl ArchiveStore for SqlDb {
+    async fn append_archive(
+        &self,
+        domain: &str,
+        username: &str,
+        msg: &ArchivedMessage,
+    ) -> Result<()> {
+        retry!(self.append_archive_once(domain, username, msg).await)
+    }
+
+    async fn query_archive(
+        &self,
+        domain: &str,
+        username: &str,
+        q: &ArchiveQuery,
+    ) -> Result<Option<ArchivePage>> {
+        let mut filters = Vec::new();
+        if let Some(w) = q.with.as_deref() {
+            // A full JID: the bare condition too, so the (account, with, id) index serves it.
+            let mut cond = self.archive_with_bare().to_string();
+            let mut binds = vec![bare_of(w).to_string()];
+            if w.contains('/') {
+                cond.push_str(" AND with_full = ?");
+                binds.push(w.to_string());
+            }
+            filters.push((cond, binds));
+        }
+        let scope = self.account_archive(domain, username);
+        self.archive_page(&scope, "sid, with_full, stamp, stanza", &filters, q, |r| {
+            Ok(ArchivedMessage {
+                id: r.try_get("sid")?,
+                with: r.try_get("with_full")?,
+                stamp: r.try_get("stamp")?,
+                stanza: r.try_get("stanza")?,
+            })
+        })
+        .await
     }
 
     async fn delete_archive(&self, domain: &str, username: &str) -> Result<u64> {
