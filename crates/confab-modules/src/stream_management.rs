@@ -301,6 +301,13 @@ impl PreBindHandler for StreamManagement {
         let Some(state) = info.data::<SmState>() else {
             return not_found();
         };
+        // The old connection may still hold the session (its death not yet noticed): it
+        // lets go first, so the count below is final and nothing is written twice.
+        let wait = Duration::from_secs(ctx.config.c2s.write_timeout.clamp(1, 5));
+        if !confab_server::detach::detach_for_resume(ctx, &info, wait).await {
+            tracing::info!(jid = %jid, "resumption refused: the old connection did not let go of the session");
+            return not_found();
+        }
         let handled = {
             let mut s = state.lock();
             s.resume_h = Some(h);

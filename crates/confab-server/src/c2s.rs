@@ -946,6 +946,9 @@ impl C2s {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         let info = session.info.clone();
+        // Requests to let go of the session made before this connection took it were for
+        // an earlier connection.
+        let detach_seen = info.detach_generation();
         self.session = Some(info.clone());
         let outbox = &mut session.outbox;
         let close_rx = &mut session.close_rx;
@@ -1033,6 +1036,11 @@ impl C2s {
                             outbox.keep_unsent(batch);
                             return End::Gone;
                         }
+                        _ = info.detach_requested(detach_seen) => {
+                            tracing::info!("a new connection resumes this session; dropping this one");
+                            outbox.keep_unsent(batch);
+                            return End::Gone;
+                        }
                     }
                     outbox.written(batch);
                     last_out = Instant::now();
@@ -1062,6 +1070,12 @@ impl C2s {
                 }
                 _ = shutdown.changed() => {
                     return StreamErrorCondition::SystemShutdown.into();
+                }
+                _ = info.detach_requested(detach_seen) => {
+                    // Parked (see `detach::detach_for_resume`), not ended: this connection
+                    // is gone as far as the session is concerned.
+                    tracing::info!("a new connection resumes this session; dropping this one");
+                    return End::Gone;
                 }
                 _ = tokio::time::sleep(tick) => {
                     let now = Instant::now();
