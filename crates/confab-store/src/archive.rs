@@ -7,6 +7,9 @@ use async_trait::async_trait;
 /// Most items one query returns, whatever the caller asks: a page is held in memory.
 pub const MAX_PAGE: usize = 100;
 
+/// Most messages `append_archive_batch` writes in one transaction.
+pub const MAX_BATCH: usize = 10_000;
+
 /// One archived message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchivedMessage {
@@ -113,6 +116,14 @@ pub trait ArchiveStore: Send + Sync {
         domain: &str,
         username: &str,
         msg: &ArchivedMessage,
+    ) -> Result<()>;
+    /// Appends messages in order (imports, moving in from another server), in
+    /// transactions of up to `MAX_BATCH`: a failure leaves the earlier batches written.
+    async fn append_archive_batch(
+        &self,
+        domain: &str,
+        username: &str,
+        msgs: &[ArchivedMessage],
     ) -> Result<()>;
     /// A page of the account's archive; `None` when any id the query names (`after`,
     /// `before`, `after_id`, `before_id`, `ids`) is not in this archive (XEP-0313:

@@ -34,6 +34,7 @@ conformance!(
     archive_stamps_never_decrease,
     archive_expiry,
     archive_per_account_cap,
+    archive_batches,
     room_archives,
 );
 
@@ -1697,4 +1698,55 @@ async fn room_archives(db: TestDb) {
             .expect("page");
         assert_eq!(ids(&p), ["k"]);
     }
+}
+
+async fn archive_batches(db: TestDb) {
+    let s = with_two(&db).await;
+    s.archive
+        .append_archive("localhost", "alice", &archived("first", "x@y", 500))
+        .await
+        .expect("append");
+    // More than one INSERT's worth, stamps partly older than what is stored.
+    let batch: Vec<ArchivedMessage> = (0..1203)
+        .map(|i| archived(&format!("b{i}"), "carol@localhost/x", 400 + i as i64))
+        .collect();
+    s.archive
+        .append_archive_batch("localhost", "alice", &batch)
+        .await
+        .expect("batch");
+    let q = ArchiveQuery {
+        max: 100,
+        before: Some(String::new()),
+        count: true,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &q)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(p.count, Some(1204));
+    assert_eq!(p.items.last().map(|m| m.id.as_str()), Some("b1202"));
+    // In order, stamps raised to the newest before them.
+    let all = ArchiveQuery {
+        max: 3,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&p), ["first", "b0", "b1"]);
+    let stamps: Vec<i64> = p.items.iter().map(|m| m.stamp).collect();
+    assert_eq!(stamps, [500, 500, 500]);
+    // A batch for a missing account writes nothing.
+    assert!(matches!(
+        s.archive
+            .append_archive_batch("localhost", "ghost", &batch[..2])
+            .await,
+        Err(StoreError::NoAccount)
+    ));
 }

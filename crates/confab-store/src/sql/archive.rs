@@ -3,7 +3,12 @@
 
 use super::dialect::{Dialect, Lock};
 use super::{retry, SqlDb};
-use crate::archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MAX_PAGE};
+use crate::archive::{
+    ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MAX_BATCH, MAX_PAGE,
+};
+
+/// Rows per INSERT statement: seven binds each stay well under every backend's limit.
+const APPEND_CHUNK: usize = 500;
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -32,11 +37,12 @@ impl SqlDb {
         }
     }
 
+    /// Appends `msgs` in order, in one transaction.
     async fn append_archive_once(
         &self,
         domain: &str,
         username: &str,
-        msg: &ArchivedMessage,
+        msgs: &[ArchivedMessage],
     ) -> Result<()> {
         // Under the account's lock: ids increase in commit order per account (paging by id
         // relies on it) and a deleted account gets no new rows.
@@ -54,26 +60,33 @@ impl SqlDb {
             "SELECT MAX(stamp) FROM archive WHERE {}",
             self.archive_account()
         );
-        let newest: Option<i64> = self
+        let mut newest: Option<i64> = self
             .query_scalar(&sql)
             .bind(domain)
             .bind(username)
             .fetch_one(&mut *tx)
             .await?;
-        let stamp = newest.map_or(msg.stamp, |n| n.max(msg.stamp));
-        self.query(
-            "INSERT INTO archive (domain, username, sid, with_bare, with_full, stamp, stanza)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(domain)
-        .bind(username)
-        .bind(msg.id.as_str())
-        .bind(bare_of(&msg.with))
-        .bind(msg.with.as_str())
-        .bind(stamp)
-        .bind(msg.stanza.as_str())
-        .execute(&mut *tx)
-        .await?;
+        for chunk in msgs.chunks(APPEND_CHUNK) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO archive (domain, username, sid, with_bare, with_full, stamp, stanza)
+                 VALUES {rows}"
+            );
+            let mut query = self.query(&sql);
+            for msg in chunk {
+                let stamp = newest.map_or(msg.stamp, |n| n.max(msg.stamp));
+                newest = Some(stamp);
+                query = query
+                    .bind(domain)
+                    .bind(username)
+                    .bind(msg.id.as_str())
+                    .bind(bare_of(&msg.with))
+                    .bind(msg.with.as_str())
+                    .bind(stamp)
+                    .bind(msg.stanza.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -411,7 +424,22 @@ impl ArchiveStore for SqlDb {
         username: &str,
         msg: &ArchivedMessage,
     ) -> Result<()> {
-        retry!(self.append_archive_once(domain, username, msg).await)
+        retry!(
+            self.append_archive_once(domain, username, std::slice::from_ref(msg))
+                .await
+        )
+    }
+
+    async fn append_archive_batch(
+        &self,
+        domain: &str,
+        username: &str,
+        msgs: &[ArchivedMessage],
+    ) -> Result<()> {
+        for batch in msgs.chunks(MAX_BATCH) {
+            retry!(self.append_archive_once(domain, username, batch).await)?;
+        }
+        Ok(())
     }
 
     async fn query_archive(
