@@ -583,3 +583,53 @@ async fn cors_preflight_and_host_meta_list_bosh() {
     );
     assert!(out.contains("urn:xmpp:alt-connections:websocket"), "{out}");
 }
+
+#[tokio::test]
+async fn a_pause_answers_held_requests_and_outlasts_the_inactivity() {
+    let ts = server_with(
+        BoshConfig {
+            max_wait: 8,
+            inactivity: 5,
+            max_pause: 30,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    ts.add_user("bob").await;
+    let mut bob = Client::log_in(&ts, "bob", "web").await;
+    let (_, poll) = bob.next("", "");
+    let c = Client {
+        addr: bob.addr,
+        sid: bob.sid.clone(),
+        rid: 0,
+    };
+    let held = tokio::spawn(async move {
+        c.request(&poll).await;
+        Instant::now()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let (_, pause) = bob.next("pause='12'", "");
+    let b = bob.request(&pause).await;
+    assert_ne!(b.get_attr("type"), Some("terminate"), "{b}");
+    let released = held.await.expect("held request");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "pause answered after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        released.duration_since(t) < Duration::from_secs(3),
+        "held request not released"
+    );
+    // Idle longer than the inactivity, within the pause: the session is still there.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let pong = bob
+        .send_until(
+            "<iq xmlns='jabber:client' type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>",
+            |e| e.name == "iq",
+        )
+        .await;
+    assert_eq!(pong.get_attr("type"), Some("result"), "{pong}");
+}

@@ -331,17 +331,19 @@ impl Session {
         if st.queued_input + size > self.params.max_input {
             return Err("input arrives faster than the session takes it");
         }
-        let n = payloads.len().max(1);
+        // Each payload carries its share of the body until the session takes it; an empty
+        // request queues nothing.
+        let share = size / payloads.len().max(1);
         if let Some(h) = header {
             st.events.push_back((StreamEvent::Header(h), 0));
         }
         for p in payloads {
-            st.events.push_back((StreamEvent::Element(p), size / n));
+            st.queued_input += share;
+            st.events.push_back((StreamEvent::Element(p), share));
         }
         if terminate {
             st.events.push_back((StreamEvent::Close, 0));
         }
-        st.queued_input += size / n * n;
         st.input_bytes += size;
         st.input_ready = true;
         self.input.notify_one();
@@ -571,5 +573,46 @@ impl ServerFraming for BoshFraming {
 
     fn wire_form(&self) -> WireForm {
         WireForm::Framed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            wait: 10,
+            hold: 1,
+            requests: 2,
+            inactivity: 60,
+            max_pause: 0,
+            max_buffered: 1000,
+            max_input: 1000,
+        }
+    }
+
+    #[test]
+    fn input_is_counted_until_the_session_takes_it() {
+        let s = Session::new("s".into(), 1, params(), false, false);
+        {
+            let mut st = s.lock();
+            // Empty polls, however many, queue nothing.
+            for _ in 0..1000 {
+                assert!(s.take_input(&mut st, None, vec![], false, 500).is_ok());
+            }
+            assert_eq!(st.queued_input, 0);
+            let two = vec![
+                Element::new("presence", ns::CLIENT),
+                Element::new("presence", ns::CLIENT),
+            ];
+            assert!(s.take_input(&mut st, None, two, false, 600).is_ok());
+            assert_eq!(st.queued_input, 600);
+            let more = vec![Element::new("presence", ns::CLIENT)];
+            assert!(s.take_input(&mut st, None, more, false, 600).is_err());
+        }
+        let mut f = BoshFraming(s.clone());
+        while let Ok(Some(_)) = f.next_buffered() {}
+        assert_eq!(s.lock().queued_input, 0);
     }
 }
