@@ -633,3 +633,50 @@ async fn a_pause_answers_held_requests_and_outlasts_the_inactivity() {
         .await;
     assert_eq!(pong.get_attr("type"), Some("result"), "{pong}");
 }
+
+#[tokio::test]
+async fn a_polling_client_is_answered_at_once() {
+    let ts = server_with(quick(), |_| {}).await;
+    let addr = http_addr(&ts);
+    let (_, _, text) = post(
+        addr,
+        &format!(
+            "<body xmlns='{NS}' rid='7' to='localhost' wait='20' hold='0' ver='1.6' \
+             xmlns:xmpp='{XBOSH_NS}' xmpp:version='1.0'/>"
+        ),
+    )
+    .await;
+    let b = parse_body(&text);
+    assert_eq!(b.get_attr("hold"), Some("0"), "{text}");
+    assert_eq!(b.get_attr("requests"), Some("1"), "{text}");
+    let mut c = Client {
+        addr,
+        sid: b.get_attr("sid").expect("sid").to_string(),
+        rid: 8,
+    };
+    // Every request comes back at once, empty or not, until the features are there.
+    let mut features = b.get_child("features", ns::STREAM).cloned();
+    for _ in 0..5 {
+        if features.is_some() {
+            break;
+        }
+        let t = Instant::now();
+        let b = c.send("").await;
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "polled {:?}",
+            t.elapsed()
+        );
+        features = b.get_child("features", ns::STREAM).cloned();
+    }
+    assert!(features.is_some(), "no features");
+    // Nothing to send: the poll still returns at once, empty.
+    let t = Instant::now();
+    let b = c.send("").await;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "polled {:?}",
+        t.elapsed()
+    );
+    assert_eq!(b.elements().count(), 0, "{b}");
+}

@@ -243,7 +243,9 @@ impl Session {
                     let _ = old.tx.send(Reply::default());
                 }
             }
-            if st.pause.is_some() || (!st.outgoing.is_empty()) || st.end.is_some() {
+            // A polling client (hold 0) is answered at once, with whatever there is.
+            let polling = self.params.hold == 0 && !req.terminate;
+            if polling || st.pause.is_some() || !st.outgoing.is_empty() || st.end.is_some() {
                 Some(self.take_reply(&mut st))
             } else {
                 let (tx, rx) = oneshot::channel();
