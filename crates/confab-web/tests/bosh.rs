@@ -680,3 +680,51 @@ async fn a_polling_client_is_answered_at_once() {
     );
     assert_eq!(b.elements().count(), 0, "{b}");
 }
+
+#[tokio::test]
+async fn an_inactive_session_with_stream_management_is_parked_and_resumed_elsewhere() {
+    let sm = confab_modules::stream_management::NS;
+    let ts = server_with(
+        BoshConfig {
+            max_wait: 5,
+            inactivity: 5,
+            ..Default::default()
+        },
+        |c| {
+            c.c2s.require_tls = false;
+            c.c2s.allow_plain_without_tls = true;
+        },
+    )
+    .await;
+    ts.add_user("alice").await;
+    ts.add_user("bob").await;
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = Client::log_in(&ts, "bob", "web").await;
+    let enabled = bob
+        .send_until(&format!("<enable xmlns='{sm}' resume='true'/>"), |e| {
+            e.ns == sm
+        })
+        .await;
+    assert!(enabled.is("enabled", sm), "{enabled}");
+    let id = enabled.get_attr("id").expect("resumption id").to_string();
+    // Bob's client goes away; the session outlives its BOSH session, as a WebSocket's does.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let b = bob.send("").await;
+    assert_eq!(b.get_attr("type"), Some("terminate"), "{b}");
+    alice
+        .send(&chat("bob@localhost/web", "while you were away"))
+        .await
+        .expect("send");
+    let mut tcp = ts.authenticated_raw("bob").await;
+    tcp.send(&format!("<resume xmlns='{sm}' previd='{id}' h='0'/>"))
+        .await;
+    let resumed = tcp.element().await;
+    assert!(resumed.is("resumed", sm), "{resumed}");
+    let m = loop {
+        let e = tcp.element().await;
+        if e.name == "message" {
+            break e;
+        }
+    };
+    assert_eq!(body_text(&m), "while you were away");
+}
