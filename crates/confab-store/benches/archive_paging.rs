@@ -72,6 +72,8 @@ async fn prepare(backend: &Backend, n: usize) -> Result<Stores, StoreError> {
         }
         eprintln!("filled {n} messages in {:?}", started.elapsed());
     }
+    // What an import does at its end (see `refresh_archive_statistics`).
+    stores.archive.refresh_archive_statistics().await?;
     Ok(stores)
 }
 

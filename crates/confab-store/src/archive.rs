@@ -125,6 +125,10 @@ pub trait ArchiveStore: Send + Sync {
         username: &str,
         msgs: &[ArchivedMessage],
     ) -> Result<()>;
+    /// Refreshes the database's statistics of the archive, so the planner sees a large
+    /// import at once (PostgreSQL otherwise plans with the empty table's until autovacuum
+    /// analyzes it: seconds per page instead of well under one millisecond).
+    async fn refresh_archive_statistics(&self) -> Result<()>;
     /// A page of the account's archive; `None` when any id the query names (`after`,
     /// `before`, `after_id`, `before_id`, `ids`) is not in this archive (XEP-0313:
     /// item-not-found).

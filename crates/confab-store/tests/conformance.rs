@@ -1742,6 +1742,11 @@ async fn archive_batches(db: TestDb) {
     assert_eq!(ids(&p), ["first", "b0", "b1"]);
     let stamps: Vec<i64> = p.items.iter().map(|m| m.stamp).collect();
     assert_eq!(stamps, [500, 500, 500]);
+    // Statistics can be refreshed on every backend after an import.
+    s.archive
+        .refresh_archive_statistics()
+        .await
+        .expect("analyze");
     // A batch for a missing account writes nothing.
     assert!(matches!(
         s.archive

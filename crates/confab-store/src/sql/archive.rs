@@ -471,6 +471,16 @@ impl ArchiveStore for SqlDb {
         .await
     }
 
+    async fn refresh_archive_statistics(&self) -> Result<()> {
+        let sql = match self.dialect {
+            Dialect::Mysql => "ANALYZE TABLE archive",
+            _ => "ANALYZE archive",
+        };
+        // MySQL answers ANALYZE TABLE with a result set: fetched, not executed.
+        self.query(sql).fetch_all(&self.pool).await?;
+        Ok(())
+    }
+
     async fn delete_archive(&self, domain: &str, username: &str) -> Result<u64> {
         let r = retry!(self
             .query("DELETE FROM archive WHERE domain = ? AND username = ?")
