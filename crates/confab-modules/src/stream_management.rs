@@ -193,10 +193,15 @@ fn parse_h(el: &Element) -> Result<u32, StreamError> {
 }
 
 fn too_high(h: u32, sent: u32) -> StreamError {
-    // XEP-0198 §4 names the condition `<handled-count-too-high/>`.
+    // XEP-0198 §4: undefined-condition with the application-specific condition.
     StreamError::with_text(
         StreamErrorCondition::UndefinedCondition,
         format!("handled-count-too-high: h={h}, send-count={sent}"),
+    )
+    .with_app(
+        Element::new("handled-count-too-high", NS)
+            .attr("h", h.to_string())
+            .attr("send-count", sent.to_string()),
     )
 }
 

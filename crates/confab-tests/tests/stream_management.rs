@@ -132,10 +132,18 @@ async fn acknowledging_more_than_was_sent_ends_the_stream() {
     let mut bob = bound(&ts, "bob", "phone").await;
     enable(&mut bob, false).await;
     bob.send(&format!("<a xmlns='{NS}' h='7'/>")).await;
-    assert_eq!(
-        bob.expect_stream_error().await,
-        StreamErrorCondition::UndefinedCondition
-    );
+    // XEP-0198 §4: undefined-condition with <handled-count-too-high h send-count/>.
+    let e = bob.element().await;
+    let err = confab_proto::StreamError::from_element(&e).expect("a stream error");
+    assert_eq!(err.condition, StreamErrorCondition::UndefinedCondition);
+    let app = err.app.expect("the application-specific condition");
+    assert!(app.is("handled-count-too-high", NS), "{e}");
+    assert_eq!(app.get_attr("h"), Some("7"));
+    assert_eq!(app.get_attr("send-count"), Some("0"));
+    assert!(matches!(
+        bob.event().await,
+        confab_proto::parser::StreamEvent::Close
+    ));
 }
 
 #[tokio::test]
