@@ -295,6 +295,21 @@ impl C2s {
             _ => return Err(StreamErrorCondition::NotWellFormed.into()),
         };
         self.check_header(&header)?;
+        // Nothing a client could do here (no TLS underneath, none to start, no mechanism
+        // allowed without it): say so, rather than offer empty features it would wait on.
+        let can_starttls = self.stream.as_ref().is_some_and(|s| s.offers_starttls());
+        if self.authenticated.is_none()
+            && !self.secure
+            && !can_starttls
+            && self.offered_mechanisms().is_empty()
+        {
+            tracing::info!("refusing an unencrypted stream that cannot authenticate");
+            return Err(StreamError::with_text(
+                StreamErrorCondition::PolicyViolation,
+                "encryption is required: connect over TLS (wss:// or https://)",
+            )
+            .into());
+        }
         let features = self.features();
         let from = self.stream_from();
         let id: String = {
