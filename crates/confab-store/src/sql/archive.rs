@@ -189,6 +189,28 @@ fn lower_to(bound: &mut Option<i64>, to: i64) {
 }
 
 impl SqlDb {
+    /// The first (`>=`, `ASC`) or last (`<=`, `DESC`) row of the archive at or beyond
+    /// `stamp`, found on the (owner, stamp) index.
+    async fn row_at(
+        &self,
+        scope: &Scope<'_>,
+        cmp: &str,
+        order: &str,
+        stamp: i64,
+    ) -> Result<Option<i64>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE {} AND stamp {cmp} ? ORDER BY stamp {order}, id {order} LIMIT 1",
+            scope.table, scope.owner
+        );
+        Ok(self
+            .query_scalar(&sql)
+            .bind(scope.keys[0])
+            .bind(scope.keys[1])
+            .bind(stamp)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Resolves the query's archive ids and times to row-id bounds. In an account's
     /// archive stamps never decrease with ids (the append raises them), so `start` and
     /// `end` become the first and last row in that time, found on the (account, stamp)
@@ -226,36 +248,15 @@ impl SqlDb {
             };
             only.push(id);
         }
-        let (table, owner) = (scope.table, scope.owner);
         let time = |t: Option<i64>| t.filter(|_| scope.ordered_stamps);
         if let Some(start) = time(q.start) {
-            let sql = format!(
-                "SELECT id FROM {table} WHERE {owner} AND stamp >= ? ORDER BY stamp ASC, id ASC LIMIT 1"
-            );
-            let first: Option<i64> = self
-                .query_scalar(&sql)
-                .bind(scope.keys[0])
-                .bind(scope.keys[1])
-                .bind(start)
-                .fetch_optional(&self.pool)
-                .await?;
-            let Some(id) = first else {
+            let Some(id) = self.row_at(scope, ">=", "ASC", start).await? else {
                 return Ok(Range::Empty);
             };
             raise(&mut lower, id - 1);
         }
         if let Some(end) = time(q.end) {
-            let sql = format!(
-                "SELECT id FROM {table} WHERE {owner} AND stamp <= ? ORDER BY stamp DESC, id DESC LIMIT 1"
-            );
-            let last: Option<i64> = self
-                .query_scalar(&sql)
-                .bind(scope.keys[0])
-                .bind(scope.keys[1])
-                .bind(end)
-                .fetch_optional(&self.pool)
-                .await?;
-            let Some(id) = last else {
+            let Some(id) = self.row_at(scope, "<=", "DESC", end).await? else {
                 return Ok(Range::Empty);
             };
             lower_to(&mut upper, id + 1);
