@@ -4,7 +4,8 @@
 //! starts one task that owns the stream; the [`Client`] handle sends stanzas
 //! ([`Client::send`]), makes iq requests with reply matching and a timeout
 //! ([`Client::request`]) and hands out [`Event`]s. [`Module`]s (like XMPPFramework's
-//! `XMPPModule`) see incoming stanzas first; [`Roster`] and [`Ping`] are built in.
+//! `XMPPModule`) see incoming stanzas first; [`Roster`], [`Presence`] and [`Ping`] are built
+//! in.
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -33,6 +34,7 @@ pub mod dns;
 mod error;
 mod module;
 mod ping;
+mod presence;
 mod reconnect;
 mod roster;
 mod sm;
@@ -42,6 +44,7 @@ pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
 pub use module::{Context, Handled, Module};
 pub use ping::Ping;
+pub use presence::{Presence, PresenceEvent, Show, Status};
 pub use reconnect::Reconnect;
 pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;

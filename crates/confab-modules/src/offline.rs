@@ -5,8 +5,9 @@
 //! A message is deleted from the store only after it was queued to a session, so a crash or
 //! a dropped connection never loses one (at worst it is delivered twice).
 //!
-//! A session that read its message archive before its initial presence already has the
-//! archived ones: those are deleted without being sent again (XEP-0313 §7.1.1).
+//! A session that was sent archived copies of its offline messages (a MAM query before its
+//! initial presence) already has those: they are deleted without being sent again
+//! (XEP-0313 §7.1.1).
 
 use async_trait::async_trait;
 use confab_proto::datetime::format_datetime;
@@ -178,7 +179,7 @@ impl Inner {
             return;
         };
         let domain = account.domain().as_str();
-        let read_archive = session.data::<crate::mam::QueriedArchive>().is_some();
+        let read_archive = session.data::<crate::mam::QueriedArchive>();
         let lock = self.flushing.entry(account.clone()).or_default().clone();
         {
             let _guard = lock.lock().await;
@@ -216,9 +217,11 @@ impl Inner {
                         sent.push((m.id, None));
                         continue;
                     };
-                    // The session read the archive before coming online: what is in it
-                    // (it carries the archive's stanza id) it has, so it is not sent twice.
-                    if read_archive && in_archive(&el, &account) {
+                    // The session was sent this message from the archive before coming
+                    // online (same stanza id): not twice.
+                    let seen = archive_id(&el, &account)
+                        .is_some_and(|id| read_archive.as_ref().is_some_and(|r| r.sent(id)));
+                    if seen {
                         sent.push((m.id, None));
                         continue;
                     }
@@ -287,12 +290,14 @@ impl Inner {
     }
 }
 
-/// Whether a stored message was archived in `account`'s archive (the archive added its
-/// stanza id before the message was stored).
-fn in_archive(el: &Element, account: &BareJid) -> bool {
-    el.elements().any(|c| {
-        c.is("stanza-id", crate::mam::SID_NS) && c.get_attr("by") == Some(account.as_str())
-    })
+/// The id a stored message has in `account`'s archive (the archive added its stanza id
+/// before the message was stored), if it was archived.
+fn archive_id<'a>(el: &'a Element, account: &BareJid) -> Option<&'a str> {
+    el.elements()
+        .find(|c| {
+            c.is("stanza-id", crate::mam::SID_NS) && c.get_attr("by") == Some(account.as_str())
+        })
+        .and_then(|c| c.get_attr("id"))
 }
 
 async fn delete_up_to(ctx: &ServerCtx, domain: &str, node: &str, id: Option<i64>) {

@@ -1521,7 +1521,7 @@ async fn room_archive_is_queryable_with_mam() {
         (mam_query(&[("ids", "x")], &[]), "item-not-found"),
         (
             mam_query(&[("include-groupchat", "true")], &[]),
-            "bad-request",
+            "feature-not-implemented",
         ),
         (mam_query(&[], &[("after", "nope")]), "item-not-found"),
         (mam_query(&[("with", "bob@localhost")], &[]), "bad-request"),

@@ -306,7 +306,7 @@ impl C2s {
             tracing::info!("refusing an unencrypted stream that cannot authenticate");
             return Err(StreamError::with_text(
                 StreamErrorCondition::PolicyViolation,
-                "encryption is required: connect over TLS (wss:// or https://)",
+                "encryption is required: connect over TLS",
             )
             .into());
         }
@@ -1103,9 +1103,14 @@ impl C2s {
                         if now.duration_since(last_out) >= k {
                             // RFC 6120 §4.6.1: whitespace keeps NATs and the peer's timers
                             // alive. A peer that does not read even that is gone.
-                            match tokio::time::timeout(write_timeout, stream.keepalive()).await {
-                                Ok(Ok(())) => {}
-                                _ => return End::Gone,
+                            // A resumption elsewhere must not wait for it either.
+                            tokio::select! {
+                                r = tokio::time::timeout(write_timeout, stream.keepalive()) => {
+                                    if !matches!(r, Ok(Ok(()))) {
+                                        return End::Gone;
+                                    }
+                                }
+                                _ = info.detach_requested(detach_seen) => return End::Gone,
                             }
                             last_out = now;
                         }

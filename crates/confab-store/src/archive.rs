@@ -119,6 +119,8 @@ pub trait ArchiveStore: Send + Sync {
     ) -> Result<()>;
     /// Appends messages in order (imports, moving in from another server), in
     /// transactions of up to `MAX_BATCH`: a failure leaves the earlier batches written.
+    /// Import into an empty archive, oldest first: stamps older than the archive's newest
+    /// are raised to it (stamps never decrease within an account).
     async fn append_archive_batch(
         &self,
         domain: &str,

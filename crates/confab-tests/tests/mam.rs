@@ -273,7 +273,7 @@ async fn both_sides_archived_and_paged_both_ways() {
         query("e", &[("include-groupchat", "true")], &[]),
     )
     .await;
-    assert_eq!(condition(&a.reply), "bad-request");
+    assert_eq!(condition(&a.reply), "feature-not-implemented");
     // Bob's ids are not in alice's archive.
     let a = ask(
         &mut alice,

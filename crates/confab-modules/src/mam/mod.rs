@@ -11,8 +11,8 @@
 //!
 //! Queries (`query.rs`) are answered with one `<message><result/></message>` per archived
 //! message to the requesting session, then the IQ result with `<fin/>` and an RSM `<set/>`.
-//! A session that queries the archive before its initial presence is not sent the offline
-//! messages it can read there (XEP-0313 §7.1.1): the offline module checks
+//! A session that queries the archive before its initial presence is not sent again the
+//! offline messages it received in the results (XEP-0313 §7.1.1): the offline module checks
 //! `QueriedArchive`.
 //!
 //! `[mam] max_messages` caps each archive: accounts that archived something are trimmed to
@@ -109,9 +109,33 @@ impl ModuleConfig for MamConfig {
     }
 }
 
-/// A session read the archive before its initial presence: the offline messages it can
-/// read there are not sent to it again.
-pub struct QueriedArchive;
+/// The archive ids a session was sent before its initial presence: those of its offline
+/// messages are not sent to it again (XEP-0313: only what the client received).
+#[derive(Default)]
+pub struct QueriedArchive {
+    ids: Mutex<HashSet<String>>,
+}
+
+/// Ids remembered per session at most (a client catching up pages through a few hundred).
+const QUERIED_MAX: usize = 10_000;
+
+impl QueriedArchive {
+    fn record<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        if let Ok(mut set) = self.ids.lock() {
+            for id in ids {
+                if set.len() >= QUERIED_MAX {
+                    break;
+                }
+                set.insert(id.to_string());
+            }
+        }
+    }
+
+    /// Whether the session was sent the archived message `id`.
+    pub fn sent(&self, id: &str) -> bool {
+        self.ids.lock().is_ok_and(|set| set.contains(id))
+    }
+}
 
 /// The `mam` module.
 #[derive(Default)]
@@ -511,11 +535,6 @@ impl Mam {
         let mut q = ArchiveQuery::from_request(&request, with, config.max_page);
         q.count |= config.count_results;
         let session = from.try_as_full().ok().and_then(|f| ctx.router.session(f));
-        if let Some(s) = &session {
-            if !s.is_available() {
-                s.data_or_insert_with(|| QueriedArchive);
-            }
-        }
         let page = match ctx
             .stores
             .archive
@@ -529,6 +548,13 @@ impl Mam {
             Err(e) => return storage_failed(&e, account, "archive query"),
         };
         if let Some(session) = &session {
+            // Before its initial presence: remember what the session was sent, so the
+            // offline messages among it are not sent again.
+            if !session.is_available() {
+                session
+                    .data_or_insert_with(QueriedArchive::default)
+                    .record(page.items.iter().map(|m| m.id.as_str()));
+            }
             query::send_results(ctx, account, session, &request, &page).await;
         }
         IqReply::Result(Some(query::fin(&page)))

@@ -180,7 +180,8 @@ impl PrefsCache {
         };
         let prefs = Arc::new(prefs);
         if !ctx.router.sessions_of(account).is_empty() {
-            self.online.insert(account.clone(), prefs.clone());
+            // Only if absent: a `set` that finished meanwhile put newer ones there.
+            return Ok(self.online.entry(account.clone()).or_insert(prefs).clone());
         }
         Ok(prefs)
     }

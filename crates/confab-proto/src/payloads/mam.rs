@@ -115,7 +115,8 @@ fn parse_form(x: &Element, q: &mut Query) -> Result<(), PayloadError> {
                 }
             }
             Some("ids") => {
-                if field.values.len() > MAX_IDS {
+                // Counted over every `ids` field: a form may repeat one.
+                if q.ids.len() + field.values.len() > MAX_IDS {
                     return Err(PayloadError::BadRequest("ids: too many"));
                 }
                 for id in &field.values {
@@ -128,8 +129,9 @@ fn parse_form(x: &Element, q: &mut Query) -> Result<(), PayloadError> {
                     }
                 }
             }
-            // XEP-0313 §4.1: a field the server does not support is a bad request.
-            _ => return Err(PayloadError::BadRequest("unsupported field")),
+            // XEP-0313 §5.1.1: a field the server does not recognise is
+            // feature-not-implemented.
+            _ => return Err(PayloadError::NotImplemented("unsupported field")),
         }
     }
     Ok(())
@@ -310,7 +312,6 @@ mod tests {
             "<field var='start'><value>yesterday</value></field>",
             "<field var='after-id'/>",
             "<field var='ids'><value> </value></field>",
-            "<field var='include-groupchat'><value>true</value></field>",
         ] {
             let xml = format!(
                 "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>{bad}</x></query>"
@@ -321,6 +322,13 @@ mod tests {
                 "{bad}"
             );
         }
+        let e = parse(
+            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='include-groupchat'><value>true</value></field></x></query>",
+        );
+        assert_eq!(
+            e.map_err(|e| e.condition()),
+            Err(crate::error::StanzaErrorCondition::FeatureNotImplemented)
+        );
         let e = parse(
             "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><index>3</index></set></query>",
         );
@@ -337,6 +345,13 @@ mod tests {
             .collect();
         let xml = format!(
             "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='ids'>{many}</field></x></query>"
+        );
+        assert!(parse(&xml).is_err());
+        // Repeating the field does not get round the bound.
+        let half: String = (0..60).map(|i| format!("<value>{i}</value>")).collect();
+        let other: String = (60..120).map(|i| format!("<value>{i}</value>")).collect();
+        let xml = format!(
+            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='ids'>{half}</field><field var='ids'>{other}</field></x></query>"
         );
         assert!(parse(&xml).is_err());
         let form = query_form(true).to_xml(NS);
