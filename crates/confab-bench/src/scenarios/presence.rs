@@ -11,7 +11,7 @@
 //!    K contacts have it; or open loop at a rate), checking every contact got every change.
 
 use super::fanout::{self, connect_all, Kind, Spec};
-use crate::conn::{reply_to_request, write_raw};
+use crate::conn::{reply_to_request, write_raw, ROSTER};
 use crate::opts::Target;
 use crate::report::{Errors, Progress, Report};
 use crate::stats::{rate, Histogram};
@@ -109,6 +109,11 @@ async fn handshake(
     let n = t.opts.users;
     let mine: HashSet<usize> = contacts(i, n, k).into_iter().collect();
     let mut approved = HashSet::new();
+    // Approvals go to the resources that asked for the roster (RFC 6121 §3.1.6).
+    let roster = format!("<iq type='get' id='bench-roster'><query xmlns='{ROSTER}'/></iq>");
+    if write_raw(&mut s, &roster, t.timeout).await.is_err() {
+        return 0;
+    }
     for c in &mine {
         let to = format!("{}@{}", t.username(*c), t.opts.domain);
         if write_raw(&mut s, &presence_to("subscribe", &to), t.timeout)
@@ -142,6 +147,16 @@ async fn handshake(
                 _ => None,
             }
         } else {
+            // A roster push showing our subscription to a contact is an approval too.
+            if let Some(q) = e.get_child("query", ROSTER).filter(|_| e.name == "iq") {
+                for item in q.elements().filter(|i| i.name == "item") {
+                    let to = matches!(item.get_attr("subscription"), Some("to" | "both"));
+                    let c = item.get_attr("jid").and_then(|j| account_of(&t, j));
+                    if let Some(c) = c.filter(|c| to && mine.contains(c)) {
+                        approved.insert(c);
+                    }
+                }
+            }
             reply_to_request(&e)
         };
         if let Some(r) = reply {
