@@ -123,9 +123,13 @@ async fn every_scenario_against_confabd() {
         assert_eq!(r.count("ok"), 5, "{tls:?} {mechanism:?}: {:?}", r.errors);
     }
 
-    // chat, closed loop: 5 pairs, 10 in flight, about a second.
+    // chat, closed loop: 5 pairs, 10 in flight, about a second; the "server" is this
+    // process, so its CPU time is ours.
     let r = ok(Scenario::Chat {
-        common: common(addr, 1.0),
+        common: CommonOpts {
+            cpu_pid: Some(std::process::id()),
+            ..common(addr, 1.0)
+        },
         opts: ChatOpts {
             pairs: 5,
             window: 10,
@@ -139,6 +143,7 @@ async fn every_scenario_against_confabd() {
     assert_eq!(r.count("lost"), 0);
     assert_eq!(r.count("out_of_order") + r.count("bounced"), 0);
     assert_eq!(r.latency["delivery"].count, r.count("delivered"));
+    assert!(r.server_cpu["server_cpu_us_per_message"] >= 0.0);
 
     // chat, open loop at 200 msgs/s for a second: exactly 200 messages scheduled.
     let r = ok(Scenario::Chat {

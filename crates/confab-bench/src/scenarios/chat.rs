@@ -472,6 +472,7 @@ pub async fn run(t: &Target, o: &ChatOpts) -> Result<Report, BenchError> {
         return Ok(rep);
     }
 
+    let cpu = crate::report::CpuProbe::start(t.opts.cpu_pid);
     let epoch = Instant::now();
     let sh = Arc::new(Shared {
         epoch,
@@ -608,6 +609,9 @@ pub async fn run(t: &Target, o: &ChatOpts) -> Result<Report, BenchError> {
                 .unwrap_or_else(|p| p.into_inner())
                 .summary(),
         );
+    }
+    if let Some(c) = cpu {
+        c.finish(&mut rep, "message", delivered);
     }
     let mut errs = errors.take();
     for (k, v) in sh.errors.take() {

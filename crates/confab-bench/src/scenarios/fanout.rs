@@ -418,6 +418,7 @@ pub async fn run(
         .filter(|&s| present.get(s).copied().unwrap_or(false))
         .count();
     let closed = spec.rate.is_none();
+    let cpu = crate::report::CpuProbe::start(t.opts.cpu_pid);
     let sh = Arc::new(Shared {
         kind: spec.kind.clone(),
         epoch: Instant::now(),
@@ -555,6 +556,9 @@ pub async fn run(
                 .unwrap_or_else(|p| p.into_inner())
                 .summary(),
         );
+    }
+    if let Some(c) = cpu {
+        c.finish(rep, "delivery", delivered);
     }
     for (k, v) in sh.errors.take() {
         *rep.errors.entry(k).or_default() += v;

@@ -245,6 +245,7 @@ pub async fn run(t: &Target, o: &OfflineOpts) -> Result<Report, BenchError> {
             format!("delivered {}", d.delivered.load(Ordering::Relaxed))
         })
     };
+    let cpu = crate::report::CpuProbe::start(t.opts.cpu_pid);
     let start = Instant::now();
     {
         let (tt, oo, d, errors) = (
@@ -289,6 +290,9 @@ pub async fn run(t: &Target, o: &OfflineOpts) -> Result<Report, BenchError> {
             .unwrap_or_else(|p| p.into_inner())
             .summary(),
     );
+    if let Some(c) = cpu {
+        c.finish(&mut rep, "message", delivered);
+    }
     rep.errors = errors.take();
     Ok(rep)
 }

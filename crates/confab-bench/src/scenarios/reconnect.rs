@@ -140,6 +140,7 @@ pub async fn run(t: &Target, o: &ReconnectOpts) -> Result<Report, BenchError> {
             )
         })
     };
+    let cpu = crate::report::CpuProbe::start(t.opts.cpu_pid);
     let start = Instant::now();
     let until = start + t.duration;
     let sched = o.rate.map(|r| Schedule::new(start, r));
@@ -150,6 +151,10 @@ pub async fn run(t: &Target, o: &ReconnectOpts) -> Result<Report, BenchError> {
     }
     while workers.join_next().await.is_some() {}
     let elapsed = start.elapsed();
+    let mut rep = Report::new("reconnect", options_json(&t.opts, o));
+    if let Some(probe) = cpu {
+        probe.finish(&mut rep, "login", c.ok.load(Ordering::Relaxed));
+    }
     drop(progress);
 
     // What is held at the end answers a ping, then closes.
@@ -170,7 +175,6 @@ pub async fn run(t: &Target, o: &ReconnectOpts) -> Result<Report, BenchError> {
     }
     while closing.join_next().await.is_some() {}
 
-    let mut rep = Report::new("reconnect", options_json(&t.opts, o));
     rep.elapsed_s = elapsed.as_secs_f64();
     let ok = c.ok.load(Ordering::Relaxed);
     rep.set_count("held", held);
