@@ -13,7 +13,7 @@
 #   LOGINS=200 LOGIN_CONCURRENCY=10 PAIRS=20 WINDOW=10 RATE=1000
 #   OCCUPANTS=20 MUC_SENDERS=4 PRES_USERS=20 CONTACTS=4
 #   OFFLINE_RECIPIENTS=10 OFFLINE_MESSAGES=20 CHURN_SESSIONS=20 CHURN_CONCURRENCY=5
-#   IDLE_SESSIONS=500 OUT=docs/perf KEEP=1 (keep the work directory)
+#   IDLE_SESSIONS=2000 OUT=docs/perf KEEP=1 (keep the work directory)
 #   CONFABD=... CONFAB_BENCH=... (binaries; default: release builds in CARGO_TARGET_DIR)
 #   CONFABD_MAM=1 keeps confabd's message archive on (the others archive nothing here, and
 #   each archived message is a synchronous SQLite write)
@@ -38,7 +38,7 @@ OFFLINE_RECIPIENTS=${OFFLINE_RECIPIENTS:-10}
 OFFLINE_MESSAGES=${OFFLINE_MESSAGES:-20}
 CHURN_SESSIONS=${CHURN_SESSIONS:-20}
 CHURN_CONCURRENCY=${CHURN_CONCURRENCY:-5}
-IDLE_SESSIONS=${IDLE_SESSIONS:-500}
+IDLE_SESSIONS=${IDLE_SESSIONS:-2000}
 OUT=${OUT:-docs/perf}
 PASSWORD=bench-password-0
 target=${CARGO_TARGET_DIR:-target}
@@ -56,10 +56,16 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d /tmp/confab-side-by-side.XXXXXX)
 chmod 755 "$work"
 ejnode=ejbench$$@localhost
-ejctl() {
-    ejabberdctl --config-dir "$work/ejabberd" --spool "$work/ejabberd/db" \
-        --logs "$work/ejabberd/logs" --node "$ejnode" "$@"
-}
+# ejabberdctl as the ejabberd user through setpriv rather than its own su, which would
+# apply PAM's open-file limit (1,024) instead of this script's.
+cat > "$work/ejctl" << SH
+#!/bin/sh
+exec env HOME=/var/lib/ejabberd setpriv --reuid=ejabberd --regid=ejabberd --init-groups \\
+    ejabberdctl --config-dir "$work/ejabberd" --spool "$work/ejabberd/db" \\
+    --logs "$work/ejabberd/logs" --node "$ejnode" "\$@"
+SH
+chmod 755 "$work/ejctl"
+ejctl() { "$work/ejctl" "$@"; }
 
 stop_all() {
     local s
@@ -138,7 +144,7 @@ listener_pid() {
 }
 
 # --- confabd --------------------------------------------------------------------------
-start_confabd() {
+setup_confabd() {
     local d=$work/confabd p=${PORT[confabd]}
     mkdir -p "$d/data"
     cat > "$d/confabd.toml" << TOML
@@ -174,13 +180,16 @@ TOML
         echo "$PASSWORD" | "$CONFABD" --config "$d/confabd.toml" user add "$u@localhost" \
             --password-stdin > /dev/null 2>&1
     done
-    "$CONFABD" --config "$d/confabd.toml" run > "$d/server.log" 2>&1 &
+}
+launch_confabd() {
+    local d=$work/confabd
+    "$CONFABD" --config "$d/confabd.toml" run >> "$d/server.log" 2>&1 &
     SPID[confabd]=$!
-    wait_port "$p" "${SPID[confabd]}"
+    wait_port "${PORT[confabd]}" "${SPID[confabd]}"
 }
 
 # --- Prosody --------------------------------------------------------------------------
-start_prosody() {
+setup_prosody() {
     local d=$work/prosody p=${PORT[prosody]}
     mkdir -p "$d/data" "$d/certs"
     cp "$work/cert.pem" "$d/certs/localhost.crt"
@@ -215,13 +224,16 @@ LUA
         prosodyctl --config "$d/prosody.cfg.lua" register "$u" localhost "$PASSWORD" \
             > /dev/null 2>&1
     done
-    prosody --config "$d/prosody.cfg.lua" > "$d/stdout.log" 2>&1 &
+}
+launch_prosody() {
+    local d=$work/prosody
+    prosody --config "$d/prosody.cfg.lua" >> "$d/stdout.log" 2>&1 &
     SPID[prosody]=$!
-    wait_port "$p" "${SPID[prosody]}"
+    wait_port "${PORT[prosody]}" "${SPID[prosody]}"
 }
 
 # --- ejabberd -------------------------------------------------------------------------
-start_ejabberd() {
+setup_ejabberd() {
     local d=$work/ejabberd p=${PORT[ejabberd]}
     mkdir -p "$d/db" "$d/logs"
     cp /etc/ejabberd/inetrc "$d/"
@@ -282,13 +294,23 @@ modules:
 YML
     # ejabberdctl runs the node as the ejabberd user.
     chown -R ejabberd:ejabberd "$d"
-    ejctl foreground > "$d/stdout.log" 2>&1 &
-    SPID[ejabberd]=$!
-    wait_port "$p" "${SPID[ejabberd]}"
-    ejbeam=$(listener_pid "$p")
+    launch_ejabberd
     # Each ejabberdctl call starts an Erlang node: a few at once.
-    accounts | xargs -P 4 -I{} ejabberdctl --config-dir "$d" --spool "$d/db" \
-        --logs "$d/logs" --node "$ejnode" register {} localhost "$PASSWORD" > /dev/null
+    accounts | xargs -P 4 -I{} "$work/ejctl" register {} localhost "$PASSWORD" \
+        > /dev/null 2>&1 || true
+    # Parallel calls now and then fail: register what is missing, one at a time.
+    local have
+    have=$(ejctl registered_users localhost)
+    accounts | while read -r u; do
+        grep -qx "$u" <<< "$have" || ejctl register "$u" localhost "$PASSWORD" > /dev/null
+    done
+    stop_all
+}
+launch_ejabberd() {
+    ejctl foreground >> "$work/ejabberd/stdout.log" 2>&1 &
+    SPID[ejabberd]=$!
+    wait_port "${PORT[ejabberd]}" "${SPID[ejabberd]}"
+    ejbeam=$(listener_pid "${PORT[ejabberd]}")
 }
 
 # --- the runs -------------------------------------------------------------------------
@@ -309,6 +331,10 @@ round_of() { # server round
     pid=$(listener_pid "${PORT[$s]}")
     local common=(--users "$USERS" --timeout 20)
     local timed=("${common[@]}" --duration "$DURATION")
+    # Idle first, on the freshly started server: other runs would leave freed memory that
+    # new sessions reuse, hiding their cost.
+    run "$s" "$r" idle idle "${common[@]}" --sessions "$IDLE_SESSIONS" --concurrency 20 \
+        --pid "$pid" --duration 2
     # login: --duration only caps the run.
     run "$s" "$r" login login "${common[@]}" --count "$LOGINS" \
         --concurrency "$LOGIN_CONCURRENCY" --duration 60
@@ -321,18 +347,19 @@ round_of() { # server round
         --messages "$OFFLINE_MESSAGES" --senders 2
     run "$s" "$r" reconnect reconnect "${timed[@]}" --sessions "$CHURN_SESSIONS" \
         --concurrency "$CHURN_CONCURRENCY"
-    run "$s" "$r" idle idle "${common[@]}" --sessions "$IDLE_SESSIONS" --concurrency 20 \
-        --pid "$pid" --duration 2
 }
 
 for s in $SERVERS; do
-    log "starting $s on 127.0.0.1:${PORT[$s]}"
-    "start_$s" || { log "$s did not start; see $work/$s"; KEEP=1; exit 1; }
+    log "setting up $s (configuration, accounts)"
+    "setup_$s" || { log "$s could not be set up; see $work/$s"; KEEP=1; exit 1; }
 done
+# One server at a time, started afresh for each round (same data: the accounts stay).
 for r in $(seq "$ROUNDS"); do
     for s in $SERVERS; do
-        log "round $r: $s"
+        log "round $r: $s on 127.0.0.1:${PORT[$s]}"
+        "launch_$s" || { log "$s did not start; see $work/$s"; KEEP=1; exit 1; }
         round_of "$s" "$r"
+        stop_all
     done
 done
 
