@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Interop over XMPP over WebSocket (RFC 7395) with clients we did not write: xmpp.js from
-# node, and Converse.js in headless Chromium driven by playwright-core. Called by
+# Interop over XMPP over WebSocket (RFC 7395) and BOSH (XEP-0124/0206) with clients we did
+# not write: xmpp.js from node (WebSocket), and Converse.js in headless Chromium driven by
+# playwright-core, once over each transport. Called by
 # scripts/interop.sh, which starts confabd and makes the accounts.
 #
 #   interop-web.sh setup   installs what the tests need, on first use: Debian's chromium
 #                          (as root) and the pinned npm packages of tests/interop/web
 #                          (npm ci into a cache dir keyed by package-lock.json, linked as
 #                          tests/interop/web/node_modules)
-#   interop-web.sh run     runs both tests; needs in the environment: C2S_PORT, HTTP_PORT,
+#   interop-web.sh run     runs the three tests; needs in the environment: C2S_PORT, HTTP_PORT,
 #                          PYTHON (with slixmpp), ARTEFACTS (screenshots and logs go there),
 #                          XJ_JID/XJ_PASSWORD, XJ_PEER_JID/XJ_PEER_PASSWORD (xmpp.js and its
-#                          TCP peer), CV_JID/CV_PASSWORD, CV_PEER_JID/CV_PEER_PASSWORD (Converse)
+#                          TCP peer), CV_JID/CV_PASSWORD, CV_PEER_JID/CV_PEER_PASSWORD (Converse
+#                          over WebSocket), CB_JID/CB_PASSWORD, CB_PEER_JID/CB_PEER_PASSWORD
+#                          (Converse over BOSH)
 #
 # Environment: CONFAB_WEB_CACHE (default ~/.cache/confab-web-interop), CHROMIUM (default
 # /usr/bin/chromium), CONFAB_REQUIRE_SERVICES=1 (CI): a missing browser fails instead of
-# skipping the Converse.js test.
+# skipping the Converse.js tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEB=tests/interop/web
@@ -54,6 +57,19 @@ setup() {
     ln -sfn "$dir/node_modules" "$WEB/node_modules"
 }
 
+# converse TRANSPORT JID PASSWORD PEER_JID PEER_PASSWORD VERSION: one Converse.js run.
+converse() {
+    local rc
+    echo "== Converse.js $6 in headless Chromium over $1"
+    set +e
+    # The test bounds itself at 100 s; timeout is the backstop if node itself hangs.
+    WEB_TRANSPORT="$1" WEB_JID="$2" WEB_PASSWORD="$3" PEER_JID="$4" PEER_PASSWORD="$5" \
+        CHROMIUM="$CHROMIUM" timeout 115 node "$WEB/converse.mjs"
+    rc=$?
+    set -e
+    [ "$rc" -eq 0 ] || { echo "FAIL Converse.js interop over $1 (exit $rc), artefacts in $ARTEFACTS"; return 1; }
+}
+
 run() {
     local status=0 rc
     echo "== xmpp.js $(node -p 'require("./'"$WEB"'/node_modules/@xmpp/client/package.json").version') over WebSocket"
@@ -64,7 +80,6 @@ run() {
     set -e
     [ "$rc" -eq 0 ] || { echo "FAIL xmpp.js interop (exit $rc)"; status=1; }
 
-    echo "== Converse.js $(node -p 'require("./'"$WEB"'/node_modules/converse.js/package.json").version') in headless Chromium over WebSocket"
     if [ ! -x "$CHROMIUM" ]; then
         if [ "${CONFAB_REQUIRE_SERVICES:-0}" = "1" ]; then
             echo "FAIL Converse.js interop: no browser at $CHROMIUM (CONFAB_REQUIRE_SERVICES=1)"
@@ -73,13 +88,10 @@ run() {
         echo "SKIP Converse.js interop: no browser at $CHROMIUM (run as root once to install it)"
         return "$status"
     fi
-    set +e
-    # The test bounds itself at 100 s; timeout is the backstop if node itself hangs.
-    WEB_JID="$CV_JID" WEB_PASSWORD="$CV_PASSWORD" PEER_JID="$CV_PEER_JID" PEER_PASSWORD="$CV_PEER_PASSWORD" \
-        CHROMIUM="$CHROMIUM" timeout 115 node "$WEB/converse.mjs"
-    rc=$?
-    set -e
-    [ "$rc" -eq 0 ] || { echo "FAIL Converse.js interop (exit $rc), artefacts in $ARTEFACTS"; status=1; }
+    local version
+    version="$(node -p 'require("./'"$WEB"'/node_modules/converse.js/package.json").version')"
+    converse websocket "$CV_JID" "$CV_PASSWORD" "$CV_PEER_JID" "$CV_PEER_PASSWORD" "$version" || status=1
+    converse bosh "$CB_JID" "$CB_PASSWORD" "$CB_PEER_JID" "$CB_PEER_PASSWORD" "$version" || status=1
     return "$status"
 }
 

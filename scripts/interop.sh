@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Interop tests against XMPP implementations we did not write: slixmpp (PyPI) and
-# go-sendxmpp (Debian) on TCP, xmpp.js and Converse.js (in headless Chromium) over WebSocket
-# (scripts/interop-web.sh). Builds confabd, starts it on free loopback ports with a
+# go-sendxmpp (Debian) on TCP, xmpp.js and Converse.js (in headless Chromium) over WebSocket,
+# and Converse.js over BOSH (scripts/interop-web.sh). Builds confabd, starts it on free loopback ports with a
 # throwaway data dir and accounts made with `confabd user add`, and runs every
 # tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
 # messages, account services, stream management, carbons, client state, Multi-User Chat on
-# conference.localhost), then a restart scenario, go-sendxmpp and the web clients.
+# conference.localhost and its archive, ids, self-ping and moderation), then a restart
+# scenario, go-sendxmpp and the web clients.
 #
 # Environment:
 #   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)
@@ -102,7 +103,7 @@ port = $PORT
 tls_port = $TLS_PORT
 
 [http]
-# XMPP over WebSocket and host-meta for the web interop tests.
+# XMPP over WebSocket, BOSH and host-meta for the web interop tests.
 interfaces = ["127.0.0.1"]
 port = $HTTP_PORT
 
@@ -130,8 +131,9 @@ GS_SENDER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 GS_RECEIVER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf '%s\n' "$GS_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add gs-sender@localhost --password-stdin >>"$LOG" 2>&1
 printf '%s\n' "$GS_RECEIVER_PW" | "$CONFABD" --config "$CONFIG" user add gs-receiver@localhost --password-stdin >>"$LOG" 2>&1
-# The web tests: a WebSocket user and its TCP peer each, for xmpp.js (XJ) and Converse (CV).
-for who in XJ XJ_PEER CV CV_PEER; do
+# The web tests: a web user and its TCP peer each, for xmpp.js (XJ), Converse over WebSocket
+# (CV) and Converse over BOSH (CB).
+for who in XJ XJ_PEER CV CV_PEER CB CB_PEER; do
     user="$(echo "$who" | tr 'A-Z_' 'a-z-')"
     pw="$user-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
     export "${who}_JID=web-$user@localhost" "${who}_PASSWORD=$pw"
@@ -216,7 +218,7 @@ rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc
 
-echo "== web interop: xmpp.js and Converse.js over WebSocket"
+echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH"
 set +e
 C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" PYTHON="$VENV/bin/python" \
     ARTEFACTS="${CONFAB_INTEROP_ARTEFACTS:-$WORK/artefacts}" scripts/interop-web.sh run

@@ -8,7 +8,12 @@ Checks, each counted as passed or failed:
     recipient's account;
   * alice pages through the conversation with bob, two at a time, forwards: every message,
     in the order sent; backwards: the same in reverse;
-  * bob's archive lists the stanza ids he was given with the messages he received.
+  * bob's archive lists the stanza ids he was given with the messages he received;
+  * urn:xmpp:mam:2#extended is announced and the archive metadata (XEP-0313 §6) names
+    bob's first and last message;
+  * XEP-0441 preferences with slixmpp's xep_0441: bob's default is "always"; bob sets
+    "never alice", reads it back, and alice's next message is delivered without a stanza
+    id and is missing from bob's archive but present in alice's.
 """
 
 import uuid
@@ -16,7 +21,8 @@ import uuid
 from xmpp_common import check, iq_attempt, login, next_item, run_main
 import slixmpp
 
-PLUGINS = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
+PLUGINS = ("xep_0030", "xep_0059", "xep_0297", "xep_0313", "xep_0441")
+EXTENDED = "urn:xmpp:mam:2#extended"
 SID_NS = "urn:xmpp:sid:0"
 
 
@@ -60,6 +66,7 @@ async def run(args):
             features = info["disco_info"]["features"]
             check("the account announces MAM and stanza ids",
                   "urn:xmpp:mam:2" in features and SID_NS in features, f"{features}")
+            check("  ...and the extended queries", EXTENDED in features, f"{features}")
 
         tag = uuid.uuid4().hex[:6]
         sent, bob_ids = [], []
@@ -99,6 +106,47 @@ async def run(args):
                     == alice.boundjid.bare]
         check("bob's archive has the stanza ids he was given", received == bob_ids,
               f"{received} vs {bob_ids}")
+
+        # Archive metadata: bob's first and last message.
+        meta, _ = await iq_attempt(bob.plugin["xep_0313"].get_archive_metadata(),
+                                   "archive metadata")
+        if meta is not None:
+            start = meta["mam_metadata"]["start"]["id"]
+            end = meta["mam_metadata"]["end"]["id"]
+            all_ids = [m["mam_result"]["id"] for m in theirs]
+            check("the metadata names bob's first and last message",
+                  all_ids and start == all_ids[0] and end == all_ids[-1],
+                  f"{start} {end} vs {all_ids}")
+
+        # XEP-0441 preferences.
+        prefs = bob.plugin["xep_0441"]
+        try:
+            default, _, _ = await prefs.get_preferences()
+            check("bob's default preference is always", default == "always", f"{default}")
+            await prefs.set_preferences(default="always", always=[],
+                                        never=[slixmpp.JID(alice.boundjid.bare)])
+            default, always, never = await prefs.get_preferences()
+            check("bob's preferences read back as set",
+                  default == "always" and [str(j) for j in never] == [alice.boundjid.bare],
+                  f"{default} {always} {never}")
+        except Exception as e:  # noqa: BLE001
+            check("archiving preferences", False, f"{type(e).__name__}: {e}")
+        text = f"unarchived {tag}"
+        alice.send_message(mto=bob.boundjid.bare, mbody=text, mtype="chat")
+        msg = await next_item(bob.chats)
+        check("bob gets alice's message", msg is not None and msg["body"] == text, f"{msg}")
+        check("  ...without a stanza id (bob's archive leaves alice out)",
+              msg is not None and stanza_id(msg, bob.boundjid.bare) is None, f"{msg}")
+        theirs = await collect(bob, with_jid=slixmpp.JID(alice.boundjid.bare),
+                               rsm={"max": 20})
+        check("  ...and it is not in bob's archive",
+              text not in [body_of(m) for m in theirs], "")
+        mine = await collect(alice, with_jid=bob_bare, rsm={"max": 20})
+        check("  ...but it is in alice's", text in [body_of(m) for m in mine], "")
+        try:
+            await prefs.set_preferences(default="always", always=[], never=[])
+        except Exception as e:  # noqa: BLE001
+            check("resetting the preferences", False, f"{type(e).__name__}: {e}")
     finally:
         await alice.close()
         await bob.close()

@@ -74,7 +74,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 client.send(echo).await?;
                 println!("echoed to {from}");
             }
-            Ok(Event::Disconnected(reason)) => {
+            Ok(Event::Disconnected { reason, .. }) => {
                 return Err(format!("disconnected: {reason:?}").into());
             }
             Ok(_) => {}

@@ -9,7 +9,11 @@ pub enum Error {
     /// Connecting, TLS, authentication or binding failed (see confab-stream).
     #[error("connect: {0}")]
     Connect(#[from] ClientError),
-    /// No reply to a request arrived within its timeout.
+    /// Looking the server up in DNS failed, or found nothing to connect to.
+    #[error("dns: {0}")]
+    Dns(String),
+    /// No reply to a request arrived within its timeout (or a connection attempt took
+    /// longer than `Config::connect_timeout`).
     #[error("request timed out")]
     Timeout,
     /// The peer answered a request with `type='error'`; `stanza` is the whole reply.

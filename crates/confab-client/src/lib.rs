@@ -6,6 +6,12 @@
 //! ([`Client::request`]) and hands out [`Event`]s. [`Module`]s (like XMPPFramework's
 //! `XMPPModule`) see incoming stanzas first; [`Roster`] and [`Ping`] are built in.
 //!
+//! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
+//! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
+//! backoff and jitter ([`Reconnect`]); when the server offers XEP-0198 the session is
+//! resumed and nothing sent is lost ([`StreamManagement`]), and [`Event::Disconnected`] /
+//! [`Event::Reconnected`] tell the application what happened.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), confab_client::Error> {
 //! use confab_client::{Client, ClientOptions, Config, Ping, Roster};
@@ -23,16 +29,22 @@
 #![warn(missing_docs)]
 
 mod client;
+pub mod dns;
 mod error;
 mod module;
 mod ping;
+mod reconnect;
 mod roster;
+mod sm;
 
 pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
+pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
 pub use module::{Context, Handled, Module};
 pub use ping::Ping;
-pub use roster::Roster;
+pub use reconnect::Reconnect;
+pub use roster::{Roster, ROSTERVER};
+pub use sm::StreamManagement;
 
 /// Protocol types the API uses, re-exported so applications need no direct dependency.
 pub use confab_proto::{

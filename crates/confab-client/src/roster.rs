@@ -8,6 +8,20 @@ use confab_proto::payloads::roster::{RosterItem, RosterQuery, Subscription, NS};
 use confab_proto::{Element, IqType, Jid, Stanza, StanzaError, StanzaErrorCondition};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The stream feature of XEP-0237 roster versioning.
+pub const ROSTERVER: &str = "urn:xmpp:features:rosterver";
+
+/// The roster get: with the cached version (empty on a first fetch) only when the server
+/// offered versioning (RFC 6121 §2.6.2: a client must not send `ver` otherwise).
+fn roster_get(versioning: bool, ver: Option<&str>) -> Element {
+    let query = Element::new("query", NS);
+    if versioning {
+        query.attr("ver", ver.unwrap_or_default())
+    } else {
+        query
+    }
+}
 use tokio::sync::broadcast;
 
 #[derive(Default)]
@@ -82,11 +96,8 @@ impl Roster {
     /// server with versioning may answer "unchanged" (an empty result) and send only the
     /// changes as pushes. Returns the cached items afterwards.
     pub async fn fetch(&self, client: &Client) -> Result<Vec<RosterItem>, Error> {
-        // Servers without versioning ignore the attribute (RFC 6121 §2.6.2 asks clients to
-        // send it only when advertised; confab-stream does not keep the features, so a
-        // first-cut client sends it always).
-        let ver = self.version().unwrap_or_default();
-        let query = Element::new("query", NS).attr("ver", ver);
+        let versioning = client.has_feature("ver", ROSTERVER);
+        let query = roster_get(versioning, self.version().as_deref());
         let reply = client.request(iq(IqType::Get, None, query)).await?;
         if let Some(q) = reply.get_child("query", NS) {
             let q = RosterQuery::try_from(q)
@@ -122,6 +133,12 @@ impl Roster {
         self.add(client, item).await
     }
 
+    /// Forgets the cached version (the items stay until the next fetch replaces them), so
+    /// the next fetch asks for the whole roster.
+    pub fn forget_version(&self) {
+        self.lock().ver = None;
+    }
+
     fn apply(&self, item: RosterItem, ver: Option<String>) {
         {
             let mut c = self.lock();
@@ -138,6 +155,7 @@ impl Roster {
     }
 }
 
+#[async_trait::async_trait]
 impl Module for Roster {
     fn name(&self) -> &'static str {
         "roster"
@@ -175,5 +193,26 @@ impl Module for Roster {
         };
         ctx.send(reply.el);
         Handled::Consumed
+    }
+
+    /// A new session after a reconnection: the pushes of the gap were missed, so fetch
+    /// again (only the changes, where the server versions rosters).
+    async fn new_session(&self, client: &Client) {
+        if let Err(e) = self.fetch(client).await {
+            tracing::info!(error = %e, "roster fetch after reconnecting failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ver_only_when_the_server_offers_versioning() {
+        assert_eq!(roster_get(false, Some("v7")).get_attr("ver"), None);
+        assert_eq!(roster_get(false, None).get_attr("ver"), None);
+        assert_eq!(roster_get(true, Some("v7")).get_attr("ver"), Some("v7"));
+        assert_eq!(roster_get(true, None).get_attr("ver"), Some(""));
     }
 }

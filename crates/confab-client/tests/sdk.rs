@@ -310,8 +310,14 @@ async fn close_ends_the_client() {
         .await
         .expect("close is bounded")
         .expect("close");
-    let e = next_event(&mut ev, |e| matches!(e, Event::Disconnected(_))).await;
-    assert!(matches!(e, Event::Disconnected(DisconnectReason::Closed)));
+    let e = next_event(&mut ev, |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(matches!(
+        e,
+        Event::Disconnected {
+            reason: DisconnectReason::Closed,
+            will_reconnect: false
+        }
+    ));
     assert!(other.is_closed());
     assert!(matches!(
         other.send(chat(&jid("bob@localhost"), "late")).await,

@@ -4,6 +4,9 @@
 //!
 //! A message is deleted from the store only after it was queued to a session, so a crash or
 //! a dropped connection never loses one (at worst it is delivered twice).
+//!
+//! A session that read its message archive before its initial presence already has the
+//! archived ones: those are deleted without being sent again (XEP-0313 §7.1.1).
 
 use async_trait::async_trait;
 use confab_proto::datetime::format_datetime;
@@ -175,6 +178,7 @@ impl Inner {
             return;
         };
         let domain = account.domain().as_str();
+        let read_archive = session.data::<crate::mam::QueriedArchive>().is_some();
         let lock = self.flushing.entry(account.clone()).or_default().clone();
         {
             let _guard = lock.lock().await;
@@ -212,6 +216,12 @@ impl Inner {
                         sent.push((m.id, None));
                         continue;
                     };
+                    // The session read the archive before coming online: what is in it
+                    // (it carries the archive's stanza id) it has, so it is not sent twice.
+                    if read_archive && in_archive(&el, &account) {
+                        sent.push((m.id, None));
+                        continue;
+                    }
                     el.push_child(
                         Element::new("delay", ns::DELAY)
                             .attr("from", domain)
@@ -275,6 +285,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether a stored message was archived in `account`'s archive (the archive added its
+/// stanza id before the message was stored).
+fn in_archive(el: &Element, account: &BareJid) -> bool {
+    el.elements().any(|c| {
+        c.is("stanza-id", crate::mam::SID_NS) && c.get_attr("by") == Some(account.as_str())
+    })
 }
 
 async fn delete_up_to(ctx: &ServerCtx, domain: &str, node: &str, id: Option<i64>) {

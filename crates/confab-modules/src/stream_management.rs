@@ -193,10 +193,15 @@ fn parse_h(el: &Element) -> Result<u32, StreamError> {
 }
 
 fn too_high(h: u32, sent: u32) -> StreamError {
-    // XEP-0198 §4 names the condition `<handled-count-too-high/>`.
+    // XEP-0198 §4: undefined-condition with the application-specific condition.
     StreamError::with_text(
         StreamErrorCondition::UndefinedCondition,
         format!("handled-count-too-high: h={h}, send-count={sent}"),
+    )
+    .with_app(
+        Element::new("handled-count-too-high", NS)
+            .attr("h", h.to_string())
+            .attr("send-count", sent.to_string()),
     )
 }
 
@@ -301,6 +306,13 @@ impl PreBindHandler for StreamManagement {
         let Some(state) = info.data::<SmState>() else {
             return not_found();
         };
+        // The old connection may still hold the session (its death not yet noticed): it
+        // lets go first, so the count below is final and nothing is written twice.
+        let wait = Duration::from_secs(ctx.config.c2s.write_timeout.clamp(1, 5));
+        if !confab_server::detach::detach_for_resume(ctx, &info, wait).await {
+            tracing::info!(jid = %jid, "resumption refused: the old connection did not let go of the session");
+            return not_found();
+        }
         let handled = {
             let mut s = state.lock();
             s.resume_h = Some(h);

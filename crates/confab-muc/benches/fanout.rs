@@ -38,6 +38,7 @@ fn room_of(n: usize, lim: &Limits) -> (Room, Vec<FullJid>) {
             &presence,
             &join,
             i == 0,
+            format!("id{i}"),
             0,
             &mut out,
         )

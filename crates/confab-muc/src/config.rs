@@ -43,6 +43,12 @@ pub struct MucConfig {
     pub message_rate: f64,
     /// How many messages an occupant may send at once before `message_rate` applies.
     pub message_burst: u32,
+    /// Whether new rooms archive their messages (XEP-0313); each room's owner may change
+    /// it (the `mam` field of the configuration form).
+    pub mam: bool,
+    /// Most messages in one page of a room archive query, and the page size when the
+    /// client names none.
+    pub mam_max_page: usize,
 }
 
 impl Default for MucConfig {
@@ -60,6 +66,8 @@ impl Default for MucConfig {
             history_max_bytes: 256 * 1024,
             message_rate: 2.0,
             message_burst: 10,
+            mam: true,
+            mam_max_page: 50,
         }
     }
 }
@@ -107,6 +115,12 @@ impl ModuleConfig for MucConfig {
             ),
             ("history_max", self.history_max, 0, 1000),
             ("history_max_bytes", self.history_max_bytes, 0, 64 << 20),
+            (
+                "mam_max_page",
+                self.mam_max_page,
+                1,
+                confab_store::archive::MAX_PAGE,
+            ),
         ];
         for (k, v, lo, hi) in ranges {
             if v < lo || v > hi {
@@ -179,6 +193,13 @@ mod tests {
                     ..MucConfig::default()
                 },
                 "message_burst",
+            ),
+            (
+                MucConfig {
+                    mam_max_page: 0,
+                    ..MucConfig::default()
+                },
+                "mam_max_page",
             ),
         ];
         for (c, key) in cases {

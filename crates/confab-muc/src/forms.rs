@@ -1,7 +1,10 @@
 //! The room configuration form (`muc#roomconfig`), its parsing, and what disco says about
 //! the service and a room (features and the `muc#roominfo` form).
 
-use crate::payloads::{NS_MUC, NS_OWNER, NS_ROOMCONFIG, NS_ROOMINFO, NS_STABLE_ID};
+use crate::payloads::{
+    NS_MODERATE, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_ROOMCONFIG, NS_ROOMINFO, NS_SELF_PING,
+    NS_SID, NS_STABLE_ID,
+};
 use crate::room::{Room, RoomConfig, MAX_TEXT_CHARS};
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::ns;
@@ -21,6 +24,9 @@ const MODERATED: &str = "muc#roomconfig_moderatedroom";
 const WHOIS: &str = "muc#roomconfig_whois";
 const MAXUSERS: &str = "muc#roomconfig_maxusers";
 const CHANGESUBJECT: &str = "muc#roomconfig_changesubject";
+/// Archiving (XEP-0313); the name ejabberd uses.
+const MAM: &str = "mam";
+const NS_MAM: &str = confab_proto::payloads::mam::NS;
 
 fn typed(var: &str, type_: FieldType, label: &str, values: Vec<String>) -> Field {
     Field {
@@ -138,6 +144,7 @@ pub fn config_query(room: &Room, max_occupants: usize) -> Element {
                 "Participants may change the subject",
                 c.change_subject,
             ),
+            boolean(MAM, "Archive messages (message archive)", c.mam),
         ],
     );
     form.title = Some(format!("Configuration of {}", room.jid));
@@ -198,6 +205,7 @@ pub fn parse_config(
             SECRET => secret = text(f)?,
             MODERATED => c.moderated = parse_bool(f)?,
             CHANGESUBJECT => c.change_subject = parse_bool(f)?,
+            MAM => c.mam = parse_bool(f)?,
             WHOIS => {
                 c.whois_anyone = match f.value().map(str::trim) {
                     Some("anyone") => true,
@@ -258,10 +266,14 @@ pub fn room_info(room: &Room) -> Element {
         Some(c.name.clone())
     };
     let pick = |b: bool, yes: &str, no: &str| if b { yes } else { no }.to_string();
-    let features = vec![
+    let mut features = vec![
         ns::DISCO_INFO.to_string(),
         NS_MUC.to_string(),
         NS_STABLE_ID.to_string(),
+        NS_SID.to_string(),
+        NS_OCCUPANT_ID.to_string(),
+        NS_SELF_PING.to_string(),
+        NS_MODERATE.to_string(),
         pick(c.public, "muc_public", "muc_hidden"),
         pick(c.persistent, "muc_persistent", "muc_temporary"),
         pick(c.members_only, "muc_membersonly", "muc_open"),
@@ -273,6 +285,9 @@ pub fn room_info(room: &Room) -> Element {
         pick(c.moderated, "muc_moderated", "muc_unmoderated"),
         pick(c.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
     ];
+    if c.mam {
+        features.push(NS_MAM.to_string());
+    }
     let field = |var: &str, label: &str, v: String| Field {
         label: Some(label.to_string()),
         ..Field::new(var, [v])
@@ -397,6 +412,9 @@ mod tests {
         .expect("valid");
         assert_eq!(ok.password.as_deref(), Some("pw"));
         assert!(ok.whois_anyone);
+        let off = parse_config(&base, &submit(vec![Field::new(MAM, ["0"])]), 100).expect("valid");
+        assert!(!off.mam);
+        assert!(parse_config(&base, &submit(vec![Field::new(MAM, ["maybe"])]), 100).is_err());
     }
 
     #[test]
@@ -410,9 +428,20 @@ mod tests {
             "muc_unsecured",
             "muc_unmoderated",
             "muc_semianonymous",
+            NS_MAM,
+            NS_SID,
+            NS_OCCUPANT_ID,
+            NS_SELF_PING,
+            NS_MODERATE,
         ] {
             assert!(info.has_feature(f), "{f}");
         }
+        r.config = RoomConfig {
+            mam: false,
+            ..RoomConfig::default()
+        };
+        let info = DiscoInfo::try_from(&room_info(&r)).expect("parses");
+        assert!(!info.has_feature(NS_MAM));
         r.config = RoomConfig {
             public: false,
             persistent: true,

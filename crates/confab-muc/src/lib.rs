@@ -6,13 +6,15 @@
 //! - `payloads.rs`: typed `muc`, `muc#user`, `muc#admin`, `muc#owner` payloads.
 //! - `room.rs`: one room and every action on it, without I/O.
 //! - `forms.rs`: the configuration form and disco answers.
-//! - this file: the service (dispatch, the room table, delivery, persistence, disco) and
+//! - this file: the service (dispatch, the room table, delivery, persistence, disco, the
+//!   room archive with its MAM queries and XEP-0425 moderation, XEP-0421 occupant ids) and
 //!   the lifecycle listener (loading persistent rooms, occupants whose session ended,
 //!   shutdown).
 //!
 //! Each room is behind its own async mutex, held while its stanzas are handed to the
 //! occupants' sessions: every occupant sees one room's events in one order, and rooms
-//! never wait for each other.
+//! never wait for each other. A message is archived under that lock before it is handed
+//! out, so the archive's order is the room's and every stanza-id a client sees is in it.
 
 pub mod config;
 pub mod forms;
@@ -23,14 +25,22 @@ use async_trait::async_trait;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::jid::{BareJid, FullJid, Jid};
 use confab_proto::ns;
+use confab_proto::parser::parse_fragment;
 use confab_proto::payloads::disco::{DiscoItem, DiscoItems};
+use confab_proto::payloads::mam;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
 use confab_server::module::{LifecycleListener, Module, ModuleStore, Registry, Service};
 use confab_server::session::SessionInfo;
 use confab_server::{router, ServerCtx};
+use confab_store::archive::ArchiveQuery;
+use confab_store::RoomMessage;
 use config::{Creation, MucConfig};
-use payloads::{AdminQuery, Join, OwnerQuery, UserX, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER};
+use hmac::{Hmac, Mac};
+use payloads::{
+    AdminQuery, Join, OwnerQuery, UserX, NS_ADMIN, NS_MODERATE, NS_MUC, NS_OWNER, NS_RETRACT,
+    NS_USER,
+};
 use room::{Limits, Out, Room, RoomConfig, Subject};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,6 +50,10 @@ use tokio::sync::{Mutex as AsyncMutex, OnceCell, OwnedMutexGuard};
 /// The module store kind: one key per persistent room (`room:<node>`) per service domain.
 const KIND: &str = "muc";
 const ROOM_KEY: &str = "room:";
+/// The module store kind of the service's secrets, apart from the rooms; the key of each
+/// service domain's secret for XEP-0421 occupant ids.
+const KEYS_KIND: &str = "muc-keys";
+const OCCUPANT_ID_KEY: &str = "occupant-id";
 /// Most rooms listed in the service's disco#items.
 const MAX_LISTED_ROOMS: usize = 1000;
 
@@ -64,7 +78,12 @@ impl Module for Muc {
             .iter()
             .map(|d| format!("{}.{d}", cfg.domain_prefix))
             .collect();
-        let shared = Arc::new(Shared::new(cfg, domains.clone(), reg.store(KIND)));
+        let shared = Arc::new(Shared::new(
+            cfg,
+            domains.clone(),
+            reg.store(KIND),
+            reg.store(KEYS_KIND),
+        ));
         for d in &domains {
             reg.service(
                 d,
@@ -86,11 +105,15 @@ struct Shared {
     admins: Vec<BareJid>,
     domains: Vec<String>,
     store: ModuleStore,
+    keys_store: ModuleStore,
     rooms: Mutex<HashMap<BareJid, RoomHandle>>,
     /// Which rooms each real JID is in, so an ended session leaves them.
     joined: Mutex<HashMap<FullJid, HashSet<BareJid>>>,
     /// Rooms each user created that still exist (`max_rooms_per_user`).
     created: Mutex<HashMap<BareJid, usize>>,
+    /// Per service domain, the secret occupant ids are made with (kept in the store, so
+    /// an occupant's id survives restarts).
+    occupant_keys: Mutex<HashMap<String, Vec<u8>>>,
     loaded: OnceCell<()>,
 }
 
@@ -110,13 +133,39 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+fn unix_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() < 32 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these short locks leaves plain data behind: go on.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
-    fn new(cfg: MucConfig, domains: Vec<String>, store: ModuleStore) -> Shared {
+    fn new(
+        cfg: MucConfig,
+        domains: Vec<String>,
+        store: ModuleStore,
+        keys_store: ModuleStore,
+    ) -> Shared {
         let limits = Limits {
             max_occupants: cfg.max_occupants_per_room,
             max_affiliations: cfg.max_affiliations_per_room,
@@ -128,12 +177,14 @@ impl Shared {
         Shared {
             admins: cfg.admin_jids(),
             store,
+            keys_store,
             cfg,
             limits,
             domains,
             rooms: Mutex::new(HashMap::new()),
             joined: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
+            occupant_keys: Mutex::new(HashMap::new()),
             loaded: OnceCell::new(),
         }
     }
@@ -145,6 +196,8 @@ impl Shared {
     /// Reads every persistent room of every service domain.
     async fn load(&self, ctx: &ServerCtx) {
         for domain in &self.domains {
+            let key = self.occupant_key(ctx, domain).await;
+            lock(&self.occupant_keys).insert(domain.clone(), key);
             let rows = match self.store.list_host(ctx, domain).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -187,6 +240,57 @@ impl Shared {
         }
     }
 
+    /// The domain's occupant-id secret, made and stored the first time.
+    async fn occupant_key(&self, ctx: &ServerCtx, domain: &str) -> Vec<u8> {
+        use rand::RngCore;
+        match self.keys_store.get_host(ctx, domain, OCCUPANT_ID_KEY).await {
+            Ok(Some(hex)) => {
+                if let Some(k) = from_hex(&hex) {
+                    return k;
+                }
+                tracing::error!(
+                    domain,
+                    "stored occupant-id secret unreadable; making a new one"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Ids will differ after a restart; still better than no service.
+                tracing::error!(error = %e, domain, "reading the occupant-id secret failed");
+                let mut k = vec![0u8; 32];
+                rand::thread_rng().fill_bytes(&mut k);
+                return k;
+            }
+        }
+        let mut k = vec![0u8; 32];
+        rand::thread_rng().fill_bytes(&mut k);
+        if let Err(e) = self
+            .keys_store
+            .set_host(ctx, domain, OCCUPANT_ID_KEY, &to_hex(&k))
+            .await
+        {
+            tracing::error!(error = %e, domain, "storing the occupant-id secret failed");
+        }
+        k
+    }
+
+    /// XEP-0421: an HMAC of the room and the real bare JID, so it is stable per user and
+    /// room, differs between rooms, and says nothing about the JID.
+    fn occupant_id(&self, room: &BareJid, real: &BareJid) -> String {
+        let keys = lock(&self.occupant_keys);
+        let key = keys
+            .get(room.domain().as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+            return String::new();
+        };
+        mac.update(room.as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(real.as_str().as_bytes());
+        to_hex(&mac.finalize().into_bytes()[..20])
+    }
+
     /// The room, locked, if it exists.
     async fn existing(&self, jid: &BareJid) -> Option<OwnedMutexGuard<Room>> {
         loop {
@@ -222,10 +326,9 @@ impl Shared {
                                         "the service holds as many rooms as it may",
                                     ));
                                 }
-                                let h = Arc::new(AsyncMutex::new(Room::new(
-                                    jid.clone(),
-                                    creator.to_bare(),
-                                )));
+                                let mut room = Room::new(jid.clone(), creator.to_bare());
+                                room.config.mam = self.cfg.mam;
+                                let h = Arc::new(AsyncMutex::new(room));
                                 rooms.insert(jid.clone(), h.clone());
                                 *lock(&self.created).entry(creator.to_bare()).or_default() += 1;
                                 (h, true)
@@ -279,6 +382,10 @@ impl Shared {
         out: Out,
         mut reply: Option<(Stanza, FullJid)>,
     ) {
+        // Archived before any copy goes out, in the room's order (the lock is held).
+        for item in &out.archive {
+            self.archive(ctx, &room.jid, item).await;
+        }
         let mut i = 0;
         while i < out.deliver.len() {
             if out.reply_at == Some(i) {
@@ -320,6 +427,7 @@ impl Shared {
             self.save(ctx, &room).await;
         }
         if vanish {
+            self.delete_archive(ctx, &room.jid).await;
             room.gone = true;
             let mut rooms = lock(&self.rooms);
             rooms.remove(&room.jid);
@@ -341,6 +449,43 @@ impl Shared {
             if let Ok(s) = Stanza::from_element(el) {
                 router::route(ctx, s).await;
             }
+        }
+    }
+
+    async fn archive(&self, ctx: &ServerCtx, jid: &BareJid, item: &room::ArchiveItem) {
+        let Some(node) = jid.node() else {
+            return;
+        };
+        let msg = RoomMessage {
+            id: item.id.clone(),
+            nick: item.nick.clone(),
+            jid: item.jid.to_string(),
+            stamp: unix_micros(),
+            stanza: item.el.to_xml(ns::CLIENT),
+        };
+        let r = ctx
+            .stores
+            .room_archive
+            .append_room_message(jid.domain().as_str(), node.as_str(), &msg)
+            .await;
+        if let Err(e) = r {
+            // The message still goes out: the archive is not a reason to lose it.
+            tracing::error!(error = %e, room = %jid, "archiving a message failed");
+        }
+    }
+
+    /// A room that is gone takes its archive with it.
+    async fn delete_archive(&self, ctx: &ServerCtx, jid: &BareJid) {
+        let Some(node) = jid.node() else {
+            return;
+        };
+        let r = ctx
+            .stores
+            .room_archive
+            .delete_room_archive(jid.domain().as_str(), node.as_str())
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, room = %jid, "deleting the room's archive failed");
         }
     }
 
@@ -490,6 +635,227 @@ fn is_delivery_failure(stanza: &Stanza) -> bool {
 }
 
 impl MucService {
+    /// XEP-0313 §6: a query of the room's archive. Access is checked under the room's
+    /// lock; the archive is read after it is released.
+    async fn mam_query(
+        &self,
+        ctx: &ServerCtx,
+        stanza: &Stanza,
+        from: &FullJid,
+        room: OwnedMutexGuard<Room>,
+        q: &Element,
+    ) {
+        let room_jid = room.jid.clone();
+        let checked = (|| {
+            let aff = room.affiliation(&from.to_bare());
+            // §6 business rules: those who may enter may read; a members-only room's
+            // archive is its members'.
+            if aff == payloads::Affiliation::Outcast
+                || (room.config.members_only && aff < payloads::Affiliation::Member)
+            {
+                return Err(StanzaError::with_text(
+                    StanzaErrorCondition::Forbidden,
+                    "only those who may enter the room may read its archive",
+                ));
+            }
+            if !room.config.mam {
+                return Err(StanzaError::with_text(
+                    StanzaErrorCondition::ServiceUnavailable,
+                    "this room keeps no archive",
+                ));
+            }
+            // Real JIDs as the room shows them to this user (XEP-0313 §6).
+            let sees_jids = room.config.whois_anyone
+                || aff >= payloads::Affiliation::Admin
+                || room
+                    .occupant(from)
+                    .is_some_and(|o| o.role == payloads::Role::Moderator);
+            Ok(sees_jids)
+        })();
+        drop(room);
+        let sees_jids = match checked {
+            Ok(s) => s,
+            Err(e) => return reply_error(ctx, stanza, e, &room_jid).await,
+        };
+        if stanza.iq_type() == Some(IqType::Get) {
+            return router::route(ctx, stanza.iq_result(Some(mam::query_form(false)))).await;
+        }
+        let request = match mam::Query::try_from(q) {
+            Ok(r) => r,
+            Err(e) => return reply_error(ctx, stanza, e.into(), &room_jid).await,
+        };
+        // `with` names an occupant JID of this room: its nick is what is filtered on.
+        let with = match &request.with {
+            None => None,
+            Some(w) if w.to_bare() == room_jid && w.resource().is_some() => {
+                w.resource().map(|n| n.as_str().to_string())
+            }
+            Some(_) => {
+                let e = StanzaError::with_text(
+                    StanzaErrorCondition::BadRequest,
+                    "with: an occupant JID of this room",
+                );
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        };
+        let query = ArchiveQuery::from_request(&request, with, self.shared.cfg.mam_max_page);
+        let Some(node) = room_jid.node() else {
+            return;
+        };
+        let page = match ctx
+            .stores
+            .room_archive
+            .query_room_archive(room_jid.domain().as_str(), node.as_str(), &query)
+            .await
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                let e = StanzaError::new(StanzaErrorCondition::ItemNotFound);
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, room = %room_jid, "room archive query failed");
+                let e = confab_server::module::storage_failed();
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        };
+        // The results go to the session that asked, before the IQ result (XEP-0313 §4.2).
+        let limits = ctx.config.limits.parser_limits();
+        if let Some(session) = ctx.router.session(from) {
+            let mut items: Vec<_> = page.items.iter().collect();
+            if request.flip_page {
+                items.reverse();
+            }
+            for item in items {
+                // §6: no muc#user data but the room's own, the real JID only to those who
+                // may see it.
+                let adjust =
+                    |m: &mut Element| {
+                        m.children.retain(|n| {
+                        !matches!(n, confab_proto::xml::Node::Element(e) if e.is("x", NS_USER))
+                    });
+                        if sees_jids && !item.jid.is_empty() {
+                            m.push_child(Element::new("x", NS_USER).child(
+                                Element::new("item", NS_USER).attr("jid", item.jid.as_str()),
+                            ));
+                        }
+                    };
+                let Some(wrapper) = mam::stored_result(
+                    room_jid.as_str(),
+                    from.as_str(),
+                    request.queryid.as_deref(),
+                    &item.id,
+                    item.stamp,
+                    &item.stanza,
+                    &limits,
+                    adjust,
+                ) else {
+                    tracing::error!(id = %item.id, room = %room_jid, "unparsable archived message");
+                    continue;
+                };
+                if let Ok(m) = Stanza::from_element(wrapper) {
+                    router::deliver(ctx, &m, std::slice::from_ref(&session)).await;
+                }
+            }
+        }
+        let (first, last) = (page.items.first(), page.items.last());
+        let fin = mam::fin(
+            page.complete,
+            first.map(|m| m.id.as_str()),
+            last.map(|m| m.id.as_str()),
+            page.count,
+            page.first_index,
+        );
+        router::route(ctx, stanza.iq_result(Some(fin))).await;
+    }
+
+    /// XEP-0425: a moderator retracts a message by its stanza-id. Everything is checked
+    /// before anything changes: the moderator, the request, the message.
+    async fn moderate(
+        &self,
+        ctx: &ServerCtx,
+        stanza: &Stanza,
+        from: FullJid,
+        mut room: OwnedMutexGuard<Room>,
+        q: &Element,
+    ) {
+        let room_jid = room.jid.clone();
+        let fail = |cond, text: &str| StanzaError::with_text(cond, text);
+        let checked = room.check_moderator(&from).and_then(|()| {
+            let id = q
+                .get_attr("id")
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| fail(StanzaErrorCondition::BadRequest, "no message id"))?;
+            if q.get_child("retract", NS_RETRACT).is_none() {
+                return Err(fail(
+                    StanzaErrorCondition::FeatureNotImplemented,
+                    "only retraction is supported",
+                ));
+            }
+            Ok(id.to_string())
+        });
+        let sid = match checked {
+            Ok(s) => s,
+            Err(e) => {
+                drop(room);
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        };
+        let Some(node) = room_jid.node().map(|n| n.as_str().to_string()) else {
+            return;
+        };
+        let service = room_jid.domain().as_str().to_string();
+        let archived = match ctx
+            .stores
+            .room_archive
+            .room_message(&service, &node, &sid)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                drop(room);
+                tracing::error!(error = %e, room = %room_jid, "reading the room archive failed");
+                let e = confab_server::module::storage_failed();
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        };
+        let limits = ctx.config.limits.parser_limits();
+        // A message already retracted is not retracted again.
+        let original = archived
+            .and_then(|m| parse_fragment(&m.stanza, ns::CLIENT, &limits))
+            .filter(|m| m.get_child("retracted", NS_RETRACT).is_none());
+        if original.is_none() && !room.in_history(&sid) {
+            drop(room);
+            let e = fail(StanzaErrorCondition::ItemNotFound, "no such message");
+            return reply_error(ctx, stanza, e, &room_jid).await;
+        }
+        let reason = q
+            .get_child("reason", NS_MODERATE)
+            .or_else(|| q.get_child("reason", NS_RETRACT))
+            .map(Element::text_content);
+        let mut out = Out::default();
+        let retracted = match room.moderate(&from, &sid, reason.as_deref(), unix_now(), &mut out) {
+            Ok(r) => r,
+            Err(e) => {
+                drop(room);
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        };
+        if let Some(original) = original {
+            let tombstone = Room::tombstone(&original, retracted).to_xml(ns::CLIENT);
+            if let Err(e) = ctx
+                .stores
+                .room_archive
+                .replace_room_message(&service, &node, &sid, &tombstone)
+                .await
+            {
+                tracing::error!(error = %e, room = %room_jid, "replacing a moderated message failed");
+            }
+        }
+        let reply = (stanza.iq_result(None), from);
+        self.shared.finish_with(ctx, room, out, Some(reply)).await;
+    }
+
     async fn to_service(&self, ctx: &ServerCtx, stanza: &Stanza) {
         let by = match stanza.to.as_ref() {
             Some(t) => t.to_bare(),
@@ -645,6 +1011,7 @@ impl MucService {
             Err(e) => return reply_error(ctx, stanza, e, &room_jid).await,
         };
         let mut out = Out::default();
+        let occupant_id = shared.occupant_id(&room_jid, &from.to_bare());
         let r = room.join(
             &shared.limits,
             &from,
@@ -653,6 +1020,7 @@ impl MucService {
             &stanza.el,
             &join,
             created,
+            occupant_id,
             now,
             &mut out,
         );
@@ -782,25 +1150,20 @@ impl MucService {
         let Some(q) = stanza.iq_payload().cloned() else {
             return;
         };
+        // XEP-0410: to a self-ping, item-not-found would mean "still joined"; whoever is
+        // not in a room (it does not exist, or is locked to them) is told not-acceptable.
+        let missing = if nick.is_some() {
+            StanzaErrorCondition::NotAcceptable
+        } else {
+            StanzaErrorCondition::ItemNotFound
+        };
         let Some(mut room) = shared.existing(&room_jid).await else {
-            return reply_error(
-                ctx,
-                stanza,
-                StanzaError::new(StanzaErrorCondition::ItemNotFound),
-                &room_jid,
-            )
-            .await;
+            return reply_error(ctx, stanza, StanzaError::new(missing), &room_jid).await;
         };
         let owner = room.affiliation(&from.to_bare()) == payloads::Affiliation::Owner;
         if room.locked && !owner {
             drop(room);
-            return reply_error(
-                ctx,
-                stanza,
-                StanzaError::new(StanzaErrorCondition::ItemNotFound),
-                &room_jid,
-            )
-            .await;
+            return reply_error(ctx, stanza, StanzaError::new(missing), &room_jid).await;
         }
         if let Some(nick) = nick {
             // IQs to occupants are not passed on; a ping of one's own occupant JID is
@@ -816,6 +1179,12 @@ impl MucService {
                 Ok(p) => router::route(ctx, stanza.iq_result(p)).await,
                 Err(e) => reply_error(ctx, stanza, e, &room_jid).await,
             };
+        }
+        if q.is("query", mam::NS) {
+            return self.mam_query(ctx, stanza, &from, room, &q).await;
+        }
+        if q.is("moderate", NS_MODERATE) && t == IqType::Set {
+            return self.moderate(ctx, stanza, from, room, &q).await;
         }
         let mut out = Out::default();
         let lim = &shared.limits;

@@ -16,6 +16,15 @@ pub const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 pub const NS_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const NS_STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
+/// XEP-0359 unique and stable stanza ids.
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+/// XEP-0421 anonymous unique occupant identifiers.
+pub const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0410 MUC self-ping: the room answers a ping to one's own occupant JID.
+pub const NS_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
+/// XEP-0424 message retraction and XEP-0425 moderation.
+pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
+pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 
 /// Status codes (XEP-0045 §15) the service sends.
 pub mod status {

@@ -4,8 +4,9 @@
 
 use crate::payloads::{
     status, Actor, AdminQuery, Affiliation, Destroy, History, Invitation, Item, Join, Role, UserX,
-    NS_USER,
+    NS_MODERATE, NS_OCCUPANT_ID, NS_RETRACT, NS_SID, NS_USER,
 };
+use confab_proto::datetime::format_datetime;
 use confab_proto::error::{StanzaError, StanzaErrorCondition, StanzaErrorType};
 use confab_proto::jid::{BareJid, FullJid, Jid};
 use confab_proto::ns;
@@ -57,6 +58,9 @@ pub struct RoomConfig {
     pub max_users: usize,
     /// Participants (not only moderators) may change the subject.
     pub change_subject: bool,
+    /// Messages are archived and may be queried with MAM (XEP-0313). Rooms stored before
+    /// the option existed read as archiving.
+    pub mam: bool,
 }
 
 impl Default for RoomConfig {
@@ -73,6 +77,7 @@ impl Default for RoomConfig {
             whois_anyone: false,
             max_users: 0,
             change_subject: false,
+            mam: true,
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Occupant {
     /// What the occupant's presence carries that the room passes on (show, status,
     /// priority, caps …; never client-made `muc`/`muc#user` data).
     pub payload: Vec<Element>,
+    /// XEP-0421: the same for one real bare JID in this room, whatever its nick or session.
+    pub occupant_id: String,
     tokens: f64,
     last: Instant,
 }
@@ -125,6 +132,16 @@ struct HistoryEntry {
     chars: usize,
 }
 
+/// A message for the room's archive.
+pub struct ArchiveItem {
+    /// Its stanza-id, which is its archive id.
+    pub id: String,
+    pub nick: String,
+    /// The sender's real bare JID.
+    pub jid: BareJid,
+    pub el: Arc<Element>,
+}
+
 /// What an action asks the service to do, in order.
 #[derive(Default)]
 pub struct Out {
@@ -144,6 +161,9 @@ pub struct Out {
     /// XEP-0045 §8.2 and §9.1 tell the removed occupant first, then the moderator, then
     /// the others.
     pub reply_at: Option<usize>,
+    /// Messages to archive before anything is delivered (so every copy carries an id that
+    /// is already in the archive).
+    pub archive: Vec<ArchiveItem>,
 }
 
 pub struct Room {
@@ -177,6 +197,34 @@ pub fn new_id(now: i64) -> String {
     format!("muc-{now:x}-{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A stanza-id (XEP-0359) for a message the room passes on: random, so it tells nothing
+/// about the room's traffic and cannot be guessed.
+pub fn new_stanza_id() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 16)
+}
+
+fn occupant_id_el(id: &str) -> Element {
+    Element::new("occupant-id", NS_OCCUPANT_ID).attr("id", id)
+}
+
+/// The room's stanza-id on a message it passed on, if it has one.
+pub fn stanza_id<'a>(m: &'a Element, room: &BareJid) -> Option<&'a str> {
+    m.elements()
+        .find(|c| c.is("stanza-id", NS_SID) && c.get_attr("by") == Some(room.as_str()))
+        .and_then(|c| c.get_attr("id"))
+}
+
+/// Removes what only the room may say: stanza-ids claiming to be the room's (XEP-0359 §5)
+/// and occupant-ids (XEP-0421 §4), which a client could forge.
+fn strip_claims(m: &mut Element, room: &BareJid) {
+    m.children.retain(|n| {
+        !matches!(n, confab_proto::xml::Node::Element(e)
+            if e.is("occupant-id", NS_OCCUPANT_ID)
+                || (e.is("stanza-id", NS_SID) && e.get_attr("by") == Some(room.as_str())))
+    });
+}
+
 /// Whether a nick is empty or made only of spaces and invisible characters (XEP-0045 §16.1
 /// forbids them).
 pub fn invisible_nick(nick: &str) -> bool {
@@ -207,6 +255,7 @@ pub fn presence_payload(presence: &Element) -> Vec<Element> {
     presence
         .elements()
         .filter(|c| !(c.name == "x" && (c.ns == crate::payloads::NS_MUC || c.ns == NS_USER)))
+        .filter(|c| !c.is("occupant-id", NS_OCCUPANT_ID))
         .filter(|c| c.name != "error")
         .cloned()
         .collect()
@@ -307,6 +356,7 @@ impl Room {
     /// Presence from an occupant JID.
     fn presence(
         from: &FullJid,
+        occupant_id: &str,
         unavailable: bool,
         payload: &[Element],
         x: UserX,
@@ -319,6 +369,7 @@ impl Room {
         for c in payload {
             p.push_child(c.clone());
         }
+        p.push_child(occupant_id_el(occupant_id));
         let mut x: Element = x.into();
         if let Some(e) = extra {
             x.children.insert(0, confab_proto::xml::Node::Element(e));
@@ -376,6 +427,7 @@ impl Room {
         };
         let plain = Self::presence(
             &subject.room_jid,
+            &subject.occupant_id,
             unavailable,
             payload,
             UserX {
@@ -387,6 +439,7 @@ impl Room {
         );
         let visible = Self::presence(
             &subject.room_jid,
+            &subject.occupant_id,
             unavailable,
             payload,
             UserX {
@@ -403,6 +456,7 @@ impl Room {
         own_codes.dedup();
         let mut own = Self::presence(
             &subject.room_jid,
+            &subject.occupant_id,
             unavailable,
             payload,
             UserX {
@@ -487,6 +541,7 @@ impl Room {
         presence: &Element,
         join: &Join,
         created: bool,
+        occupant_id: String,
         now: i64,
         out: &mut Out,
     ) -> Result<(), StanzaError> {
@@ -543,6 +598,7 @@ impl Room {
             room_jid,
             role: self.default_role(aff),
             payload: presence_payload(presence),
+            occupant_id,
             tokens: f64::from(lim.message_burst),
             last: Instant::now(),
         };
@@ -586,6 +642,7 @@ impl Room {
             }
             let p = Self::presence(
                 &o.room_jid,
+                &o.occupant_id,
                 false,
                 &o.payload,
                 UserX {
@@ -872,9 +929,26 @@ impl Room {
         if m.get_attr("id").is_none() {
             m.set_attr("id", new_id(now));
         }
+        strip_claims(&mut m, &self.jid);
+        let sid = new_stanza_id();
+        m.push_child(
+            Element::new("stanza-id", NS_SID)
+                .attr("id", sid.as_str())
+                .attr("by", self.jid.as_str()),
+        );
+        m.push_child(occupant_id_el(&o.occupant_id));
         let shared = Arc::new(m.clone());
         for r in &self.occupants {
             out.deliver.push((shared.clone(), r.jid.clone()));
+        }
+        // XEP-0313 §6: messages with a body, once each; subject changes are not kept.
+        if !is_subject && self.config.mam && msg.get_child("body", ns::CLIENT).is_some() {
+            out.archive.push(ArchiveItem {
+                id: sid,
+                nick: o.nick.clone(),
+                jid: o.jid.to_bare(),
+                el: shared.clone(),
+            });
         }
         if is_subject {
             let text = msg
@@ -921,6 +995,8 @@ impl Room {
         let mut m = msg.clone();
         m.remove_attr("to");
         m.set_attr("from", self.occupants[idx].room_jid.as_str());
+        strip_claims(&mut m, &self.jid);
+        m.push_child(occupant_id_el(&self.occupants[idx].occupant_id));
         if m.get_child("x", NS_USER).is_none() {
             m.push_child(Element::new("x", NS_USER));
         }
@@ -1408,6 +1484,105 @@ impl Room {
         }
     }
 
+    /// XEP-0425: only moderators moderate.
+    pub fn check_moderator(&self, from: &FullJid) -> Result<(), StanzaError> {
+        match self.occupant(from) {
+            Some(o) if o.role == Role::Moderator => Ok(()),
+            _ => Err(err(StanzaErrorCondition::Forbidden, "moderators only")),
+        }
+    }
+
+    /// Whether the message with this stanza-id is in the history sent on join.
+    pub fn in_history(&self, sid: &str) -> bool {
+        self.history
+            .iter()
+            .any(|h| stanza_id(&h.el, &self.jid) == Some(sid))
+    }
+
+    /// XEP-0425: a moderator retracts the message `sid` (found by the caller in the history
+    /// or the archive). It leaves the history, every occupant gets the retraction, which is
+    /// archived too (XEP-0424 §5). Returns the `<retracted/>` for the archived message's
+    /// tombstone.
+    pub fn moderate(
+        &mut self,
+        from: &FullJid,
+        sid: &str,
+        reason: Option<&str>,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<Element, StanzaError> {
+        self.check_moderator(from)?;
+        let Some(m) = self.occupant(from) else {
+            return Err(err(StanzaErrorCondition::Forbidden, "moderators only"));
+        };
+        let moderated = Element::new("moderated", NS_MODERATE)
+            .attr("by", m.room_jid.as_str())
+            .child(occupant_id_el(&m.occupant_id));
+        let (nick, real) = (m.nick.clone(), m.jid.to_bare());
+        let reason = reason.map(|r| Element::new("reason", NS_RETRACT).text(r));
+        let mut retract = Element::new("retract", NS_RETRACT)
+            .attr("id", sid)
+            .child(moderated.clone());
+        let mut retracted = Element::new("retracted", NS_RETRACT)
+            .attr("stamp", format_datetime(now))
+            .child(moderated);
+        if let Some(r) = reason {
+            retract.push_child(r.clone());
+            retracted.push_child(r);
+        }
+        let id = new_id(now);
+        retracted.set_attr("id", id.as_str());
+        let own_sid = new_stanza_id();
+        let notice = Element::new("message", ns::CLIENT)
+            .attr("from", self.jid.as_str())
+            .attr("type", "groupchat")
+            .attr("id", id)
+            .child(retract)
+            .child(
+                Element::new("stanza-id", NS_SID)
+                    .attr("id", own_sid.as_str())
+                    .attr("by", self.jid.as_str()),
+            );
+        let notice = Arc::new(notice);
+        let before = self.history.len();
+        let room = self.jid.clone();
+        self.history
+            .retain(|h| stanza_id(&h.el, &room) != Some(sid));
+        if self.history.len() != before {
+            self.history_bytes = self.history.iter().map(|h| h.chars).sum();
+        }
+        for o in &self.occupants {
+            out.deliver.push((notice.clone(), o.jid.clone()));
+        }
+        if self.config.mam {
+            out.archive.push(ArchiveItem {
+                id: own_sid,
+                nick,
+                jid: real,
+                el: notice,
+            });
+        }
+        Ok(retracted)
+    }
+
+    /// XEP-0424 §5: what stays of a retracted message in the archive: who sent it and its
+    /// ids, the content replaced by `<retracted/>`.
+    pub fn tombstone(original: &Element, retracted: Element) -> Element {
+        let mut t = Element::new("message", ns::CLIENT);
+        for a in ["from", "id", "type"] {
+            if let Some(v) = original.get_attr(a) {
+                t.set_attr(a, v);
+            }
+        }
+        t.push_child(retracted);
+        for c in original.elements() {
+            if c.is("stanza-id", NS_SID) || c.is("occupant-id", NS_OCCUPANT_ID) {
+                t.push_child(c.clone());
+            }
+        }
+        t
+    }
+
     /// XEP-0045 §10.2: the configuration form (owners only).
     pub fn owner_get(&self, from: &FullJid, max_occupants: usize) -> Result<Element, StanzaError> {
         if self.affiliation(&from.to_bare()) != Affiliation::Owner {
@@ -1488,6 +1663,7 @@ impl Room {
         for o in std::mem::take(&mut self.occupants) {
             let p = Self::presence(
                 &o.room_jid,
+                &o.occupant_id,
                 true,
                 &[],
                 UserX {
@@ -1517,6 +1693,7 @@ impl Room {
             };
             let p = Self::presence(
                 &o.room_jid,
+                &o.occupant_id,
                 true,
                 &[],
                 UserX {

@@ -1095,7 +1095,7 @@ async fn lost_sessions_leave_without_the_presence_module() {
 async fn persistent_rooms_survive_a_restart() {
     let mut ts = server().await;
     let mut c = users(&ts, &["alice", "bob"]).await;
-    create(&mut c[0], "keep", "alice").await;
+    let alice_id = occupant_id(&create(&mut c[0], "keep", "alice").await);
     let r = configure(
         &mut c[0],
         "keep",
@@ -1127,6 +1127,7 @@ async fn persistent_rooms_survive_a_restart() {
     .await
     .expect("send");
     message_from(&mut c[0], &occ("keep", "alice")).await;
+    say(&mut c[0], "keep", "alice", "kept message").await;
     leave(&mut c[0], "keep", "alice").await;
     // Empty but persistent: still there.
     let info = disco_info(&mut c[1], &room("keep")).await;
@@ -1153,8 +1154,14 @@ async fn persistent_rooms_survive_a_restart() {
     assert_eq!(subject.as_deref(), Some("Kept subject"));
     let info = disco_info(&mut bob, &room("keep")).await;
     assert!(format!("{info}").contains("Kept"), "{info}");
-    // Destroying it removes it from storage too.
+    // The archive and the occupant ids outlive the restart.
+    let (r, _) = query_archive(&mut bob, "keep", mam_query(&[], &[])).await;
+    assert_eq!(bodies(&r), ["kept message"]);
     let mut alice = ts.login_available("alice").await;
+    let got = join(&mut alice, "keep", "alice").await;
+    let me = got.iter().find(|e| has_code(e, "110")).expect("self");
+    assert_eq!(occupant_id(me), alice_id);
+    // Destroying it removes it from storage too.
     let r = iq(
         &mut alice,
         "set",
@@ -1172,6 +1179,23 @@ async fn persistent_rooms_survive_a_restart() {
         .await
         .expect("list");
     assert!(rows.is_empty(), "{rows:?}");
+    let archive = ts
+        .server()
+        .ctx()
+        .stores
+        .room_archive
+        .query_room_archive(
+            MUC,
+            "keep",
+            &confab_store::ArchiveQuery {
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query")
+        .expect("page");
+    assert!(archive.items.is_empty(), "{archive:?}");
 }
 
 #[tokio::test]
@@ -1229,4 +1253,471 @@ async fn self_ping_and_other_iqs_to_occupants() {
     )
     .await;
     assert_eq!(condition(&r), "not-acceptable");
+    // XEP-0410: advertised; leaving, a room that does not exist: not joined.
+    assert!(features(&disco_info(&mut c[0], &room("ping")).await)
+        .contains(&"http://jabber.org/protocol/muc#self-ping-optimization".to_string()));
+    let r = iq(
+        &mut c[1],
+        "get",
+        Some(&occ("nosuchroom", "bob")),
+        Element::new("ping", ns::PING),
+    )
+    .await;
+    assert_eq!(condition(&r), "not-acceptable");
+    join(&mut c[1], "ping", "bob").await;
+    let r = iq(
+        &mut c[1],
+        "get",
+        Some(&occ("ping", "bob")),
+        Element::new("ping", ns::PING),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    leave(&mut c[1], "ping", "bob").await;
+    let r = iq(
+        &mut c[1],
+        "get",
+        Some(&occ("ping", "bob")),
+        Element::new("ping", ns::PING),
+    )
+    .await;
+    assert_eq!(condition(&r), "not-acceptable");
+}
+
+const MAM: &str = "urn:xmpp:mam:2";
+const RSM: &str = "http://jabber.org/protocol/rsm";
+const SID: &str = "urn:xmpp:sid:0";
+const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+const MODERATE: &str = "urn:xmpp:message-moderate:1";
+const RETRACT: &str = "urn:xmpp:message-retract:1";
+
+/// A MAM query: the form fields, then RSM children (`max`, `after`, `before`).
+fn mam_query(fields: &[(&str, &str)], set: &[(&str, &str)]) -> Element {
+    let mut q = Element::new("query", MAM).attr("queryid", "q1");
+    if !fields.is_empty() {
+        let mut x = Element::new("x", XDATA).attr("type", "submit").child(
+            Element::new("field", XDATA)
+                .attr("var", "FORM_TYPE")
+                .child(Element::new("value", XDATA).text(MAM)),
+        );
+        for (var, value) in fields {
+            x.push_child(
+                Element::new("field", XDATA)
+                    .attr("var", *var)
+                    .child(Element::new("value", XDATA).text(*value)),
+            );
+        }
+        q.push_child(x);
+    }
+    if !set.is_empty() {
+        let mut s = Element::new("set", RSM);
+        for (name, value) in set {
+            s.push_child(Element::new(*name, RSM).text(*value));
+        }
+        q.push_child(s);
+    }
+    q
+}
+
+/// Sends a MAM query to a room; returns the forwarded messages in order and the IQ reply.
+async fn query_archive(
+    c: &mut ClientSession,
+    room_name: &str,
+    q: Element,
+) -> (Vec<Element>, Element) {
+    let id = format!("mam-{}", rand_id());
+    c.send(
+        &Element::new("iq", ns::CLIENT)
+            .attr("type", "set")
+            .attr("id", id.clone())
+            .attr("to", room(room_name))
+            .child(q),
+    )
+    .await
+    .expect("send");
+    let mut results = Vec::new();
+    loop {
+        let e = recv(c).await;
+        if e.name == "iq" && e.get_attr("id") == Some(id.as_str()) {
+            return (results, e);
+        }
+        if let Some(r) = e.get_child("result", MAM) {
+            assert_eq!(e.get_attr("from"), Some(room(room_name).as_str()), "{e}");
+            assert_eq!(r.get_attr("queryid"), Some("q1"), "{e}");
+            results.push(e);
+        }
+    }
+}
+
+/// The archived message inside a MAM result.
+fn forwarded(result: &Element) -> &Element {
+    result
+        .get_child("result", MAM)
+        .and_then(|r| r.get_child("forwarded", "urn:xmpp:forward:0"))
+        .and_then(|f| f.get_child("message", ns::CLIENT))
+        .unwrap_or_else(|| panic!("no forwarded message in {result}"))
+}
+
+fn result_id(result: &Element) -> String {
+    result
+        .get_child("result", MAM)
+        .and_then(|r| r.get_attr("id"))
+        .map(str::to_string)
+        .unwrap_or_default()
+}
+
+fn bodies(results: &[Element]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| body(forwarded(r)).unwrap_or_default())
+        .collect()
+}
+
+fn fin(reply: &Element) -> &Element {
+    reply
+        .get_child("fin", MAM)
+        .unwrap_or_else(|| panic!("no fin in {reply}"))
+}
+
+fn complete(reply: &Element) -> bool {
+    fin(reply).get_attr("complete") == Some("true")
+}
+
+fn rsm_last(reply: &Element) -> String {
+    fin(reply)
+        .get_child("set", RSM)
+        .and_then(|s| s.get_child("last", RSM))
+        .map(Element::text_content)
+        .unwrap_or_default()
+}
+
+/// The room's stanza-id on a message it sent (exactly one must be there).
+fn room_sid(m: &Element, room_name: &str) -> String {
+    let ids: Vec<&Element> = m
+        .elements()
+        .filter(|c| c.is("stanza-id", SID) && c.get_attr("by") == Some(room(room_name).as_str()))
+        .collect();
+    assert_eq!(ids.len(), 1, "one stanza-id by the room in {m}");
+    ids[0].get_attr("id").unwrap_or_default().to_string()
+}
+
+fn occupant_id(e: &Element) -> String {
+    let ids: Vec<&Element> = e
+        .elements()
+        .filter(|c| c.is("occupant-id", OCCUPANT_ID))
+        .collect();
+    assert_eq!(ids.len(), 1, "one occupant-id in {e}");
+    ids[0].get_attr("id").unwrap_or_default().to_string()
+}
+
+/// Sends a groupchat message and returns it as reflected to the sender.
+async fn say(c: &mut ClientSession, room_name: &str, nick: &str, text: &str) -> Element {
+    c.send(&groupchat(room_name, text)).await.expect("send");
+    expect(c, "reflected message", |e| {
+        e.name == "message"
+            && e.get_attr("from") == Some(occ(room_name, nick).as_str())
+            && body(e).as_deref() == Some(text)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn room_archive_is_queryable_with_mam() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    create(&mut c[0], "arch", "alice").await;
+    assert!(features(&disco_info(&mut c[0], &room("arch")).await).contains(&MAM.to_string()));
+    join(&mut c[1], "arch", "bob").await;
+    let mut sids = Vec::new();
+    for i in 0..4 {
+        let m = say(&mut c[0], "arch", "alice", &format!("m{i}")).await;
+        sids.push(room_sid(&m, "arch"));
+    }
+    // A subject change is not archived; a message from Bob is.
+    c[0].send(
+        &Element::new("message", ns::CLIENT)
+            .attr("to", room("arch"))
+            .attr("type", "groupchat")
+            .child(Element::new("subject", ns::CLIENT).text("news")),
+    )
+    .await
+    .expect("send");
+    let m = say(&mut c[1], "arch", "bob", "b0").await;
+    sids.push(room_sid(&m, "arch"));
+
+    // Carol never entered the open room: she may read it, oldest first, each result with
+    // the occupant JID, the stanza-id as its id, a delay, and no `to`.
+    let (r, reply) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
+    assert_eq!(reply.get_attr("type"), Some("result"), "{reply}");
+    assert_eq!(bodies(&r), ["m0", "m1", "m2", "m3", "b0"]);
+    assert!(complete(&reply));
+    assert_eq!(r.iter().map(result_id).collect::<Vec<_>>(), sids);
+    let first = forwarded(&r[0]);
+    assert_eq!(first.get_attr("from"), Some(occ("arch", "alice").as_str()));
+    assert_eq!(first.get_attr("type"), Some("groupchat"));
+    assert_eq!(first.get_attr("to"), None);
+    assert!(r[0]
+        .get_child("result", MAM)
+        .and_then(|x| x.get_child("forwarded", "urn:xmpp:forward:0"))
+        .and_then(|f| f.get_child("delay", ns::DELAY))
+        .is_some());
+    // Semi-anonymous: no real JID for Carol.
+    assert!(user_x(first).is_none(), "{first}");
+    // The owner (an admin of the room) sees who sent it.
+    let (r, _) = query_archive(&mut c[0], "arch", mam_query(&[], &[("max", "1")])).await;
+    assert_eq!(
+        user_x(forwarded(&r[0]))
+            .and_then(|x| x.get_child("item", NS_USER))
+            .and_then(|i| i.get_attr("jid")),
+        Some("alice@localhost")
+    );
+
+    // Paging: forwards, after the last of a page, and the last page (empty <before/>).
+    let (r, reply) = query_archive(&mut c[2], "arch", mam_query(&[], &[("max", "2")])).await;
+    assert_eq!(bodies(&r), ["m0", "m1"]);
+    assert!(!complete(&reply));
+    let last = rsm_last(&reply);
+    let (r, reply) = query_archive(
+        &mut c[2],
+        "arch",
+        mam_query(&[], &[("max", "2"), ("after", &last)]),
+    )
+    .await;
+    assert_eq!(bodies(&r), ["m2", "m3"]);
+    assert!(!complete(&reply));
+    let (r, reply) = query_archive(
+        &mut c[2],
+        "arch",
+        mam_query(&[], &[("max", "2"), ("before", "")]),
+    )
+    .await;
+    assert_eq!(bodies(&r), ["m3", "b0"]);
+    assert!(!complete(&reply));
+    // Filters: one occupant's messages, a time range.
+    let (r, _) = query_archive(
+        &mut c[2],
+        "arch",
+        mam_query(&[("with", &occ("arch", "bob"))], &[]),
+    )
+    .await;
+    assert_eq!(bodies(&r), ["b0"]);
+    let (r, reply) = query_archive(
+        &mut c[2],
+        "arch",
+        mam_query(&[("start", "2100-01-01T00:00:00Z")], &[]),
+    )
+    .await;
+    assert!(r.is_empty() && complete(&reply));
+    let (r, _) = query_archive(
+        &mut c[2],
+        "arch",
+        mam_query(&[("end", "2100-01-01T00:00:00Z")], &[]),
+    )
+    .await;
+    assert_eq!(r.len(), 5);
+    // Bad input: a form with a wrong value, an unknown id, a JID of no occupant.
+    for (q, cond) in [
+        (mam_query(&[("start", "yesterday")], &[]), "bad-request"),
+        (mam_query(&[("ids", "x")], &[]), "item-not-found"),
+        (
+            mam_query(&[("include-groupchat", "true")], &[]),
+            "bad-request",
+        ),
+        (mam_query(&[], &[("after", "nope")]), "item-not-found"),
+        (mam_query(&[("with", "bob@localhost")], &[]), "bad-request"),
+    ] {
+        let (r, reply) = query_archive(&mut c[2], "arch", q).await;
+        assert!(r.is_empty());
+        assert_eq!(condition(&reply), cond, "{reply}");
+    }
+
+    // Archiving off: no feature, no query, nothing kept; on again: the old messages are
+    // still there, the ones sent meanwhile are not.
+    let r = configure(&mut c[0], "arch", &[("mam", "0")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    assert!(!features(&disco_info(&mut c[0], &room("arch")).await).contains(&MAM.to_string()));
+    let (_, reply) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
+    assert_eq!(condition(&reply), "service-unavailable");
+    say(&mut c[0], "arch", "alice", "off the record").await;
+    configure(&mut c[0], "arch", &[("mam", "1")]).await;
+    let (r, _) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
+    assert_eq!(r.len(), 5);
+
+    // Members-only: the archive is the members'.
+    configure(&mut c[0], "arch", &[("muc#roomconfig_membersonly", "1")]).await;
+    let (r, reply) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
+    assert!(r.is_empty());
+    assert_eq!(condition(&reply), "forbidden");
+    let (r, _) = query_archive(&mut c[0], "arch", mam_query(&[], &[])).await;
+    assert_eq!(r.len(), 5);
+
+    // A room that is gone takes its archive with it: the same name again starts empty.
+    leave(&mut c[0], "arch", "alice").await;
+    create(&mut c[0], "arch", "alice").await;
+    let (r, reply) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
+    assert!(r.is_empty() && complete(&reply), "{reply}");
+}
+
+#[tokio::test]
+async fn the_server_default_turns_archiving_off() {
+    let ts = server_with(|m| m.mam = false).await;
+    let mut c = users(&ts, &["alice"]).await;
+    create(&mut c[0], "quiet", "alice").await;
+    assert!(!features(&disco_info(&mut c[0], &room("quiet")).await).contains(&MAM.to_string()));
+    say(&mut c[0], "quiet", "alice", "hello").await;
+    let (_, reply) = query_archive(&mut c[0], "quiet", mam_query(&[], &[])).await;
+    assert_eq!(condition(&reply), "service-unavailable");
+}
+
+#[tokio::test]
+async fn stanza_ids_and_occupant_ids() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "ids", "alice").await;
+    create(&mut c[0], "other", "alice").await;
+    let f = features(&disco_info(&mut c[0], &room("ids")).await);
+    for feature in [SID, OCCUPANT_ID] {
+        assert!(f.contains(&feature.to_string()), "{feature}");
+    }
+    // Bob's presence carries his occupant id, to himself and to others; a forged one in
+    // his own presence is dropped.
+    let forged_presence = join_el("ids", "bob", muc_x())
+        .child(Element::new("occupant-id", OCCUPANT_ID).attr("id", "forged"));
+    c[1].send(&forged_presence).await.expect("send");
+    let own = expect(&mut c[1], "own presence", |e| {
+        e.name == "presence" && has_code(e, "110")
+    })
+    .await;
+    let bob_id = occupant_id(&own);
+    assert_ne!(bob_id, "forged");
+    let seen = presence_from(&mut c[0], &occ("ids", "bob")).await;
+    assert_eq!(occupant_id(&seen), bob_id);
+
+    // A message with a forged stanza-id and occupant-id: the room's replace them.
+    let mut m = groupchat("ids", "hi");
+    m.push_child(
+        Element::new("stanza-id", SID)
+            .attr("id", "fake")
+            .attr("by", room("ids")),
+    );
+    m.push_child(Element::new("occupant-id", OCCUPANT_ID).attr("id", "forged"));
+    c[1].send(&m).await.expect("send");
+    let mut sid = None;
+    for cl in c.iter_mut() {
+        let got = message_from(cl, &occ("ids", "bob")).await;
+        let s = room_sid(&got, "ids");
+        assert_ne!(s, "fake");
+        assert_eq!(*sid.get_or_insert(s.clone()), s, "the same id for everyone");
+        assert_eq!(occupant_id(&got), bob_id);
+    }
+    // Private messages carry it too.
+    c[1].send(
+        &Element::new("message", ns::CLIENT)
+            .attr("to", occ("ids", "alice"))
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("psst")),
+    )
+    .await
+    .expect("send");
+    let pm = message_from(&mut c[0], &occ("ids", "bob")).await;
+    assert_eq!(occupant_id(&pm), bob_id);
+
+    // Stable for the user whatever the nick, different for another user and another room.
+    leave(&mut c[1], "ids", "bob").await;
+    let got = join(&mut c[1], "ids", "robert").await;
+    let own = got
+        .iter()
+        .find(|e| e.name == "presence" && has_code(e, "110"))
+        .expect("own presence");
+    assert_eq!(occupant_id(own), bob_id);
+    let alice = got
+        .iter()
+        .find(|e| e.get_attr("from") == Some(occ("ids", "alice").as_str()))
+        .expect("alice's presence");
+    assert_ne!(occupant_id(alice), bob_id);
+    let got = join(&mut c[1], "other", "bob").await;
+    let own = got
+        .iter()
+        .find(|e| e.name == "presence" && has_code(e, "110"))
+        .expect("own presence");
+    assert_ne!(occupant_id(own), bob_id);
+}
+
+#[tokio::test]
+async fn moderators_retract_messages() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    let alice_id = occupant_id(&create(&mut c[0], "mod", "alice").await);
+    assert!(features(&disco_info(&mut c[0], &room("mod")).await).contains(&MODERATE.to_string()));
+    join(&mut c[1], "mod", "bob").await;
+    let bad = say(&mut c[1], "mod", "bob", "something rude").await;
+    let sid = room_sid(&bad, "mod");
+    let _ = message_from(&mut c[0], &occ("mod", "bob")).await;
+    let keep = say(&mut c[1], "mod", "bob", "something nice").await;
+    let _ = message_from(&mut c[0], &occ("mod", "bob")).await;
+    let moderate = |id: &str, retract: bool| {
+        let mut m = Element::new("moderate", MODERATE).attr("id", id);
+        if retract {
+            m.push_child(Element::new("retract", RETRACT));
+        }
+        m.child(Element::new("reason", MODERATE).text("rude"))
+    };
+
+    // Bob is no moderator; an unknown id and a request without <retract/> change nothing.
+    let r = iq(&mut c[1], "set", Some(&room("mod")), moderate(&sid, true)).await;
+    assert_eq!(condition(&r), "forbidden");
+    let r = iq(&mut c[0], "set", Some(&room("mod")), moderate("nope", true)).await;
+    assert_eq!(condition(&r), "item-not-found");
+    let r = iq(&mut c[0], "set", Some(&room("mod")), moderate(&sid, false)).await;
+    assert_ne!(r.get_attr("type"), Some("result"), "{r}");
+    assert!(no_message(&mut c[1], 200).await);
+
+    // Alice retracts it: everyone is told, with her occupant JID and id and the reason.
+    c[0].send(
+        &Element::new("iq", ns::CLIENT)
+            .attr("type", "set")
+            .attr("id", "mod-1")
+            .attr("to", room("mod"))
+            .child(moderate(&sid, true)),
+    )
+    .await
+    .expect("send");
+    for (i, cl) in c.iter_mut().take(2).enumerate() {
+        let m = message_from(cl, &room("mod")).await;
+        if i == 0 {
+            let r = expect(cl, "iq reply", |e| e.get_attr("id") == Some("mod-1")).await;
+            assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+        }
+        let retract = m
+            .get_child("retract", RETRACT)
+            .unwrap_or_else(|| panic!("{m}"));
+        assert_eq!(retract.get_attr("id"), Some(sid.as_str()));
+        let by = retract.get_child("moderated", MODERATE).expect("moderated");
+        assert_eq!(by.get_attr("by"), Some(occ("mod", "alice").as_str()));
+        assert_eq!(occupant_id(by), alice_id);
+        assert_eq!(
+            retract
+                .get_child("reason", RETRACT)
+                .map(Element::text_content)
+                .as_deref(),
+            Some("rude")
+        );
+    }
+    // The archive keeps a tombstone (and the retraction); history no longer replays it.
+    let (r, _) = query_archive(&mut c[2], "mod", mam_query(&[], &[])).await;
+    assert_eq!(r.len(), 3, "{r:?}");
+    let tomb = forwarded(&r[0]);
+    assert_eq!(result_id(&r[0]), sid);
+    assert!(body(tomb).is_none(), "{tomb}");
+    assert!(tomb.get_child("retracted", RETRACT).is_some(), "{tomb}");
+    assert_eq!(tomb.get_attr("from"), Some(occ("mod", "bob").as_str()));
+    assert_eq!(body(forwarded(&r[1])).as_deref(), Some("something nice"));
+    assert_eq!(result_id(&r[1]), room_sid(&keep, "mod"));
+    assert!(forwarded(&r[2]).get_child("retract", RETRACT).is_some());
+    let got = join(&mut c[2], "mod", "carol").await;
+    let history: Vec<String> = got.iter().filter_map(body).collect();
+    assert_eq!(history, ["something nice"]);
+    // Once is enough.
+    let r = iq(&mut c[0], "set", Some(&room("mod")), moderate(&sid, true)).await;
+    assert_eq!(condition(&r), "item-not-found");
 }

@@ -120,6 +120,9 @@ impl StanzaErrorCondition {
 pub struct StreamError {
     pub condition: StreamErrorCondition,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §4.9.4), e.g. XEP-0198's
+    /// `<handled-count-too-high/>`.
+    pub app: Option<Element>,
 }
 
 impl StreamError {
@@ -127,6 +130,7 @@ impl StreamError {
         StreamError {
             condition,
             text: None,
+            app: None,
         }
     }
 
@@ -134,7 +138,14 @@ impl StreamError {
         StreamError {
             condition,
             text: Some(text.into()),
+            app: None,
         }
+    }
+
+    /// Adds an application-specific condition element.
+    pub fn with_app(mut self, app: Element) -> Self {
+        self.app = Some(app);
+        self
     }
 
     pub fn to_element(&self) -> Element {
@@ -142,6 +153,9 @@ impl StreamError {
             .child(Element::new(self.condition.as_str(), ns::STREAMS));
         if let Some(t) = &self.text {
             e.push_child(Element::new("text", ns::STREAMS).text(t.clone()));
+        }
+        if let Some(app) = &self.app {
+            e.push_child(app.clone());
         }
         e
     }
@@ -156,7 +170,12 @@ impl StreamError {
             .filter(|c| c.ns == ns::STREAMS)
             .find_map(|c| StreamErrorCondition::from_name(&c.name))?;
         let text = e.get_child("text", ns::STREAMS).map(|t| t.text_content());
-        Some(StreamError { condition, text })
+        let app = e.elements().find(|c| c.ns != ns::STREAMS).cloned();
+        Some(StreamError {
+            condition,
+            text,
+            app,
+        })
     }
 }
 

@@ -295,6 +295,21 @@ impl C2s {
             _ => return Err(StreamErrorCondition::NotWellFormed.into()),
         };
         self.check_header(&header)?;
+        // Nothing a client could do here (no TLS underneath, none to start, no mechanism
+        // allowed without it): say so, rather than offer empty features it would wait on.
+        let can_starttls = self.stream.as_ref().is_some_and(|s| s.offers_starttls());
+        if self.authenticated.is_none()
+            && !self.secure
+            && !can_starttls
+            && self.offered_mechanisms().is_empty()
+        {
+            tracing::info!("refusing an unencrypted stream that cannot authenticate");
+            return Err(StreamError::with_text(
+                StreamErrorCondition::PolicyViolation,
+                "encryption is required: connect over TLS (wss:// or https://)",
+            )
+            .into());
+        }
         let features = self.features();
         let from = self.stream_from();
         let id: String = {
@@ -946,6 +961,9 @@ impl C2s {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         let info = session.info.clone();
+        // Requests to let go of the session made before this connection took it were for
+        // an earlier connection.
+        let detach_seen = info.detach_generation();
         self.session = Some(info.clone());
         let outbox = &mut session.outbox;
         let close_rx = &mut session.close_rx;
@@ -1033,6 +1051,11 @@ impl C2s {
                             outbox.keep_unsent(batch);
                             return End::Gone;
                         }
+                        _ = info.detach_requested(detach_seen) => {
+                            tracing::info!("a new connection resumes this session; dropping this one");
+                            outbox.keep_unsent(batch);
+                            return End::Gone;
+                        }
                     }
                     outbox.written(batch);
                     last_out = Instant::now();
@@ -1062,6 +1085,12 @@ impl C2s {
                 }
                 _ = shutdown.changed() => {
                     return StreamErrorCondition::SystemShutdown.into();
+                }
+                _ = info.detach_requested(detach_seen) => {
+                    // Parked (see `detach::detach_for_resume`), not ended: this connection
+                    // is gone as far as the session is concerned.
+                    tracing::info!("a new connection resumes this session; dropping this one");
+                    return End::Gone;
                 }
                 _ = tokio::time::sleep(tick) => {
                     let now = Instant::now();

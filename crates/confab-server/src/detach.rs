@@ -39,6 +39,7 @@ pub fn park(ctx: &ServerCtx, mut session: Session) {
     let id = session.info.id;
     let (claim_tx, mut claim_rx) = oneshot::channel();
     ctx.router.park(id, session.info.jid.to_bare(), claim_tx);
+    session.info.notify_parked();
     tracing::info!(jid = %session.info.jid, ?timeout, "session parked for resumption");
     let ctx = ctx.clone();
     tokio::spawn(async move {
@@ -61,6 +62,33 @@ pub fn park(ctx: &ServerCtx, mut session: Session) {
         end_session(&ctx, session).await;
         ctx.router.parked_done();
     });
+}
+
+/// Makes the session parked so a new connection can resume it (XEP-0198 §5): a client
+/// whose connection died often resumes before the server has noticed, while the old
+/// connection still holds the session. That connection is dropped (what it had not
+/// written stays queued) and the session parked. True once it is parked; false if that
+/// did not happen within `wait` or the session cannot be parked (no resumption enabled).
+pub async fn detach_for_resume(
+    ctx: &ServerCtx,
+    info: &crate::session::SessionInfo,
+    wait: std::time::Duration,
+) -> bool {
+    if ctx.router.is_parked(info.id) {
+        return true;
+    }
+    if info.resume_timeout().is_none() {
+        return false;
+    }
+    let parked = info.parked_signal();
+    tokio::pin!(parked);
+    // Registered before asking, so the signal cannot be missed.
+    parked.as_mut().enable();
+    info.request_detach();
+    if !ctx.router.is_parked(info.id) {
+        let _ = tokio::time::timeout(wait, parked).await;
+    }
+    ctx.router.is_parked(info.id)
 }
 
 /// Takes the parked session `id` of `account` for a new connection; `None` if there is no

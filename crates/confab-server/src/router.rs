@@ -44,6 +44,10 @@ impl Router {
         self.parked.insert(id, (account, claim));
     }
 
+    pub(crate) fn is_parked(&self, id: u64) -> bool {
+        self.parked.contains_key(&id)
+    }
+
     pub(crate) fn unpark(&self, id: u64) {
         self.parked.remove(&id);
     }

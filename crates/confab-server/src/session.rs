@@ -108,6 +108,13 @@ pub struct SessionInfo {
     delivery_filter: std::sync::OnceLock<Arc<dyn DeliveryFilter>>,
     /// Modules' own per-session state, one value per type (see `data`).
     extensions: std::sync::Mutex<DataSlots>,
+    /// Asks the connection to let go of the session (XEP-0198 resumption on a new
+    /// connection while the old one is not yet known dead); `parked` tells it has.
+    detach: tokio::sync::Notify,
+    /// Counts detach requests: a connection acts only on requests made after it took the
+    /// session, not on a stale wake-up meant for the connection before it.
+    detach_gen: AtomicU64,
+    parked: tokio::sync::Notify,
 }
 
 /// Milliseconds since the first call in this process; a cheap clock for atomics.
@@ -148,6 +155,9 @@ impl SessionInfo {
             write_observer: std::sync::OnceLock::new(),
             delivery_filter: std::sync::OnceLock::new(),
             extensions: std::sync::Mutex::new(Vec::new()),
+            detach: tokio::sync::Notify::new(),
+            detach_gen: AtomicU64::new(0),
+            parked: tokio::sync::Notify::new(),
         };
         (info, rx)
     }
@@ -177,6 +187,37 @@ impl SessionInfo {
 
     /// Keep the session, parked, for `timeout` after its connection drops, so a new
     /// connection can resume it (XEP-0198); `None` ends it with its connection.
+    /// Asks the connection holding the session to drop and park it (see `detach`).
+    pub(crate) fn request_detach(&self) {
+        self.detach_gen.fetch_add(1, Ordering::SeqCst);
+        // A stored permit: the connection sees it even if it is busy right now.
+        self.detach.notify_one();
+    }
+
+    /// The count of detach requests so far (see `detach_requested`).
+    pub(crate) fn detach_generation(&self) -> u64 {
+        self.detach_gen.load(Ordering::SeqCst)
+    }
+
+    /// Completes when a detach was requested after the count was `seen`.
+    pub(crate) async fn detach_requested(&self, seen: u64) {
+        loop {
+            if self.detach_generation() != seen {
+                return;
+            }
+            self.detach.notified().await;
+        }
+    }
+
+    /// The session is parked (tells whoever waits in `parked_now`).
+    pub(crate) fn notify_parked(&self) {
+        self.parked.notify_waiters();
+    }
+
+    pub(crate) fn parked_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.parked.notified()
+    }
+
     pub fn set_resume_timeout(&self, timeout: Option<std::time::Duration>) {
         let ms = timeout.map_or(0, |t| {
             u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)

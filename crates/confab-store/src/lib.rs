@@ -12,6 +12,7 @@ pub mod account_data;
 mod accounts;
 pub mod archive;
 pub mod offline;
+pub mod room_archive;
 pub mod roster;
 mod sql;
 
@@ -19,6 +20,7 @@ pub use account_data::DataStore;
 pub use accounts::AccountStore;
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage};
 pub use offline::{OfflineMessage, OfflineStore};
+pub use room_archive::{RoomArchiveStore, RoomMessage};
 pub use roster::{RosterItem, RosterStore, Subscription};
 use std::sync::Arc;
 
@@ -59,6 +61,7 @@ pub struct Stores {
     pub roster: Arc<dyn RosterStore>,
     pub offline: Arc<dyn OfflineStore>,
     pub archive: Arc<dyn ArchiveStore>,
+    pub room_archive: Arc<dyn RoomArchiveStore>,
 }
 
 /// Which database to open.
@@ -229,7 +232,8 @@ impl Stores {
             data: db.clone(),
             roster: db.clone(),
             offline: db.clone(),
-            archive: db,
+            archive: db.clone(),
+            room_archive: db,
         })
     }
 }

@@ -6,7 +6,8 @@ mod harness;
 
 use confab_proto::sasl::{ScramCredentials, ScramHash};
 use confab_store::{
-    ArchiveQuery, ArchivedMessage, Backend, RosterItem, StoreError, Stores, Subscription,
+    ArchiveQuery, ArchivedMessage, Backend, RoomMessage, RosterItem, StoreError, Stores,
+    Subscription,
 };
 use harness::TestDb;
 use std::collections::BTreeSet;
@@ -29,7 +30,12 @@ conformance!(
     corrupt_rows_are_errors,
     database_errors_propagate,
     archive_paging_and_filters,
+    archive_id_filters_and_counts,
+    archive_stamps_never_decrease,
     archive_expiry,
+    archive_per_account_cap,
+    archive_batches,
+    room_archives,
 );
 
 fn creds(pw: &str) -> Vec<ScramCredentials> {
@@ -1314,4 +1320,438 @@ async fn archive_expiry(db: TestDb) {
         .expect("query")
         .expect("page");
     assert_eq!(ids(&p), ["m4"]);
+}
+
+/// Alice's archive of `order` (stamps 1000, 1001, …); returns the stores.
+async fn alice_archive(db: &TestDb, order: &[&str]) -> Stores {
+    let s = with_two(db).await;
+    for (i, id) in order.iter().enumerate() {
+        let with = if i % 2 == 0 {
+            "carol@localhost/phone"
+        } else {
+            "dave@example.org"
+        };
+        s.archive
+            .append_archive("localhost", "alice", &archived(id, with, 1000 + i as i64))
+            .await
+            .expect("append");
+    }
+    s
+}
+
+async fn archive_id_filters_and_counts(db: TestDb) {
+    let order = ["k", "b", "x", "a", "m", "c", "z", "d", "q", "e"];
+    let s = alice_archive(&db, &order).await;
+    let a = &s.archive;
+    let query = |q: ArchiveQuery| {
+        let a = a.clone();
+        async move {
+            a.query_archive("localhost", "alice", &q)
+                .await
+                .expect("query")
+        }
+    };
+    let q = |f: fn(&mut ArchiveQuery)| {
+        let mut q = ArchiveQuery {
+            max: 3,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    // after-id and before-id bound the range; the page is its oldest part.
+    let p = query(q(|q| {
+        q.after_id = Some("b".into());
+        q.before_id = Some("q".into());
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["x", "a", "m"]);
+    assert!(!p.complete);
+    // RSM pages within it, forwards and backwards.
+    let p = query(q(|q| {
+        q.after_id = Some("b".into());
+        q.before_id = Some("q".into());
+        q.after = Some("m".into());
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["c", "z", "d"]);
+    assert!(p.complete);
+    let p = query(q(|q| {
+        q.after_id = Some("b".into());
+        q.before_id = Some("q".into());
+        q.before = Some(String::new());
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["c", "z", "d"]);
+    assert!(!p.complete);
+    // The range holds x a m c z d: six, and the page starts at the fourth.
+    assert_eq!(p.count, Some(6));
+    assert_eq!(p.first_index, Some(3));
+    // ids: exactly those, in archive order, with the other filters still applying.
+    let p = query(q(|q| {
+        q.ids = vec!["e".into(), "k".into(), "a".into()];
+        q.max = 10;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["k", "a", "e"]);
+    assert!(p.complete);
+    let p = query(q(|q| {
+        q.ids = vec!["e".into(), "k".into(), "a".into()];
+        q.with = Some("dave@example.org".into());
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["a", "e"]);
+    assert_eq!(p.count, Some(2));
+    assert_eq!(p.first_index, Some(0));
+    // Counting everything; no count unless asked.
+    let p = query(q(|q| q.count = true)).await.expect("page");
+    assert_eq!((p.count, p.first_index), (Some(10), Some(0)));
+    let p = query(q(|q| {
+        q.after = Some("x".into());
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["a", "m", "c"]);
+    assert_eq!((p.count, p.first_index), (Some(10), Some(3)));
+    assert_eq!(query(q(|_| {})).await.expect("page").count, None);
+    // Time bounds as ids: start in the middle, end before it, a start past the newest.
+    let p = query(q(|q| {
+        q.start = Some(1006);
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert_eq!(ids(&p), ["z", "d", "q"]);
+    assert_eq!(p.count, Some(4));
+    let p = query(q(|q| {
+        q.start = Some(1006);
+        q.end = Some(1005);
+    }))
+    .await
+    .expect("page");
+    assert!(p.items.is_empty() && p.complete);
+    let p = query(q(|q| {
+        q.start = Some(5000);
+        q.count = true;
+    }))
+    .await
+    .expect("page");
+    assert!(p.items.is_empty() && p.complete);
+    assert_eq!(p.count, Some(0));
+    let p = query(q(|q| {
+        q.end = Some(999);
+    }))
+    .await
+    .expect("page");
+    assert!(p.items.is_empty() && p.complete);
+    // Any unknown id is item-not-found: in after-id, before-id or ids.
+    for f in [
+        (|q: &mut ArchiveQuery| q.after_id = Some("nope".into())) as fn(&mut ArchiveQuery),
+        |q| q.before_id = Some("nope".into()),
+        |q| q.ids = vec!["k".into(), "nope".into()],
+    ] {
+        assert_eq!(query(q(f)).await, None);
+    }
+}
+
+async fn archive_stamps_never_decrease(db: TestDb) {
+    let s = with_two(&db).await;
+    // A stamp older than the newest one (a clock stepping back) is raised to it, so
+    // the time filters, which rely on order, still find every message.
+    for (id, stamp) in [("a", 100), ("b", 300), ("c", 200), ("d", 400)] {
+        s.archive
+            .append_archive("localhost", "alice", &archived(id, "x@y", stamp))
+            .await
+            .expect("append");
+    }
+    let all = ArchiveQuery {
+        max: 10,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    let stamps: Vec<i64> = p.items.iter().map(|m| m.stamp).collect();
+    assert_eq!(stamps, [100, 300, 300, 400]);
+    let from = ArchiveQuery {
+        start: Some(250),
+        ..all.clone()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &from)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&p), ["b", "c", "d"]);
+}
+
+async fn archive_per_account_cap(db: TestDb) {
+    let order: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = order.iter().map(String::as_str).collect();
+    let s = alice_archive(&db, &refs).await;
+    s.archive
+        .append_archive("localhost", "bob", &archived("bobs", "x@y", 1))
+        .await
+        .expect("append");
+    // Keep the newest four, deleting at most four per call.
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "alice", 4, 4)
+            .await
+            .expect("trim"),
+        4
+    );
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "alice", 4, 4)
+            .await
+            .expect("trim"),
+        2
+    );
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "alice", 4, 4)
+            .await
+            .expect("trim"),
+        0
+    );
+    let all = ArchiveQuery {
+        max: 100,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&p), ["m6", "m7", "m8", "m9"]);
+    // Nobody else's archive is touched; keeping zero empties it.
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "bob", 1, 10)
+            .await
+            .expect("trim"),
+        0
+    );
+    assert_eq!(
+        s.archive
+            .trim_archive("localhost", "bob", 0, 10)
+            .await
+            .expect("trim"),
+        1
+    );
+}
+
+fn room_message(id: &str, nick: &str, stamp: i64) -> RoomMessage {
+    RoomMessage {
+        id: id.to_string(),
+        nick: nick.to_string(),
+        jid: format!("{nick}@localhost"),
+        stamp,
+        stanza: format!(
+            "<message id='{id}' type='groupchat'><body>{id} \u{1F600}</body></message>"
+        ),
+    }
+}
+
+async fn room_archives(db: TestDb) {
+    let s = db.open().await;
+    let a = &s.room_archive;
+    const MUC: &str = "conference.localhost";
+    let order = ["k", "b", "x", "a", "m", "c"];
+    for (i, id) in order.iter().enumerate() {
+        let nick = if i % 2 == 0 { "Alice" } else { "alice" };
+        a.append_room_message(MUC, "lounge", &room_message(id, nick, 1000 + i as i64))
+            .await
+            .expect("append");
+    }
+    // Another room, and a room of the same name on another service, are apart; the same
+    // ids may be used there.
+    for (svc, room) in [(MUC, "other"), ("conference.example.org", "lounge")] {
+        a.append_room_message(svc, room, &room_message("k", "zed", 1))
+            .await
+            .expect("append");
+    }
+    let page = |q: ArchiveQuery| {
+        let a = a.clone();
+        async move {
+            a.query_room_archive(MUC, "lounge", &q)
+                .await
+                .expect("query")
+                .expect("known ids")
+        }
+    };
+    let ids = |p: &confab_store::ArchivePage<RoomMessage>| -> Vec<String> {
+        p.items.iter().map(|m| m.id.clone()).collect()
+    };
+    let q = |max: usize| ArchiveQuery {
+        max,
+        ..Default::default()
+    };
+    let p = page(q(4)).await;
+    assert_eq!(ids(&p), ["k", "b", "x", "a"]);
+    assert!(!p.complete);
+    assert_eq!(p.items[0].nick, "Alice");
+    assert_eq!(p.items[0].jid, "Alice@localhost");
+    assert_eq!(p.items[0].stamp, 1000);
+    assert!(p.items[0].stanza.contains('\u{1F600}'));
+    let p = page(ArchiveQuery {
+        after: Some("a".into()),
+        ..q(4)
+    })
+    .await;
+    assert_eq!(ids(&p), ["m", "c"]);
+    assert!(p.complete);
+    let p = page(ArchiveQuery {
+        before: Some(String::new()),
+        ..q(4)
+    })
+    .await;
+    assert_eq!(ids(&p), ["x", "a", "m", "c"]);
+    assert!(!p.complete);
+    let p = page(ArchiveQuery {
+        before: Some("x".into()),
+        ..q(4)
+    })
+    .await;
+    assert_eq!(ids(&p), ["k", "b"]);
+    assert!(p.complete);
+    // `with` is a nick, compared exactly.
+    let p = page(ArchiveQuery {
+        with: Some("alice".into()),
+        ..q(100)
+    })
+    .await;
+    assert_eq!(ids(&p), ["b", "a", "c"]);
+    let p = page(ArchiveQuery {
+        start: Some(1002),
+        end: Some(1003),
+        ..q(100)
+    })
+    .await;
+    assert_eq!(ids(&p), ["x", "a"]);
+    // Ids of another room are unknown here.
+    let r = a
+        .query_room_archive(
+            MUC,
+            "other",
+            &ArchiveQuery {
+                after: Some("b".into()),
+                ..q(4)
+            },
+        )
+        .await
+        .expect("query");
+    assert_eq!(r, None);
+    // One message looked up and replaced (a tombstone); unknown ids change nothing.
+    let m = a.room_message(MUC, "lounge", "x").await.expect("get");
+    assert_eq!(m.map(|m| m.nick), Some("Alice".to_string()));
+    assert_eq!(
+        a.room_message(MUC, "lounge", "nope").await.expect("get"),
+        None
+    );
+    assert!(a
+        .replace_room_message(MUC, "lounge", "x", "<message id='x'/>")
+        .await
+        .expect("replace"));
+    // The same stanza again still finds the message.
+    assert!(a
+        .replace_room_message(MUC, "lounge", "x", "<message id='x'/>")
+        .await
+        .expect("replace"));
+    assert!(!a
+        .replace_room_message(MUC, "lounge", "nope", "<message/>")
+        .await
+        .expect("replace"));
+    assert!(!a
+        .replace_room_message(MUC, "other", "x", "<message/>")
+        .await
+        .expect("replace"));
+    let p = page(q(100)).await;
+    assert_eq!(ids(&p), order);
+    assert_eq!(p.items[2].stanza, "<message id='x'/>");
+    assert_eq!(p.items[2].nick, "Alice");
+    // Deleting a room's archive leaves the others.
+    assert_eq!(
+        a.delete_room_archive(MUC, "lounge").await.expect("delete"),
+        6
+    );
+    assert!(page(q(100)).await.items.is_empty());
+    for (svc, room) in [(MUC, "other"), ("conference.example.org", "lounge")] {
+        let p = a
+            .query_room_archive(svc, room, &q(10))
+            .await
+            .expect("query")
+            .expect("page");
+        assert_eq!(ids(&p), ["k"]);
+    }
+}
+
+async fn archive_batches(db: TestDb) {
+    let s = with_two(&db).await;
+    s.archive
+        .append_archive("localhost", "alice", &archived("first", "x@y", 500))
+        .await
+        .expect("append");
+    // More than one INSERT's worth, stamps partly older than what is stored.
+    let batch: Vec<ArchivedMessage> = (0..1203)
+        .map(|i| archived(&format!("b{i}"), "carol@localhost/x", 400 + i as i64))
+        .collect();
+    s.archive
+        .append_archive_batch("localhost", "alice", &batch)
+        .await
+        .expect("batch");
+    let q = ArchiveQuery {
+        max: 100,
+        before: Some(String::new()),
+        count: true,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &q)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(p.count, Some(1204));
+    assert_eq!(p.items.last().map(|m| m.id.as_str()), Some("b1202"));
+    // In order, stamps raised to the newest before them.
+    let all = ArchiveQuery {
+        max: 3,
+        ..Default::default()
+    };
+    let p = s
+        .archive
+        .query_archive("localhost", "alice", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&p), ["first", "b0", "b1"]);
+    let stamps: Vec<i64> = p.items.iter().map(|m| m.stamp).collect();
+    assert_eq!(stamps, [500, 500, 500]);
+    // Statistics can be refreshed on every backend after an import.
+    s.archive
+        .refresh_archive_statistics()
+        .await
+        .expect("analyze");
+    // A batch for a missing account writes nothing.
+    assert!(matches!(
+        s.archive
+            .append_archive_batch("localhost", "ghost", &batch[..2])
+            .await,
+        Err(StoreError::NoAccount)
+    ));
 }

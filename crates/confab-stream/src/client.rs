@@ -84,6 +84,9 @@ pub struct ClientSession {
     pub jid: FullJid,
     /// The mechanism that authenticated this session.
     pub mechanism: Mechanism,
+    /// The stream features offered after authentication (what the session may use:
+    /// stream management, roster versioning, …).
+    pub features: Element,
 }
 
 pub fn stream_header(domain: &str) -> String {
@@ -195,20 +198,47 @@ pub async fn connect_unauthenticated(
     Ok((s, features))
 }
 
-/// Connects, negotiates TLS, authenticates and binds a resource.
-pub async fn connect(opts: &ClientOptions) -> Result<ClientSession, ClientError> {
+/// An authenticated stream, restarted after SASL, before any resource is bound: where a
+/// client either binds a new resource ([`bind`]) or resumes an earlier session (XEP-0198).
+pub struct Authenticated {
+    pub stream: XmlStream<Transport>,
+    /// The features of the restarted stream (bind, stream management, …).
+    pub features: Element,
+    /// The mechanism that authenticated this stream.
+    pub mechanism: Mechanism,
+}
+
+/// Connects, negotiates TLS and authenticates, up to the features of the restarted stream.
+pub async fn connect_authenticated(opts: &ClientOptions) -> Result<Authenticated, ClientError> {
     let (mut s, features) = connect_unauthenticated(opts).await?;
     let mechanism = authenticate(&mut s, &features, opts).await?;
     s.restart();
     let features = open_stream(&mut s, &opts.domain).await?;
+    Ok(Authenticated {
+        stream: s,
+        features,
+        mechanism,
+    })
+}
+
+/// Binds a resource (`resource`, or one the server picks) on an authenticated stream.
+pub async fn bind(
+    auth: Authenticated,
+    resource: Option<&str>,
+) -> Result<ClientSession, ClientError> {
+    let Authenticated {
+        stream: mut s,
+        features,
+        mechanism,
+    } = auth;
     if features.get_child("bind", ns::BIND).is_none() {
         return Err(ClientError::Protocol(
             "server offers no resource binding".into(),
         ));
     }
     let mut bind = Element::new("bind", ns::BIND);
-    if let Some(r) = &opts.resource {
-        bind.push_child(Element::new("resource", ns::BIND).text(r.clone()));
+    if let Some(r) = resource {
+        bind.push_child(Element::new("resource", ns::BIND).text(r.to_string()));
     }
     let iq = Element::new("iq", ns::CLIENT)
         .attr("type", "set")
@@ -216,6 +246,9 @@ pub async fn connect(opts: &ClientOptions) -> Result<ClientSession, ClientError>
         .child(bind);
     s.write_element(&iq, ns::CLIENT).await?;
     let reply = s.next_element().await?;
+    if let Some(err) = StreamError::from_element(&reply) {
+        return Err(ClientError::Stream(err));
+    }
     if reply.get_attr("type") != Some("result") {
         return Err(ClientError::Protocol(format!("bind failed: {reply}")));
     }
@@ -230,7 +263,14 @@ pub async fn connect(opts: &ClientOptions) -> Result<ClientSession, ClientError>
         stream: s,
         jid,
         mechanism,
+        features,
     })
+}
+
+/// Connects, negotiates TLS, authenticates and binds a resource.
+pub async fn connect(opts: &ClientOptions) -> Result<ClientSession, ClientError> {
+    let auth = connect_authenticated(opts).await?;
+    bind(auth, opts.resource.as_deref()).await
 }
 
 fn offered_mechanisms(features: &Element) -> Vec<String> {

@@ -107,6 +107,15 @@ impl TestServer {
         o
     }
 
+    /// Creates `user@domain` on a server configured with more domains than `localhost`.
+    pub async fn add_account(&self, jid: &str) {
+        let jid = confab_proto::BareJid::new(jid).expect("jid");
+        let ctx = self.server().ctx();
+        confab_server::accounts::create(&ctx.stores, &jid, PASSWORD, 4096)
+            .await
+            .expect("account created");
+    }
+
     pub async fn login(&self, user: &str) -> ClientSession {
         connect(&self.options(user)).await.expect("login succeeds")
     }
@@ -336,4 +345,160 @@ pub fn condition(e: &Element) -> String {
     confab_proto::StanzaError::from_stanza(e)
         .map(|e| e.condition.as_str().to_string())
         .unwrap_or_else(|| format!("no error in {e}"))
+}
+
+/// A loopback TCP proxy in front of a server, for tests of lost connections: `cut` drops
+/// every open connection at once (bytes in flight are lost, neither side sees a stream
+/// close), `stop` also refuses new ones until `restore`.
+pub struct TcpProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    upstream: SocketAddr,
+    /// True while `freeze` holds: nothing is forwarded either way. Replaced by `cut`, so
+    /// the connections it drops can never forward what they held.
+    frozen: std::sync::Arc<std::sync::Mutex<tokio::sync::watch::Sender<bool>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+    conns: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listen");
+        let addr = listener.local_addr().expect("proxy addr");
+        let mut proxy = TcpProxy {
+            addr,
+            upstream,
+            frozen: std::sync::Arc::new(std::sync::Mutex::new(
+                tokio::sync::watch::channel(false).0,
+            )),
+            accepted: Default::default(),
+            listener: None,
+            conns: Default::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream;
+        let conns = self.conns.clone();
+        let frozen = self.frozen.clone();
+        let accepted = self.accepted.clone();
+        self.listener = Some(tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (Ok(mut set), Ok(f)) = (conns.lock(), frozen.lock()) else {
+                    return;
+                };
+                let (up, down) = (f.subscribe(), f.subscribe());
+                set.spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    // A cut resets both connections (RST), as a dying network path or
+                    // NAT does: no orderly close that a peer not reading would miss.
+                    let _ = client.set_zero_linger();
+                    let _ = server.set_zero_linger();
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::select! {
+                        _ = forward(cr, sw, up) => {}
+                        _ = forward(sr, cw, down) => {}
+                    }
+                });
+            }
+        }));
+    }
+
+    /// How many connections the proxy has accepted.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops forwarding both ways (a network that black-holes traffic): what either side
+    /// writes meanwhile stays in the proxy's socket buffers, and is lost on `cut`.
+    pub fn freeze(&self) {
+        if let Ok(f) = self.frozen.lock() {
+            f.send_replace(true);
+        }
+    }
+
+    /// Drops every open connection; new ones are still accepted (and forwarded: a freeze
+    /// ends here).
+    pub fn cut(&self) {
+        if let Ok(mut set) = self.conns.lock() {
+            set.abort_all();
+        }
+        // The old flag goes with the old connections: a task not yet aborted sees it
+        // closed and stops, instead of forwarding what it held.
+        if let Ok(mut f) = self.frozen.lock() {
+            *f = tokio::sync::watch::channel(false).0;
+        }
+    }
+
+    /// Drops every open connection and refuses new ones (the port is closed).
+    pub async fn stop(&mut self) {
+        if let Some(l) = self.listener.take() {
+            l.abort();
+            let _ = l.await;
+        }
+        self.cut();
+    }
+
+    /// Accepts connections again, on the same port.
+    pub async fn restore(&mut self) {
+        let started = tokio::time::Instant::now();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "proxy port {}: {e}",
+                        self.addr
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+/// Copies one direction until either side closes, pausing while `frozen` is true.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Bytes read as the freeze began are held back too, and lost on a cut.
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        if let Some(l) = self.listener.take() {
+            l.abort();
+        }
+        self.cut();
+    }
 }

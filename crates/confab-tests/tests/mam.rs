@@ -266,6 +266,13 @@ async fn both_sides_archived_and_paged_both_ways() {
     let a = ask(&mut alice, None, query("e", &[("start", "yesterday")], &[])).await;
     assert_eq!(condition(&a.reply), "bad-request");
     let a = ask(&mut alice, None, query("e", &[("ids", "x")], &[])).await;
+    assert_eq!(condition(&a.reply), "item-not-found");
+    let a = ask(
+        &mut alice,
+        None,
+        query("e", &[("include-groupchat", "true")], &[]),
+    )
+    .await;
     assert_eq!(condition(&a.reply), "bad-request");
     // Bob's ids are not in alice's archive.
     let a = ask(
@@ -427,7 +434,9 @@ async fn an_archive_is_its_owners_alone_and_goes_with_the_account() {
         .filter_map(|f| f.get_attr("var"))
         .collect();
     assert!(
-        features.contains(&NS) && features.contains(&SID_NS),
+        features.contains(&NS)
+            && features.contains(&SID_NS)
+            && features.contains(&confab_modules::mam::EXTENDED),
         "{info}"
     );
     // Deleting bob deletes his archive: a new bob starts empty.
@@ -443,4 +452,376 @@ async fn an_archive_is_its_owners_alone_and_goes_with_the_account() {
     // Alice's side is hers and stays.
     let a = ask(&mut alice, None, query("x", &[], &[])).await;
     assert_eq!(a.bodies(), ["private talk"]);
+}
+
+/// Alice sends bob `n` messages `m0`… while both are online; bob's stanza ids, in order.
+async fn conversation(alice: &mut ClientSession, bob: &mut ClientSession, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        alice
+            .send(&chat("bob@localhost", &format!("m{i}")))
+            .await
+            .expect("send");
+        let m = recv_message(bob).await;
+        ids.push(
+            stanza_id(&m, "bob@localhost")
+                .expect("stanza id")
+                .to_string(),
+        );
+    }
+    ids
+}
+
+#[tokio::test]
+async fn extended_queries_ids_flipped_pages_metadata_and_counts() {
+    let ts = TestServer::start().await;
+    for u in ["alice", "bob"] {
+        ts.add_user(u).await;
+    }
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    // An empty archive has empty metadata.
+    let meta = iq(&mut bob, "get", None, Element::new("metadata", NS)).await;
+    let m = meta.get_child("metadata", NS).expect("metadata");
+    assert!(m.elements().next().is_none(), "{meta}");
+    let ids = conversation(&mut alice, &mut bob, 8).await;
+    // after-id / before-id bound the range: the page is its oldest part.
+    let a = ask(
+        &mut bob,
+        None,
+        query(
+            "r",
+            &[
+                ("after-id", ids[1].as_str()),
+                ("before-id", ids[6].as_str()),
+            ],
+            &[("max", "3")],
+        ),
+    )
+    .await;
+    assert_eq!(a.bodies(), ["m2", "m3", "m4"]);
+    assert!(!a.complete());
+    // ids: exactly those (in archive order).
+    let a = ask(
+        &mut bob,
+        None,
+        query(
+            "i",
+            &[("ids", ids[5].as_str()), ("ids", ids[0].as_str())],
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(a.bodies(), ["m0", "m5"]);
+    // An unknown after-id is item-not-found.
+    let a = ask(&mut bob, None, query("u", &[("after-id", "nope")], &[])).await;
+    assert_eq!(condition(&a.reply), "item-not-found");
+    // A flipped page: the same results, newest first.
+    let mut q = query("f", &[], &[("max", "3"), ("before", "")]);
+    q.push_child(Element::new("flip-page", NS));
+    let a = ask(&mut bob, None, q).await;
+    assert_eq!(a.bodies(), ["m7", "m6", "m5"]);
+    // The count alone with <max>0</max>.
+    let a = ask(&mut bob, None, query("c", &[], &[("max", "0")])).await;
+    assert!(a.items.is_empty());
+    assert_eq!(a.rsm("count").as_deref(), Some("8"));
+    // No count unless asked (it costs a scan).
+    let a = ask(&mut bob, None, query("n", &[], &[("max", "2")])).await;
+    assert_eq!(a.rsm("count"), None);
+    // Metadata: the first and the last message.
+    let meta = iq(&mut bob, "get", None, Element::new("metadata", NS)).await;
+    let m = meta.get_child("metadata", NS).expect("metadata");
+    assert_eq!(
+        m.get_child("start", NS).and_then(|e| e.get_attr("id")),
+        Some(ids[0].as_str()),
+        "{meta}"
+    );
+    assert_eq!(
+        m.get_child("end", NS).and_then(|e| e.get_attr("id")),
+        Some(ids[7].as_str()),
+        "{meta}"
+    );
+    // The query form offers the extended fields.
+    let form = iq(&mut bob, "get", None, Element::new("query", NS)).await;
+    let form = form.to_string();
+    for var in ["before-id", "after-id", "ids"] {
+        assert!(
+            form.contains(&format!("var='{var}'")) || form.contains(&format!("var=\"{var}\"")),
+            "{form}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn counting_every_query_when_configured() {
+    let ts = TestServer::start_with(|c| {
+        c.update_section("mam", |m: &mut confab_modules::mam::MamConfig| {
+            m.count_results = true
+        })
+        .expect("valid");
+    })
+    .await;
+    for u in ["alice", "bob"] {
+        ts.add_user(u).await;
+    }
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    conversation(&mut alice, &mut bob, 5).await;
+    let a = ask(
+        &mut bob,
+        None,
+        query("c", &[], &[("max", "2"), ("before", "")]),
+    )
+    .await;
+    assert_eq!(a.bodies(), ["m3", "m4"]);
+    assert_eq!(a.rsm("count").as_deref(), Some("5"));
+    let first = a
+        .reply
+        .get_child("fin", NS)
+        .and_then(|f| f.get_child("set", RSM_NS))
+        .and_then(|s| s.get_child("first", RSM_NS))
+        .and_then(|f| f.get_attr("index"));
+    assert_eq!(first, Some("3"), "{}", a.reply);
+}
+
+fn prefs(default: &str, always: &[&str], never: &[&str]) -> Element {
+    let list = |name: &str, jids: &[&str]| {
+        jids.iter().fold(Element::new(name, NS), |l, j| {
+            l.child(Element::new("jid", NS).text(*j))
+        })
+    };
+    Element::new("prefs", NS)
+        .attr("default", default)
+        .child(list("always", always))
+        .child(list("never", never))
+}
+
+#[tokio::test]
+async fn preferences_decide_what_is_archived() {
+    let ts = TestServer::start().await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        ts.add_user(u).await;
+    }
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    let mut carol = ts.login_available("carol").await;
+    let mut dave = ts.login_available("dave").await;
+    // The server's default until the account sets its own.
+    let p = iq(&mut bob, "get", None, Element::new("prefs", NS)).await;
+    let got = p.get_child("prefs", NS).expect("prefs");
+    assert_eq!(got.get_attr("default"), Some("always"), "{p}");
+    assert!(got.get_child("always", NS).is_some() && got.get_child("never", NS).is_some());
+    // Bob: nothing by default, always alice, never carol's phone.
+    let set = iq(
+        &mut bob,
+        "set",
+        None,
+        prefs("never", &["alice@localhost"], &["carol@localhost/phone"]),
+    )
+    .await;
+    assert_eq!(set.get_attr("type"), Some("result"), "{set}");
+    let echoed = set.get_child("prefs", NS).expect("applied prefs");
+    assert_eq!(echoed.get_attr("default"), Some("never"));
+    for (from, text) in [
+        (&mut alice, "from alice"),
+        (&mut carol, "from carol"),
+        (&mut dave, "from dave"),
+    ] {
+        from.send(&chat("bob@localhost", text)).await.expect("send");
+        let m = recv_message(&mut bob).await;
+        assert_eq!(body(&m), text);
+        // Only what is archived carries a stanza id.
+        assert_eq!(
+            stanza_id(&m, "bob@localhost").is_some(),
+            text == "from alice",
+            "{m}"
+        );
+    }
+    bob.send(&chat("dave@localhost", "to dave"))
+        .await
+        .expect("send");
+    recv_message(&mut dave).await;
+    let a = ask(&mut bob, None, query("p", &[], &[])).await;
+    assert_eq!(a.bodies(), ["from alice"]);
+    // The senders' own archives follow their own (default) preferences.
+    let a = ask(&mut dave, None, query("p", &[], &[])).await;
+    assert_eq!(a.bodies(), ["from dave", "to dave"]);
+    // Roster: only contacts. Bob adds dave to his roster.
+    iq(&mut bob, "set", None, prefs("roster", &[], &[])).await;
+    let item = Element::new("query", "jabber:iq:roster")
+        .child(Element::new("item", "jabber:iq:roster").attr("jid", "dave@localhost"));
+    iq(&mut bob, "set", None, item).await;
+    for (from, text) in [(&mut dave, "contact"), (&mut carol, "stranger")] {
+        from.send(&chat("bob@localhost", text)).await.expect("send");
+        assert_eq!(body(&recv_message(&mut bob).await), text);
+    }
+    let a = ask(&mut bob, None, query("p", &[], &[])).await;
+    assert_eq!(a.bodies(), ["from alice", "contact"]);
+    // The preferences are stored: a new session reads them back.
+    drop(bob);
+    let mut bob = ts.login_available("bob").await;
+    let p = iq(&mut bob, "get", None, Element::new("prefs", NS)).await;
+    assert_eq!(
+        p.get_child("prefs", NS).and_then(|e| e.get_attr("default")),
+        Some("roster"),
+        "{p}"
+    );
+    // Bad preferences change nothing.
+    let bad = iq(
+        &mut bob,
+        "set",
+        None,
+        Element::new("prefs", NS).attr("default", "maybe"),
+    )
+    .await;
+    assert_eq!(condition(&bad), "bad-request");
+    let p = iq(&mut bob, "get", None, Element::new("prefs", NS)).await;
+    assert_eq!(
+        p.get_child("prefs", NS).and_then(|e| e.get_attr("default")),
+        Some("roster")
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_read_the_archive_first_gets_no_offline_duplicates() {
+    let ts = TestServer::start().await;
+    for u in ["alice", "bob", "carol"] {
+        ts.add_user(u).await;
+    }
+    let mut alice = ts.login_available("alice").await;
+    let mut carol = ts.login_available("carol").await;
+    // Bob's archive keeps nothing from carol.
+    {
+        let mut bob = ts.login("bob").await;
+        iq(
+            &mut bob,
+            "set",
+            None,
+            prefs("always", &[], &["carol@localhost"]),
+        )
+        .await;
+    }
+    // While bob is offline: two archived messages and one that is not.
+    for text in ["one", "two"] {
+        alice
+            .send(&chat("bob@localhost", text))
+            .await
+            .expect("send");
+    }
+    ping(&mut alice).await;
+    carol
+        .send(&chat("bob@localhost", "not archived"))
+        .await
+        .expect("send");
+    ping(&mut carol).await;
+    // A client that reads the archive first (before its initial presence)...
+    let mut bob = ts.login("bob").await;
+    let a = ask(&mut bob, None, query("catch-up", &[], &[])).await;
+    assert_eq!(a.bodies(), ["one", "two"]);
+    bob.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    // ...is sent only what the archive does not hold.
+    assert_eq!(body(&recv_message(&mut bob).await), "not archived");
+    assert!(no_message(&mut bob, 500).await);
+    drop(bob);
+    // Nor are they kept for the next session: they went.
+    let mut bob = ts.login("bob").await;
+    bob.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    assert!(no_message(&mut bob, 500).await);
+    drop(bob);
+    // A client that does not read the archive first gets its offline messages.
+    alice
+        .send(&chat("bob@localhost", "three"))
+        .await
+        .expect("send");
+    ping(&mut alice).await;
+    let mut bob = ts.login("bob").await;
+    bob.send(&Element::new("presence", ns::CLIENT))
+        .await
+        .expect("presence");
+    assert_eq!(body(&recv_message(&mut bob).await), "three");
+}
+
+#[tokio::test]
+async fn corrections_retractions_markers_and_reactions_pass_through_and_are_archived() {
+    let ts = TestServer::start().await;
+    for u in ["alice", "bob"] {
+        ts.add_user(u).await;
+    }
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    let mut original = chat("bob@localhost", "helo");
+    original.set_attr("id", "orig-1");
+    alice.send(&original).await.expect("send");
+    recv_message(&mut bob).await;
+    let payloads = [
+        Element::new("replace", "urn:xmpp:message-correct:0").attr("id", "orig-1"),
+        Element::new("displayed", "urn:xmpp:chat-markers:0").attr("id", "orig-1"),
+        Element::new("reactions", "urn:xmpp:reactions:0")
+            .attr("id", "orig-1")
+            .child(Element::new("reaction", "urn:xmpp:reactions:0").text("\u{1F44D}")),
+        Element::new("retract", "urn:xmpp:message-retract:1").attr("id", "orig-1"),
+    ];
+    for (i, p) in payloads.iter().enumerate() {
+        // A correction has a body; the others go without one.
+        let mut m = Element::new("message", ns::CLIENT)
+            .attr("to", "bob@localhost")
+            .attr("type", "chat")
+            .attr("id", format!("p{i}"))
+            .child(p.clone());
+        if p.name == "replace" {
+            m.push_child(Element::new("body", ns::CLIENT).text("hello"));
+        }
+        alice.send(&m).await.expect("send");
+        let got = recv_message(&mut bob).await;
+        assert!(got.get_child(&p.name, &p.ns).is_some(), "{got}");
+        assert!(stanza_id(&got, "bob@localhost").is_some(), "{got}");
+    }
+    // Both archives hold all five, in order.
+    for c in [&mut alice, &mut bob] {
+        let a = ask(c, None, query("h", &[], &[])).await;
+        let kinds: Vec<String> = a
+            .items
+            .iter()
+            .map(|(_, m)| {
+                m.elements()
+                    .find(|e| e.name != "body" && e.name != "stanza-id")
+                    .map(|e| e.name.to_string())
+                    .unwrap_or_else(|| "body".into())
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["body", "replace", "displayed", "reactions", "retract"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn archives_are_trimmed_to_their_cap() {
+    let ts = TestServer::start_with(|c| {
+        c.update_section("mam", |m: &mut confab_modules::mam::MamConfig| {
+            m.max_messages = 3
+        })
+        .expect("valid");
+    })
+    .await;
+    for u in ["alice", "bob"] {
+        ts.add_user(u).await;
+    }
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    conversation(&mut alice, &mut bob, 5).await;
+    // The trim runs on a timer; run the server's timers once now.
+    let ctx = ts.server().ctx();
+    for (_, timer) in ctx.registry.timers() {
+        timer.tick(ctx).await;
+    }
+    let a = ask(&mut bob, None, query("t", &[], &[])).await;
+    assert_eq!(a.bodies(), ["m2", "m3", "m4"]);
+    let a = ask(&mut alice, None, query("t", &[], &[])).await;
+    assert_eq!(a.bodies(), ["m2", "m3", "m4"]);
 }

@@ -132,10 +132,18 @@ async fn acknowledging_more_than_was_sent_ends_the_stream() {
     let mut bob = bound(&ts, "bob", "phone").await;
     enable(&mut bob, false).await;
     bob.send(&format!("<a xmlns='{NS}' h='7'/>")).await;
-    assert_eq!(
-        bob.expect_stream_error().await,
-        StreamErrorCondition::UndefinedCondition
-    );
+    // XEP-0198 §4: undefined-condition with <handled-count-too-high h send-count/>.
+    let e = bob.element().await;
+    let err = confab_proto::StreamError::from_element(&e).expect("a stream error");
+    assert_eq!(err.condition, StreamErrorCondition::UndefinedCondition);
+    let app = err.app.expect("the application-specific condition");
+    assert!(app.is("handled-count-too-high", NS), "{e}");
+    assert_eq!(app.get_attr("h"), Some("7"));
+    assert_eq!(app.get_attr("send-count"), Some("0"));
+    assert!(matches!(
+        bob.event().await,
+        confab_proto::parser::StreamEvent::Close
+    ));
 }
 
 #[tokio::test]
@@ -237,6 +245,53 @@ async fn a_killed_connection_resumes_without_losing_or_repeating_a_message() {
     let e = next_stanza(&mut bob).await;
     assert_eq!(e.get_attr("id"), Some("last"), "a duplicate arrived: {e}");
     // And the session is the same one: bob's message reaches alice.
+    bob.send(&chat(alice.jid.as_str(), "back").to_xml(ns::CLIENT))
+        .await;
+    assert_eq!(
+        body(&recv_message(&mut alice).await).as_deref(),
+        Some("back")
+    );
+    assert_eq!(ctx.router.parked_count(), 0);
+}
+
+#[tokio::test]
+async fn resuming_takes_over_a_session_whose_old_connection_is_still_open() {
+    let ts = start_with(|c| c.request_every = 100).await;
+    let mut alice = ts.login_available("alice").await;
+    let mut old = bound(&ts, "bob", "phone").await;
+    let id = enable(&mut old, true).await.expect("resumable");
+    alice
+        .send(&chat("bob@localhost/phone", "m0"))
+        .await
+        .expect("send");
+    assert_eq!(body(&next_stanza(&mut old).await).as_deref(), Some("m0"));
+    // The old connection stays open, as a dead one does until the server notices: the
+    // client resumes on a new connection at once (XEP-0198 §5).
+    let ctx = ts.server().ctx().clone();
+    assert_eq!(ctx.router.parked_count(), 0);
+    let mut bob = ts.authenticated_raw("bob").await;
+    bob.send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"))
+        .await;
+    let resumed = bob.element().await;
+    assert!(resumed.is("resumed", NS), "{resumed}");
+    // m0 was never acknowledged: it comes again, on the new connection.
+    assert_eq!(body(&next_stanza(&mut bob).await).as_deref(), Some("m0"));
+    // The old connection was let go: it ends.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        // Ack requests may still come; any other stanza, or none, would be wrong.
+        while let Ok(confab_proto::parser::StreamEvent::Element(e)) = old.stream.next_event().await
+        {
+            assert!(e.is("r", NS), "the old connection got {e}");
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the old connection stays open");
+    // New messages go to the new connection, and bob's reach alice.
+    alice
+        .send(&chat("bob@localhost/phone", "m1"))
+        .await
+        .expect("send");
+    assert_eq!(body(&next_stanza(&mut bob).await).as_deref(), Some("m1"));
     bob.send(&chat(alice.jid.as_str(), "back").to_xml(ns::CLIENT))
         .await;
     assert_eq!(

@@ -1,13 +1,12 @@
-//! XMPP over WebSocket (RFC 7395) on the HTTP listener, and its discovery (XEP-0156
-//! `host-meta`). A WebSocket is one more framing of the same session: `FramedXml` over the
-//! socket, handed to `c2s::serve_framing`, so negotiation, limits, routing and stream
+//! XMPP over WebSocket (RFC 7395) on the HTTP listener, announced by `host_meta`. A
+//! WebSocket is one more framing of the same session: `FramedXml` over the socket, handed to `c2s::serve_framing`, so negotiation, limits, routing and stream
 //! management are those of TCP clients. Connections count against the same connection
 //! limits (`ServerState::admission`).
 
 use async_trait::async_trait;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket as Socket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -86,22 +85,6 @@ impl Module for WebSocket {
                     async move { upgrade(ctx, config, peer, headers, ws) }
                 },
             ),
-        );
-        let c = config.clone();
-        reg.http_route(
-            "/.well-known/host-meta",
-            get(move |headers: HeaderMap| {
-                let config = c.clone();
-                async move { host_meta(&config, &headers, false) }
-            }),
-        );
-        let c = config;
-        reg.http_route(
-            "/.well-known/host-meta.json",
-            get(move |headers: HeaderMap| {
-                let config = c.clone();
-                async move { host_meta(&config, &headers, true) }
-            }),
         );
     }
 }
@@ -226,76 +209,10 @@ impl MessageTransport for WsTransport {
     }
 }
 
-/// A `Host` header fit to put in a URL: a name or address and an optional port.
-fn plausible_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-}
-
-/// XEP-0156 discovery of the WebSocket endpoint, as XRD or JSON. Browsers fetch it from
-/// other origins, hence the CORS header.
-fn host_meta(config: &WebSocketConfig, headers: &HeaderMap, json: bool) -> Response {
-    let url = match &config.public_url {
-        Some(u) => u.clone(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default();
-            if !plausible_host(host) {
-                return (StatusCode::BAD_REQUEST, "missing or invalid Host header").into_response();
-            }
-            format!("ws://{host}{}", config.path)
-        }
-    };
-    let (content_type, body) = if json {
-        (
-            "application/json",
-            format!(
-                "{{\"links\":[{{\"rel\":\"{LINK_REL}\",\"href\":\"{}\"}}]}}",
-                json_escape(&url)
-            ),
-        )
-    } else {
-        (
-            "application/xrd+xml",
-            format!(
-                "<?xml version='1.0' encoding='utf-8'?>\n\
-                 <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
-                 <Link rel='{LINK_REL}' href='{}'/>\n</XRD>\n",
-                confab_proto::xml::escape(&url)
-            ),
-        )
-    };
-    let mut r = body.into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
-}
-
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn the_subprotocol_is_found_in_any_offered_list() {
@@ -326,15 +243,5 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn hosts_that_could_break_the_url_are_refused() {
-        assert!(plausible_host("chat.example.org:5280"));
-        assert!(plausible_host("[::1]:5280"));
-        assert!(!plausible_host("a'b"));
-        assert!(!plausible_host("a/b"));
-        assert!(!plausible_host(""));
-        assert_eq!(json_escape("a\"b\\"), "a\\\"b\\\\");
     }
 }

@@ -270,18 +270,22 @@ async fn untrusted_plain_websockets_cannot_authenticate_when_tls_is_required() {
     .await;
     ts.add_user("bob").await;
     let mut ws = ws_connect(&ts).await;
-    open(&mut ws).await;
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0bob\0{PASSWORD}"));
+    // No mechanism may be used without TLS: the stream is refused at once with a reason
+    // (empty features would leave the client waiting).
     send(
         &mut ws,
-        &format!(
-            "<auth xmlns='{}' mechanism='PLAIN'>{creds}</auth>",
-            ns::SASL
-        ),
+        &format!("<open xmlns='{FRAMING_NS}' to='localhost' version='1.0'/>"),
     )
     .await;
-    let answer = next_text(&mut ws).await.expect("an answer");
-    assert!(!answer.contains("<success"), "{answer}");
+    let opened = next_element(&mut ws).await;
+    assert!(opened.is("open", FRAMING_NS), "{opened}");
+    let err = next_element(&mut ws).await;
+    let err = confab_proto::StreamError::from_element(&err).expect("a stream error");
+    assert_eq!(
+        err.condition,
+        confab_proto::StreamErrorCondition::PolicyViolation
+    );
+    assert!(err.text.is_some_and(|t| t.contains("TLS")));
 }
 
 /// A plain HTTP/1.1 GET, answered as (head, body).

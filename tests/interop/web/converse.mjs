@@ -1,13 +1,15 @@
-// Interop with Converse.js in headless Chromium over WebSocket (RFC 7395): a page served on
-// loopback loads Converse from its npm package and logs in to confabd with websocket_url
-// (no BOSH, no discovery); a slixmpp user on TCP sends it a chat message, which must appear
-// in the chat box; the reply typed into the chat box's textarea (Enter sends it) must reach
-// the TCP user. Screenshots, the page's console and every WebSocket frame are kept in
-// ARTEFACTS.
+// Interop with Converse.js in headless Chromium over WebSocket (RFC 7395) or BOSH
+// (XEP-0124/0206, WEB_TRANSPORT=bosh): a page served on loopback loads Converse from its npm
+// package and logs in to confabd with websocket_url or bosh_service_url (never both, no
+// discovery); a slixmpp user on TCP sends it a chat message, which must appear in the chat
+// box; the reply typed into the chat box's textarea (Enter sends it) must reach the TCP
+// user. Screenshots, the page's console and every WebSocket frame or BOSH response are kept
+// in ARTEFACTS. The page is on another port than confabd, so BOSH also exercises CORS.
 //
 // Environment: HTTP_PORT, C2S_PORT, WEB_JID, WEB_PASSWORD (the Converse user), PEER_JID,
 // PEER_PASSWORD (the TCP user), PYTHON (with slixmpp), ARTEFACTS (a directory), CHROMIUM
-// (default /usr/bin/chromium), INTEROP_VERBOSE=1 to echo the page's console.
+// (default /usr/bin/chromium), WEB_TRANSPORT (websocket, the default, or bosh),
+// INTEROP_VERBOSE=1 to echo the page's console.
 import { createServer } from "node:http";
 import { createReadStream, createWriteStream, mkdirSync, statSync } from "node:fs";
 import { dirname, extname, join, resolve, sep } from "node:path";
@@ -18,7 +20,13 @@ import { check, env, hardDeadline, summary, TcpPeer, unique, within } from "./co
 const HERE = dirname(fileURLToPath(import.meta.url));
 const STEP_MS = 20000;
 const host = "127.0.0.1";
-const wsUrl = `ws://${host}:${env("HTTP_PORT")}/xmpp-websocket`;
+const transport = process.env.WEB_TRANSPORT || "websocket";
+if (!["websocket", "bosh"].includes(transport)) throw new Error(`WEB_TRANSPORT=${transport}?`);
+const bosh = transport === "bosh";
+const serviceUrl = bosh
+  ? `http://${host}:${env("HTTP_PORT")}/http-bind`
+  : `ws://${host}:${env("HTTP_PORT")}/xmpp-websocket`;
+const transportName = bosh ? "BOSH" : "WebSocket";
 const webJid = env("WEB_JID");
 const peerJid = env("PEER_JID");
 const artefacts = env("ARTEFACTS");
@@ -31,7 +39,7 @@ let page = null;
 let shots = 0;
 async function screenshot(name) {
   if (!page) return;
-  const file = join(artefacts, `converse-${String(++shots).padStart(2, "0")}-${name}.png`);
+  const file = join(artefacts, `converse-${transport}-${String(++shots).padStart(2, "0")}-${name}.png`);
   await within(10000, `screenshot ${name}`, page.screenshot({ path: file, fullPage: true })).catch((e) =>
     console.error(`screenshot ${file} failed: ${e.message}`));
 }
@@ -89,8 +97,8 @@ async function main() {
     python: env("PYTHON"), host, port: env("C2S_PORT"), jid: peerJid, password: env("PEER_PASSWORD"), verbose,
   });
   const server = staticServer({
-    websocket_url: wsUrl,
-    bosh_service_url: undefined,
+    websocket_url: bosh ? undefined : serviceUrl,
+    bosh_service_url: bosh ? serviceUrl : undefined,
     // Discovery would ask https://localhost/.well-known/host-meta (port 443): not ours.
     discover_connection_methods: false,
     authentication: "login",
@@ -108,8 +116,8 @@ async function main() {
   });
   await new Promise((r) => server.listen(0, host, r));
   const pageUrl = `http://${host}:${server.address().port}/`;
-  const consoleLog = createWriteStream(join(artefacts, "converse-console.log"));
-  const framesLog = createWriteStream(join(artefacts, "converse-websocket-frames.log"));
+  const consoleLog = createWriteStream(join(artefacts, `converse-${transport}-console.log`));
+  const framesLog = createWriteStream(join(artefacts, `converse-${transport}-frames.log`));
   let browser = null;
   try {
     const peerReady = await peer.ready(STEP_MS);
@@ -148,6 +156,21 @@ async function main() {
     page.on("pageerror", (e) => consoleLog.write(`[pageerror] ${e.stack || e}\n`));
     page.on("response", (r) => r.status() >= 400 && consoleLog.write(`[http ${r.status()}] ${r.url()}\n`));
     page.on("requestfailed", (r) => consoleLog.write(`[request failed] ${r.url()}: ${r.failure()?.errorText}\n`));
+    // BOSH: every request and answer body; an answer is one <body/> whose contents are
+    // checked like WebSocket frames below.
+    let boshRequests = 0;
+    page.on("requestfinished", async (r) => {
+      if (r.url() !== serviceUrl || r.method() !== "POST") return;
+      boshRequests += 1;
+      framesLog.write(`SEND ${r.postData()}\n`);
+      try {
+        const text = await (await r.response()).text();
+        received.push(text);
+        framesLog.write(`RECV ${text}\n`);
+      } catch (e) {
+        framesLog.write(`RECV (unreadable: ${e.message})\n`);
+      }
+    });
     page.on("websocket", (ws) => {
       sockets.push(ws.url());
       framesLog.write(`open ${ws.url()}\n`);
@@ -168,12 +191,17 @@ async function main() {
       // reported below from the probe's state
     }
     const probe = await page.evaluate(() => window.confabProbe);
-    check(`Converse.js logs in over WebSocket as ${probe.jid}`,
-      probe.connected && probe.transport === "websocket" && probe.service === wsUrl &&
+    check(`Converse.js logs in over ${transportName} as ${probe.jid}`,
+      probe.connected && probe.transport === transport && probe.service === serviceUrl &&
         String(probe.jid).startsWith(`${webJid}/`),
       `probe ${JSON.stringify(probe)}; see ${artefacts}/converse-console.log`);
-    check(`the browser's only XMPP connection is a WebSocket to ${wsUrl}`,
-      sockets.length === 1 && sockets[0] === wsUrl, `sockets: ${JSON.stringify(sockets)}`);
+    if (bosh) {
+      check(`the browser speaks BOSH to ${serviceUrl} (${boshRequests} requests so far) and opens no WebSocket`,
+        sockets.length === 0 && boshRequests > 0, `sockets: ${JSON.stringify(sockets)}`);
+    } else {
+      check(`the browser's only XMPP connection is a WebSocket to ${serviceUrl}`,
+        sockets.length === 1 && sockets[0] === serviceUrl, `sockets: ${JSON.stringify(sockets)}`);
+    }
     await screenshot("logged-in");
     if (!probe.connected) return;
 
@@ -221,14 +249,16 @@ async function main() {
     }
     await screenshot("reply-sent");
 
-    // RFC 7395 §3.3: every WebSocket message is one well-formed XML element. Checked after
+    // RFC 7395 §3.3: every WebSocket message is one well-formed XML element (and every BOSH
+    // answer one well-formed <body/>, XEP-0124 §4). Checked after
     // the fact with the browser's XML parser, plus unique attribute names, which it does not
     // enforce for xmlns: a client may misread such a frame silently (Converse does), so the
     // exchange above can pass without it.
     const unparsable = await page.evaluate((frames) => frames.filter((f) =>
       new DOMParser().parseFromString(f, "application/xml").getElementsByTagName("parsererror").length > 0), received);
     const malformed = received.filter((f) => unparsable.includes(f) || hasDuplicateAttribute(f));
-    check(`every frame confabd sent is well-formed XML (${received.length} frames)`, malformed.length === 0,
+    check(`every ${bosh ? "BOSH body" : "frame"} confabd sent is well-formed XML (${received.length})`,
+      received.length > 0 && malformed.length === 0,
       malformed.slice(0, 3).join(" | "));
   } finally {
     if (browser) await within(10000, "closing Chromium", browser.close()).catch((e) => console.error(e.message));
@@ -246,6 +276,6 @@ main()
   })
   .finally(() => {
     const rc = summary();
-    if (rc !== 0) console.log(`Converse.js artefacts (screenshots, console, WebSocket frames): ${artefacts}`);
+    if (rc !== 0) console.log(`Converse.js artefacts (screenshots, console, ${transportName} traffic): ${artefacts}`);
     process.exit(rc);
   });

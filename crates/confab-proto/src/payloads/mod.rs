@@ -17,6 +17,7 @@ pub mod delay;
 pub mod disco;
 pub mod hints;
 pub mod last;
+pub mod mam;
 pub mod nick;
 pub mod ping;
 pub mod private;
@@ -66,6 +67,10 @@ pub enum PayloadError {
     /// Refused by a rule of the specification that names `bad-request`.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// A part of the specification this server does not implement
+    /// (`feature-not-implemented`).
+    #[error("{0}")]
+    NotImplemented(&'static str),
 }
 
 impl PayloadError {
@@ -74,6 +79,7 @@ impl PayloadError {
         match self {
             PayloadError::JidMalformed(_) => StanzaErrorCondition::JidMalformed,
             PayloadError::NotAcceptable(_) => StanzaErrorCondition::NotAcceptable,
+            PayloadError::NotImplemented(_) => StanzaErrorCondition::FeatureNotImplemented,
             PayloadError::UnexpectedElement { .. }
             | PayloadError::MissingAttribute { .. }
             | PayloadError::MissingChild { .. }

@@ -22,6 +22,7 @@ mod accounts;
 mod archive;
 pub(crate) mod dialect;
 mod offline;
+mod room_archive;
 mod roster;
 mod schema;
 

@@ -163,6 +163,28 @@ const SQLITE: &[Migration] = &[
     CREATE INDEX archive_by_sid ON archive (domain, username, sid);
     CREATE INDEX archive_by_stamp ON archive (stamp);",
     ),
+    // Time filters find their first and last row on (account, stamp).
+    (
+        "archive-2",
+        "CREATE INDEX archive_by_account_stamp ON archive (domain, username, stamp)",
+    ),
+    // A room's archive (XEP-0313 for MUC) pages by (room, id) like an account's; rooms
+    // are not accounts, so no foreign key: the room's owner deletes it with the room.
+    (
+        "room-archive-1",
+        "CREATE TABLE room_archive (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        service TEXT NOT NULL,
+        room TEXT NOT NULL,
+        sid TEXT NOT NULL,
+        nick TEXT NOT NULL,
+        jid TEXT NOT NULL,
+        stamp INTEGER NOT NULL,
+        stanza TEXT NOT NULL
+    );
+    CREATE INDEX room_archive_by_room ON room_archive (service, room, id);
+    CREATE INDEX room_archive_by_sid ON room_archive (service, room, sid);",
+    ),
 ];
 
 // An identity column's sequence never hands out a number twice, even after a restart.
@@ -270,6 +292,25 @@ const POSTGRES: &[Migration] = &[
     CREATE INDEX archive_by_with ON archive (domain, username, with_bare, id);
     CREATE INDEX archive_by_sid ON archive (domain, username, sid);
     CREATE INDEX archive_by_stamp ON archive (stamp)"#,
+    ),
+    (
+        "archive-2",
+        "CREATE INDEX archive_by_account_stamp ON archive (domain, username, stamp)",
+    ),
+    (
+        "room-archive-1",
+        r#"CREATE TABLE room_archive (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        service TEXT COLLATE "C" NOT NULL,
+        room TEXT COLLATE "C" NOT NULL,
+        sid TEXT COLLATE "C" NOT NULL,
+        nick TEXT COLLATE "C" NOT NULL,
+        jid TEXT COLLATE "C" NOT NULL,
+        stamp BIGINT NOT NULL,
+        stanza TEXT NOT NULL
+    );
+    CREATE INDEX room_archive_by_room ON room_archive (service, room, id);
+    CREATE INDEX room_archive_by_sid ON room_archive (service, room, sid)"#,
     ),
 ];
 
@@ -400,6 +441,27 @@ const MYSQL: &[Migration] = &[
         KEY archive_by_sid (account_key, sid),
         KEY archive_by_stamp (stamp),
         KEY archive_by_name (domain(100), username(191))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+    (
+        "archive-2",
+        "ALTER TABLE archive ADD KEY archive_by_account_stamp (account_key, stamp)",
+    ),
+    // As `archive-1`: the indexes are on a SHA-256 of the room's columns.
+    (
+        "room-archive-1",
+        "CREATE TABLE IF NOT EXISTS room_archive (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        service VARCHAR(1023) NOT NULL,
+        room VARCHAR(1023) NOT NULL,
+        sid VARCHAR(64) NOT NULL,
+        nick VARCHAR(1023) NOT NULL,
+        jid VARCHAR(3071) NOT NULL,
+        stamp BIGINT NOT NULL,
+        stanza LONGTEXT NOT NULL,
+        room_key BINARY(32) AS (UNHEX(SHA2(CONCAT_WS(X'00', service, room), 256))) STORED,
+        KEY room_archive_by_room (room_key, id),
+        KEY room_archive_by_sid (room_key, sid)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
     ),
 ];

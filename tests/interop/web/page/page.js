@@ -1,6 +1,6 @@
 // Starts Converse.js with the settings the test serves at /config.json, plus a tiny plugin
 // that reports the connection state on window.confabProbe, so the test can tell a real
-// WebSocket login from a page that merely rendered.
+// WebSocket or BOSH login from a page that merely rendered.
 // Converse's dist build is an ES module (it loads its chunks relative to import.meta.url).
 import converse from '/dist/converse.min.js';
 
@@ -13,7 +13,9 @@ converse.plugins.add('confab-probe', {
     api.listen.on('connected', () => {
       const conn = api.connection.get();
       probe.connected = true;
-      probe.transport = api.connection.isType('websocket') ? 'websocket' : 'other';
+      probe.transport = api.connection.isType('websocket')
+        ? 'websocket'
+        : api.connection.isType('bosh') ? 'bosh' : 'other';
       probe.jid = conn.jid;
       probe.service = conn.service;
     });
