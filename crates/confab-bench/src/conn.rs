@@ -55,8 +55,18 @@ pub async fn close(s: ClientSession, timeout: Duration) -> Result<(), BenchError
     }
 }
 
-/// The reply a client owes the server for an incoming IQ request: a XEP-0199 ping is
-/// answered (servers ping idle clients), anything else gets `service-unavailable`.
+/// The roster namespace (RFC 6121).
+pub const ROSTER: &str = "jabber:iq:roster";
+/// The Multi-User Chat namespaces (XEP-0045).
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// Occupant information in room presence (XEP-0045).
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// Room configuration by its owner (XEP-0045).
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+
+/// The reply a client owes the server for an incoming IQ request: a XEP-0199 ping and a
+/// roster push (RFC 6121 §2.1.6) are acknowledged (servers ping idle clients and push
+/// roster changes), anything else gets `service-unavailable`.
 /// `None` for everything that is not an IQ request.
 pub fn reply_to_request(e: &Element) -> Option<String> {
     if e.name != "iq" || !matches!(e.get_attr("type"), Some("get" | "set")) {
@@ -67,7 +77,7 @@ pub fn reply_to_request(e: &Element) -> Option<String> {
         .get_attr("from")
         .map(|f| format!(" to='{}'", escape(f)))
         .unwrap_or_default();
-    if e.get_child("ping", ns::PING).is_some() {
+    if e.get_child("ping", ns::PING).is_some() || e.get_child("query", ROSTER).is_some() {
         Some(format!("<iq type='result' id='{id}'{to}/>"))
     } else {
         Some(format!(
@@ -260,6 +270,14 @@ mod tests {
         assert!(
             r.contains("service-unavailable") && r.contains("type='error'"),
             "{r}"
+        );
+        let push = Element::new("iq", ns::CLIENT)
+            .attr("type", "set")
+            .attr("id", "push1")
+            .child(Element::new("query", ROSTER));
+        assert_eq!(
+            reply_to_request(&push).as_deref(),
+            Some("<iq type='result' id='push1'/>")
         );
         let result = Element::new("iq", ns::CLIENT).attr("type", "result");
         assert_eq!(reply_to_request(&result), None);

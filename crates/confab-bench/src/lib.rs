@@ -1,6 +1,7 @@
 //! `confab-bench`: a load generator that measures any XMPP server over c2s (issue 17).
 //!
-//! Scenarios (`register`, `login`, `chat` closed and open loop, `idle`) log in through
+//! Scenarios (`register`, `login`, `chat` closed and open loop, `idle`, `muc`, `presence`,
+//! `offline`, `reconnect`) log in through
 //! confab-stream's client negotiation, so what they measure is what a real client does.
 //! Every loop is bounded in count and time, and only loopback servers are measured unless
 //! the caller allows otherwise ([`opts::resolve_server`]).
@@ -90,6 +91,36 @@ pub enum Scenario {
         #[command(flatten)]
         opts: scenarios::idle::IdleOpts,
     },
+    /// N occupants in one room of the MUC service, S of them sending groupchat messages:
+    /// the room's fan-out per second, and every occupant checked to get every message.
+    Muc {
+        #[command(flatten)]
+        common: CommonOpts,
+        #[command(flatten)]
+        opts: scenarios::muc::MucOpts,
+    },
+    /// --users accounts with K mutual contacts each (set up by subscription handshakes):
+    /// log in, see the contacts, change status; every contact checked to get every change.
+    Presence {
+        #[command(flatten)]
+        common: CommonOpts,
+        #[command(flatten)]
+        opts: scenarios::presence::PresenceOpts,
+    },
+    /// M messages stored for each of R offline accounts, then delivered as they log in.
+    Offline {
+        #[command(flatten)]
+        common: CommonOpts,
+        #[command(flatten)]
+        opts: scenarios::offline::OfflineOpts,
+    },
+    /// Churn: held sessions close and log in again, as fast as allowed or at a rate.
+    Reconnect {
+        #[command(flatten)]
+        common: CommonOpts,
+        #[command(flatten)]
+        opts: scenarios::reconnect::ReconnectOpts,
+    },
 }
 
 impl Scenario {
@@ -99,7 +130,11 @@ impl Scenario {
             Scenario::Register { common }
             | Scenario::Login { common, .. }
             | Scenario::Chat { common, .. }
-            | Scenario::Idle { common, .. } => common,
+            | Scenario::Idle { common, .. }
+            | Scenario::Muc { common, .. }
+            | Scenario::Presence { common, .. }
+            | Scenario::Offline { common, .. }
+            | Scenario::Reconnect { common, .. } => common,
         }
     }
 }
@@ -113,6 +148,10 @@ pub async fn run(s: &Scenario) -> Result<Report, BenchError> {
         Scenario::Login { opts, .. } => scenarios::login::run(&target, opts).await,
         Scenario::Chat { opts, .. } => scenarios::chat::run(&target, opts).await,
         Scenario::Idle { opts, .. } => scenarios::idle::run(&target, opts).await,
+        Scenario::Muc { opts, .. } => scenarios::muc::run(&target, opts).await,
+        Scenario::Presence { opts, .. } => scenarios::presence::run(&target, opts).await,
+        Scenario::Offline { opts, .. } => scenarios::offline::run(&target, opts).await,
+        Scenario::Reconnect { opts, .. } => scenarios::reconnect::run(&target, opts).await,
     }
 }
 

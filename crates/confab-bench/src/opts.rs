@@ -111,6 +111,10 @@ pub struct CommonOpts {
     /// failed.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// The server's process id: its CPU time over the measured phase (utime + stime from
+    /// /proc/PID/stat) is reported per operation (Linux).
+    #[arg(long)]
+    pub cpu_pid: Option<u32>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -133,6 +137,7 @@ impl Default for CommonOpts {
             duration: 10.0,
             concurrency: 10,
             timeout: 30.0,
+            cpu_pid: None,
             json: None,
             quiet: false,
         }

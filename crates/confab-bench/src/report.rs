@@ -48,6 +48,10 @@ pub struct Report {
     pub server_rss: Option<Rss>,
     /// Failures grouped by their message.
     pub errors: BTreeMap<String, u64>,
+    /// The server's CPU time per operation, when `--cpu-pid` was given: `server_cpu_s`
+    /// over the measured phase and `server_cpu_us_per_<operation>`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_cpu: BTreeMap<String, f64>,
 }
 
 impl Report {
@@ -62,6 +66,7 @@ impl Report {
             latency: BTreeMap::new(),
             server_rss: None,
             errors: BTreeMap::new(),
+            server_cpu: BTreeMap::new(),
         }
     }
 
@@ -110,13 +115,13 @@ impl Report {
         if !self.latency.is_empty() {
             let _ = writeln!(
                 out,
-                "  {:<16} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}  (µs)",
+                "  {:<26} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}  (µs)",
                 "latency", "count", "p50", "p90", "p99", "p99.9", "max"
             );
             for (k, p) in &self.latency {
                 let _ = writeln!(
                     out,
-                    "  {:<16} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                    "  {:<26} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
                     k, p.count, p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us
                 );
             }
@@ -129,10 +134,64 @@ impl Report {
                 r.pid, r.before_kib, r.connected_kib, r.after_kib, r.kib_per_session, r.sessions
             );
         }
+        for (k, v) in &self.server_cpu {
+            let _ = writeln!(out, "  {k}: {v:.2}");
+        }
         for (k, v) in &self.errors {
             let _ = writeln!(out, "  error ×{v}: {k}");
         }
         out
+    }
+}
+
+/// Linux's USER_HZ: the unit of the CPU times in /proc/PID/stat (100 on every Linux
+/// architecture that matters here).
+const TICKS_PER_S: u64 = 100;
+
+/// utime + stime (all threads, in clock ticks) from a /proc/PID/stat line. The command
+/// name may hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    // After `)`: field 3 (state) onwards; utime is field 14, stime 15.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The server's CPU time over a phase: taken at its start, read at its end.
+pub struct CpuProbe {
+    pid: u32,
+    start: u64,
+}
+
+impl CpuProbe {
+    /// Starts measuring `pid` (`None` when no pid was given or it cannot be read).
+    pub fn start(pid: Option<u32>) -> Option<CpuProbe> {
+        let pid = pid?;
+        Some(CpuProbe {
+            pid,
+            start: Self::ticks(pid)?,
+        })
+    }
+
+    fn ticks(pid: u32) -> Option<u64> {
+        parse_stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// Records the CPU seconds used since the start, and per operation (`ops` of `what`),
+    /// in the report.
+    pub fn finish(self, rep: &mut Report, what: &str, ops: u64) {
+        let Some(now) = Self::ticks(self.pid) else {
+            return;
+        };
+        let us = now.saturating_sub(self.start) * (1_000_000 / TICKS_PER_S);
+        rep.server_cpu
+            .insert("server_cpu_s".into(), us as f64 / 1_000_000.0);
+        if ops > 0 {
+            rep.server_cpu
+                .insert(format!("server_cpu_us_per_{what}"), us as f64 / ops as f64);
+        }
     }
 }
 
@@ -253,6 +312,22 @@ mod tests {
         assert!(v.get("server_rss").is_none());
         assert_eq!(r.count("missing"), 0);
         assert!(r.summary().contains("ok 3"));
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_from_stat() {
+        let stat = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
+                    250 75 0 0 20 0 4 0 500 1000 200";
+        assert_eq!(parse_stat_ticks(stat), Some(325));
+        assert_eq!(parse_stat_ticks("1234 (x) S 1 2"), None);
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        // Our own process: readable, and CPU per operation lands in the report.
+        let probe = CpuProbe::start(Some(std::process::id())).expect("own stat readable");
+        let mut r = Report::new("x", serde_json::json!({}));
+        probe.finish(&mut r, "op", 10);
+        assert!(r.server_cpu.contains_key("server_cpu_s"));
+        assert!(r.server_cpu.contains_key("server_cpu_us_per_op"));
+        assert!(CpuProbe::start(None).is_none());
     }
 
     #[test]

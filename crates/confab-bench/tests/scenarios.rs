@@ -1,8 +1,14 @@
 //! Every scenario, briefly, against an in-process confabd on loopback: the counts must add
 //! up (all registered, all logins succeeded, sent == delivered with nothing lost, every
-//! idle session answering its ping). Timings are reported, never asserted.
+//! idle session answering its ping, every room occupant and every contact getting every
+//! message and status change, every stored message delivered at login, every churned
+//! session back). Timings are reported, never asserted.
 
 use confab_bench::opts::{CommonOpts, MechArg, TlsArg};
+use confab_bench::scenarios::muc::MucOpts;
+use confab_bench::scenarios::offline::OfflineOpts;
+use confab_bench::scenarios::presence::{PresenceOpts, RosterSetup};
+use confab_bench::scenarios::reconnect::ReconnectOpts;
 use confab_bench::scenarios::{chat::ChatOpts, idle::IdleOpts, login::LoginOpts};
 use confab_bench::{run, Report, Scenario};
 use std::net::SocketAddr;
@@ -12,7 +18,7 @@ const USERS: usize = 20;
 
 /// Starts an in-process confabd on ephemeral loopback ports: STARTTLS and direct TLS
 /// (self-signed certificate), plaintext authentication allowed, open in-band registration
-/// without a practical per-IP limit. The one place that knows the server's API, so a
+/// without a practical per-IP limit, the MUC service without its per-occupant message rate. The one place that knows the server's API, so a
 /// change there is adapted here only. Returns the server and its STARTTLS and direct TLS
 /// addresses.
 async fn start_server(dir: &Path) -> (confab_server::Server, SocketAddr, SocketAddr) {
@@ -35,7 +41,13 @@ async fn start_server(dir: &Path) -> (confab_server::Server, SocketAddr, SocketA
         r.rate_limit_per_ip = 100_000;
     })
     .expect("registration section");
-    let server = confab_server::Server::start(c, confab_modules::all())
+    c.update_section("muc", |m: &mut confab_muc::config::MucConfig| {
+        m.message_rate = 0.0;
+    })
+    .expect("muc section");
+    let mut modules = confab_modules::all();
+    modules.extend(confab_muc::all());
+    let server = confab_server::Server::start(c, modules)
         .await
         .expect("server starts");
     let addr = server.c2s_addr().expect("STARTTLS endpoint");
@@ -111,9 +123,13 @@ async fn every_scenario_against_confabd() {
         assert_eq!(r.count("ok"), 5, "{tls:?} {mechanism:?}: {:?}", r.errors);
     }
 
-    // chat, closed loop: 5 pairs, 10 in flight, about a second.
+    // chat, closed loop: 5 pairs, 10 in flight, about a second; the "server" is this
+    // process, so its CPU time is ours.
     let r = ok(Scenario::Chat {
-        common: common(addr, 1.0),
+        common: CommonOpts {
+            cpu_pid: Some(std::process::id()),
+            ..common(addr, 1.0)
+        },
         opts: ChatOpts {
             pairs: 5,
             window: 10,
@@ -127,6 +143,7 @@ async fn every_scenario_against_confabd() {
     assert_eq!(r.count("lost"), 0);
     assert_eq!(r.count("out_of_order") + r.count("bounced"), 0);
     assert_eq!(r.latency["delivery"].count, r.count("delivered"));
+    assert!(r.server_cpu["server_cpu_us_per_message"] >= 0.0);
 
     // chat, open loop at 200 msgs/s for a second: exactly 200 messages scheduled.
     let r = ok(Scenario::Chat {
@@ -177,7 +194,124 @@ async fn every_scenario_against_confabd() {
     assert!(v["server_rss"]["kib_per_session"].is_number());
     assert!(v["latency"]["ping"]["p99_us"].is_number());
 
+    fan_out_scenarios(addr).await;
     server.shutdown().await;
+}
+
+/// A fan-out run checked whole: something sent, every due copy delivered, none extra.
+fn all_delivered(r: &Report) {
+    assert!(r.count("sent") > 0, "{:?}", r.errors);
+    assert_eq!(r.count("delivered"), r.count("expected"), "{:?}", r.errors);
+    assert_eq!(r.count("lost") + r.count("extra"), 0, "{:?}", r.counts);
+    assert_eq!(r.count("incomplete_receivers"), 0);
+    assert_eq!(r.count("out_of_order") + r.count("bounced"), 0);
+    assert_eq!(r.latency["delivery"].count, r.count("delivered"));
+}
+
+/// muc, presence, offline and reconnect (the accounts exist: registered above).
+async fn fan_out_scenarios(addr: SocketAddr) {
+    // muc, closed loop: 8 occupants, 3 senders; each message to all 8 (the sender too).
+    let r = ok(Scenario::Muc {
+        common: common(addr, 1.0),
+        opts: MucOpts {
+            occupants: 8,
+            senders: 3,
+            ..MucOpts::default()
+        },
+    })
+    .await;
+    assert_eq!(r.count("joined"), 8, "{:?}", r.errors);
+    all_delivered(&r);
+    assert_eq!(r.count("expected"), r.count("sent") * 8);
+
+    // muc, open loop: 100 messages in a second over 2 senders.
+    let r = ok(Scenario::Muc {
+        common: common(addr, 1.0),
+        opts: MucOpts {
+            occupants: 6,
+            senders: 2,
+            rate: Some(100),
+            ..MucOpts::default()
+        },
+    })
+    .await;
+    assert_eq!(r.count("scheduled"), 100, "{:?}", r.errors);
+    assert_eq!(r.count("sent"), 100);
+    all_delivered(&r);
+    assert_eq!(r.count("delivered"), 600);
+
+    // presence: 10 accounts, 4 contacts each; handshake, then again on the rosters as
+    // they are.
+    for setup in [RosterSetup::Handshake, RosterSetup::Assume] {
+        let r = ok(Scenario::Presence {
+            common: CommonOpts {
+                users: 10,
+                ..common(addr, 1.0)
+            },
+            opts: PresenceOpts {
+                contacts: 4,
+                setup,
+                ..PresenceOpts::default()
+            },
+        })
+        .await;
+        if setup == RosterSetup::Handshake {
+            assert_eq!(r.count("subscriptions_approved"), 40, "{:?}", r.errors);
+        }
+        assert_eq!(r.count("logged_in"), 10, "{:?}", r.errors);
+        assert_eq!(r.count("contacts_seen_at_login"), 40, "{:?}", r.errors);
+        all_delivered(&r);
+        assert_eq!(r.count("expected"), r.count("sent") * 4);
+    }
+
+    // offline: 6 recipients × 15 messages from 2 senders, then delivered at login.
+    let r = ok(Scenario::Offline {
+        common: common(addr, 1.0),
+        opts: OfflineOpts {
+            recipients: 6,
+            messages: 15,
+            senders: 2,
+            ..OfflineOpts::default()
+        },
+    })
+    .await;
+    assert_eq!(r.count("sent"), 90, "{:?}", r.errors);
+    assert_eq!(r.count("delivered"), 90, "{:?}", r.errors);
+    assert_eq!(
+        r.count("lost") + r.count("bounced") + r.count("out_of_order"),
+        0
+    );
+    assert_eq!(r.count("recipients_complete"), 6);
+    assert_eq!(r.count("stale"), 0);
+
+    // reconnect: 10 sessions churned for a second, 3 at a time; then at 50/s.
+    for rate in [None, Some(50)] {
+        let r = ok(Scenario::Reconnect {
+            common: CommonOpts {
+                concurrency: 3,
+                ..common(addr, 1.0)
+            },
+            opts: ReconnectOpts {
+                sessions: Some(10),
+                rate,
+                count: None,
+            },
+        })
+        .await;
+        assert_eq!(r.count("held"), 10, "{:?}", r.errors);
+        assert!(r.count("reconnected") > 0);
+        assert_eq!(
+            r.count("failed") + r.count("close_failed"),
+            0,
+            "{:?}",
+            r.errors
+        );
+        assert_eq!(r.count("answered_at_end"), 10, "{:?}", r.errors);
+        if rate.is_some() {
+            // At most the 50 due within the second.
+            assert!(r.count("reconnected") <= 50, "{:?}", r.counts);
+        }
+    }
 }
 
 #[tokio::test]

@@ -96,20 +96,20 @@ pub fn wait_until(t: Instant) {
 }
 
 /// Latency samples buffered by one task.
-struct Samples<'a> {
+pub(crate) struct Samples<'a> {
     buf: Vec<u64>,
     into: &'a Mutex<Histogram>,
 }
 
 impl<'a> Samples<'a> {
-    fn new(into: &'a Mutex<Histogram>) -> Self {
+    pub(crate) fn new(into: &'a Mutex<Histogram>) -> Self {
         Samples {
             buf: Vec::new(),
             into,
         }
     }
 
-    fn record(&mut self, v: u64) {
+    pub(crate) fn record(&mut self, v: u64) {
         self.buf.push(v);
         if self.buf.len() >= FLUSH_EVERY {
             self.flush();
@@ -160,7 +160,7 @@ fn body_of(e: &Element) -> Option<Body> {
 }
 
 /// Closed loop: the next permit (never resolves without a semaphore).
-async fn next_permit(p: &Option<Arc<Semaphore>>) -> bool {
+pub(crate) async fn next_permit(p: &Option<Arc<Semaphore>>) -> bool {
     match p {
         Some(s) => match s.acquire().await {
             Ok(permit) => {
@@ -175,7 +175,7 @@ async fn next_permit(p: &Option<Arc<Semaphore>>) -> bool {
 }
 
 /// Open loop: the next intended send time (never resolves without a feed).
-async fn next_due(rx: &mut Option<mpsc::UnboundedReceiver<Instant>>) -> Option<Instant> {
+pub(crate) async fn next_due(rx: &mut Option<mpsc::UnboundedReceiver<Instant>>) -> Option<Instant> {
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,
@@ -353,7 +353,7 @@ async fn receiver(
 /// The open-loop scheduler, on its own thread: releases message k to pair k mod P at its
 /// intended time; returns the scheduler's lag (release − intended) and how many it
 /// released. Stops early when `stop` is set or when it is past `hard_end`.
-fn schedule_loop(
+pub(crate) fn schedule_loop(
     sched: Schedule,
     total: u64,
     feeds: Vec<mpsc::UnboundedSender<Instant>>,
@@ -385,7 +385,7 @@ fn schedule_loop(
 }
 
 /// Polls `cond` every few milliseconds until it holds or `deadline` passes.
-async fn wait_for(deadline: Instant, cond: impl Fn() -> bool) -> bool {
+pub(crate) async fn wait_for(deadline: Instant, cond: impl Fn() -> bool) -> bool {
     loop {
         if cond() {
             return true;
@@ -472,6 +472,7 @@ pub async fn run(t: &Target, o: &ChatOpts) -> Result<Report, BenchError> {
         return Ok(rep);
     }
 
+    let cpu = crate::report::CpuProbe::start(t.opts.cpu_pid);
     let epoch = Instant::now();
     let sh = Arc::new(Shared {
         epoch,
@@ -608,6 +609,9 @@ pub async fn run(t: &Target, o: &ChatOpts) -> Result<Report, BenchError> {
                 .unwrap_or_else(|p| p.into_inner())
                 .summary(),
         );
+    }
+    if let Some(c) = cpu {
+        c.finish(&mut rep, "message", delivered);
     }
     let mut errs = errors.take();
     for (k, v) in sh.errors.take() {

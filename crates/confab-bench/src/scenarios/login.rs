@@ -43,6 +43,7 @@ pub async fn run(t: &Target, o: &LoginOpts) -> Result<Report, BenchError> {
             )
         })
     };
+    let cpu = crate::report::CpuProbe::start(t.opts.cpu_pid);
     let start = Instant::now();
     let started = {
         let t = Arc::new(t.clone());
@@ -100,6 +101,9 @@ pub async fn run(t: &Target, o: &LoginOpts) -> Result<Report, BenchError> {
     let h = hists.lock().unwrap_or_else(|p| p.into_inner());
     rep.set_latency("login", h.0.summary());
     rep.set_latency("login_and_close", h.1.summary());
+    if let Some(c) = cpu {
+        c.finish(&mut rep, "login", k);
+    }
     rep.errors = errors.take();
     Ok(rep)
 }

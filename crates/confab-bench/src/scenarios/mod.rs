@@ -2,6 +2,11 @@
 //! options and returns a [`crate::Report`].
 
 pub mod chat;
+pub mod fanout;
 pub mod idle;
 pub mod login;
+pub mod muc;
+pub mod offline;
+pub mod presence;
+pub mod reconnect;
 pub mod register;
