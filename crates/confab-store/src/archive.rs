@@ -117,6 +117,10 @@ pub trait ArchiveStore: Send + Sync {
         username: &str,
         msg: &ArchivedMessage,
     ) -> Result<()>;
+    /// Appends messages of any accounts in order (the server's archive writer gathers them
+    /// from many conversations), in transactions of up to `MAX_BATCH`; messages of accounts
+    /// that do not exist (deleted meanwhile) are left out. Returns how many were written.
+    async fn append_archive_many(&self, rows: &[(String, String, ArchivedMessage)]) -> Result<u64>;
     /// Appends messages in order (imports, moving in from another server), in
     /// transactions of up to `MAX_BATCH`: a failure leaves the earlier batches written.
     /// Import into an empty archive, oldest first: stamps older than the archive's newest

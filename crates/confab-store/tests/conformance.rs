@@ -1747,6 +1747,38 @@ async fn archive_batches(db: TestDb) {
         .refresh_archive_statistics()
         .await
         .expect("analyze");
+    // Several accounts in one call, interleaved: each keeps its order; a missing account's
+    // rows are left out, the others written.
+    let rows: Vec<(String, String, ArchivedMessage)> = (0..9)
+        .map(|i| {
+            let user = ["bob", "ghost", "alice"][i % 3];
+            (
+                "localhost".to_string(),
+                user.to_string(),
+                archived(&format!("x{i}"), "dave@localhost", 10_000 + i as i64),
+            )
+        })
+        .collect();
+    assert_eq!(s.archive.append_archive_many(&rows).await.expect("many"), 6);
+    let bobs = s
+        .archive
+        .query_archive("localhost", "bob", &all)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&bobs), ["x0", "x3", "x6"]);
+    let last = ArchiveQuery {
+        max: 3,
+        before: Some(String::new()),
+        ..Default::default()
+    };
+    let alices = s
+        .archive
+        .query_archive("localhost", "alice", &last)
+        .await
+        .expect("query")
+        .expect("page");
+    assert_eq!(ids(&alices), ["x2", "x5", "x8"]);
     // A batch for a missing account writes nothing.
     assert!(matches!(
         s.archive

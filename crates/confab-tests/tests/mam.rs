@@ -825,3 +825,28 @@ async fn archives_are_trimmed_to_their_cap() {
     let a = ask(&mut alice, None, query("t", &[], &[])).await;
     assert_eq!(a.bodies(), ["m2", "m3", "m4"]);
 }
+
+#[tokio::test]
+async fn a_query_finds_everything_already_delivered() {
+    let ts = TestServer::start().await;
+    for u in ["alice", "bob"] {
+        ts.add_user(u).await;
+    }
+    let mut alice = ts.login_available("alice").await;
+    let mut bob = ts.login_available("bob").await;
+    // Many messages at once: the archive writes them behind delivery, in batches.
+    for i in 0..300 {
+        alice
+            .send(&chat("bob@localhost", &format!("burst {i}")))
+            .await
+            .expect("send");
+    }
+    for _ in 0..300 {
+        recv_message(&mut bob).await;
+    }
+    // Asked right after the last delivery, the archive already holds all of them.
+    let a = ask(&mut bob, None, query("n", &[], &[("max", "0")])).await;
+    assert_eq!(a.rsm("count").as_deref(), Some("300"), "{}", a.reply);
+    let a = ask(&mut alice, None, query("n", &[], &[("max", "0")])).await;
+    assert_eq!(a.rsm("count").as_deref(), Some("300"), "{}", a.reply);
+}

@@ -20,6 +20,7 @@
 
 mod prefs;
 mod query;
+mod writer;
 
 pub use prefs::DefaultPolicy;
 
@@ -144,6 +145,8 @@ pub struct Mam {
     prefs: OnceLock<PrefsCache>,
     /// Accounts that archived something since the last cap trim.
     to_trim: Arc<Mutex<HashSet<BareJid>>>,
+    /// Writes the archive's rows off the delivery path (`writer.rs`).
+    writer: Arc<writer::ArchiveWriter>,
 }
 
 impl Mam {
@@ -180,6 +183,7 @@ impl Module for Mam {
                 Arc::new(CapTrim {
                     accounts: self.to_trim.clone(),
                     keep: cap,
+                    writer: self.writer.clone(),
                 }),
             );
         }
@@ -299,10 +303,10 @@ impl Mam {
             stamp: now_micros(),
             stanza: stanza.el.to_xml(ns::CLIENT),
         };
-        match ctx
-            .stores
-            .archive
-            .append_archive(account.domain().as_str(), node.as_str(), &msg)
+        let id = msg.id.clone();
+        match self
+            .writer
+            .append(ctx, account.domain().as_str(), node.as_str(), msg)
             .await
         {
             Ok(()) => {
@@ -313,7 +317,7 @@ impl Mam {
                         }
                     }
                 }
-                Some(msg.id)
+                Some(id)
             }
             Err(e) => {
                 tracing::error!(error = %e, account = %account, "archiving a message failed");
@@ -413,11 +417,14 @@ impl Timer for Mam {
 struct CapTrim {
     accounts: Arc<Mutex<HashSet<BareJid>>>,
     keep: u64,
+    writer: Arc<writer::ArchiveWriter>,
 }
 
 #[async_trait]
 impl Timer for CapTrim {
     async fn tick(&self, ctx: &ServerCtx) {
+        // What is queued counts towards the cap.
+        self.writer.flush().await;
         let accounts = match self.accounts.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(_) => return,
@@ -439,6 +446,14 @@ impl Timer for CapTrim {
 
 #[async_trait]
 impl LifecycleListener for Mam {
+    async fn server_started(&self, ctx: &ServerCtx) {
+        self.writer.start(ctx);
+    }
+
+    async fn server_stopping(&self, _: &ServerCtx) {
+        self.writer.flush().await;
+    }
+
     async fn session_closed(&self, ctx: &ServerCtx, session: &SessionInfo) {
         let account = session.jid.to_bare();
         if ctx.router.sessions_of(&account).is_empty() {
@@ -490,6 +505,7 @@ impl Mam {
     }
 
     async fn metadata_iq(&self, ctx: &ServerCtx, account: &BareJid, node: &str) -> IqReply {
+        self.writer.flush().await;
         let archive = &ctx.stores.archive;
         let domain = account.domain().as_str();
         let one = |before: Option<String>| ArchiveQuery {
@@ -535,6 +551,8 @@ impl Mam {
         let mut q = ArchiveQuery::from_request(&request, with, config.max_page);
         q.count |= config.count_results;
         let session = from.try_as_full().ok().and_then(|f| ctx.router.session(f));
+        // A client finds what it was just sent.
+        self.writer.flush().await;
         let page = match ctx
             .stores
             .archive

@@ -13,6 +13,7 @@ use crate::{Result, StoreError};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// The bare part of a JID string: a resource may contain `/`, the bare part never does.
 fn bare_of(jid: &str) -> &str {
@@ -37,48 +38,58 @@ impl SqlDb {
         }
     }
 
-    /// Appends `msgs` in order, in one transaction.
-    async fn append_archive_once(
+    /// Appends `rows` (account domain, username, message) in order, in one transaction;
+    /// rows of accounts that do not exist are left out. Returns how many were written and
+    /// whether any account was missing.
+    async fn append_rows_once(
         &self,
-        domain: &str,
-        username: &str,
-        msgs: &[ArchivedMessage],
-    ) -> Result<()> {
-        // Under the account's lock: ids increase in commit order per account (paging by id
-        // relies on it) and a deleted account gets no new rows.
+        rows: &[(&str, &str, &ArchivedMessage)],
+    ) -> Result<(u64, bool)> {
+        // Under the accounts' locks, taken in one order (no deadlock between writers):
+        // ids increase in commit order per account (paging by id relies on it) and a
+        // deleted account gets no new rows.
+        let mut accounts: Vec<(&str, &str)> = rows.iter().map(|(d, u, _)| (*d, *u)).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
         let mut tx = self.write_tx().await?;
-        if !self
-            .lock_account(&mut tx, domain, username, Lock::Exclusive)
-            .await?
-        {
-            return Err(StoreError::NoAccount);
-        }
         // Stamps never decrease within an account (time queries rely on it): a stamp
-        // older than the newest, from a race between appends or a clock stepping back,
-        // is raised to it.
+        // older than the account's newest, from a race between appends or a clock stepping
+        // back, is raised to it.
+        let mut newest: HashMap<(&str, &str), Option<i64>> = HashMap::new();
         let sql = format!(
             "SELECT MAX(stamp) FROM archive WHERE {}",
             self.archive_account()
         );
-        let mut newest: Option<i64> = self
-            .query_scalar(&sql)
-            .bind(domain)
-            .bind(username)
-            .fetch_one(&mut *tx)
-            .await?;
-        for chunk in msgs.chunks(APPEND_CHUNK) {
-            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        for (d, u) in accounts {
+            if !self.lock_account(&mut tx, d, u, Lock::Exclusive).await? {
+                continue;
+            }
+            let max: Option<i64> = self
+                .query_scalar(&sql)
+                .bind(d)
+                .bind(u)
+                .fetch_one(&mut *tx)
+                .await?;
+            newest.insert((d, u), max);
+        }
+        let live: Vec<&(&str, &str, &ArchivedMessage)> = rows
+            .iter()
+            .filter(|(d, u, _)| newest.contains_key(&(*d, *u)))
+            .collect();
+        for chunk in live.chunks(APPEND_CHUNK) {
+            let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
                 "INSERT INTO archive (domain, username, sid, with_bare, with_full, stamp, stanza)
-                 VALUES {rows}"
+                 VALUES {values}"
             );
             let mut query = self.query(&sql);
-            for msg in chunk {
-                let stamp = newest.map_or(msg.stamp, |n| n.max(msg.stamp));
-                newest = Some(stamp);
+            for (d, u, msg) in chunk {
+                let last = newest.entry((*d, *u)).or_default();
+                let stamp = last.map_or(msg.stamp, |n| n.max(msg.stamp));
+                *last = Some(stamp);
                 query = query
-                    .bind(domain)
-                    .bind(username)
+                    .bind(*d)
+                    .bind(*u)
                     .bind(msg.id.as_str())
                     .bind(bare_of(&msg.with))
                     .bind(msg.with.as_str())
@@ -88,7 +99,22 @@ impl SqlDb {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok((live.len() as u64, live.len() < rows.len()))
+    }
+
+    /// One account's messages, in one transaction; `NoAccount` if it does not exist.
+    async fn append_archive_once(
+        &self,
+        domain: &str,
+        username: &str,
+        msgs: &[ArchivedMessage],
+    ) -> Result<()> {
+        let rows: Vec<(&str, &str, &ArchivedMessage)> =
+            msgs.iter().map(|m| (domain, username, m)).collect();
+        match self.append_rows_once(&rows).await? {
+            (_, true) => Err(StoreError::NoAccount),
+            _ => Ok(()),
+        }
     }
 
     /// The scope of one account's archive.
@@ -429,6 +455,18 @@ impl ArchiveStore for SqlDb {
             self.append_archive_once(domain, username, std::slice::from_ref(msg))
                 .await
         )
+    }
+
+    async fn append_archive_many(&self, rows: &[(String, String, ArchivedMessage)]) -> Result<u64> {
+        let mut written = 0;
+        for batch in rows.chunks(MAX_BATCH) {
+            let refs: Vec<(&str, &str, &ArchivedMessage)> = batch
+                .iter()
+                .map(|(d, u, m)| (d.as_str(), u.as_str(), m))
+                .collect();
+            written += retry!(self.append_rows_once(&refs).await)?.0;
+        }
+        Ok(written)
     }
 
     async fn append_archive_batch(
