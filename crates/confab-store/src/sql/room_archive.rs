@@ -1,7 +1,7 @@
 //! The rooms' archives: append, page by (room, id) with the account archive's pager,
 //! replace one message (moderation), delete a room's.
 
-use super::archive::Scope;
+use super::archive::{Indexes, Scope};
 use super::dialect::Dialect;
 use super::{retry, SqlDb};
 use crate::archive::{ArchivePage, ArchiveQuery};
@@ -36,6 +36,12 @@ impl SqlDb {
             // Appended with the time of the moment, not raised: time filters stay plain
             // conditions.
             ordered_stamps: false,
+            indexes: (self.dialect == Dialect::Mysql).then_some(Indexes {
+                by_id: "room_archive_by_room",
+                by_sid: "room_archive_by_sid",
+                by_stamp: None,
+                by_filter: None,
+            }),
         }
     }
 }
