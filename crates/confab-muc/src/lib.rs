@@ -658,6 +658,17 @@ impl MucService {
                     "only those who may enter the room may read its archive",
                 ));
             }
+            // A query carries no password: of a password-protected room, only those who
+            // entered (occupants) and its owners (who enter without one) may read.
+            if room.is_password_protected()
+                && aff < payloads::Affiliation::Owner
+                && room.occupant(from).is_none()
+            {
+                return Err(StanzaError::with_text(
+                    StanzaErrorCondition::Forbidden,
+                    "a password-protected room's archive is for those in the room",
+                ));
+            }
             if !room.config.mam {
                 return Err(StanzaError::with_text(
                     StanzaErrorCondition::ServiceUnavailable,

@@ -1543,6 +1543,31 @@ async fn room_archive_is_queryable_with_mam() {
     let (r, _) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
     assert_eq!(r.len(), 5);
 
+    // Password-protected: a query carries no password, so only those in the room (and
+    // its owners) may read.
+    configure(
+        &mut c[0],
+        "arch",
+        &[
+            ("muc#roomconfig_passwordprotectedroom", "1"),
+            ("muc#roomconfig_roomsecret", "cauldron"),
+        ],
+    )
+    .await;
+    let (r, reply) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
+    assert!(r.is_empty());
+    assert_eq!(condition(&reply), "forbidden");
+    for i in [0, 1] {
+        let (r, reply) = query_archive(&mut c[i], "arch", mam_query(&[], &[])).await;
+        assert_eq!(r.len(), 5, "{reply}");
+    }
+    configure(
+        &mut c[0],
+        "arch",
+        &[("muc#roomconfig_passwordprotectedroom", "0")],
+    )
+    .await;
+
     // Members-only: the archive is the members'.
     configure(&mut c[0], "arch", &[("muc#roomconfig_membersonly", "1")]).await;
     let (r, reply) = query_archive(&mut c[2], "arch", mam_query(&[], &[])).await;
