@@ -350,6 +350,46 @@ async fn receiver(
     }
 }
 
+/// A run's open-loop scheduler thread (none in closed loop) and how to end it.
+pub(crate) struct OpenLoop {
+    thread: Option<std::thread::JoinHandle<(Histogram, u64)>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl OpenLoop {
+    /// With a rate, starts releasing messages to `feeds` from `start` for `duration` (at
+    /// most `MAX_MESSAGES`), never past `hard_end`.
+    pub(crate) fn start(
+        rate: Option<u64>,
+        start: Instant,
+        duration: Duration,
+        hard_end: Instant,
+        feeds: Vec<mpsc::UnboundedSender<Instant>>,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = rate.map(|r| {
+            let sched = Schedule::new(start, r);
+            let total = sched.count_within(duration).min(MAX_MESSAGES);
+            let stop = stop.clone();
+            std::thread::spawn(move || schedule_loop(sched, total, feeds, stop, hard_end))
+        });
+        OpenLoop { thread, stop }
+    }
+
+    /// Stops the scheduler; its lag (release − intended) and how many it released.
+    pub(crate) async fn finish(self) -> (Histogram, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread {
+            Some(h) => tokio::task::spawn_blocking(move || h.join())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default(),
+            None => (Histogram::new(), 0),
+        }
+    }
+}
+
 /// The open-loop scheduler, on its own thread: releases message k to pair k mod P at its
 /// intended time; returns the scheduler's lag (release − intended) and how many it
 /// released. Stops early when `stop` is set or when it is past `hard_end`.
@@ -530,30 +570,20 @@ pub async fn run(t: &Target, o: &ChatOpts) -> Result<Report, BenchError> {
             )
         })
     };
-    let sched_stop = Arc::new(AtomicBool::new(false));
-    let scheduler = o.rate.map(|r| {
-        let sched = Schedule::new(start, r);
-        let total = sched.count_within(t.duration).min(MAX_MESSAGES);
-        let hard_end = until + t.timeout;
-        let stop = sched_stop.clone();
-        let feeds = std::mem::take(&mut feeds);
-        std::thread::spawn(move || schedule_loop(sched, total, feeds, stop, hard_end))
-    });
+    let open_loop = OpenLoop::start(
+        o.rate,
+        start,
+        t.duration,
+        until + t.timeout,
+        std::mem::take(&mut feeds),
+    );
 
     // Sending ends at `until` (closed loop) or when the schedule is done; then the drain.
     let senders_done = wait_for(until + t.timeout, || {
         sh.senders_active.load(Ordering::Acquire) == 0
     })
     .await;
-    sched_stop.store(true, Ordering::Relaxed);
-    let (sched_lag, released) = match scheduler {
-        Some(h) => tokio::task::spawn_blocking(move || h.join())
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default(),
-        None => (Histogram::new(), 0),
-    };
+    let (sched_lag, released) = open_loop.finish().await;
     let send_end = Instant::now();
     let drained = wait_for(send_end + Duration::from_secs_f64(o.drain), || {
         let sent = sh.sent.load(Ordering::Acquire);

@@ -9,17 +9,17 @@
 //! got every stanza of each of its senders (`missing`, `incomplete_receivers`), and nothing
 //! more (`extra`).
 
-use super::chat::{next_due, next_permit, schedule_loop, wait_for, Samples};
+use super::chat::{next_due, next_permit, wait_for, OpenLoop, Samples};
 use crate::conn::{login_available, reply_to_request, since, write_raw, Body};
 use crate::opts::{Target, MAX_MESSAGES};
 use crate::report::{Errors, Progress, Report};
-use crate::stats::{rate, Histogram, Schedule};
+use crate::stats::{rate, Histogram};
 use crate::{for_each_index, setup_deadline, BenchError};
 use confab_proto::ns;
 use confab_proto::xml::{escape, Element};
 use confab_stream::client::ClientSession;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -475,28 +475,18 @@ pub async fn run(
             )
         })
     };
-    let sched_stop = Arc::new(AtomicBool::new(false));
-    let scheduler = spec.rate.map(|r| {
-        let sched = Schedule::new(start, r);
-        let total = sched.count_within(t.duration).min(MAX_MESSAGES);
-        let hard_end = until + t.timeout;
-        let stop = sched_stop.clone();
-        let feeds = std::mem::take(&mut feeds);
-        std::thread::spawn(move || schedule_loop(sched, total, feeds, stop, hard_end))
-    });
+    let open_loop = OpenLoop::start(
+        spec.rate,
+        start,
+        t.duration,
+        until + t.timeout,
+        std::mem::take(&mut feeds),
+    );
     let senders_done = wait_for(until + t.timeout, || {
         sh.senders_active.load(Ordering::Acquire) == 0
     })
     .await;
-    sched_stop.store(true, Ordering::Relaxed);
-    let (sched_lag, released) = match scheduler {
-        Some(h) => tokio::task::spawn_blocking(move || h.join())
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default(),
-        None => (Histogram::new(), 0),
-    };
+    let (sched_lag, released) = open_loop.finish().await;
     let send_end = Instant::now();
     let drained = wait_for(send_end + Duration::from_secs_f64(spec.drain), || {
         sh.delivered.load(Ordering::Acquire) + sh.bounced.load(Ordering::Acquire) >= sh.expected()
