@@ -4,8 +4,9 @@
 //! starts one task that owns the stream; the [`Client`] handle sends stanzas
 //! ([`Client::send`]), makes iq requests with reply matching and a timeout
 //! ([`Client::request`]) and hands out [`Event`]s. [`Module`]s (like XMPPFramework's
-//! `XMPPModule`) see incoming stanzas first; [`Roster`], [`Presence`] and [`Ping`] are built
-//! in.
+//! `XMPPModule`) see incoming stanzas first; built in are [`Roster`], [`Presence`] (with
+//! XEP-0172 nicknames in subscription requests), [`Ping`] and [`Chat`] (one-to-one messages
+//! with XEP-0085 chat states, XEP-0184 receipts and XEP-0308 corrections).
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -29,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod chat;
 mod client;
 pub mod dns;
 mod error;
@@ -39,6 +41,7 @@ mod reconnect;
 mod roster;
 mod sm;
 
+pub use chat::{Chat, ChatConfig, ChatEvent, ChatMessage, CORRECT_NS};
 pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
 pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
@@ -50,6 +53,7 @@ pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;
 
 /// Protocol types the API uses, re-exported so applications need no direct dependency.
+pub use confab_proto::payloads::chatstates::ChatState;
 pub use confab_proto::{
     ns, payloads, BareJid, Element, FullJid, IqType, Jid, Stanza, StanzaError,
     StanzaErrorCondition, StanzaKind,

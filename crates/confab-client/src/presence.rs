@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
 const CLIENT_NS: &str = "jabber:client";
+const NICK_NS: &str = "http://jabber.org/protocol/nick";
 
 /// `<show/>` (RFC 6121 §4.7.2.1); no show is plain "available".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +201,21 @@ impl Presence {
         self.send_typed(client, contact, "subscribe").await
     }
 
+    /// Asks to see `contact`'s presence, telling them this user's nickname (XEP-0172 §4.1:
+    /// someone not yet in their roster is otherwise just an address).
+    pub async fn subscribe_with_nick(
+        &self,
+        client: &Client,
+        contact: &BareJid,
+        nick: &str,
+    ) -> Result<(), Error> {
+        let p = Element::new("presence", CLIENT_NS)
+            .attr("to", contact.to_string())
+            .attr("type", "subscribe")
+            .child(Element::new("nick", NICK_NS).text(nick));
+        client.send(p).await
+    }
+
     /// Lets `contact` see this account's presence (answers a request, or pre-approves).
     pub async fn approve(&self, client: &Client, contact: &BareJid) -> Result<(), Error> {
         self.send_typed(client, contact, "subscribed").await
@@ -240,7 +256,7 @@ impl Presence {
                 from: from_bare,
                 nick: stanza
                     .el
-                    .get_child("nick", "http://jabber.org/protocol/nick")
+                    .get_child("nick", NICK_NS)
                     .map(|n| n.text_content()),
             }),
             Some("subscribed") => Some(PresenceEvent::Subscribed(from_bare)),

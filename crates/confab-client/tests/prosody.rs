@@ -1,0 +1,238 @@
+//! The SDK's modules against a server we did not write: Debian's Prosody, started here on
+//! loopback with its own configuration and data directory (never the system service).
+//!
+//! Skips, saying so, when `prosody` is not installed; with `CONFAB_REQUIRE_SERVICES=1` a
+//! missing Prosody fails instead (`scripts/interop.sh` installs it).
+
+use confab_client::{Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Jid};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+const DOMAIN: &str = "localhost";
+const PASSWORD: &str = "interop secret 1";
+
+/// A Prosody process of this test, killed when dropped.
+struct Prosody {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn prosody_binary() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("prosody"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Prosody {
+    /// Starts Prosody, or `None` (after saying why) when it is not installed.
+    async fn start() -> Option<Prosody> {
+        let Some(bin) = prosody_binary() else {
+            if std::env::var("CONFAB_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("prosody is not installed and CONFAB_REQUIRE_SERVICES=1");
+            }
+            eprintln!("SKIPPED: prosody is not installed (apt-get install prosody)");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("data")).expect("data dir");
+        let cert = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()]).expect("cert");
+        std::fs::write(d.join("cert.pem"), cert.cert.pem()).expect("cert");
+        std::fs::write(d.join("key.pem"), cert.signing_key.serialize_pem()).expect("key");
+        let port = free_port();
+        let cfg = config(d, port);
+        std::fs::write(d.join("prosody.cfg.lua"), cfg).expect("config");
+        let log = std::fs::File::create(d.join("stdout.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("-F")
+            .arg("--config")
+            .arg(d.join("prosody.cfg.lua"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("prosody starts");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut p = Prosody { child, dir, addr };
+        p.wait_listening().await;
+        Some(p)
+    }
+
+    async fn wait_listening(&mut self) {
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("prosody exited ({status}): {}", self.logs());
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("prosody did not listen within 10 s: {}", self.logs());
+    }
+
+    fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("{}\n{}", read("stdout.log"), read("prosody.log"))
+    }
+
+    /// Creates an account with prosodyctl.
+    fn add_user(&self, user: &str) {
+        let out = Command::new("prosodyctl")
+            .arg("--config")
+            .arg(self.dir.path().join("prosody.cfg.lua"))
+            .args(["register", user, DOMAIN, PASSWORD])
+            .output()
+            .expect("prosodyctl runs");
+        assert!(
+            out.status.success(),
+            "prosodyctl register {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn options(&self, user: &str, resource: &str) -> ClientOptions {
+        let mut o = ClientOptions::new(self.addr, DOMAIN, user, PASSWORD);
+        o.resource = Some(resource.into());
+        // Its certificate is the self-signed one made above.
+        o.verify = confab_client::CertVerification::Insecure;
+        o
+    }
+}
+
+/// Prosody's configuration: c2s on `port` only, TLS with the generated certificate, MUC,
+/// MAM, carbons and in-band registration (open to loopback, unthrottled).
+fn config(d: &Path, port: u16) -> String {
+    let d = d.display();
+    format!(
+        r#"
+run_as_root = true
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{d}/prosody.log" }} }}
+c2s_ports = {{ {port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ }}
+s2s_interfaces = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+component_ports = {{ }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "mam"; "carbons"; "offline"; "vcard_legacy"; "pep" }}
+modules_disabled = {{ "s2s" }}
+authentication = "internal_hashed"
+storage = "internal"
+c2s_require_encryption = true
+allow_registration = true
+archive_expires_after = "never"
+default_archive_policy = true
+ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
+VirtualHost "{DOMAIN}"
+Component "conference.{DOMAIN}" "muc"
+    modules_enabled = {{ "muc_mam" }}
+    restrict_room_creation = false
+"#
+    )
+}
+
+async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, pred: impl Fn(&T) -> bool) -> T {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("timed out waiting for an event")
+}
+
+fn full(c: &Client) -> Jid {
+    Jid::new(c.jid().as_str()).expect("jid")
+}
+
+async fn chat_client(p: &Prosody, user: &str) -> (Client, Arc<Chat>) {
+    let chat = Chat::new();
+    let client = Client::connect(Config::new(p.options(user, "sdk")).module(chat.clone()))
+        .await
+        .expect("connects to prosody");
+    (client, chat)
+}
+
+#[tokio::test]
+async fn chat_states_receipts_corrections_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    p.add_user("alice");
+    p.add_user("bob");
+    let (alice, alice_chat) = chat_client(&p, "alice").await;
+    let (bob, bob_chat) = chat_client(&p, "bob").await;
+    let mut alice_ev = alice_chat.events();
+    let mut bob_ev = bob_chat.events();
+    let bob_jid = full(&bob);
+
+    let id = alice_chat
+        .send(&alice, &bob_jid, "hello via prosody")
+        .await
+        .expect("send");
+    let got = next(&mut bob_ev, |e| matches!(e, ChatEvent::Message(_))).await;
+    assert!(
+        matches!(&got, ChatEvent::Message(m) if m.body.as_deref() == Some("hello via prosody")
+            && m.state == Some(ChatState::Active) && m.request_receipt),
+        "{got:?}"
+    );
+    let d = next(&mut alice_ev, |e| matches!(e, ChatEvent::Delivered { .. })).await;
+    assert_eq!(
+        d,
+        ChatEvent::Delivered {
+            from: bob_jid.clone(),
+            id: id.clone()
+        }
+    );
+    alice_chat
+        .send_state(&alice, &bob_jid, ChatState::Composing)
+        .await
+        .expect("state");
+    let got = next(&mut bob_ev, |e| matches!(e, ChatEvent::State { .. })).await;
+    assert_eq!(
+        got,
+        ChatEvent::State {
+            from: full(&alice),
+            state: ChatState::Composing
+        }
+    );
+    alice_chat
+        .correct(&alice, &bob_jid, &id, "hello via Prosody")
+        .await
+        .expect("correct");
+    let got = next(&mut bob_ev, |e| matches!(e, ChatEvent::Message(_))).await;
+    assert!(
+        matches!(&got, ChatEvent::Message(m) if m.replaces.as_deref() == Some(id.as_str())),
+        "{got:?}"
+    );
+    alice.close().await.expect("close");
+    bob.close().await.expect("close");
+}
