@@ -6,7 +6,9 @@
 //! ([`Client::request`]) and hands out [`Event`]s. [`Module`]s (like XMPPFramework's
 //! `XMPPModule`) see incoming stanzas first; built in are [`Roster`], [`Presence`] (with
 //! XEP-0172 nicknames in subscription requests), [`Ping`] and [`Chat`] (one-to-one messages
-//! with XEP-0085 chat states, XEP-0184 receipts and XEP-0308 corrections).
+//! with XEP-0085 chat states, XEP-0184 receipts and XEP-0308 corrections). In-band
+//! registration (XEP-0077) is in [`register`]: [`register_account`] before logging in,
+//! [`change_password`] and [`cancel_account`] after, with typed [`RegistrationError`]s.
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -38,6 +40,7 @@ mod module;
 mod ping;
 mod presence;
 mod reconnect;
+pub mod register;
 mod roster;
 mod sm;
 
@@ -49,6 +52,10 @@ pub use module::{Context, Handled, Module};
 pub use ping::Ping;
 pub use presence::{Presence, PresenceEvent, Show, Status};
 pub use reconnect::Reconnect;
+pub use register::{
+    cancel_account, change_password, register_account, registration_fields, RegistrationError,
+    RegistrationFields,
+};
 pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;
 

@@ -4,7 +4,10 @@
 //! Skips, saying so, when `prosody` is not installed; with `CONFAB_REQUIRE_SERVICES=1` a
 //! missing Prosody fails instead (`scripts/interop.sh` installs it).
 
-use confab_client::{Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Jid};
+use confab_client::{
+    cancel_account, change_password, register_account, registration_fields, Chat, ChatEvent,
+    ChatState, Client, ClientOptions, Config, Error, Jid, RegistrationError,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -235,4 +238,44 @@ async fn chat_states_receipts_corrections_with_prosody() {
     );
     alice.close().await.expect("close");
     bob.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn registration_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    let cfg = Config::new(p.options("fresh", "sdk"));
+    // Prosody asks with a data form (confabd with the legacy fields): the form is filled.
+    let fields = registration_fields(&cfg).await.expect("fields");
+    assert!(fields.form.is_some(), "{fields:?}");
+    register_account(&cfg, &[])
+        .await
+        .expect("registers in-band");
+    let client = Client::connect(cfg.clone()).await.expect("logs in");
+    let again = register_account(&cfg, &[]).await;
+    assert!(
+        matches!(again, Err(RegistrationError::Conflict)),
+        "{again:?}"
+    );
+    let mut bad = cfg.clone();
+    bad.options.username = "no@name".into();
+    let bad = register_account(&bad, &[]).await;
+    assert!(
+        matches!(bad, Err(RegistrationError::NotAcceptable(_))),
+        "{bad:?}"
+    );
+
+    change_password(&client, "changed secret 2")
+        .await
+        .expect("password changed");
+    client.close().await.expect("close");
+    let old = Client::connect(cfg.clone()).await;
+    assert!(matches!(old, Err(Error::Connect(_))), "{old:?}");
+    let mut cfg2 = cfg.clone();
+    cfg2.options.password = "changed secret 2".into();
+    let client = Client::connect(cfg2.clone()).await.expect("new password");
+    cancel_account(&client).await.expect("cancelled");
+    let gone = Client::connect(cfg2).await;
+    assert!(matches!(gone, Err(Error::Connect(_))), "{gone:?}");
 }
