@@ -9,6 +9,8 @@
 //! with XEP-0085 chat states, XEP-0184 receipts and XEP-0308 corrections). In-band
 //! registration (XEP-0077) is in [`register`]: [`register_account`] before logging in,
 //! [`change_password`] and [`cancel_account`] after, with typed [`RegistrationError`]s.
+//! [`Muc`] is XEP-0045 multi-user chat: join, leave, group messages, subject, nicknames,
+//! occupants, invitations, moderation and room configuration, as [`MucEvent`]s.
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -37,6 +39,7 @@ mod client;
 pub mod dns;
 mod error;
 mod module;
+pub mod muc;
 mod ping;
 mod presence;
 mod reconnect;
@@ -49,6 +52,10 @@ pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqReq
 pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
 pub use module::{Context, Handled, Module};
+pub use muc::{
+    Affiliation, GroupMessage, History, JoinOptions, Joined, LeaveReason, Muc, MucError, MucEvent,
+    Occupant, Role,
+};
 pub use ping::Ping;
 pub use presence::{Presence, PresenceEvent, Show, Status};
 pub use reconnect::Reconnect;

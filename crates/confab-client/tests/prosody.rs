@@ -5,8 +5,9 @@
 //! missing Prosody fails instead (`scripts/interop.sh` installs it).
 
 use confab_client::{
-    cancel_account, change_password, register_account, registration_fields, Chat, ChatEvent,
-    ChatState, Client, ClientOptions, Config, Error, Jid, RegistrationError,
+    cancel_account, change_password, register_account, registration_fields, Affiliation, BareJid,
+    Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Error, Jid, JoinOptions,
+    LeaveReason, Muc, MucError, MucEvent, RegistrationError, Role,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -278,4 +279,84 @@ async fn registration_with_prosody() {
     cancel_account(&client).await.expect("cancelled");
     let gone = Client::connect(cfg2).await;
     assert!(matches!(gone, Err(Error::Connect(_))), "{gone:?}");
+}
+
+async fn muc_client(p: &Prosody, user: &str) -> (Client, Arc<Muc>, broadcast::Receiver<MucEvent>) {
+    let muc = Muc::new();
+    let ev = muc.events();
+    let client = Client::connect(Config::new(p.options(user, "sdk")).module(muc.clone()))
+        .await
+        .expect("connects to prosody");
+    (client, muc, ev)
+}
+
+#[tokio::test]
+async fn muc_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    for u in ["alice", "bob"] {
+        p.add_user(u);
+    }
+    let room = BareJid::new("lounge@conference.localhost").expect("jid");
+    let (alice, alice_muc, mut alice_ev) = muc_client(&p, "alice").await;
+    let (bob, bob_muc, mut bob_ev) = muc_client(&p, "bob").await;
+
+    let joined = alice_muc
+        .join(&alice, &room, JoinOptions::new("Alice"))
+        .await
+        .expect("alice creates the room");
+    assert!(joined.created);
+    assert_eq!(joined.me.affiliation, Affiliation::Owner);
+    alice_muc
+        .accept_default_config(&alice, &room)
+        .await
+        .expect("instant room");
+    let joined = bob_muc
+        .join(&bob, &room, JoinOptions::new("Bob"))
+        .await
+        .expect("bob joins");
+    assert_eq!(joined.occupants.len(), 1, "{joined:?}");
+    assert_eq!(joined.occupants[0].nick, "Alice");
+    assert_eq!(joined.occupants[0].role, Role::Moderator);
+    next(
+        &mut alice_ev,
+        |e| matches!(e, MucEvent::OccupantJoined { occupant, .. } if occupant.nick == "Bob"),
+    )
+    .await;
+
+    bob_muc.send(&bob, &room, "hi all").await.expect("send");
+    let got = next(&mut alice_ev, |e| matches!(e, MucEvent::Message(_))).await;
+    assert!(
+        matches!(&got, MucEvent::Message(m) if m.body == "hi all" && m.nick.as_deref() == Some("Bob") && !m.own),
+        "{got:?}"
+    );
+    next(&mut bob_ev, |e| matches!(e, MucEvent::Message(m) if m.own)).await;
+
+    bob_muc
+        .change_nick(&bob, &room, "Robert")
+        .await
+        .expect("nick change");
+    next(
+        &mut alice_ev,
+        |e| matches!(e, MucEvent::NickChanged { old, new, .. } if old == "Bob" && new == "Robert"),
+    )
+    .await;
+    let taken = bob_muc.change_nick(&bob, &room, "Alice").await;
+    assert!(matches!(taken, Err(MucError::NickInUse)), "{taken:?}");
+
+    alice_muc
+        .kick(&alice, &room, "Robert", Some("bye"))
+        .await
+        .expect("kick");
+    let left = next(&mut bob_ev, |e| matches!(e, MucEvent::Left { .. })).await;
+    assert!(
+        matches!(&left, MucEvent::Left { reason: LeaveReason::Kicked { reason: Some(r), .. }, .. } if r == "bye"),
+        "{left:?}"
+    );
+    assert!(bob_muc.rooms().is_empty());
+    next(&mut alice_ev, |e| {
+        matches!(e, MucEvent::OccupantLeft { nick, reason: LeaveReason::Kicked { .. }, .. } if nick == "Robert")
+    })
+    .await;
 }
