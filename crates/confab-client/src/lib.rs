@@ -10,7 +10,9 @@
 //! registration (XEP-0077) is in [`register`]: [`register_account`] before logging in,
 //! [`change_password`] and [`cancel_account`] after, with typed [`RegistrationError`]s.
 //! [`Muc`] is XEP-0045 multi-user chat: join, leave, group messages, subject, nicknames,
-//! occupants, invitations, moderation and room configuration, as [`MucEvent`]s.
+//! occupants, invitations, moderation and room configuration, as [`MucEvent`]s. [`Mam`]
+//! queries the account's or a room's archive (XEP-0313) page by page; [`Carbons`]
+//! (XEP-0280) surfaces the copies of messages the account's other clients sent and got.
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -34,10 +36,12 @@
 
 #![warn(missing_docs)]
 
+mod carbons;
 mod chat;
 mod client;
 pub mod dns;
 mod error;
+mod mam;
 mod module;
 pub mod muc;
 mod ping;
@@ -47,10 +51,12 @@ pub mod register;
 mod roster;
 mod sm;
 
+pub use carbons::{CarbonEvent, Carbons, CARBONS_NS};
 pub use chat::{Chat, ChatConfig, ChatEvent, ChatMessage, CORRECT_NS};
 pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
 pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
+pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery, MAM_NS, MAX_RESULTS_PER_QUERY};
 pub use module::{Context, Handled, Module};
 pub use muc::{
     Affiliation, GroupMessage, History, JoinOptions, Joined, LeaveReason, Muc, MucError, MucEvent,

@@ -2,12 +2,14 @@
 //! loopback with its own configuration and data directory (never the system service).
 //!
 //! Skips, saying so, when `prosody` is not installed; with `CONFAB_REQUIRE_SERVICES=1` a
-//! missing Prosody fails instead (`scripts/interop.sh` installs it).
+//! missing Prosody fails instead (`scripts/ensure-prosody.sh`, run by `scripts/test.sh` and
+//! `scripts/interop.sh`, installs it).
 
 use confab_client::{
     cancel_account, change_password, register_account, registration_fields, Affiliation, BareJid,
-    Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Error, Jid, JoinOptions,
-    LeaveReason, Muc, MucError, MucEvent, RegistrationError, Role,
+    CarbonEvent, Carbons, Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Element,
+    Error, Jid, JoinOptions, LeaveReason, Mam, MamQuery, Muc, MucError, MucEvent,
+    RegistrationError, Role,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -359,4 +361,113 @@ async fn muc_with_prosody() {
         matches!(e, MucEvent::OccupantLeft { nick, reason: LeaveReason::Kicked { .. }, .. } if nick == "Robert")
     })
     .await;
+}
+
+struct Full {
+    client: Client,
+    chat: Arc<Chat>,
+    mam: Arc<Mam>,
+    carbons: Arc<Carbons>,
+}
+
+async fn full_client(p: &Prosody, user: &str, resource: &str) -> Full {
+    let chat = Chat::new();
+    let mam = Mam::new();
+    let carbons = Carbons::new();
+    let client = Client::connect(
+        Config::new(p.options(user, resource))
+            .module(mam.clone())
+            .module(carbons.clone())
+            .module(chat.clone()),
+    )
+    .await
+    .expect("connects to prosody");
+    Full {
+        client,
+        chat,
+        mam,
+        carbons,
+    }
+}
+
+fn body_of(e: &Element) -> Option<String> {
+    e.get_child("body", "jabber:client")
+        .map(|b| b.text_content())
+}
+
+#[tokio::test]
+async fn mam_paging_and_carbons_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    for u in ["alice", "bob"] {
+        p.add_user(u);
+    }
+    let pc = full_client(&p, "alice", "pc").await;
+    let phone = full_client(&p, "alice", "phone").await;
+    let bob = full_client(&p, "bob", "pc").await;
+    assert!(phone.carbons.enable(&phone.client).await.expect("enable"));
+    let mut copies = phone.carbons.events();
+    let mut bob_ev = bob.chat.events();
+
+    // Alice's pc writes to bob: bob gets it, alice's phone a "sent" copy.
+    let bob_jid = Jid::new(bob.client.jid().as_str()).expect("jid");
+    for i in 0..7 {
+        pc.chat
+            .send(&pc.client, &bob_jid, &format!("archived {i}"))
+            .await
+            .expect("send");
+    }
+    next(
+        &mut bob_ev,
+        |e| matches!(e, ChatEvent::Message(m) if m.body.as_deref() == Some("archived 6")),
+    )
+    .await;
+    let got = next(
+        &mut copies,
+        |e| matches!(e, CarbonEvent::Sent(m) if body_of(m).is_some()),
+    )
+    .await;
+    assert!(
+        matches!(&got, CarbonEvent::Sent(m) if body_of(m).as_deref() == Some("archived 0")),
+        "{got:?}"
+    );
+    // Bob answers the pc: the phone gets a "received" copy.
+    let pc_jid = Jid::new(pc.client.jid().as_str()).expect("jid");
+    bob.chat
+        .send(&bob.client, &pc_jid, "got them")
+        .await
+        .expect("send");
+    let got = next(
+        &mut copies,
+        |e| matches!(e, CarbonEvent::Received(m) if body_of(m).is_some()),
+    )
+    .await;
+    assert!(
+        matches!(&got, CarbonEvent::Received(m) if body_of(m).as_deref() == Some("got them")),
+        "{got:?}"
+    );
+
+    // Bob pages through his archive with alice, 3 at a time.
+    let mut q = MamQuery {
+        with: Some(Jid::new("alice@localhost").expect("jid")),
+        ..MamQuery::first(3)
+    };
+    let mut bodies = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = bob.mam.query(&bob.client, None, &q).await.expect("page");
+        pages += 1;
+        assert!(page.messages.len() <= 3);
+        bodies.extend(page.messages.iter().filter_map(|m| m.body.clone()));
+        if page.complete || pages > 20 {
+            break;
+        }
+        q = q.next_page(&page).expect("a last id");
+    }
+    let mut expected: Vec<String> = (0..7).map(|i| format!("archived {i}")).collect();
+    expected.push("got them".into());
+    assert_eq!(bodies, expected);
+    // Prosody archives the receipts too (no body), so more than the three pages of bodies.
+    assert!(pages >= 3, "{pages}");
 }
