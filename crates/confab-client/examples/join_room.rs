@@ -114,7 +114,7 @@ fn print(ev: &MucEvent) -> bool {
             };
             println!("<{}>{when} {}", m.nick.as_deref().unwrap_or("room"), m.body);
         }
-        MucEvent::Subject { subject, nick, .. } => {
+        MucEvent::Subject { subject, nick, .. } if !subject.is_empty() => {
             println!(
                 "* subject: {subject} (by {})",
                 nick.as_deref().unwrap_or("room")
