@@ -13,6 +13,7 @@
 //! occupants, invitations, moderation and room configuration, as [`MucEvent`]s. [`Mam`]
 //! queries the account's or a room's archive (XEP-0313) page by page; [`Carbons`]
 //! (XEP-0280) surfaces the copies of messages the account's other clients sent and got.
+//! [`VCards`] fetches and publishes vCards (XEP-0054) and follows avatar hashes (XEP-0153).
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -50,6 +51,7 @@ mod reconnect;
 pub mod register;
 mod roster;
 mod sm;
+mod vcard;
 
 pub use carbons::{CarbonEvent, Carbons, CARBONS_NS};
 pub use chat::{Chat, ChatConfig, ChatEvent, ChatMessage, CORRECT_NS};
@@ -71,6 +73,7 @@ pub use register::{
 };
 pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;
+pub use vcard::{Photo, VCard, VCardEvent, VCards};
 
 /// Protocol types the API uses, re-exported so applications need no direct dependency.
 pub use confab_proto::payloads::chatstates::ChatState;

@@ -121,6 +121,8 @@ pub enum PresenceEvent {
 #[derive(Default)]
 struct State {
     own: Option<Status>,
+    /// Children added to each own available presence (e.g. an avatar hash).
+    extensions: Vec<Element>,
     /// The latest available presence of each contact resource.
     resources: BTreeMap<String, (FullJid, Status)>,
 }
@@ -168,9 +170,23 @@ impl Presence {
     /// Announces `status` (the first call is the initial presence that makes the session
     /// available); sent again after a new session.
     pub async fn set(&self, client: &Client, status: Status) -> Result<(), Error> {
-        client.send(status.to_element()).await?;
+        client.send(self.own_presence(&status)).await?;
         self.lock().own = Some(status);
         Ok(())
+    }
+
+    /// Children to add to every own presence from now on, e.g. the XEP-0153 avatar hash
+    /// ([`crate::VCards::presence_update`]); takes effect with the next [`Presence::set`].
+    pub fn set_extensions(&self, extensions: Vec<Element>) {
+        self.lock().extensions = extensions;
+    }
+
+    fn own_presence(&self, status: &Status) -> Element {
+        let mut p = status.to_element();
+        for e in &self.lock().extensions {
+            p.push_child(e.clone());
+        }
+        p
     }
 
     /// The presence last announced, if any.
@@ -297,7 +313,7 @@ impl Module for Presence {
             s.own.clone()
         };
         if let Some(own) = own {
-            if let Err(e) = client.send(own.to_element()).await {
+            if let Err(e) = client.send(self.own_presence(&own)).await {
                 tracing::warn!(error = %e, "re-sending presence after a new session failed");
             }
         }
@@ -307,6 +323,21 @@ impl Module for Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extensions_go_with_own_presence() {
+        let p = Presence::new();
+        let x = Element::new("x", "vcard-temp:x:update");
+        p.set_extensions(vec![x.clone()]);
+        let el = p.own_presence(&Status::available());
+        assert_eq!(el.get_child("x", "vcard-temp:x:update"), Some(&x));
+        p.set_extensions(Vec::new());
+        assert!(p
+            .own_presence(&Status::available())
+            .elements()
+            .next()
+            .is_none());
+    }
 
     #[test]
     fn status_round_trip() {

@@ -8,8 +8,8 @@
 use confab_client::{
     cancel_account, change_password, register_account, registration_fields, Affiliation, BareJid,
     CarbonEvent, Carbons, Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Element,
-    Error, Jid, JoinOptions, LeaveReason, Mam, MamQuery, Muc, MucError, MucEvent,
-    RegistrationError, Role,
+    Error, Jid, JoinOptions, LeaveReason, Mam, MamQuery, Muc, MucError, MucEvent, Photo,
+    RegistrationError, Role, VCard, VCards,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -470,4 +470,42 @@ async fn mam_paging_and_carbons_with_prosody() {
     assert_eq!(bodies, expected);
     // Prosody archives the receipts too (no body), so more than the three pages of bodies.
     assert!(pages >= 3, "{pages}");
+}
+
+#[tokio::test]
+async fn vcard_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    for u in ["alice", "bob"] {
+        p.add_user(u);
+    }
+    let connect = |user: &'static str| {
+        let vcards = VCards::new();
+        let cfg = Config::new(p.options(user, "sdk")).module(vcards.clone());
+        async move { (Client::connect(cfg).await.expect("connects"), vcards) }
+    };
+    let (alice, alice_v) = connect("alice").await;
+    let (bob, bob_v) = connect("bob").await;
+    let card = VCard {
+        full_name: Some("Alice Liddell".into()),
+        nickname: Some("Alice".into()),
+        photo: Some(Photo {
+            mime_type: Some("image/png".into()),
+            data: Some(vec![0x89, b'P', b'N', b'G', 9, 8, 7]),
+            extval: None,
+        }),
+        others: Vec::new(),
+    };
+    alice_v.publish(&alice, &card).await.expect("publish");
+    let got = bob_v
+        .fetch(&bob, Some(&BareJid::new("alice@localhost").expect("jid")))
+        .await
+        .expect("fetch")
+        .expect("a vCard");
+    assert_eq!(got.full_name, card.full_name);
+    assert_eq!(
+        got.photo.and_then(|p| p.data),
+        card.photo.and_then(|p| p.data)
+    );
 }
