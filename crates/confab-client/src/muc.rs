@@ -510,13 +510,17 @@ impl Muc {
     }
 
     /// Joins `room` and waits until the room has sent the occupant list and our own
-    /// presence (or refused). Joining a room already joined is a nick change.
+    /// presence (or refused). A room already joined is not joined again: that is
+    /// [`Muc::change_nick`], or [`Muc::leave`] first.
     pub async fn join(
         &self,
         client: &Client,
         room: &BareJid,
         opts: JoinOptions,
     ) -> Result<Joined, MucError> {
+        if self.lock().contains_key(room.as_str()) {
+            return Err(Error::InvalidRequest("already in (or joining) that room").into());
+        }
         let to = occupant_jid(room, &opts.nick)?;
         let mut x = Element::new("x", MUC);
         if let Some(p) = &opts.password {

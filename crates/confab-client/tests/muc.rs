@@ -4,8 +4,8 @@
 
 use confab_client::muc::set_form_value;
 use confab_client::{
-    Affiliation, BareJid, Client, Config, History, Jid, JoinOptions, LeaveReason, Muc, MucError,
-    MucEvent, Role,
+    Affiliation, BareJid, Client, Config, Error, History, Jid, JoinOptions, LeaveReason, Muc,
+    MucError, MucEvent, Role,
 };
 use confab_tests::TestServer;
 use std::sync::Arc;
@@ -96,6 +96,16 @@ async fn room_life_cycle() {
         "{ev:?}"
     );
     assert_eq!(alice.muc.occupants(&room).len(), 1);
+    // Joining again is refused here and keeps the room's state.
+    let twice = bob
+        .muc
+        .join(&bob.client, &room, JoinOptions::new("Bob2"))
+        .await;
+    assert!(
+        matches!(twice, Err(MucError::Client(Error::InvalidRequest(_)))),
+        "{twice:?}"
+    );
+    assert_eq!(bob.muc.occupants(&room).len(), 1);
 
     // Subject and messages, reflected to the sender.
     alice
