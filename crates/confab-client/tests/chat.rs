@@ -273,3 +273,35 @@ async fn nickname_in_subscription_request() {
         }
     );
 }
+
+#[tokio::test]
+async fn offline_message_arrives_marked_delayed() {
+    let ts = TestServer::start().await;
+    for u in ["alice", "bob"] {
+        ts.add_user(u).await;
+    }
+    let alice = connect(&ts, "alice").await;
+    alice
+        .chat
+        .send(&alice.client, &jid("bob@localhost"), "while you were out")
+        .await
+        .expect("send");
+    // A ping round trip: the server has stored it before bob comes.
+    confab_client::Ping::new()
+        .ping(&alice.client, None)
+        .await
+        .expect("ping");
+    let bob = connect(&ts, "bob").await;
+    let mut ev = bob.chat.events();
+    // Offline messages come after the initial presence.
+    bob.presence
+        .set(&bob.client, confab_client::Status::available())
+        .await
+        .expect("presence");
+    let got = next(&mut ev, |e| matches!(e, ChatEvent::Message(_))).await;
+    assert!(
+        matches!(&got, ChatEvent::Message(m) if m.body.as_deref() == Some("while you were out")
+            && m.delayed.is_some()),
+        "{got:?}"
+    );
+}
