@@ -61,8 +61,8 @@ pub use error::Error;
 pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery, MAM_NS, MAX_RESULTS_PER_QUERY};
 pub use module::{Context, Handled, Module};
 pub use muc::{
-    Affiliation, GroupMessage, History, JoinOptions, Joined, LeaveReason, Muc, MucError, MucEvent,
-    Occupant, Role,
+    AffiliatedUser, Affiliation, GroupMessage, History, JoinOptions, Joined, LeaveReason, Muc,
+    MucError, MucEvent, Occupant, Role,
 };
 pub use ping::Ping;
 pub use presence::{Presence, PresenceEvent, Show, Status};

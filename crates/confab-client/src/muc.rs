@@ -144,6 +144,19 @@ pub fn set_form_value(form: &mut DataForm, var: &str, value: &str) {
     }
 }
 
+/// A user on one of the room's affiliation lists ([`Muc::affiliations`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AffiliatedUser {
+    /// Their bare JID.
+    pub jid: BareJid,
+    /// The affiliation.
+    pub affiliation: Affiliation,
+    /// Their reserved nickname, if the room lists one.
+    pub nick: Option<String>,
+    /// The reason given (e.g. for a ban), if any.
+    pub reason: Option<String>,
+}
+
 /// Someone in a room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Occupant {
@@ -829,6 +842,42 @@ impl Muc {
     ) -> Result<(), MucError> {
         self.set_affiliation(client, room, user, Affiliation::Outcast, reason)
             .await
+    }
+
+    /// The users with `affiliation` in the room (XEP-0045 §9.5 ban list, §9.5 member list,
+    /// §10.5 owners, §10.8 admins), each with the reason given, if any. Needs the privilege
+    /// the room asks for that list ([`MucError::Forbidden`] otherwise).
+    pub async fn affiliations(
+        &self,
+        client: &Client,
+        room: &BareJid,
+        affiliation: Affiliation,
+    ) -> Result<Vec<AffiliatedUser>, MucError> {
+        let q = Element::new("query", ADMIN)
+            .child(Element::new("item", ADMIN).attr("affiliation", affiliation.as_str()));
+        let reply = client
+            .request(iq(IqType::Get, Some(&Jid::from(room.clone())), q))
+            .await
+            .map_err(muc_error)?;
+        let Some(q) = reply.get_child("query", ADMIN) else {
+            return Err(Error::Protocol("affiliation list without a query".into()).into());
+        };
+        Ok(q.elements()
+            .filter(|i| i.is("item", ADMIN))
+            .filter_map(|i| {
+                // An item without a valid JID names nobody; skipped.
+                let jid = i.get_attr("jid").and_then(|j| BareJid::new(j).ok())?;
+                Some(AffiliatedUser {
+                    jid,
+                    affiliation: i
+                        .get_attr("affiliation")
+                        .and_then(Affiliation::from_name)
+                        .unwrap_or(affiliation),
+                    nick: i.get_attr("nick").map(str::to_string),
+                    reason: child_text(i, "reason", ADMIN),
+                })
+            })
+            .collect())
     }
 
     /// The room's configuration form (owners only, XEP-0045 §10.2).

@@ -274,6 +274,22 @@ async fn room_life_cycle() {
         .join(&bob.client, &room, JoinOptions::new("Bob"))
         .await;
     assert!(matches!(banned, Err(MucError::Banned)), "{banned:?}");
+    let outcasts = alice
+        .muc
+        .affiliations(&alice.client, &room, Affiliation::Outcast)
+        .await
+        .expect("ban list");
+    assert_eq!(outcasts.len(), 1, "{outcasts:?}");
+    assert_eq!(outcasts[0].jid, bare("bob@localhost"));
+    assert_eq!(outcasts[0].affiliation, Affiliation::Outcast);
+    let owners = carol
+        .muc
+        .affiliations(&carol.client, &room, Affiliation::Owner)
+        .await;
+    assert!(
+        matches!(owners, Err(MucError::Forbidden)),
+        "a participant may not list the owners: {owners:?}"
+    );
 
     // A password through the configuration form.
     let mut form = alice

@@ -361,6 +361,29 @@ async fn muc_with_prosody() {
         matches!(e, MucEvent::OccupantLeft { nick, reason: LeaveReason::Kicked { .. }, .. } if nick == "Robert")
     })
     .await;
+
+    alice_muc
+        .ban(
+            &alice,
+            &room,
+            &BareJid::new("bob@localhost").expect("jid"),
+            Some("out"),
+        )
+        .await
+        .expect("ban");
+    let banned = bob_muc.join(&bob, &room, JoinOptions::new("Bob")).await;
+    assert!(matches!(banned, Err(MucError::Banned)), "{banned:?}");
+    let outcasts = alice_muc
+        .affiliations(&alice, &room, Affiliation::Outcast)
+        .await
+        .expect("ban list");
+    assert_eq!(
+        outcasts
+            .iter()
+            .map(|u| u.jid.to_string())
+            .collect::<Vec<_>>(),
+        ["bob@localhost"]
+    );
 }
 
 struct Full {
