@@ -33,10 +33,10 @@ pub struct ChatConfig {
     /// Mark each message sent by [`Chat::send`] with the `active` chat state (XEP-0085
     /// §5.1: a message with content carries `active`).
     pub send_active: bool,
-    /// How many sent message ids with an open receipt request are remembered (oldest
-    /// forgotten first), so a receipt is surfaced only for a message this client sent to
-    /// the entity answering.
-    pub max_pending_receipts: usize,
+    /// How many ids of messages sent through this module are remembered (oldest forgotten
+    /// first): a receipt is surfaced only for one of them sent to the account answering,
+    /// and a bounce only for one of them (not for group chat or raw sends).
+    pub max_tracked_messages: usize,
 }
 
 impl Default for ChatConfig {
@@ -45,7 +45,7 @@ impl Default for ChatConfig {
             answer_receipts: true,
             request_receipts: true,
             send_active: true,
-            max_pending_receipts: 1000,
+            max_tracked_messages: 1000,
         }
     }
 }
@@ -161,7 +161,7 @@ pub enum ChatEvent {
         /// The id of the message sent.
         id: String,
     },
-    /// A message this client sent bounced with an error.
+    /// A message sent through this module bounced with an error.
     Failed {
         /// Who answered (the recipient, or the server on its behalf).
         from: Option<Jid>,
@@ -176,13 +176,15 @@ struct Sent {
     id: String,
     /// The bare JID it went to: only that account may confirm it.
     to_bare: String,
+    /// A receipt was asked for and has not come.
+    awaiting_receipt: bool,
 }
 
 /// The chat module. Keep an `Arc<Chat>` to send and to receive its events.
 pub struct Chat {
     config: ChatConfig,
-    /// Sent messages awaiting a receipt, oldest first (bounded).
-    awaiting: Mutex<VecDeque<Sent>>,
+    /// Messages sent through the module, oldest first (bounded).
+    sent: Mutex<VecDeque<Sent>>,
     events: broadcast::Sender<ChatEvent>,
 }
 
@@ -190,7 +192,7 @@ impl std::fmt::Debug for Chat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chat")
             .field("config", &self.config)
-            .field("awaiting_receipts", &self.lock().len())
+            .field("tracked", &self.lock().len())
             .finish()
     }
 }
@@ -210,14 +212,14 @@ impl Chat {
         let (events, _) = broadcast::channel(256);
         Arc::new(Chat {
             config,
-            awaiting: Mutex::new(VecDeque::new()),
+            sent: Mutex::new(VecDeque::new()),
             events,
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Sent>> {
         // Single pushes and removals: a poisoned lock still holds a consistent queue.
-        self.awaiting.lock().unwrap_or_else(|p| p.into_inner())
+        self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Chat events from now on.
@@ -242,14 +244,15 @@ impl Chat {
             m.to.clone()
                 .ok_or(Error::InvalidRequest("a chat message needs a recipient"))?;
         let id = m.id.get_or_insert_with(|| client.new_id()).clone();
-        if m.request_receipt {
+        {
             let mut q = self.lock();
-            while q.len() >= self.config.max_pending_receipts.max(1) {
+            while q.len() >= self.config.max_tracked_messages.max(1) {
                 q.pop_front();
             }
             q.push_back(Sent {
                 id: id.clone(),
                 to_bare: bare_of(&to),
+                awaiting_receipt: m.request_receipt,
             });
         }
         client.send(m.to_element()).await?;
@@ -293,16 +296,23 @@ impl Chat {
 
     /// Ids of sent messages still awaiting a receipt, oldest first.
     pub fn awaiting_receipts(&self) -> Vec<String> {
-        self.lock().iter().map(|s| s.id.clone()).collect()
+        self.lock()
+            .iter()
+            .filter(|s| s.awaiting_receipt)
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     /// A receipt for `id` from `from`: surfaced only when this client asked `from`'s account.
     fn confirm(&self, from: &Jid, id: &str) -> bool {
         let from_bare = bare_of(from);
         let mut q = self.lock();
-        match q.iter().position(|s| s.id == id && s.to_bare == from_bare) {
-            Some(i) => {
-                q.remove(i);
+        match q
+            .iter_mut()
+            .find(|s| s.awaiting_receipt && s.id == id && s.to_bare == from_bare)
+        {
+            Some(s) => {
+                s.awaiting_receipt = false;
                 true
             }
             None => false,
@@ -319,14 +329,21 @@ impl Chat {
                 let error = StanzaError::from_stanza(el).unwrap_or_else(|| {
                     StanzaError::new(confab_proto::StanzaErrorCondition::UndefinedCondition)
                 });
-                // Every bounced message is reported; the application matches the id with
-                // what it sent. No receipt will come for it.
-                self.lock().retain(|s| s.id != id);
-                self.emit(ChatEvent::Failed {
-                    from: Some(from),
-                    id: id.to_string(),
-                    error,
-                });
+                // Only messages sent through this module: a room's error belongs to the MUC
+                // module, a raw send's to the application (both see it too).
+                let ours = {
+                    let mut q = self.lock();
+                    let before = q.len();
+                    q.retain(|s| s.id != id);
+                    q.len() != before
+                };
+                if ours {
+                    self.emit(ChatEvent::Failed {
+                        from: Some(from),
+                        id: id.to_string(),
+                        error,
+                    });
+                }
             }
             return;
         }

@@ -237,6 +237,30 @@ async fn bounced_message_is_reported() {
     assert_eq!(failed, id);
     assert_eq!(error.condition, StanzaErrorCondition::ServiceUnavailable);
     assert!(alice.chat.awaiting_receipts().is_empty());
+    // A bounce of a message not sent through the module (a raw send) is not the module's.
+    let raw = Element::new("message", "jabber:client")
+        .attr("to", "nobody@localhost")
+        .attr("type", "chat")
+        .attr("id", "raw-1")
+        .child(Element::new("body", "jabber:client").text("raw"));
+    let mut raw_ev = alice.client.events();
+    alice.client.send(raw).await.expect("send");
+    // The application sees the bounce itself; the module stays quiet.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(confab_client::Event::Message(m)) = raw_ev.recv().await {
+                if m.id() == Some("raw-1") && m.is_error() {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the bounce");
+    none(&alice.client, &mut ev, 300, |e| {
+        matches!(e, ChatEvent::Failed { .. })
+    })
+    .await;
 }
 
 #[tokio::test]
