@@ -292,6 +292,8 @@ pub enum LeaveReason {
     AffiliationChanged,
     /// The service is shutting down (332).
     Shutdown,
+    /// After a reconnection that could not resume, joining again failed (the text says why).
+    RejoinFailed(String),
     /// The room was destroyed.
     Destroyed {
         /// Why, if given.
@@ -404,6 +406,13 @@ pub enum MucEvent {
         /// The error.
         error: StanzaError,
     },
+    /// After a reconnection that could not resume (the room had lost us), the room was
+    /// joined again with the same nick and password. No history is asked for: read what
+    /// was missed from the room's archive ([`crate::Mam`]) after the last `stanza_id` seen.
+    /// With `created` set the room had vanished meanwhile (a temporary room goes with its
+    /// last occupant) and is a new, locked one, as after a first join: configure it or
+    /// leave.
+    Rejoined(Joined),
     /// The room's configuration changed (status 104).
     ConfigChanged {
         /// The room.
@@ -421,6 +430,8 @@ enum Waiter {
 
 struct RoomState {
     nick: String,
+    /// Kept to join again after a new session.
+    password: Option<String>,
     joined: bool,
     created: bool,
     me: Option<Occupant>,
@@ -556,6 +567,7 @@ impl Muc {
                 room.to_string(),
                 RoomState {
                     nick: opts.nick.clone(),
+                    password: opts.password.clone(),
                     joined: false,
                     created: false,
                     me: None,
@@ -1235,16 +1247,32 @@ impl Module for Muc {
         Handled::Pass
     }
 
-    /// A new session after a reconnection: the rooms forgot us, so the application must
-    /// join again; tell it for each room.
-    async fn new_session(&self, _client: &Client) {
-        let gone: Vec<String> = self.lock().drain().map(|(r, _)| r).collect();
-        for r in gone {
-            if let Ok(room) = BareJid::new(&r) {
-                self.emit(MucEvent::Left {
+    /// A new session after a reconnection: the rooms forgot us (or hold a stale copy), so
+    /// join each again; [`MucEvent::Rejoined`] or a [`MucEvent::Left`] with
+    /// [`LeaveReason::RejoinFailed`] tells the application.
+    async fn new_session(&self, client: &Client) {
+        let rooms: Vec<(String, String, Option<String>)> = self
+            .lock()
+            .drain()
+            .filter(|(_, s)| s.joined)
+            .map(|(r, s)| (r, s.nick, s.password))
+            .collect();
+        for (r, nick, password) in rooms {
+            let Ok(room) = BareJid::new(&r) else { continue };
+            let opts = JoinOptions {
+                nick,
+                password,
+                history: Some(History {
+                    max_stanzas: Some(0),
+                    seconds: None,
+                }),
+            };
+            match self.join(client, &room, opts).await {
+                Ok(j) => self.emit(MucEvent::Rejoined(j)),
+                Err(e) => self.emit(MucEvent::Left {
                     room,
-                    reason: LeaveReason::Left,
-                });
+                    reason: LeaveReason::RejoinFailed(e.to_string()),
+                }),
             }
         }
     }

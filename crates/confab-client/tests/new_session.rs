@@ -1,10 +1,10 @@
 //! After a reconnection that cannot resume (the server's resume timeout passed), the
-//! modules set the new session up: carbons are enabled again and rooms are reported left
-//! (the room forgot the occupant), so the application can join again.
+//! modules set the new session up: carbons are enabled again and rooms joined again (the
+//! room had dropped the occupant).
 
 use confab_client::{
-    BareJid, CarbonEvent, Carbons, Chat, Client, Config, Event, Jid, JoinOptions, LeaveReason, Muc,
-    MucEvent, Reconnect,
+    BareJid, CarbonEvent, Carbons, Chat, Client, Config, Event, Jid, JoinOptions, Muc, MucEvent,
+    Reconnect,
 };
 use confab_modules::stream_management::StreamManagementConfig;
 use confab_tests::{TcpProxy, TestServer};
@@ -27,7 +27,7 @@ async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, pred: impl Fn(&T) -> bo
 }
 
 #[tokio::test]
-async fn a_new_session_re_enables_carbons_and_reports_rooms_left() {
+async fn a_new_session_re_enables_carbons_and_joins_rooms_again() {
     let ts = TestServer::start_with_modules(confab_muc::all(), |c| {
         c.update_section("stream_management", |s: &mut StreamManagementConfig| {
             s.resume_timeout = 1;
@@ -76,6 +76,17 @@ async fn a_new_session_re_enables_carbons_and_reports_rooms_left() {
         .expect("instant room");
     // Let the acknowledgements of the last requests arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let bob_muc = Muc::new();
+    let mut bob_o = ts.options("bob");
+    bob_o.resource = Some("muc".into());
+    let bob_in_room = Client::connect(Config::new(bob_o).module(bob_muc.clone()))
+        .await
+        .expect("bob connects");
+    bob_muc
+        .join(&bob_in_room, &room, JoinOptions::new("Bob"))
+        .await
+        .expect("bob joins");
+    let mut bob_room_ev = bob_muc.events();
     let mut room_ev = muc.events();
     let mut copies = carbons.events();
     let mut ev = phone.events();
@@ -97,15 +108,26 @@ async fn a_new_session_re_enables_carbons_and_reports_rooms_left() {
     let e = next(&mut ev, |e| matches!(e, Event::Reconnected { .. })).await;
     assert!(matches!(e, Event::Reconnected { resumed: false }), "{e:?}");
 
-    let left = next(&mut room_ev, |e| matches!(e, MucEvent::Left { .. })).await;
-    assert_eq!(
-        left,
-        MucEvent::Left {
-            room: room.clone(),
-            reason: LeaveReason::Left
-        }
+    let again = next(&mut room_ev, |e| {
+        matches!(e, MucEvent::Rejoined(_) | MucEvent::Left { .. })
+    })
+    .await;
+    assert!(
+        matches!(&again, MucEvent::Rejoined(j) if j.room == room && j.nick == "Alice"),
+        "{again:?}"
     );
-    assert!(muc.rooms().is_empty());
+    assert_eq!(muc.rooms(), vec![room.clone()]);
+    // Bob stayed in the room all along: alice finds him there, and he sees her come back.
+    assert!(
+        matches!(&again, MucEvent::Rejoined(j) if !j.created
+            && j.occupants.iter().map(|o| o.nick.as_str()).collect::<Vec<_>>() == ["Bob"]),
+        "{again:?}"
+    );
+    next(
+        &mut bob_room_ev,
+        |e| matches!(e, MucEvent::OccupantJoined { occupant, .. } if occupant.nick == "Alice"),
+    )
+    .await;
 
     // Bob writes to the pc until the phone gets a copy (the re-enabling runs on its own
     // task right after the reconnection); bounded.
