@@ -24,6 +24,9 @@ cd "$(dirname "$0")/.."
 SLIXMPP_VERSION="1.17.0"
 VENV="${CONFAB_VENV:-$HOME/.cache/confab-venv}"
 
+# The SDK's Prosody test (cargo test -p confab-client --test prosody) needs it.
+scripts/ensure-prosody.sh
+
 if ! command -v go-sendxmpp >/dev/null 2>&1; then
     echo "== installing go-sendxmpp (Debian)"
     (apt-get update -qq && apt-get install -y -qq go-sendxmpp) >/dev/null

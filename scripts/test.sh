@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Confab has: formatting, lints, unit and integration tests, interop tests
 # against independent XMPP implementations, and a bounded fuzz smoke run.
-# Installs what the tests need (a Python venv with slixmpp, go-sendxmpp, chromium, the pinned
+# Installs what the tests need (Prosody, a Python venv with slixmpp, go-sendxmpp, chromium, the pinned
 # npm packages of tests/interop/web, cargo-fuzz) on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
+# Prosody: the SDK's modules are checked against it (crates/confab-client/tests/prosody.rs).
+./scripts/ensure-prosody.sh
 cargo test --workspace
 
 echo "== interop: slixmpp, go-sendxmpp, xmpp.js and Converse.js against confabd"

@@ -531,6 +531,20 @@ struct Established {
     early: Vec<Element>,
 }
 
+/// The places to connect to, best first: the configured address, or what DNS says.
+pub(crate) async fn targets(
+    options: &ClientOptions,
+    endpoint: &Endpoint,
+) -> Result<Vec<Target>, Error> {
+    match endpoint {
+        Endpoint::Address => Ok(vec![Target {
+            addr: options.addr,
+            tls: options.tls,
+        }]),
+        Endpoint::Dns(cfg) => dns::resolve(&options.domain, cfg).await,
+    }
+}
+
 /// Makes connections: the same for the first one and every reconnection.
 #[derive(Clone)]
 struct Connector {
@@ -542,13 +556,7 @@ struct Connector {
 
 impl Connector {
     async fn targets(&self) -> Result<Vec<Target>, Error> {
-        match &self.endpoint {
-            Endpoint::Address => Ok(vec![Target {
-                addr: self.options.addr,
-                tls: self.options.tls,
-            }]),
-            Endpoint::Dns(cfg) => dns::resolve(&self.options.domain, cfg).await,
-        }
+        targets(&self.options, &self.endpoint).await
     }
 
     /// Connects and logs in: resumes `resume` when the server offers stream management,

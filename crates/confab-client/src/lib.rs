@@ -4,8 +4,16 @@
 //! starts one task that owns the stream; the [`Client`] handle sends stanzas
 //! ([`Client::send`]), makes iq requests with reply matching and a timeout
 //! ([`Client::request`]) and hands out [`Event`]s. [`Module`]s (like XMPPFramework's
-//! `XMPPModule`) see incoming stanzas first; [`Roster`], [`Presence`] and [`Ping`] are built
-//! in.
+//! `XMPPModule`) see incoming stanzas first; built in are [`Roster`], [`Presence`] (with
+//! XEP-0172 nicknames in subscription requests), [`Ping`] and [`Chat`] (one-to-one messages
+//! with XEP-0085 chat states, XEP-0184 receipts and XEP-0308 corrections). In-band
+//! registration (XEP-0077) is in [`register`]: [`register_account`] before logging in,
+//! [`change_password`] and [`cancel_account`] after, with typed [`RegistrationError`]s.
+//! [`Muc`] is XEP-0045 multi-user chat: join, leave, group messages, subject, nicknames,
+//! occupants, invitations, moderation and room configuration, as [`MucEvent`]s. [`Mam`]
+//! queries the account's or a room's archive (XEP-0313) page by page; [`Carbons`]
+//! (XEP-0280) surfaces the copies of messages the account's other clients sent and got.
+//! [`VCards`] fetches and publishes vCards (XEP-0054) and follows avatar hashes (XEP-0153).
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -29,27 +37,46 @@
 
 #![warn(missing_docs)]
 
+mod carbons;
+mod chat;
 mod client;
 pub mod dns;
 mod error;
+mod mam;
 mod module;
+pub mod muc;
 mod ping;
 mod presence;
 mod reconnect;
+pub mod register;
 mod roster;
 mod sm;
+mod vcard;
 
+pub use carbons::{CarbonEvent, Carbons, CARBONS_NS};
+pub use chat::{Chat, ChatConfig, ChatEvent, ChatMessage, CORRECT_NS};
 pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
 pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
+pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery, MAM_NS, MAX_RESULTS_PER_QUERY};
 pub use module::{Context, Handled, Module};
+pub use muc::{
+    AffiliatedUser, Affiliation, GroupMessage, History, JoinOptions, Joined, LeaveReason, Muc,
+    MucError, MucEvent, Occupant, Role,
+};
 pub use ping::Ping;
 pub use presence::{Presence, PresenceEvent, Show, Status};
 pub use reconnect::Reconnect;
+pub use register::{
+    cancel_account, change_password, register_account, registration_fields, RegistrationError,
+    RegistrationFields,
+};
 pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;
+pub use vcard::{Photo, VCard, VCardEvent, VCards};
 
 /// Protocol types the API uses, re-exported so applications need no direct dependency.
+pub use confab_proto::payloads::chatstates::ChatState;
 pub use confab_proto::{
     ns, payloads, BareJid, Element, FullJid, IqType, Jid, Stanza, StanzaError,
     StanzaErrorCondition, StanzaKind,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
 const CLIENT_NS: &str = "jabber:client";
+const NICK_NS: &str = "http://jabber.org/protocol/nick";
 
 /// `<show/>` (RFC 6121 §4.7.2.1); no show is plain "available".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +121,8 @@ pub enum PresenceEvent {
 #[derive(Default)]
 struct State {
     own: Option<Status>,
+    /// Children added to each own available presence (e.g. an avatar hash).
+    extensions: Vec<Element>,
     /// The latest available presence of each contact resource.
     resources: BTreeMap<String, (FullJid, Status)>,
 }
@@ -167,9 +170,23 @@ impl Presence {
     /// Announces `status` (the first call is the initial presence that makes the session
     /// available); sent again after a new session.
     pub async fn set(&self, client: &Client, status: Status) -> Result<(), Error> {
-        client.send(status.to_element()).await?;
+        client.send(self.own_presence(&status)).await?;
         self.lock().own = Some(status);
         Ok(())
+    }
+
+    /// Children to add to every own presence from now on, e.g. the XEP-0153 avatar hash
+    /// ([`crate::VCards::presence_update`]); takes effect with the next [`Presence::set`].
+    pub fn set_extensions(&self, extensions: Vec<Element>) {
+        self.lock().extensions = extensions;
+    }
+
+    fn own_presence(&self, status: &Status) -> Element {
+        let mut p = status.to_element();
+        for e in &self.lock().extensions {
+            p.push_child(e.clone());
+        }
+        p
     }
 
     /// The presence last announced, if any.
@@ -198,6 +215,21 @@ impl Presence {
     /// Asks to see `contact`'s presence (the server adds it to the roster, `ask`).
     pub async fn subscribe(&self, client: &Client, contact: &BareJid) -> Result<(), Error> {
         self.send_typed(client, contact, "subscribe").await
+    }
+
+    /// Asks to see `contact`'s presence, telling them this user's nickname (XEP-0172 §4.1:
+    /// someone not yet in their roster is otherwise just an address).
+    pub async fn subscribe_with_nick(
+        &self,
+        client: &Client,
+        contact: &BareJid,
+        nick: &str,
+    ) -> Result<(), Error> {
+        let p = Element::new("presence", CLIENT_NS)
+            .attr("to", contact.to_string())
+            .attr("type", "subscribe")
+            .child(Element::new("nick", NICK_NS).text(nick));
+        client.send(p).await
     }
 
     /// Lets `contact` see this account's presence (answers a request, or pre-approves).
@@ -240,7 +272,7 @@ impl Presence {
                 from: from_bare,
                 nick: stanza
                     .el
-                    .get_child("nick", "http://jabber.org/protocol/nick")
+                    .get_child("nick", NICK_NS)
                     .map(|n| n.text_content()),
             }),
             Some("subscribed") => Some(PresenceEvent::Subscribed(from_bare)),
@@ -281,7 +313,7 @@ impl Module for Presence {
             s.own.clone()
         };
         if let Some(own) = own {
-            if let Err(e) = client.send(own.to_element()).await {
+            if let Err(e) = client.send(self.own_presence(&own)).await {
                 tracing::warn!(error = %e, "re-sending presence after a new session failed");
             }
         }
@@ -291,6 +323,21 @@ impl Module for Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extensions_go_with_own_presence() {
+        let p = Presence::new();
+        let x = Element::new("x", "vcard-temp:x:update");
+        p.set_extensions(vec![x.clone()]);
+        let el = p.own_presence(&Status::available());
+        assert_eq!(el.get_child("x", "vcard-temp:x:update"), Some(&x));
+        p.set_extensions(Vec::new());
+        assert!(p
+            .own_presence(&Status::available())
+            .elements()
+            .next()
+            .is_none());
+    }
 
     #[test]
     fn status_round_trip() {
