@@ -493,8 +493,16 @@ async fn passwords_and_scram_forms() {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(v)
     };
+    // ejabberd 23.01's export: its base64 values encoded in base64 once more.
+    let twice = |v: &[u8]| b(b(v).as_bytes());
+    let ej23 = format!(
+        "<scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'><iter-count>4096</iter-count><salt>{}</salt><server-key>{}</server-key><stored-key>{}</stored-key></scram-credentials>",
+        twice(&ej.salt),
+        twice(&ej.server_key),
+        twice(&ej.stored_key)
+    );
     let text = doc(&format!(
-        "<user name='plain' password='pässword'/><user name='prosody'>{SCRAM_ALICE}</user><user name='ej' password='scram:{},{},{},4096'/>",
+        "<user name='plain' password='pässword'/><user name='prosody'>{SCRAM_ALICE}</user><user name='ej' password='scram:{},{},{},4096'/><user name='ej23'>{ej23}</user>",
         b(&ej.stored_key),
         b(&ej.server_key),
         b(&ej.salt)
@@ -503,7 +511,7 @@ async fn passwords_and_scram_forms() {
     let report = pie::import(&s, &[file], &opts(&["localhost"]))
         .await
         .expect("import");
-    assert_eq!(report.imported.len(), 3, "{:?}", report.failed);
+    assert_eq!(report.imported.len(), 4, "{:?}", report.failed);
     let plain = s
         .accounts
         .credentials("localhost", "plain")
@@ -521,7 +529,14 @@ async fn passwords_and_scram_forms() {
         .await
         .expect("c")
         .expect("some");
-    assert_eq!(ej_stored, vec![ej]);
+    assert_eq!(ej_stored, vec![ej.clone()]);
+    let ej23_stored = s
+        .accounts
+        .credentials("localhost", "ej23")
+        .await
+        .expect("c")
+        .expect("some");
+    assert_eq!(ej23_stored, vec![ej]);
     let prosody = s
         .accounts
         .credentials("localhost", "prosody")

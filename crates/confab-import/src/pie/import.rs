@@ -589,12 +589,28 @@ fn scram(el: &Element) -> Result<Option<ScramCredentials>, String> {
     let key = |name: &str| -> Result<Vec<u8>, String> {
         b64(&text(name)?).ok_or_else(|| format!("<{name}/> is not base64"))
     };
+    let (mut salt, mut stored_key, mut server_key) =
+        (key("salt")?, key("stored-key")?, key("server-key")?);
+    // ejabberd (23.01 in Debian 12) base64-encodes values it already keeps in base64:
+    // keys that decode to base64 text of the right size are decoded once more, and so is
+    // the salt of the same element.
+    let n = hash.output_len();
+    let again = |v: &[u8]| std::str::from_utf8(v).ok().and_then(b64);
+    if stored_key.len() != n {
+        if let (Some(st), Some(sv), Some(sa)) =
+            (again(&stored_key), again(&server_key), again(&salt))
+        {
+            if st.len() == n && sv.len() == n {
+                (salt, stored_key, server_key) = (sa, st, sv);
+            }
+        }
+    }
     check_creds(ScramCredentials {
         hash,
         iterations,
-        salt: key("salt")?,
-        stored_key: key("stored-key")?,
-        server_key: key("server-key")?,
+        salt,
+        stored_key,
+        server_key,
     })
     .map(Some)
 }
@@ -669,7 +685,10 @@ fn user_child(
                 }
             }
         }
-        ("presence", ns::CLIENT) if el.get_attr("type") == Some("subscribe") => {
+        // Prosody 0.12 writes these in the pie namespace rather than jabber:client.
+        ("presence", ns::CLIENT | NS) if el.get_attr("type") == Some("subscribe") => {
+            let mut el = el;
+            into_client_ns(&mut el);
             let from = el.get_attr("from").unwrap_or_default();
             let from = jid::Jid::new(from)
                 .map(|j| j.to_bare().to_string())
@@ -768,6 +787,19 @@ fn user_child(
         }
     }
     Ok(())
+}
+
+/// Moves an element written in the pie namespace, and its children that inherited it,
+/// into jabber:client (recursion bounded by the reader's depth limit).
+fn into_client_ns(el: &mut Element) {
+    if *el.ns == *NS {
+        el.ns = confab_proto::xml::namespace(ns::CLIENT);
+        for c in el.children.iter_mut() {
+            if let confab_proto::xml::Node::Element(c) = c {
+                into_client_ns(c);
+            }
+        }
+    }
 }
 
 fn now_secs() -> i64 {
