@@ -90,14 +90,9 @@ pub async fn import(config: Config, args: ImportArgs) -> Result<(), String> {
             "note: the server is running; restart it after the import so it reads imported rooms"
         );
     }
-    let opts = pie::ImportOptions {
-        domains: config.server.domains.clone(),
-        iterations: config.auth.scram_iterations,
-        limits: pie::Limits {
-            max_element_memory: args.max_element_memory,
-            ..pie::Limits::default()
-        },
-    };
+    let mut opts =
+        pie::ImportOptions::new(config.server.domains.clone(), config.auth.scram_iterations);
+    opts.limits.max_element_memory = args.max_element_memory;
     let (report, stopped) = match pie::import(&stores, &args.files, &opts).await {
         Ok(r) => (r, None),
         Err(e) => (e.report, Some(e.why)),

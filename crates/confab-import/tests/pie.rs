@@ -7,7 +7,7 @@
 #[allow(dead_code)]
 mod harness;
 
-use confab_import::pie::{self, ImportOptions, Limits};
+use confab_import::pie::{self, ImportOptions};
 use confab_proto::sasl::{ScramCredentials, ScramHash};
 use confab_store::{ArchiveQuery, ArchivedMessage, RoomMessage, RosterItem, Stores, Subscription};
 use harness::{Kind, TestDb};
@@ -18,11 +18,7 @@ conformance!(round_trip_is_lossless);
 const PHOTO: &str = "iVBORw0KGgo=";
 
 fn opts(domains: &[&str]) -> ImportOptions {
-    ImportOptions {
-        domains: domains.iter().map(|d| d.to_string()).collect(),
-        iterations: 4096,
-        limits: Limits::default(),
-    }
+    ImportOptions::new(domains.iter().map(|d| d.to_string()).collect(), 4096)
 }
 
 async fn export_string(s: &Stores, domains: &[&str]) -> String {
@@ -444,6 +440,44 @@ async fn a_bad_user_is_rolled_back_and_named() {
         "{:?}",
         report.ignored
     );
+}
+
+/// A failure after the account and part of its archive were written takes all of it away
+/// again (the archive is written in batches as it is read).
+#[tokio::test]
+async fn a_failure_after_writing_rolls_the_user_back() {
+    let (_db, s) = sqlite().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let results: String = (0..5)
+        .map(|i| format!("<result xmlns='urn:xmpp:mam:2' id='x{i}'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:0{i}Z'/><message xmlns='jabber:client' from='carol@localhost/a' to='bob@localhost'><body>{i}</body></message></forwarded></result>"))
+        .collect();
+    let text = doc(&format!(
+        "<user name='carol' password='pw'><archive xmlns='urn:xmpp:pie:0#mam'>{results}</archive><query xmlns='jabber:iq:roster'><item jid='@bad' subscription='both'/></query></user>"
+    ));
+    let file = write(dir.path(), "late.xml", &text);
+    let mut o = opts(&["localhost"]);
+    o.archive_batch = 2;
+    let report = pie::import(&s, &[file], &o).await.expect("import");
+    assert!(report.imported.is_empty());
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(!s
+        .accounts
+        .account_exists("localhost", "carol")
+        .await
+        .expect("q"));
+    let left = s
+        .archive
+        .query_archive(
+            "localhost",
+            "carol",
+            &ArchiveQuery {
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("q");
+    assert!(left.as_ref().is_none_or(|p| p.items.is_empty()), "{left:?}");
 }
 
 /// An account that exists is left as it is; users of hosts not served here and a host

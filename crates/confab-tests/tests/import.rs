@@ -10,11 +10,7 @@ use confab_stream::client::connect;
 use confab_tests::*;
 
 fn opts() -> pie::ImportOptions {
-    pie::ImportOptions {
-        domains: vec![DOMAIN.to_string()],
-        iterations: 4096,
-        limits: pie::Limits::default(),
-    }
+    pie::ImportOptions::new(vec![DOMAIN.to_string()], 4096)
 }
 
 #[tokio::test]

@@ -25,6 +25,21 @@ pub struct ImportOptions {
     /// The SCRAM iteration count for accounts exported with a plaintext password.
     pub iterations: u32,
     pub limits: Limits,
+    /// Archived messages written per transaction (at most `archive::MAX_BATCH`, which is
+    /// also the default); memory holds one batch.
+    pub archive_batch: usize,
+}
+
+impl ImportOptions {
+    /// Defaults for these served domains and SCRAM iteration count.
+    pub fn new(domains: Vec<String>, iterations: u32) -> ImportOptions {
+        ImportOptions {
+            domains,
+            iterations,
+            limits: Limits::default(),
+            archive_batch: MAX_BATCH,
+        }
+    }
 }
 
 /// What an import did.
@@ -348,7 +363,7 @@ impl Importer<'_> {
                     return;
                 }
             }
-            if u.batch.len() >= MAX_BATCH {
+            if u.batch.len() >= self.opts.archive_batch.clamp(1, MAX_BATCH) {
                 if let Err(why) = self.flush_archive().await {
                     if let Some(u) = &mut self.user {
                         u.failed = Some(why);
