@@ -18,13 +18,24 @@ pub struct ExportArgs {
     pub domain: Vec<String>,
 }
 
+/// Where `confabd import` reads from besides XEP-0227 files.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ImportFrom {
+    /// An Openfire 4.x database on MySQL/MariaDB, named by a mysql:// URL.
+    Openfire,
+}
+
 /// `confabd import`.
 #[derive(clap::Args)]
 pub struct ImportArgs {
     /// XEP-0227 documents (Confab's, Prosody's, ejabberd's), read in turn; a document may
-    /// include others (XInclude, relative paths below its directory).
+    /// include others (XInclude, relative paths below its directory). With `--from
+    /// openfire`: the database's URL, `mysql://user:password@host/openfire`.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Read another server's database instead of XEP-0227 files.
+    #[arg(long, value_enum)]
+    pub from: Option<ImportFrom>,
     /// Most memory one element below a user may hold once parsed (a roster, a vCard, one
     /// archived message), in bytes.
     #[arg(long, default_value_t = pie::Limits::default().max_element_memory)]
@@ -93,9 +104,32 @@ pub async fn import(config: Config, args: ImportArgs) -> Result<(), String> {
     let mut opts =
         pie::ImportOptions::new(config.server.domains.clone(), config.auth.scram_iterations);
     opts.limits.max_element_memory = args.max_element_memory;
-    let (report, stopped) = match pie::import(&stores, &args.files, &opts).await {
-        Ok(r) => (r, None),
-        Err(e) => (e.report, Some(e.why)),
+    let (report, stopped) = match args.from {
+        None => match pie::import(&stores, &args.files, &opts).await {
+            Ok(r) => (r, None),
+            Err(e) => (e.report, Some(e.why)),
+        },
+        Some(ImportFrom::Openfire) => {
+            let [url] = args.files.as_slice() else {
+                return Err("--from openfire takes one database URL".into());
+            };
+            let url = url.to_string_lossy();
+            match confab_import::openfire::import(&url, &stores, &opts).await {
+                Ok(r) => {
+                    for note in &r.notes {
+                        println!("note {note}");
+                    }
+                    if !r.admins.is_empty() {
+                        println!(
+                            "Openfire's administrators (grant them again where Confab asks for admins): {}",
+                            r.admins.join(", ")
+                        );
+                    }
+                    (r.import, None)
+                }
+                Err(e) => (e.report, Some(e.why)),
+            }
+        }
     };
     print_report(&report);
     if let Some(why) = stopped {

@@ -42,8 +42,9 @@ enum Command {
     /// Write every account and its data to an XEP-0227 document (moving out, backups,
     /// moving between backends).
     Export(import::ExportArgs),
-    /// Read XEP-0227 documents (from Confab, Prosody, ejabberd) into the configured
-    /// storage; each user whole or not at all.
+    /// Read XEP-0227 documents (from Confab, Prosody, ejabberd), or an Openfire database
+    /// (`--from openfire mysql://…`), into the configured storage; each user whole or not
+    /// at all.
     Import(import::ImportArgs),
 }
 

@@ -8,4 +8,5 @@
 //! **Architecture invariant:** this crate reads and writes the stores only; it never runs
 //! a server, so an import into a database a running server uses is the operator's choice.
 
+pub mod openfire;
 pub mod pie;

@@ -82,7 +82,12 @@ pub async fn import(
         room: None,
     };
     for file in files {
-        if let Err(why) = im.file(file).await {
+        let reader = PieReader::open(file, opts.limits.clone()).await;
+        let result = match reader {
+            Ok(r) => im.read(r).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = result {
             if let Some(u) = im.user.take() {
                 im.rollback(u, "the import stopped while reading this user".into())
                     .await;
@@ -92,6 +97,36 @@ pub async fn import(
                 report: im.report,
             });
         }
+    }
+    Ok(im.report)
+}
+
+/// Reads one document from `input` (called `name` in messages) into `stores`, as
+/// `import` does with files; includes are not followed.
+pub async fn import_stream(
+    stores: &Stores,
+    input: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    name: &str,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let mut im = Importer {
+        stores,
+        opts,
+        report: ImportReport::default(),
+        host: None,
+        user: None,
+        room: None,
+    };
+    let reader = PieReader::from_input(input, name, opts.limits.clone());
+    if let Err(why) = im.read(reader).await {
+        if let Some(u) = im.user.take() {
+            im.rollback(u, "the import stopped while reading this user".into())
+                .await;
+        }
+        return Err(ImportError {
+            why,
+            report: im.report,
+        });
     }
     Ok(im.report)
 }
@@ -153,10 +188,7 @@ fn describe(el: &Element) -> String {
 }
 
 impl Importer<'_> {
-    async fn file(&mut self, file: &std::path::Path) -> Result<(), String> {
-        let mut r = PieReader::open(file, self.opts.limits.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn read(&mut self, mut r: PieReader) -> Result<(), String> {
         loop {
             let ev = r.next().await.map_err(|e: ReadError| e.to_string())?;
             let at = r.location();

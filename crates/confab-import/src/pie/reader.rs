@@ -79,9 +79,12 @@ pub struct ReadError {
     pub what: String,
 }
 
+/// Bytes of one document: a file, or a stream another reader writes (the Openfire import).
+pub(crate) type Input = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
 struct Source {
     parser: rxml::Parser,
-    file: tokio::fs::File,
+    file: Input,
     path: PathBuf,
     buf: Vec<u8>,
     pos: usize,
@@ -92,6 +95,23 @@ struct Source {
     depth: usize,
     /// The level its root takes (0 for the main file).
     root_level: usize,
+}
+
+impl Source {
+    fn new(file: Input, path: PathBuf, root_level: usize) -> Source {
+        Source {
+            parser: parser(),
+            file,
+            path,
+            buf: vec![0; READ_CHUNK],
+            pos: 0,
+            len: 0,
+            eof: false,
+            offset: 0,
+            depth: 0,
+            root_level,
+        }
+    }
 }
 
 enum Open {
@@ -135,16 +155,35 @@ fn parser() -> rxml::Parser {
 impl PieReader {
     /// Opens `path` for reading.
     pub(crate) async fn open(path: &Path, limits: Limits) -> Result<PieReader, ReadError> {
-        let mut reader = PieReader {
+        let mut reader = PieReader::new(limits);
+        reader.push_source(path.to_path_buf(), 0).await?;
+        Ok(reader)
+    }
+
+    /// Reads a document from `input`, called `name` in errors. Includes are not followed
+    /// (they would be relative to nothing).
+    pub(crate) fn from_input(input: Input, name: &str, limits: Limits) -> PieReader {
+        let mut reader = PieReader::new(PieReader::no_includes(limits));
+        reader
+            .sources
+            .push(Source::new(input, PathBuf::from(name), 0));
+        reader
+    }
+
+    fn no_includes(mut limits: Limits) -> Limits {
+        limits.max_include_depth = 0;
+        limits
+    }
+
+    fn new(limits: Limits) -> PieReader {
+        PieReader {
             sources: Vec::new(),
             limits,
             path: Vec::new(),
             stack: Vec::new(),
             held: 0,
             include: None,
-        };
-        reader.push_source(path.to_path_buf(), 0).await?;
-        Ok(reader)
+        }
     }
 
     /// Where the reader is now.
@@ -176,18 +215,8 @@ impl PieReader {
             },
             what: format!("cannot open: {e}"),
         })?;
-        self.sources.push(Source {
-            parser: parser(),
-            file,
-            path,
-            buf: vec![0; READ_CHUNK],
-            pos: 0,
-            len: 0,
-            eof: false,
-            offset: 0,
-            depth: 0,
-            root_level,
-        });
+        self.sources
+            .push(Source::new(Box::new(file), path, root_level));
         Ok(())
     }
 
