@@ -128,6 +128,11 @@ INSERT INTO ofRoster (rosterID, username, jid, sub, ask, recv, nick, stanza) VAL
  (5, 'carol', 'alice@example.org', 0, 0, -1, NULL, NULL);
 INSERT INTO ofRosterGroups (rosterID, `rank`, groupName) VALUES (1, 0, 'Friends'), (1, 1, 'Team'), (2, 0, 'Elsewhere');
 INSERT INTO ofVCard (username, vcard) VALUES ('alice', '<vCard xmlns=\"vcard-temp\"><FN>Alice Openfire</FN><NICKNAME>al</NICKNAME></vCard>');
+INSERT INTO ofMucService (serviceID, subdomain, isHidden) VALUES (1, 'conference', 0);
+INSERT INTO ofMucRoom (serviceID, roomID, creationDate, modificationDate, name, naturalName, description, lockedDate, emptyDate, canChangeSubject, maxUsers, publicRoom, moderated, membersOnly, canInvite, roomPassword, canDiscoverJID, logEnabled, subject, rolesToBroadcast, useReservedNick, canChangeNick, canRegister, allowpm, fmucEnabled) VALUES
+ (1, 10, '{now}', '001764500100000', 'team', 'The Team', 'Where we plan', '000000000000000', NULL, 0, 30, 0, 0, 1, 1, 's3cret', 1, 1, 'Release on Friday', 7, 0, 1, 1, 0, 0);
+INSERT INTO ofMucAffiliation (roomID, jid, affiliation) VALUES (10, 'alice@example.org', 10), (10, 'bob@example.org', 20), (10, 'troll@elsewhere.example', 40);
+INSERT INTO ofMucMember (roomID, jid, nickname) VALUES (10, 'carol@example.org', 'caz');
 INSERT INTO ofOffline (username, messageID, creationDate, messageSize, stanza) VALUES
  ('bob', 7, '001764500123456', 120, '<message from=\"alice@example.org/desk\" to=\"bob@example.org\" type=\"chat\" id=\"o1\"><body>while you were away</body></message>');",
         b64(&alice.stored_key),
@@ -224,6 +229,34 @@ INSERT INTO ofOffline (username, messageID, creationDate, messageSize, stanza) V
     assert_eq!(offline.len(), 1);
     assert!(offline[0].stanza.contains("while you were away"));
     assert_eq!(offline[0].stamp, 1_764_500_123);
+
+    // The room, as Confab's group chat service stores a persistent room.
+    let rooms = s
+        .data
+        .list_host_data("conference.example.org", "muc")
+        .await
+        .expect("rooms");
+    assert_eq!(rooms.len(), 1, "{rooms:?}");
+    assert_eq!(rooms[0].0, "room:team");
+    let room: serde_json::Value = serde_json::from_str(&rooms[0].1).expect("json");
+    assert_eq!(room["config"]["name"], "The Team");
+    assert_eq!(room["config"]["members_only"], true);
+    assert_eq!(room["config"]["public"], false);
+    assert_eq!(room["config"]["password"], "s3cret");
+    assert_eq!(room["config"]["whois_anyone"], true);
+    assert_eq!(room["config"]["max_users"], 30);
+    assert_eq!(room["subject"]["text"], "Release on Friday");
+    assert_eq!(room["affiliations"]["alice@example.org"], "owner");
+    assert_eq!(room["affiliations"]["bob@example.org"], "admin");
+    assert_eq!(room["affiliations"]["carol@example.org"], "member");
+    assert_eq!(room["affiliations"]["troll@elsewhere.example"], "outcast");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("reserved nick 'caz'")),
+        "{report:?}"
+    );
 }
 
 /// A database that cannot be reached, or is not Openfire's, is an error naming it.

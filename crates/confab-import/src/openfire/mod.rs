@@ -303,8 +303,124 @@ async fn write_document<W: tokio::io::AsyncWrite + Unpin>(
             .await
             .map_err(|e| e.to_string())?;
     }
-    out.write_all(b"</host></server-data>\n")
+    out.write_all(b"</host>\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    write_rooms(pool, domain, out, &mut notes).await?;
+    out.write_all(b"</server-data>\n")
         .await
         .map_err(|e| e.to_string())?;
     Ok(notes)
+}
+
+/// Openfire's persistent rooms, per group chat service (`ofMucService`), as rooms of
+/// Confab's service on the same domain: configuration, subject, owners, admins, members
+/// and outcasts.
+async fn write_rooms<W: tokio::io::AsyncWrite + Unpin>(
+    pool: &MySqlPool,
+    domain: &str,
+    out: &mut W,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    use confab_muc::payloads::Affiliation;
+    use confab_muc::room::{RoomConfig, Subject};
+    use std::collections::BTreeMap;
+    let services = sqlx::query("SELECT serviceID, subdomain FROM ofMucService ORDER BY serviceID")
+        .fetch_all(pool)
+        .await
+        .map_err(|e| format!("ofMucService: {e}"))?;
+    for svc in &services {
+        let service_id: i64 = col(svc, "serviceID")?;
+        let subdomain: String = col(svc, "subdomain")?;
+        let service = format!("{subdomain}.{domain}");
+        let rooms = sqlx::query(
+            "SELECT roomID, name, naturalName, description, modificationDate, canChangeSubject, maxUsers, publicRoom, moderated, membersOnly, canInvite, roomPassword, canDiscoverJID, logEnabled, subject FROM ofMucRoom WHERE serviceID = ? ORDER BY name",
+        )
+        .bind(service_id)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| format!("ofMucRoom: {e}"))?;
+        if rooms.is_empty() {
+            continue;
+        }
+        let head = format!("<host jid='{}'>\n", escape(&service));
+        out.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in &rooms {
+            let room_id: i64 = col(r, "roomID")?;
+            let name: String = col(r, "name")?;
+            let flag = |c: &str| -> Result<bool, String> { Ok(col::<i8>(r, c)? != 0) };
+            let max_users: i32 = col(r, "maxUsers")?;
+            let config = RoomConfig {
+                name: col(r, "naturalName")?,
+                description: col::<Option<String>>(r, "description")?.unwrap_or_default(),
+                persistent: true,
+                public: flag("publicRoom")?,
+                members_only: flag("membersOnly")?,
+                allow_invites: flag("canInvite")?,
+                password: col::<Option<String>>(r, "roomPassword")?.filter(|p| !p.is_empty()),
+                moderated: flag("moderated")?,
+                whois_anyone: flag("canDiscoverJID")?,
+                max_users: usize::try_from(max_users).unwrap_or(0),
+                change_subject: flag("canChangeSubject")?,
+                mam: flag("logEnabled")?,
+            };
+            let modified: String = col(r, "modificationDate")?;
+            let subject = col::<Option<String>>(r, "subject")?
+                .filter(|s| !s.is_empty())
+                .map(|text| Subject {
+                    text,
+                    nick: None,
+                    stamp: millis_to_secs(&modified).unwrap_or(0),
+                });
+            let mut affiliations = BTreeMap::new();
+            let affs =
+                sqlx::query("SELECT jid, affiliation FROM ofMucAffiliation WHERE roomID = ?")
+                    .bind(room_id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| format!("ofMucAffiliation: {e}"))?;
+            for a in &affs {
+                let jid: String = col(a, "jid")?;
+                let affiliation = match col::<i8>(a, "affiliation")? {
+                    10 => Affiliation::Owner,
+                    20 => Affiliation::Admin,
+                    30 => Affiliation::Member,
+                    40 => Affiliation::Outcast,
+                    _ => continue,
+                };
+                affiliations.insert(jid, affiliation);
+            }
+            let members = sqlx::query("SELECT jid, nickname FROM ofMucMember WHERE roomID = ?")
+                .bind(room_id)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| format!("ofMucMember: {e}"))?;
+            for m in &members {
+                let jid: String = col(m, "jid")?;
+                if let Some(nick) = col::<Option<String>>(m, "nickname")?.filter(|n| !n.is_empty())
+                {
+                    notes.push(format!(
+                        "room {name}@{service}: {jid}'s reserved nick '{nick}' is not kept (Confab has no reserved nicks yet)"
+                    ));
+                }
+                affiliations.entry(jid).or_insert(Affiliation::Member);
+            }
+            let (kind, key, value) = confab_muc::stored_room(&name, config, affiliations, subject)?;
+            let el = Element::new("data", pie::NS_CONFAB)
+                .attr("kind", kind)
+                .attr("key", key)
+                .text(value);
+            let mut text = el.to_xml(NS);
+            text.push('\n');
+            out.write_all(text.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        out.write_all(b"</host>\n")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
