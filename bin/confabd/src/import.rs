@@ -40,6 +40,10 @@ pub struct ImportArgs {
     /// archived message), in bytes.
     #[arg(long, default_value_t = pie::Limits::default().max_element_memory)]
     pub max_element_memory: usize,
+    /// Most data one user may hold besides the archive (roster, vCard, private XML,
+    /// offline messages, ...), in bytes.
+    #[arg(long, default_value_t = pie::Limits::default().max_user_memory)]
+    pub max_user_memory: usize,
 }
 
 pub async fn export(config: Config, args: ExportArgs) -> Result<(), String> {
@@ -104,6 +108,7 @@ pub async fn import(config: Config, args: ImportArgs) -> Result<(), String> {
     let mut opts =
         pie::ImportOptions::new(config.server.domains.clone(), config.auth.scram_iterations);
     opts.limits.max_element_memory = args.max_element_memory;
+    opts.limits.max_user_memory = args.max_user_memory;
     let (report, stopped) = match args.from {
         None => match pie::import(&stores, &args.files, &opts).await {
             Ok(r) => (r, None),

@@ -608,6 +608,29 @@ async fn huge_and_deep_input_is_refused() {
         .await
         .expect_err("too deep");
     assert!(err.why.contains("nested too deeply"), "{}", err.why);
+    // Many small elements for one user: bounded together.
+    let many: String = (0..2000)
+        .map(|i| {
+            format!(
+                "<data xmlns='urn:confab:pie:0' kind='k' key='{i}'>{}</data>",
+                "y".repeat(100)
+            )
+        })
+        .collect();
+    let text = doc(&format!(
+        "<user name='c' password='pw'>{many}</user><user name='d' password='pw'/>"
+    ));
+    let file = write(dir.path(), "many.xml", &text);
+    let mut o = opts(&["localhost"]);
+    o.limits.max_user_memory = 100_000;
+    let report = pie::import(&s, &[file], &o).await.expect("import");
+    assert_eq!(report.imported, vec!["d@localhost"]);
+    assert!(
+        report.failed[0]
+            .1
+            .contains("more than 100000 bytes of data for one user"),
+        "{report:?}"
+    );
     let file = write(dir.path(), "notpie.xml", "<stream xmlns='jabber:client'/>");
     let err = pie::import(&s, &[file], &opts(&["localhost"]))
         .await

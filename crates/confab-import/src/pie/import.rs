@@ -153,6 +153,8 @@ struct User {
     archived: u64,
     /// Set once something of this user failed: the rest of it is skipped.
     failed: Option<String>,
+    /// What the elements read so far hold (bounded by `Limits::max_user_memory`).
+    held: usize,
 }
 
 struct Room {
@@ -280,12 +282,22 @@ impl Importer<'_> {
             batch: Vec::new(),
             archived: 0,
             failed,
+            held: 0,
         });
     }
 
     async fn child(&mut self, el: Element, at: &Location) {
         if let Some(u) = &mut self.user {
             if u.failed.is_some() {
+                return;
+            }
+            // Each element is bounded by the reader; their number is bounded here.
+            u.held = u.held.saturating_add(el.to_xml("").len());
+            if u.held > self.opts.limits.max_user_memory {
+                u.failed = Some(format!(
+                    "more than {} bytes of data for one user (--max-user-memory) ({at})",
+                    self.opts.limits.max_user_memory
+                ));
                 return;
             }
             if let Err(why) = user_child(u, el, &mut self.report.ignored, at) {

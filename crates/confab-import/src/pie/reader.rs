@@ -23,6 +23,9 @@ pub struct Limits {
     pub max_attributes: usize,
     /// Deepest chain of XInclude files.
     pub max_include_depth: usize,
+    /// Most data one user's elements may hold together until the user is written (its
+    /// archive, written in batches as it is read, does not count).
+    pub max_user_memory: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             max_depth: 64,
             max_attributes: 64,
             max_include_depth: 4,
+            max_user_memory: 64 * 1024 * 1024,
         }
     }
 }
