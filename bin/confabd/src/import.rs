@@ -156,6 +156,9 @@ fn print_report(r: &pie::ImportReport) {
     for what in &r.ignored {
         println!("ignored {what}");
     }
+    if r.ignored_more > 0 {
+        println!("ignored {} more (not listed)", r.ignored_more);
+    }
     println!(
         "{} users imported, {} not; {} archived, {} offline, {} room messages; {} domain documents",
         r.imported.len(),

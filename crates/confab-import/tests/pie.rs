@@ -674,3 +674,24 @@ async fn xinclude_is_followed_within_the_directory() {
         .expect_err("refused");
     assert!(err.why.contains("only relative paths"), "{}", err.why);
 }
+
+/// What is ignored is listed up to a bound and counted beyond it.
+#[tokio::test]
+async fn ignored_data_is_listed_within_a_bound() {
+    let (_db, s) = sqlite().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let users: String = (0..1500)
+        .map(|i| format!("<user name='u{i}' password='pw'><x xmlns='urn:example:unknown'/></user>"))
+        .collect();
+    let file = write(dir.path(), "many.xml", &doc(&users));
+    let mut o = opts(&["localhost"]);
+    o.iterations = 1;
+    let report = pie::import(&s, &[file], &o).await.expect("import");
+    assert_eq!(report.imported.len(), 1500);
+    assert_eq!(report.ignored.len() as u64 + report.ignored_more, 1500);
+    assert!(
+        report.ignored.len() <= pie::MAX_IGNORED + 1,
+        "{}",
+        report.ignored.len()
+    );
+}

@@ -52,11 +52,16 @@ pub struct ImportReport {
     /// Data that was not imported (elements Confab does not know, documents kept because
     /// the target already had them), each naming where it was.
     pub ignored: Vec<String>,
+    /// How many more were ignored beyond the first `MAX_IGNORED` listed.
+    pub ignored_more: u64,
     pub archived_messages: u64,
     pub offline_messages: u64,
     pub host_documents: u64,
     pub room_messages: u64,
 }
+
+/// Most entries `ImportReport::ignored` lists; the rest are counted.
+pub const MAX_IGNORED: usize = 1000;
 
 /// An import that stopped before the end of its input.
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +197,14 @@ fn describe(el: &Element) -> String {
 impl Importer<'_> {
     async fn read(&mut self, mut r: PieReader) -> Result<(), String> {
         loop {
+            self.bound_ignored();
             let ev = r.next().await.map_err(|e: ReadError| e.to_string())?;
             let at = r.location();
             match ev {
-                PieEvent::End => return Ok(()),
+                PieEvent::End => {
+                    self.bound_ignored();
+                    return Ok(());
+                }
                 PieEvent::HostStart(attrs) => self.host_start(attrs.as_slice()),
                 PieEvent::HostEnd => self.host = None,
                 PieEvent::UserStart(attrs) => self.user_start(attrs.as_slice(), &at).await,
@@ -213,6 +222,14 @@ impl Importer<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Keeps the list of ignored data at `MAX_IGNORED` entries, counting the rest.
+    fn bound_ignored(&mut self) {
+        if self.report.ignored.len() > MAX_IGNORED {
+            let more = self.report.ignored.split_off(MAX_IGNORED);
+            self.report.ignored_more += more.len() as u64;
         }
     }
 

@@ -16,7 +16,7 @@ mod import;
 mod reader;
 
 pub use export::{export, ExportError, ExportSummary};
-pub use import::{import, import_stream, ImportError, ImportOptions, ImportReport};
+pub use import::{import, import_stream, ImportError, ImportOptions, ImportReport, MAX_IGNORED};
 pub use reader::Limits;
 
 /// The XEP-0227 namespace.
