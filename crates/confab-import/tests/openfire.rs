@@ -111,6 +111,12 @@ async fn an_openfire_database_moves_in() {
     // alice: SCRAM-SHA-1 keys, as Openfire 4.x keeps them in ofUser (base64).
     let alice = ScramCredentials::derive(ScramHash::Sha1, "alice's pw", b"openfire-salt-16", 4096)
         .expect("derive");
+    // erin: keys and the encrypted password they were made from (Openfire's default);
+    // gus: keys that do not match the encrypted password.
+    let erin = ScramCredentials::derive(ScramHash::Sha1, "old password", b"erin-salt-123456", 4096)
+        .expect("derive");
+    let gus = ScramCredentials::derive(ScramHash::Sha1, "gus's own", b"gus-salt-1234567", 4096)
+        .expect("derive");
     let now = "001764500000000";
     let rows = format!(
         "INSERT INTO ofProperty (name, propValue) VALUES ('xmpp.domain', 'example.org'), ('passwordKey', '{PASSWORD_KEY}'), ('admin.authorizedJIDs', 'alice@example.org, ops@example.org');
@@ -119,7 +125,9 @@ INSERT INTO ofUser (username, storedKey, serverKey, salt, iterations, plainPassw
  ('bob', NULL, NULL, NULL, NULL, NULL, '{BOB_ENCRYPTED}', 'Bob', NULL, '{now}', '{now}'),
  ('carol', NULL, NULL, NULL, NULL, NULL, '{CAROL_ENCRYPTED}', NULL, NULL, '{now}', '{now}'),
  ('dave', NULL, NULL, NULL, NULL, NULL, 'deadbeefdeadbeefdeadbeefdeadbeef', NULL, NULL, '{now}', '{now}'),
- ('frank', NULL, NULL, NULL, NULL, NULL, '{FRANK_ENCRYPTED}', NULL, NULL, '{now}', '{now}');
+ ('frank', NULL, NULL, NULL, NULL, NULL, '{FRANK_ENCRYPTED}', NULL, NULL, '{now}', '{now}'),
+ ('erin', '{}', '{}', '{}', 4096, NULL, '{BOB_ENCRYPTED}', NULL, NULL, '{now}', '{now}'),
+ ('gus', '{}', '{}', '{}', 4096, NULL, '{BOB_ENCRYPTED}', NULL, NULL, '{now}', '{now}');
 INSERT INTO ofRoster (rosterID, username, jid, sub, ask, recv, nick, stanza) VALUES
  (1, 'alice', 'bob@example.org', 3, -1, -1, 'Bobby', NULL),
  (2, 'alice', 'eve@elsewhere.example', 1, -1, -1, NULL, NULL),
@@ -137,7 +145,13 @@ INSERT INTO ofOffline (username, messageID, creationDate, messageSize, stanza) V
  ('bob', 7, '001764500123456', 120, '<message from=\"alice@example.org/desk\" to=\"bob@example.org\" type=\"chat\" id=\"o1\"><body>while you were away</body></message>');",
         b64(&alice.stored_key),
         b64(&alice.server_key),
-        b64(&alice.salt)
+        b64(&alice.salt),
+        b64(&erin.stored_key),
+        b64(&erin.server_key),
+        b64(&erin.salt),
+        b64(&gus.stored_key),
+        b64(&gus.server_key),
+        b64(&gus.salt),
     );
     of.exec(&rows).await;
 
@@ -149,7 +163,13 @@ INSERT INTO ofOffline (username, messageID, creationDate, messageSize, stanza) V
     assert_eq!(report.admins, vec!["alice@example.org", "ops@example.org"]);
     assert_eq!(
         report.import.imported,
-        vec!["alice@example.org", "bob@example.org", "carol@example.org"],
+        vec![
+            "alice@example.org",
+            "bob@example.org",
+            "carol@example.org",
+            "erin@example.org",
+            "gus@example.org"
+        ],
         "{report:?}"
     );
     // dave's encrypted password is not one under this key, frank's decrypts to one that
@@ -174,6 +194,18 @@ INSERT INTO ofOffline (username, messageID, creationDate, messageSize, stanza) V
         }
     };
     assert_eq!(creds("alice").await, vec![alice]);
+    // With the password, SCRAM-SHA-256 keys too; without a matching one, the keys as kept.
+    let e = creds("erin").await;
+    assert_eq!(e.len(), 2);
+    assert!(e.iter().all(|k| k.verify_password("old password")));
+    assert_eq!(creds("gus").await, vec![gus]);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("gus@example.org") && n.contains("does not match")),
+        "{report:?}"
+    );
     // Decrypted passwords become SCRAM keys for both hashes.
     for (u, pw) in [("bob", "old password"), ("carol", "12345678")] {
         let c = creds(u).await;

@@ -107,6 +107,32 @@ pub async fn import(
     })
 }
 
+/// Whether `password` gives Openfire's SCRAM-SHA-1 StoredKey (base64) with its salt
+/// (base64) and iteration count. PBKDF2 runs on the blocking pool.
+async fn same_password(password: &str, stored_key: &str, salt: &str, iterations: i32) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Ok(salt), Ok(stored), Ok(iterations)) = (
+        b64.decode(salt.trim()),
+        b64.decode(stored_key.trim()),
+        u32::try_from(iterations),
+    ) else {
+        return false;
+    };
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || {
+        confab_proto::sasl::ScramCredentials::derive(
+            confab_proto::sasl::ScramHash::Sha1,
+            &password,
+            &salt,
+            iterations,
+        )
+        .is_ok_and(|c| c.stored_key == stored)
+    })
+    .await
+    .unwrap_or(false)
+}
+
 fn col<T>(row: &sqlx::mysql::MySqlRow, name: &str) -> Result<T, String>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
@@ -155,8 +181,45 @@ async fn write_document<W: tokio::io::AsyncWrite + Unpin>(
         let iterations: Option<i32> = col(row, "iterations")?;
         let plain: Option<String> = col(row, "plainPassword")?;
         let encrypted: Option<String> = col(row, "encryptedPassword")?;
-        match (stored, server, salt, iterations) {
-            (Some(st), Some(sv), Some(sa), Some(it)) if it > 0 => {
+        let keys = match (stored, server, salt, iterations) {
+            (Some(st), Some(sv), Some(sa), Some(it)) if it > 0 => Some((st, sv, sa, it)),
+            _ => None,
+        };
+        let password = match (
+            plain.filter(|p| !p.is_empty()),
+            encrypted.filter(|e| !e.is_empty()),
+        ) {
+            (Some(p), _) => Some(p),
+            (None, Some(e)) => {
+                let p = password_key.and_then(|k| blowfish::decrypt(k, &e));
+                if p.is_none() && keys.is_none() {
+                    notes.push(format!(
+                        "{who}: the encrypted password does not decrypt with the database's passwordKey"
+                    ));
+                }
+                p
+            }
+            (None, None) => None,
+        };
+        // The password itself is better than Openfire's SCRAM-SHA-1 keys: SCRAM-SHA-256
+        // keys are derived from it too. Used only when it is the one the keys were made
+        // from.
+        let use_password = match (&password, &keys) {
+            (Some(p), Some((st, _, sa, it))) => {
+                let matches = same_password(p, st, sa, *it).await;
+                if !matches {
+                    notes.push(format!(
+                        "{who}: the stored password does not match the SCRAM keys; the keys are kept"
+                    ));
+                }
+                matches
+            }
+            (Some(_), None) => true,
+            _ => false,
+        };
+        match (password, keys) {
+            (Some(p), _) if use_password => user.set_attr("password", p),
+            (_, Some((st, sv, sa, it))) => {
                 // Openfire keeps SCRAM-SHA-1 keys, in base64, as XEP-0227 has them.
                 user.push_child(
                     Element::new("scram-credentials", NS_SCRAM)
@@ -167,18 +230,7 @@ async fn write_document<W: tokio::io::AsyncWrite + Unpin>(
                         .child(Element::new("stored-key", NS_SCRAM).text(st)),
                 );
             }
-            _ => {
-                if let Some(p) = plain.filter(|p| !p.is_empty()) {
-                    user.set_attr("password", p);
-                } else if let Some(e) = encrypted.filter(|e| !e.is_empty()) {
-                    match password_key.and_then(|k| blowfish::decrypt(k, &e)) {
-                        Some(p) => user.set_attr("password", p),
-                        None => notes.push(format!(
-                            "{who}: the encrypted password does not decrypt with the database's passwordKey"
-                        )),
-                    }
-                }
-            }
+            _ => {}
         }
 
         let items = sqlx::query(
