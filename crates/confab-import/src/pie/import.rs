@@ -103,6 +103,7 @@ pub async fn import(
             });
         }
     }
+    im.refresh_statistics().await;
     Ok(im.report)
 }
 
@@ -133,6 +134,7 @@ pub async fn import_stream(
             report: im.report,
         });
     }
+    im.refresh_statistics().await;
     Ok(im.report)
 }
 
@@ -222,6 +224,21 @@ impl Importer<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// After archives were imported, the database's planner statistics are refreshed, so
+    /// the first queries do not plan with an empty table's (PostgreSQL).
+    async fn refresh_statistics(&mut self) {
+        if self.report.archived_messages == 0 {
+            return;
+        }
+        if let Err(e) = self.stores.archive.refresh_archive_statistics().await {
+            // The data is imported; only query plans may be slow until the database
+            // analyzes the table itself.
+            self.report
+                .ignored
+                .push(format!("refreshing the archive's statistics failed: {e}"));
         }
     }
 
