@@ -695,3 +695,51 @@ async fn ignored_data_is_listed_within_a_bound() {
         report.ignored.len()
     );
 }
+
+/// An archive of several full batches and many pages moves whole and in order: 20,001
+/// messages (three transactions of at most 10,000 on import, 201 pages on export).
+#[tokio::test]
+async fn a_large_archive_moves_whole() {
+    let (_db, src) = sqlite().await;
+    let c = vec![ScramCredentials::new_random(ScramHash::Sha256, "pw", 4096).expect("c")];
+    src.accounts
+        .create_account("localhost", "big", &c)
+        .await
+        .expect("account");
+    let msgs: Vec<ArchivedMessage> = (0..20_001_i64)
+        .map(|i| ArchivedMessage {
+            id: format!("id{i:06}"),
+            with: "friend@example.org/x".into(),
+            stamp: 1_700_000_000_000_000 + i,
+            stanza: canon(&format!("<message from='friend@example.org/x' to='big@localhost' type='chat'><body>{i}</body></message>")),
+        })
+        .collect();
+    src.archive
+        .append_archive_batch("localhost", "big", &msgs)
+        .await
+        .expect("fill");
+    let first = export_string(&src, &["localhost"]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(dir.path(), "big.xml", &first);
+    let (_db2, dst) = sqlite().await;
+    let report = pie::import(&dst, &[file], &opts(&["localhost"]))
+        .await
+        .expect("import");
+    assert_eq!(report.archived_messages, 20_001);
+    assert_eq!(first, export_string(&dst, &["localhost"]).await);
+    let last = dst
+        .archive
+        .query_archive(
+            "localhost",
+            "big",
+            &ArchiveQuery {
+                max: 1,
+                before: Some(String::new()),
+                ..ArchiveQuery::default()
+            },
+        )
+        .await
+        .expect("q")
+        .expect("page");
+    assert_eq!(last.items[0].id, "id020000");
+}
