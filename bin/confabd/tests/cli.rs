@@ -484,3 +484,39 @@ fn export_then_import_keeps_passwords() {
     let _ = server.wait();
     result.expect("logins");
 }
+
+/// `import --from openfire` takes one database URL; one that cannot be reached is an error
+/// naming it without its password.
+#[test]
+fn import_from_openfire_names_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), free_port(), free_port());
+    let out = confabd(&cfg)
+        .args([
+            "import",
+            "--from",
+            "openfire",
+            "mysql://a@127.0.0.1:1/x",
+            "another",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one database URL"));
+    let out = confabd(&cfg)
+        .args([
+            "import",
+            "--from",
+            "openfire",
+            "mysql://of:s3cret@127.0.0.1:1/openfire",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Openfire's database mysql://of:***@127.0.0.1:1/openfire"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "the password is shown: {err}");
+}

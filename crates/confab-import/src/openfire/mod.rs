@@ -37,12 +37,13 @@ pub async fn import(
         why,
         report: ImportReport::default(),
     };
+    let shown = confab_store::Backend::Mysql { url: url.into() }.display_url();
     let pool = MySqlPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(std::time::Duration::from_secs(10))
         .connect(url)
         .await
-        .map_err(|e| fail(format!("Openfire's database: {e}")))?;
+        .map_err(|e| fail(format!("Openfire's database {shown}: {e}")))?;
     let property = |name: &'static str| {
         let pool = pool.clone();
         async move {
@@ -77,10 +78,7 @@ pub async fn import(
             r
         }
     };
-    let name = format!(
-        "Openfire database {}",
-        confab_store::Backend::Mysql { url: url.into() }.display_url()
-    );
+    let name = format!("Openfire database {shown}");
     let (written, imported) = tokio::join!(
         writer,
         pie::import_stream(stores, Box::new(rx), &name, opts)
