@@ -6,7 +6,8 @@
 # tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
 # messages, account services, stream management, carbons, client state, Multi-User Chat on
 # conference.localhost and its archive, ids, self-ping and moderation), then a restart
-# scenario, go-sendxmpp and the web clients.
+# scenario, go-sendxmpp, moving in from Prosody and ejabberd (tests/interop/import_*.sh,
+# which install them from Debian if missing) and the web clients.
 #
 # Environment:
 #   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)
@@ -220,6 +221,18 @@ tests/interop/go_sendxmpp.sh 127.0.0.1 "$PORT" "$TLS_PORT" \
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc
+
+# Moving in: Prosody and ejabberd (Debian's) export users, rosters, vCards and private XML
+# with their own tools, confabd imports them, the users log in with their old passwords.
+# Each runs its own server on its own loopback port and data directory.
+for old in prosody ejabberd; do
+    echo "== moving in from $old: its export, confabd import, old passwords"
+    set +e
+    tests/interop/import_$old.sh "$CONFABD" "$VENV/bin/python"
+    rc=$?
+    set -e
+    [ "$rc" -eq 0 ] || STATUS=$rc
+done
 
 echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH"
 set +e

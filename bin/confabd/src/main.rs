@@ -1,5 +1,7 @@
 //! `confabd`: the Confab XMPP server and its operator commands (like prosodyctl/ejabberdctl).
 
+mod import;
+
 use clap::{Parser, Subcommand};
 use confab_server::config::Config;
 use confab_server::{accounts, open_stores, Server};
@@ -37,6 +39,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write every account and its data to an XEP-0227 document (moving out, backups,
+    /// moving between backends).
+    Export(import::ExportArgs),
+    /// Read XEP-0227 documents (from Confab, Prosody, ejabberd), or an Openfire database
+    /// (`--from openfire mysql://…`), into the configured storage; each user whole or not
+    /// at all.
+    Import(import::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -114,6 +123,8 @@ fn main() -> ExitCode {
             Command::Check => check(config).await,
             Command::Invite(i) => invite(config, i).await,
             Command::Migrate { dry_run } => migrate(config, dry_run).await,
+            Command::Export(a) => import::export(config, a).await,
+            Command::Import(a) => import::import(config, a).await,
         }
     });
     match result {

@@ -386,3 +386,137 @@ fn user_del_ends_the_sessions_of_a_running_server() {
         "{list}"
     );
 }
+
+/// Moving to another data directory: export, import into an empty one, log in there with the
+/// old password (both SCRAM hashes); the export is private to its owner and never overwritten.
+#[test]
+fn export_then_import_keeps_passwords() {
+    let from = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(from.path(), free_port(), free_port());
+    let out = confabd(&cfg)
+        .args(["user", "add", "alice@localhost", "--password", "old pw"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let file = from.path().join("export.xml");
+    let out = confabd(&cfg)
+        .arg("export")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the export is readable by others: {mode:o}"
+        );
+    }
+    let again = confabd(&cfg)
+        .arg("export")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!again.status.success(), "an existing file was overwritten");
+
+    let to = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg2 = write_config(to.path(), port, free_port());
+    let out = confabd(&cfg2)
+        .arg("import")
+        .arg(&file)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("imported alice@localhost"), "{stdout}");
+    // A second import refuses the account that is there now, and says so.
+    let out = confabd(&cfg2)
+        .arg("import")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT imported alice@localhost"));
+
+    let mut server = confabd(&cfg2)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let result = rt.block_on(async {
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err("server did not start".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (mechanism, password, ok) in [
+            (Mechanism::ScramSha1, "old pw", true),
+            (Mechanism::ScramSha256, "old pw", true),
+            (Mechanism::ScramSha256, "wrong", false),
+        ] {
+            let mut o = ClientOptions::new(addr, "localhost", "alice", password);
+            o.verify = confab_stream::tls::CertVerification::Insecure;
+            o.mechanism = Some(mechanism);
+            let r = connect(&o).await;
+            if r.is_ok() != ok {
+                return Err(format!("{mechanism:?} with {password:?}: {:?}", r.err()));
+            }
+        }
+        Ok(())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    result.expect("logins");
+}
+
+/// `import --from openfire` takes one database URL; one that cannot be reached is an error
+/// naming it without its password.
+#[test]
+fn import_from_openfire_names_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), free_port(), free_port());
+    let out = confabd(&cfg)
+        .args([
+            "import",
+            "--from",
+            "openfire",
+            "mysql://a@127.0.0.1:1/x",
+            "another",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one database URL"));
+    let out = confabd(&cfg)
+        .args([
+            "import",
+            "--from",
+            "openfire",
+            "mysql://of:s3cret@127.0.0.1:1/openfire",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Openfire's database mysql://of:***@127.0.0.1:1/openfire"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "the password is shown: {err}");
+}

@@ -31,7 +31,8 @@ use std::sync::{Arc, OnceLock};
 
 pub const NS: &str = confab_proto::payloads::blocking::NS;
 pub const NS_ERRORS: &str = confab_proto::payloads::blocking::NS_ERRORS;
-const KIND: &str = "blocklist";
+/// The data kind block lists are stored under: one key per blocked JID, empty values.
+pub const KIND: &str = "blocklist";
 
 /// A block list: normalized JID strings.
 type List = Arc<BTreeSet<String>>;

@@ -13,7 +13,8 @@ use confab_server::ServerCtx;
 use std::sync::Arc;
 
 pub const NS: &str = "jabber:iq:private";
-const KIND: &str = "private";
+/// The data kind private XML is stored under, one key per element (`key_of`).
+pub const KIND: &str = "private";
 /// Distinct fragments one account may keep; bounds storage per account (bookmarks, roster
 /// delimiter and a few client settings are what clients use).
 pub const MAX_FRAGMENTS: usize = 64;
@@ -34,7 +35,8 @@ impl Module for Private {
     }
 }
 
-fn key_of(e: &Element) -> String {
+/// The key an element is stored under: `{namespace}name`.
+pub fn key_of(e: &Element) -> String {
     format!("{{{}}}{}", e.ns, e.name)
 }
 

@@ -21,9 +21,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 
 pub const NS: &str = confab_proto::payloads::vcard::NS;
-const KIND: &str = "vcard";
-const KEY_VCARD: &str = "vcard";
-const KEY_AVATAR: &str = "avatar-hash";
+/// The data kind vCards are stored under, keyed by `KEY_VCARD` and `KEY_AVATAR` (import/export).
+pub const KIND: &str = "vcard";
+/// The key of the vCard as sent.
+pub const KEY_VCARD: &str = "vcard";
+/// The key of its photo's XEP-0153 hash (empty without a photo), derived from the vCard.
+pub const KEY_AVATAR: &str = "avatar-hash";
 
 /// `[vcard]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]

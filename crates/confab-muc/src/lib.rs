@@ -126,6 +126,25 @@ struct StoredRoom {
     creator: Option<String>,
 }
 
+/// A persistent room as the service stores it, for importers (`confabd import --from
+/// openfire`): the host-data kind, key and value to write under the service domain. The
+/// service reads it at start like a room it saved itself.
+pub fn stored_room(
+    node: &str,
+    config: room::RoomConfig,
+    affiliations: BTreeMap<String, payloads::Affiliation>,
+    subject: Option<room::Subject>,
+) -> Result<(&'static str, String, String), String> {
+    let stored = StoredRoom {
+        config,
+        affiliations,
+        subject,
+        creator: None,
+    };
+    let value = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
+    Ok((KIND, format!("{ROOM_KEY}{node}"), value))
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

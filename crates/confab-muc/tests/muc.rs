@@ -1746,3 +1746,77 @@ async fn moderators_retract_messages() {
     let r = iq(&mut c[0], "set", Some(&room("mod")), moderate(&sid, true)).await;
     assert_eq!(condition(&r), "item-not-found");
 }
+
+/// A room an importer stored with `confab_muc::stored_room` (as `confabd import --from
+/// openfire` does) is loaded at start and served with its configuration, subject and
+/// affiliations.
+#[tokio::test]
+async fn an_imported_room_is_served() {
+    use confab_muc::payloads::Affiliation;
+    use confab_muc::room::{RoomConfig, Subject};
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(dir.path());
+    {
+        let stores = confab_server::open_stores(&config).await.expect("stores");
+        let room_config = RoomConfig {
+            name: "The Team".into(),
+            persistent: true,
+            public: false,
+            members_only: true,
+            password: Some("s3cret".into()),
+            ..RoomConfig::default()
+        };
+        let affiliations = [
+            ("alice@localhost", Affiliation::Owner),
+            ("bob@localhost", Affiliation::Member),
+        ]
+        .into_iter()
+        .map(|(j, a)| (j.to_string(), a))
+        .collect();
+        let subject = Some(Subject {
+            text: "Release on Friday".into(),
+            nick: None,
+            stamp: 1_764_500_100,
+        });
+        let (kind, key, value) =
+            confab_muc::stored_room("team", room_config, affiliations, subject).expect("stored");
+        stores
+            .data
+            .set_host_data(MUC, kind, &key, &value)
+            .await
+            .expect("write");
+    }
+    let server = start_server(config, confab_muc::all())
+        .await
+        .expect("start");
+    let ts = TestServer {
+        addr: server.c2s_addr().expect("addr"),
+        tls_addr: server.c2s_tls_addr().expect("tls addr"),
+        server: Some(server),
+        dir,
+    };
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    let pw = || muc_x().child(Element::new("password", NS_MUC).text("s3cret"));
+    let got = join_with(&mut c[0], "team", "alice", pw()).await;
+    let me = got
+        .iter()
+        .find(|e| e.name == "presence" && has_code(e, "110"))
+        .expect("self-presence");
+    assert_eq!(item(me).get_attr("affiliation"), Some("owner"), "{me}");
+    let subject = got
+        .last()
+        .and_then(|m| m.get_child("subject", ns::CLIENT))
+        .map(|s| s.text_content());
+    assert_eq!(subject.as_deref(), Some("Release on Friday"));
+    let got = join_with(&mut c[1], "team", "bob", pw()).await;
+    let me = got
+        .iter()
+        .find(|e| e.name == "presence" && has_code(e, "110"))
+        .expect("self-presence");
+    assert_eq!(item(me).get_attr("affiliation"), Some("member"), "{me}");
+    assert_eq!(
+        join_refused(&mut c[2], "team", "carol", pw()).await,
+        "registration-required"
+    );
+}

@@ -54,4 +54,6 @@ pub trait RoomArchiveStore: Send + Sync {
     ) -> Result<bool>;
     /// Deletes the room's whole archive; returns how many messages went.
     async fn delete_room_archive(&self, service: &str, room: &str) -> Result<u64>;
+    /// Every (service, room) with an archive, sorted (export).
+    async fn room_archives(&self) -> Result<Vec<(String, String)>>;
 }

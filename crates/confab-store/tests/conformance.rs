@@ -19,6 +19,7 @@ conformance!(
     roster_items_groups_and_versions,
     offline_order_and_quota,
     documents,
+    export_listings,
     account_deletion_removes_everything,
     concurrent_roster_writers,
     concurrent_offline_pushes_respect_the_quota,
@@ -435,6 +436,92 @@ async fn documents(db: TestDb) {
             .expect("get")
             .as_deref(),
         Some("other")
+    );
+}
+
+/// What an export walks: every document of an account or domain, the domains holding
+/// documents, the rooms with archives.
+async fn export_listings(db: TestDb) {
+    let s = with_two(&db).await;
+    let d = &s.data;
+    for (kind, key, value) in [
+        ("vcard", "vcard", "<vCard/>"),
+        ("blocklist", "b@x", ""),
+        ("blocklist", "a@x", ""),
+    ] {
+        d.set_account_data("localhost", "alice", kind, key, value)
+            .await
+            .expect("set");
+    }
+    d.set_account_data(
+        "localhost",
+        "bob",
+        "vcard",
+        "vcard",
+        "<vCard><FN>B</FN></vCard>",
+    )
+    .await
+    .expect("set");
+    let row = |k: &str, key: &str, v: &str| (k.to_string(), key.to_string(), v.to_string());
+    assert_eq!(
+        d.all_account_data("localhost", "alice").await.expect("all"),
+        vec![
+            row("blocklist", "a@x", ""),
+            row("blocklist", "b@x", ""),
+            row("vcard", "vcard", "<vCard/>")
+        ]
+    );
+    assert!(d
+        .all_account_data("localhost", "nobody")
+        .await
+        .expect("all")
+        .is_empty());
+    assert!(d.host_data_domains().await.expect("domains").is_empty());
+    d.set_host_data("localhost", "invite", "t", "1")
+        .await
+        .expect("host");
+    d.set_host_data("conference.localhost", "muc", "room", "{}")
+        .await
+        .expect("host");
+    d.set_host_data("conference.localhost", "muc-keys", "k", "s")
+        .await
+        .expect("host");
+    assert_eq!(
+        d.host_data_domains().await.expect("domains"),
+        vec!["conference.localhost".to_string(), "localhost".to_string()]
+    );
+    assert_eq!(
+        d.all_host_data("conference.localhost").await.expect("all"),
+        vec![row("muc", "room", "{}"), row("muc-keys", "k", "s")]
+    );
+    assert!(s
+        .room_archive
+        .room_archives()
+        .await
+        .expect("rooms")
+        .is_empty());
+    for (room, id) in [("b", "1"), ("a", "2"), ("b", "3")] {
+        s.room_archive
+            .append_room_message(
+                "conference.localhost",
+                room,
+                &RoomMessage {
+                    id: id.into(),
+                    nick: "n".into(),
+                    jid: "alice@localhost".into(),
+                    stamp: 1,
+                    stanza: "<message/>".into(),
+                },
+            )
+            .await
+            .expect("append");
+    }
+    assert_eq!(
+        s.room_archive.room_archives().await.expect("rooms"),
+        vec![
+            ("conference.localhost".to_string(), "a".to_string()),
+            ("conference.localhost".to_string(), "b".to_string())
+        ]
     );
 }
 

@@ -122,6 +122,20 @@ impl DataStore for SqlDb {
         .await?)
     }
 
+    async fn all_account_data(
+        &self,
+        domain: &str,
+        username: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(self.dialect.sql(
+            "SELECT kind, \"key\", value FROM account_data WHERE domain = ? AND username = ? ORDER BY kind, \"key\"",
+        )))
+        .bind(domain)
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn get_host_data(&self, domain: &str, kind: &str, key: &str) -> Result<Option<String>> {
         Ok(self
             .query_scalar(
@@ -171,6 +185,24 @@ impl DataStore for SqlDb {
         )))
         .bind(domain)
         .bind(kind)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn host_data_domains(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(
+            self.dialect
+                .sql("SELECT DISTINCT domain FROM host_data ORDER BY domain"),
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn all_host_data(&self, domain: &str) -> Result<Vec<(String, String, String)>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(self.dialect.sql(
+            "SELECT kind, \"key\", value FROM host_data WHERE domain = ? ORDER BY kind, \"key\"",
+        )))
+        .bind(domain)
         .fetch_all(&self.pool)
         .await?)
     }

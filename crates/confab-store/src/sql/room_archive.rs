@@ -144,4 +144,12 @@ impl RoomArchiveStore for SqlDb {
             .map_err(StoreError::from))?;
         Ok(r.rows_affected())
     }
+
+    async fn room_archives(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(self.dialect.sql(
+            "SELECT DISTINCT service, room FROM room_archive ORDER BY service, room",
+        )))
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
