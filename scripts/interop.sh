@@ -76,12 +76,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free ports for c2s, direct TLS and HTTP (WebSocket): bound to port 0 then released; a
-# small race, acceptable for a test.
-read -r PORT TLS_PORT HTTP_PORT < <(python3 - <<'EOF'
+# Free ports for c2s, direct TLS, HTTP (WebSocket) and the admin console: bound to port 0
+# then released; a small race, acceptable for a test.
+read -r PORT TLS_PORT HTTP_PORT ADMIN_PORT < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(3):
+for _ in range(4):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -106,6 +106,9 @@ tls_port = $TLS_PORT
 # XMPP over WebSocket, BOSH and host-meta for the web interop tests.
 interfaces = ["127.0.0.1"]
 port = $HTTP_PORT
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
 
 [registration]
 # slixmpp_register.py registers, changes and removes an account in-band.

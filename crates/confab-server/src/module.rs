@@ -370,6 +370,7 @@ pub struct Registry {
     pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
     pre_bind: HashMap<(String, String), Arc<dyn PreBindHandler>>,
     http_routes: std::collections::BTreeMap<String, axum::routing::MethodRouter<ServerCtx>>,
+    listeners: Vec<ModuleListener>,
     session_elements: HashMap<(String, String), Arc<dyn SessionElementHandler>>,
     services: HashMap<String, ServiceDomain>,
     remote: Option<Arc<dyn RemoteRoute>>,
@@ -522,6 +523,34 @@ impl Registry {
         } else {
             self.http_routes.insert(path.to_string(), route);
         }
+    }
+
+    /// Serves `router` on a listener of the module's own at `addrs` (the admin console on
+    /// 9090, kept apart from the public `[http]` listener so it can stay on loopback). The
+    /// server binds it with the others (a port in use stops the start) and stops it at
+    /// shutdown; handlers see the peer's address (`ConnectInfo<SocketAddr>`). `name` finds the
+    /// bound addresses again (`ServerState::listener_addrs`).
+    pub fn http_listener(
+        &mut self,
+        name: &'static str,
+        addrs: Vec<std::net::SocketAddr>,
+        router: axum::Router<ServerCtx>,
+    ) {
+        if self.listeners.iter().any(|l| l.name == name) {
+            self.errors
+                .push(format!("listener '{name}' is registered twice"));
+        } else {
+            self.listeners.push(ModuleListener {
+                name,
+                addrs,
+                router,
+            });
+        }
+    }
+
+    /// The listeners modules registered with `http_listener`.
+    pub fn listeners(&self) -> &[ModuleListener] {
+        &self.listeners
     }
 
     /// The HTTP routes every module registered, as one router (`None` without routes).
@@ -686,6 +715,14 @@ impl Registry {
             Err(reg.errors.join("; "))
         }
     }
+}
+
+/// A module's own HTTP listener (see `Registry::http_listener`).
+#[derive(Clone)]
+pub struct ModuleListener {
+    pub name: &'static str,
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub router: axum::Router<ServerCtx>,
 }
 
 /// A path axum accepts: absolute, plain segments or whole-segment `{name}` captures (a
