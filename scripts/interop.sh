@@ -221,9 +221,11 @@ rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc
 
-echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH"
+echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH, the admin console"
 set +e
-C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" PYTHON="$VENV/bin/python" \
+# The set-up link of the running server (the last start printed a fresh one).
+SETUP_LINK="$(grep -o 'http://[0-9.:]*/setup?token=[A-Za-z0-9_-]*' "$LOG" | tail -n 1)"
+C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" ADMIN_PORT="$ADMIN_PORT" SETUP_LINK="$SETUP_LINK" PYTHON="$VENV/bin/python" \
     ARTEFACTS="${CONFAB_INTEROP_ARTEFACTS:-$WORK/artefacts}" scripts/interop-web.sh run
 rc=$?
 set -e

@@ -740,7 +740,11 @@ pub async fn settings(req: Http) -> Response {
         (l.t("settings.disabled").into(), c.modules.disabled.join(", ")),
         (
             l.t("settings.certificate").into(),
-            req.ctx.tls.cert_path.display().to_string(),
+            format!(
+                "{} ({})",
+                certificate_summary(&req.ctx.tls.leaf_der, l),
+                req.ctx.tls.cert_path.display()
+            ),
         ),
         (
             l.t("settings.file").into(),
@@ -757,6 +761,51 @@ pub async fn settings(req: Http) -> Response {
     html::respond(
         StatusCode::OK,
         html::page(&frame(&req, &s), l.t("nav.settings"), &body),
+    )
+}
+
+/// The certificate's subject, names and validity, or why they cannot be shown.
+fn certificate_summary(der: &[u8], l: Lang) -> String {
+    use x509_parser::prelude::*;
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return "?".into();
+    };
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let validity = cert.validity();
+    let not_after = validity.not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = (not_after - now).div_euclid(86400);
+    format!(
+        "{}; {}: {}; {}: {} … {} ({} {days}){}",
+        cert.subject(),
+        l.t("settings.names"),
+        names.join(", "),
+        l.t("settings.valid"),
+        confab_proto::datetime::format_datetime(validity.not_before.timestamp()),
+        confab_proto::datetime::format_datetime(not_after),
+        l.t("settings.days_left"),
+        if days < 0 {
+            format!(" — {}", l.t("settings.expired"))
+        } else {
+            String::new()
+        }
     )
 }
 

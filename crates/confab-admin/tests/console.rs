@@ -500,6 +500,10 @@ async fn nothing_is_reachable_without_an_admin_session_and_forms_need_their_csrf
             .await;
         assert_eq!(r.status, 403, "{path}");
     }
+    // The settings page shows the certificate (the generated one names the domain).
+    let settings = b.get("/settings").await.body;
+    assert!(settings.contains("names: localhost"), "{settings}");
+    assert!(settings.contains("days left:"), "{settings}");
     // Still there, password unchanged.
     assert!(b.get("/users").await.body.contains("alice@localhost"));
     for path in [
@@ -560,4 +564,111 @@ async fn an_expired_setup_link_is_refused() {
     let r = Browser::new(addr).get(&path).await;
     assert_eq!(r.status, 410);
     assert!(!dir.path().join("console.toml").exists());
+}
+
+/// The database URL of a server the tests may connect to, or `None` (skip, said on stderr)
+/// when it is not reachable, unless `CONFAB_REQUIRE_SERVICES=1`, where that fails.
+fn service(var: &str, default: &str, port: u16) -> Option<String> {
+    let url = std::env::var(var).unwrap_or_else(|_| default.to_string());
+    let reachable = std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok();
+    if reachable || std::env::var(var).is_ok() {
+        return Some(url);
+    }
+    if std::env::var("CONFAB_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{default} is not reachable and CONFAB_REQUIRE_SERVICES=1");
+    }
+    eprintln!(
+        "SKIP: nothing listens on 127.0.0.1:{port}; the wizard's connection test to it is not run"
+    );
+    None
+}
+
+#[tokio::test]
+async fn the_database_step_really_connects_to_postgresql_and_mariadb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = Arc::new(Admin::new());
+    let (_server, addr) = server_with(admin.clone(), dir.path(), |_| {}).await;
+    let link = admin.setup_link().expect("link");
+    let mut b = Browser::new(addr);
+    assert_eq!(
+        b.get(&link[link.find("/setup").expect("path")..])
+            .await
+            .status,
+        303
+    );
+    let csrf = b.get("/setup").await.csrf();
+    b.post(
+        "/setup",
+        &[("csrf", &csrf), ("step", "language"), ("lang", "en")],
+    )
+    .await;
+    b.post(
+        "/setup",
+        &[("csrf", &csrf), ("step", "domain"), ("domain", "localhost")],
+    )
+    .await;
+    let urls = [
+        service(
+            "CONFAB_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+            5432,
+        ),
+        service(
+            "CONFAB_TEST_MYSQL_URL",
+            "mysql://root@127.0.0.1:3306/test",
+            3306,
+        ),
+    ];
+    for url in urls.into_iter().flatten() {
+        // "Test connection" connects and reads the schema state; nothing is changed.
+        let r = b
+            .post(
+                "/setup",
+                &[
+                    ("csrf", &csrf),
+                    ("step", "database"),
+                    ("db", "url"),
+                    ("url", &url),
+                    ("test", "1"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{url}: {}", r.body);
+        assert!(r.body.contains("Connected."), "{url}: {}", r.body);
+        // A wrong password or database is reported with the server's reason.
+        let bad = url.replacen("/test", "/no_such_database_confab", 1);
+        let r = b
+            .post(
+                "/setup",
+                &[
+                    ("csrf", &csrf),
+                    ("step", "database"),
+                    ("db", "url"),
+                    ("url", &bad),
+                    ("test", "1"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert!(r.body.contains("Could not connect"), "{bad}: {}", r.body);
+    }
+    // Not a database URL at all.
+    let r = b
+        .post(
+            "/setup",
+            &[
+                ("csrf", &csrf),
+                ("step", "database"),
+                ("db", "url"),
+                ("url", "sqlite:///etc/passwd"),
+                ("test", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("must start with postgres://"), "{}", r.body);
 }
