@@ -47,6 +47,7 @@ pub fn page(frame: &Frame<'_>, title: &str, body: &str) -> String {
             ("/dashboard", "nav.dashboard"),
             ("/users", "nav.users"),
             ("/sessions", "nav.sessions"),
+            ("/rooms", "nav.rooms"),
             ("/settings", "nav.settings"),
             ("/audit", "nav.audit"),
         ] {

@@ -240,6 +240,8 @@ fn router(console: Arc<Console>) -> axum::Router<ServerCtx> {
         .route("/user/delete", post(pages::delete_user))
         .route("/sessions", get(pages::sessions))
         .route("/sessions/disconnect", post(pages::disconnect))
+        .route("/rooms", get(pages::rooms))
+        .route("/rooms/act", post(pages::room_action))
         .route("/settings", get(pages::settings))
         .route("/audit", get(pages::audit))
         .fallback(pages::not_found)

@@ -20,6 +20,8 @@ const MESSAGES: &[&str] = &[
     "users.password_set",
     "sessions.disconnected",
     "sessions.gone",
+    "rooms.destroyed",
+    "rooms.gone",
 ];
 
 macro_rules! admin {
@@ -114,7 +116,8 @@ pub async fn set_language(req: Http) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
         .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
-        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        // A path of this console only: browsers read `/\\host` like `//host`.
+        .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains('\\'))
         .unwrap_or_else(|| "/dashboard".into());
     let _ = s;
     let mut r = html::see_other(&back);
@@ -690,6 +693,90 @@ pub async fn disconnect(req: Http) -> Response {
     )
     .await;
     html::see_other("/sessions?msg=sessions.disconnected")
+}
+
+/// GET /rooms: the group chat rooms (the MUC module's admin view), each with a destroy
+/// button.
+pub async fn rooms(req: Http) -> Response {
+    let s = admin!(req);
+    let l = req.lang();
+    let Some(view) = req.ctx.registry.admin_view_named("rooms").cloned() else {
+        return crate::auth::refusal(&req, StatusCode::NOT_FOUND, "rooms.none_service");
+    };
+    let rows = view.rows(&req.ctx).await;
+    let mut body = flash(&req, l);
+    if rows.is_empty() {
+        let _ = write!(body, "<p>{}</p>", esc(l.t("rooms.none")));
+    } else {
+        body.push_str("<table id=\"rooms\"><thead><tr>");
+        for c in view.columns() {
+            let _ = write!(body, "<th>{}</th>", esc(column(l, c)));
+        }
+        body.push_str("<th></th></tr></thead><tbody>");
+        for r in rows {
+            let _ = write!(body, "<tr data-room=\"{}\">", esc(&r.id));
+            for c in &r.cells {
+                let shown = match c.as_str() {
+                    "true" => l.t("yes"),
+                    "false" => l.t("no"),
+                    other => other,
+                };
+                let _ = write!(body, "<td>{}</td>", esc(shown));
+            }
+            body.push_str("<td>");
+            for a in view.actions() {
+                let _ = write!(
+                    body,
+                    "<form method=\"post\" action=\"/rooms/act\" class=\"inline\">{}<input type=\"hidden\" name=\"id\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"{a}\"><button class=\"danger\">{}</button></form>",
+                    csrf_field(&s.csrf),
+                    esc(&r.id),
+                    esc(column(l, a))
+                );
+            }
+            body.push_str("</td></tr>");
+        }
+        body.push_str("</tbody></table>");
+    }
+    html::respond(
+        StatusCode::OK,
+        html::page(&frame(&req, &s), l.t("nav.rooms"), &body),
+    )
+}
+
+/// A view's column or action word in the console's language (the word itself if unknown).
+fn column(l: Lang, key: &'static str) -> &'static str {
+    match key {
+        "room" => l.t("rooms.room"),
+        "name" => l.t("users.name"),
+        "occupants" => l.t("rooms.occupants"),
+        "persistent" => l.t("rooms.persistent"),
+        "public" => l.t("rooms.public"),
+        "destroy" => l.t("rooms.destroy"),
+        other => other,
+    }
+}
+
+/// POST /rooms/act: an action of the rooms view (destroy).
+pub async fn room_action(req: Http) -> Response {
+    let s = admin_post!(req);
+    let Some(view) = req.ctx.registry.admin_view_named("rooms").cloned() else {
+        return crate::auth::refusal(&req, StatusCode::NOT_FOUND, "rooms.none_service");
+    };
+    let id = req.field("id").unwrap_or_default();
+    let action = req.field("action").unwrap_or_default();
+    let Ok(actor) = BareJid::new(&s.jid) else {
+        return crate::auth::refusal(&req, StatusCode::FORBIDDEN, "error.forbidden");
+    };
+    match view.act(&req.ctx, id, action, &actor).await {
+        Ok(()) => {
+            audit::record(&req.ctx.stores, &s.jid, &format!("room-{action}"), id).await;
+            html::see_other("/rooms?msg=rooms.destroyed")
+        }
+        Err(e) => {
+            tracing::info!(room = id, action, error = %e, "admin console: room action refused");
+            html::see_other("/rooms?msg=rooms.gone")
+        }
+    }
 }
 
 /// GET /settings: what the server runs with (read-only; changes need a restart).

@@ -163,7 +163,11 @@ pub async fn submit(req: Http) -> Response {
         }
         match wizard_of(&req, &s) {
             Some(w) => w,
-            None => return refuse(&req, Refused::Expired),
+            // A wizard that ran out of time, or no wizard of this browser at all.
+            None if s.wizard.is_some() && req.cookie(SETUP_COOKIE).is_some() => {
+                return refuse(&req, Refused::Expired)
+            }
+            None => return refuse(&req, Refused::BadToken),
         }
     };
     if let Err(r) = crate::auth::check_csrf(&req, &w.csrf) {

@@ -146,7 +146,9 @@ async fn server_with(
     c.update_section::<AdminConfig>("admin", |a| a.listen = "127.0.0.1:0".into())
         .expect("admin section");
     f(&mut c);
-    let server = start_server(c, vec![admin]).await.expect("server starts");
+    let mut modules: Vec<Arc<dyn confab_server::module::Module>> = confab_muc::all();
+    modules.push(admin);
+    let server = start_server(c, modules).await.expect("server starts");
     let addr = server.listener_addr("admin").expect("admin listener");
     (server, addr)
 }
@@ -671,4 +673,75 @@ async fn the_database_step_really_connects_to_postgresql_and_mariadb() {
         .await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("must start with postgres://"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn rooms_are_listed_and_an_admin_destroys_one() {
+    use confab_proto::xml::Element;
+    let (ts, addr) = configured(|_| {}).await;
+    let mut alice = ts.login("alice").await;
+    let join = Element::new("presence", confab_proto::ns::CLIENT)
+        .attr("to", "lounge@conference.localhost/alice")
+        .child(Element::new("x", "http://jabber.org/protocol/muc"));
+    alice.send(&join).await.expect("send");
+    confab_tests::expect(&mut alice, "the room's subject", |e| {
+        e.name == "message" && e.get_child("subject", confab_proto::ns::CLIENT).is_some()
+    })
+    .await;
+    let mut b = Browser::new(addr);
+    assert_eq!(b.login("boss@localhost", PASSWORD).await.status, 303);
+    let page = b.get("/rooms").await;
+    assert!(
+        page.body
+            .contains("data-room=\"lounge@conference.localhost\""),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let r = b
+        .post(
+            "/rooms/act",
+            &[
+                ("csrf", "forged"),
+                ("id", "lounge@conference.localhost"),
+                ("action", "destroy"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = b
+        .post(
+            "/rooms/act",
+            &[
+                ("csrf", &csrf),
+                ("id", "lounge@conference.localhost"),
+                ("action", "destroy"),
+            ],
+        )
+        .await;
+    assert_eq!(r.header("location"), Some("/rooms?msg=rooms.destroyed"));
+    let gone = confab_tests::expect(&mut alice, "the room's destruction", |e| {
+        e.name == "presence" && e.get_attr("type") == Some("unavailable")
+    })
+    .await;
+    let destroy = gone
+        .get_child("x", "http://jabber.org/protocol/muc#user")
+        .and_then(|x| x.get_child("destroy", "http://jabber.org/protocol/muc#user"));
+    assert!(destroy.is_some(), "{gone}");
+    assert!(
+        !b.get("/rooms").await.body.contains("data-room="),
+        "the room is gone"
+    );
+    let r = b
+        .post(
+            "/rooms/act",
+            &[
+                ("csrf", &csrf),
+                ("id", "lounge@conference.localhost"),
+                ("action", "destroy"),
+            ],
+        )
+        .await;
+    assert_eq!(r.header("location"), Some("/rooms?msg=rooms.gone"));
+    assert!(b.get("/audit").await.body.contains("room-destroy"));
 }
