@@ -84,6 +84,13 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// Ends every session of `jid` (its account was deleted).
+    pub fn remove_jid(&self, jid: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.retain(|_, s| s.jid != jid);
+        }
+    }
+
     pub fn remove(&self, token: &str) {
         if let Ok(mut map) = self.map.lock() {
             map.remove(token);

@@ -640,6 +640,8 @@ pub async fn delete_user(req: Http) -> Response {
     };
     match confab_server::accounts::delete_account_live(&req.ctx, &jid).await {
         Ok(()) => {
+            // An administrator whose account goes is logged out at once.
+            req.console.sessions.remove_jid(jid.as_str());
             audit::record(&req.ctx.stores, &s.jid, "user-delete", jid.as_str()).await;
             html::see_other("/users?msg=users.deleted")
         }

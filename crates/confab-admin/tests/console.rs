@@ -745,3 +745,33 @@ async fn rooms_are_listed_and_an_admin_destroys_one() {
     assert_eq!(r.header("location"), Some("/rooms?msg=rooms.gone"));
     assert!(b.get("/audit").await.body.contains("room-destroy"));
 }
+
+#[tokio::test]
+async fn an_admin_whose_account_is_deleted_is_logged_out() {
+    let (ts, addr) = configured(|c| {
+        let _ = c.update_section::<AdminConfig>("admin", |a| {
+            a.admins = vec!["boss@localhost".into(), "alice@localhost".into()]
+        });
+    })
+    .await;
+    let mut boss = Browser::new(addr);
+    let mut alice = Browser::new(addr);
+    assert_eq!(boss.login("boss@localhost", PASSWORD).await.status, 303);
+    assert_eq!(alice.login("alice@localhost", PASSWORD).await.status, 303);
+    assert_eq!(alice.get("/users").await.status, 200);
+    let csrf = boss.get("/users").await.csrf();
+    let r = boss
+        .post(
+            "/user/delete",
+            &[
+                ("csrf", &csrf),
+                ("jid", "alice@localhost"),
+                ("confirm", "alice@localhost"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(alice.get("/users").await.status, 303, "logged out");
+    assert_eq!(boss.get("/users").await.status, 200);
+    drop(ts);
+}
