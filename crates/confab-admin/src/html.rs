@@ -50,6 +50,7 @@ pub fn page(frame: &Frame<'_>, title: &str, body: &str) -> String {
             ("/rooms", "nav.rooms"),
             ("/settings", "nav.settings"),
             ("/audit", "nav.audit"),
+            ("/api-tokens", "nav.api"),
         ] {
             nav.push_str(&format!("<a href=\"{href}\">{}</a>", esc(l.t(key))));
         }

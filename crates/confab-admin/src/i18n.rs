@@ -58,6 +58,15 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("nav.sessions", "Sessions", "会话"),
     ("nav.settings", "Settings", "设置"),
     ("nav.rooms", "Rooms", "聊天室"),
+    ("nav.api", "API tokens", "API 令牌"),
+    ("api.intro", "Tokens for the REST API (/api/v1, described in /api/v1/openapi.json): send one as `Authorization: Bearer TOKEN`. A token is shown once; only its digest is stored.", "REST API（/api/v1，说明见 /api/v1/openapi.json）的令牌：以 `Authorization: Bearer 令牌` 发送。令牌只显示一次，服务器只保存其摘要。"),
+    ("api.name", "Name", "名称"),
+    ("api.create", "Create a token", "创建令牌"),
+    ("api.created", "New token (copy it now, it is not shown again):", "新令牌（请立即复制，之后不再显示）："),
+    ("api.revoke", "Revoke", "吊销"),
+    ("api.revoked", "The token was revoked.", "令牌已吊销。"),
+    ("api.none", "No tokens.", "没有令牌。"),
+    ("api.by", "Created by", "创建者"),
     ("rooms.none", "No rooms.", "没有聊天室。"),
     ("rooms.none_service", "Group chat is not enabled on this server.", "此服务器未启用群聊。"),
     ("rooms.room", "Room", "聊天室"),
@@ -211,6 +220,7 @@ mod tests {
             include_str!("setup.rs"),
             include_str!("lib.rs"),
             include_str!("html.rs"),
+            include_str!("api.rs"),
         ];
         for src in sources {
             for part in src.split(".t(\"").skip(1) {

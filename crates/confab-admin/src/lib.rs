@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod html;
@@ -243,6 +244,19 @@ fn router(console: Arc<Console>) -> axum::Router<ServerCtx> {
         .route("/rooms", get(pages::rooms))
         .route("/rooms/act", post(pages::room_action))
         .route("/settings", get(pages::settings))
+        .route("/api-tokens", get(api::tokens_page))
+        .route("/api-tokens/create", post(api::create_token))
+        .route("/api-tokens/revoke", post(api::revoke_token))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route(
+            "/api/v1/users",
+            get(api::list_users)
+                .post(api::create_user)
+                .delete(api::delete_user),
+        )
+        .route("/api/v1/users/password", post(api::set_password))
+        .route("/api/v1/sessions", get(api::list_sessions))
+        .route("/api/v1/sessions/disconnect", post(api::disconnect))
         .route("/audit", get(pages::audit))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
@@ -283,6 +297,8 @@ pub struct Http {
     pub headers: HeaderMap,
     pub uri: Uri,
     form: Vec<(String, String)>,
+    /// The request body (POST, PUT, DELETE), bounded by `MAX_FORM`.
+    pub body: axum::body::Bytes,
 }
 
 impl FromRequest<ServerCtx> for Http {
@@ -298,11 +314,20 @@ impl FromRequest<ServerCtx> for Http {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let form = if parts.method == Method::POST {
-            let bytes = axum::body::to_bytes(body, MAX_FORM)
+        let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+            axum::body::Bytes::new()
+        } else {
+            axum::body::to_bytes(body, MAX_FORM)
                 .await
-                .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?;
-            form_urlencoded::parse(&bytes).into_owned().collect()
+                .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?
+        };
+        let is_form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let form = if is_form {
+            form_urlencoded::parse(&body).into_owned().collect()
         } else {
             Vec::new()
         };
@@ -314,6 +339,7 @@ impl FromRequest<ServerCtx> for Http {
             headers: parts.headers,
             uri: parts.uri,
             form,
+            body,
         })
     }
 }

@@ -21,6 +21,7 @@ const MESSAGES: &[&str] = &[
     "sessions.disconnected",
     "sessions.gone",
     "rooms.destroyed",
+    "api.revoked",
     "rooms.gone",
 ];
 
@@ -43,7 +44,7 @@ macro_rules! admin_post {
     }};
 }
 
-fn frame<'a>(req: &Http, s: &'a AdminSession) -> Frame<'a> {
+pub(crate) fn frame<'a>(req: &Http, s: &'a AdminSession) -> Frame<'a> {
     Frame {
         lang: req.lang(),
         csrf: Some(&s.csrf),
@@ -51,7 +52,7 @@ fn frame<'a>(req: &Http, s: &'a AdminSession) -> Frame<'a> {
     }
 }
 
-fn flash(req: &Http, l: Lang) -> String {
+pub(crate) fn flash(req: &Http, l: Lang) -> String {
     match req.query("msg") {
         Some(m) if MESSAGES.contains(&m.as_str()) => html::notice("ok", l.t(&m)),
         _ => String::new(),
@@ -432,7 +433,7 @@ async fn existing_account(req: &Http, text: &str) -> Result<Option<BareJid>, Res
     }
 }
 
-fn format_time(t: std::time::SystemTime) -> String {
+pub(crate) fn format_time(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

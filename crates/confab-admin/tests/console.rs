@@ -775,3 +775,213 @@ async fn an_admin_whose_account_is_deleted_is_logged_out() {
     assert_eq!(boss.get("/users").await.status, 200);
     drop(ts);
 }
+
+/// One API call: `Authorization: Bearer token` (if any), a JSON body (if any).
+async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Resp {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let body = body.unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    Resp {
+        status,
+        headers: Vec::new(),
+        body: body.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn the_rest_api_needs_a_token_from_the_console_and_manages_users_and_sessions() {
+    let (ts, addr) = configured(|_| {}).await;
+    // The description is public and is JSON.
+    let doc = api(addr, "GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&doc.body).expect("openapi is JSON");
+    assert!(v["paths"]["/users"]["post"].is_object());
+    assert_eq!(
+        api(addr, "GET", "/api/v1/users", None, None).await.status,
+        401
+    );
+    assert_eq!(
+        api(addr, "GET", "/api/v1/users", Some("guess"), None)
+            .await
+            .status,
+        401
+    );
+    // A token made on the console page, shown once.
+    let mut b = Browser::new(addr);
+    assert_eq!(b.login("boss@localhost", PASSWORD).await.status, 303);
+    let csrf = b.get("/api-tokens").await.csrf();
+    assert_eq!(
+        b.post("/api-tokens/create", &[("csrf", "forged"), ("name", "x")])
+            .await
+            .status,
+        403
+    );
+    let page = b
+        .post(
+            "/api-tokens/create",
+            &[("csrf", &csrf), ("name", "deploy script")],
+        )
+        .await;
+    let at = page.body.find("id=\"new-token\">").expect("token shown");
+    let rest = &page.body[at + 15..];
+    let token = rest[..rest.find('<').expect("end")].to_string();
+    assert!(
+        !b.get("/api-tokens").await.body.contains(&token),
+        "shown once only"
+    );
+    let t = Some(token.as_str());
+    let users = api(addr, "GET", "/api/v1/users?q=ali", t, None).await;
+    assert_eq!(users.status, 200, "{}", users.body);
+    assert!(users.body.contains("alice@localhost"), "{}", users.body);
+    let body = format!("{{\"jid\":\"dave@localhost\",\"password\":\"{PASSWORD}\"}}");
+    assert_eq!(
+        api(addr, "POST", "/api/v1/users", t, Some(&body))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        api(addr, "POST", "/api/v1/users", t, Some(&body))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        api(addr, "POST", "/api/v1/users", t, Some("{"))
+            .await
+            .status,
+        400
+    );
+    let bad = r#"{"jid":"dave@elsewhere.example","password":"x"}"#;
+    assert_eq!(
+        api(addr, "POST", "/api/v1/users", t, Some(bad))
+            .await
+            .status,
+        422
+    );
+    let mut dave = ts.login("dave").await;
+    let sessions = api(addr, "GET", "/api/v1/sessions", t, None).await;
+    let v: serde_json::Value = serde_json::from_str(&sessions.body).expect("json");
+    let s = v["sessions"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|s| {
+                s["jid"]
+                    .as_str()
+                    .is_some_and(|j| j.starts_with("dave@localhost/"))
+            })
+        })
+        .cloned()
+        .expect("dave's session listed");
+    assert_eq!(s["transport"], "tcp");
+    let kick = format!("{{\"jid\":{},\"id\":{}}}", s["jid"], s["id"]);
+    assert_eq!(
+        api(addr, "POST", "/api/v1/sessions/disconnect", t, Some(&kick))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        confab_tests::expect_session_stream_error(&mut dave).await,
+        confab_proto::error::StreamErrorCondition::PolicyViolation
+    );
+    assert_eq!(
+        api(addr, "POST", "/api/v1/sessions/disconnect", t, Some(&kick))
+            .await
+            .status,
+        404
+    );
+    let pw = r#"{"jid":"dave@localhost","password":"another one"}"#;
+    assert_eq!(
+        api(addr, "POST", "/api/v1/users/password", t, Some(pw))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        api(
+            addr,
+            "DELETE",
+            "/api/v1/users?jid=dave%40localhost",
+            t,
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        api(
+            addr,
+            "DELETE",
+            "/api/v1/users?jid=dave%40localhost",
+            t,
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    assert!(b.get("/audit").await.body.contains("api:deploy script"));
+    // Revoked, the token is worth nothing.
+    let tokens = b.get("/api-tokens").await.body;
+    let at = tokens.find("name=\"id\" value=\"").expect("token row");
+    let id = tokens[at + 17..].split('"').next().expect("id").to_string();
+    assert_eq!(
+        b.post("/api-tokens/revoke", &[("csrf", &csrf), ("id", &id)])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(api(addr, "GET", "/api/v1/users", t, None).await.status, 401);
+}
+
+#[tokio::test]
+async fn guessing_api_tokens_is_limited_per_address() {
+    let (_ts, addr) = configured(|c| {
+        let _ = c.update_section::<AdminConfig>("admin", |a| a.login_attempts = 2);
+    })
+    .await;
+    assert_eq!(
+        api(addr, "GET", "/api/v1/sessions", Some("a"), None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        api(addr, "GET", "/api/v1/sessions", Some("b"), None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        api(addr, "GET", "/api/v1/sessions", Some("c"), None)
+            .await
+            .status,
+        429
+    );
+}

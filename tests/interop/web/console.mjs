@@ -4,7 +4,8 @@
 // console, that user logged in over TCP by slixmpp and seen on the sessions page, the session
 // kicked (the TCP client must see its stream end), the language switched to English, the
 // audit log. Screenshots of every step go to ARTEFACTS, at a desktop width and, for the
-// sessions page, a phone's.
+// sessions page, a phone's. The REST API is called with node's fetch and a token made on the
+// console's page.
 //
 // Environment: SETUP_LINK (from confabd's log), ADMIN_PORT, C2S_PORT, PYTHON (with slixmpp),
 // ARTEFACTS, CHROMIUM (default /usr/bin/chromium), CONSOLE_LANG (zh-CN, the default, or en).
@@ -179,6 +180,18 @@ async function main() {
       await narrow.close();
       return (await page.locator(row).innerText()).includes("tcp");
     }))) return;
+    await step("the REST API lists the session (token from the console, node's fetch)", async () => {
+      await page.goto(`${base}/api-tokens`);
+      await page.fill("#token-name", "interop");
+      await page.click("#create-token");
+      const token = (await page.locator("#new-token").innerText()).trim();
+      const denied = await fetch(`${base}/api/v1/sessions`);
+      if (denied.status !== 401) throw new Error(`without a token: ${denied.status}`);
+      const r = await fetch(`${base}/api/v1/sessions`, { headers: { authorization: `Bearer ${token}` } });
+      const body = await r.json();
+      return r.status === 200 && body.sessions.some((s) => s.jid === ready.jid && s.transport === "tcp");
+    });
+    await page.goto(`${base}/sessions`);
     await step("kicking it ends the client's stream", async () => {
       await page.click(`${row} button`);
       await page.waitForURL(/msg=sessions.disconnected/);
