@@ -159,6 +159,8 @@ require_tls = false
 allow_plain_without_tls = true
 [http]
 port = 0
+[admin]
+enabled = false
 [modules]
 disabled = [$([ -n "${CONFABD_MAM:-}" ] || echo '"mam"')]
 [tls]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop over XMPP over WebSocket (RFC 7395) and BOSH (XEP-0124/0206) with clients we did
 # not write: xmpp.js from node (WebSocket), and Converse.js in headless Chromium driven by
-# playwright-core, once over each transport. Called by
+# playwright-core, once over each transport; then the admin console in the same browser (its
+# set-up wizard, which restarts confabd, so it runs last). Called by
 # scripts/interop.sh, which starts confabd and makes the accounts.
 #
 #   interop-web.sh setup   installs what the tests need, on first use: Debian's chromium
@@ -13,7 +14,9 @@
 #                          XJ_JID/XJ_PASSWORD, XJ_PEER_JID/XJ_PEER_PASSWORD (xmpp.js and its
 #                          TCP peer), CV_JID/CV_PASSWORD, CV_PEER_JID/CV_PEER_PASSWORD (Converse
 #                          over WebSocket), CB_JID/CB_PASSWORD, CB_PEER_JID/CB_PEER_PASSWORD
-#                          (Converse over BOSH)
+#                          (Converse over BOSH), ADMIN_PORT and SETUP_LINK (the admin
+#                          console and the set-up link confabd logged; CONSOLE_LANG picks
+#                          the wizard's language, zh-CN by default)
 #
 # Environment: CONFAB_WEB_CACHE (default ~/.cache/confab-web-interop), CHROMIUM (default
 # /usr/bin/chromium), CONFAB_REQUIRE_SERVICES=1 (CI): a missing browser fails instead of
@@ -27,9 +30,19 @@ setup() {
     if [ ! -x "$CHROMIUM" ]; then
         if [ "$(id -u)" = 0 ]; then
             echo "== installing chromium (Debian)"
-            (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
+            (apt-get update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium) >/dev/null
         else
             echo "== chromium is missing and only root can install it (apt-get install chromium)" >&2
+        fi
+    fi
+    # A CJK font, so the admin console's screenshots in 简体中文 show characters, not boxes.
+    if ! fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; then
+        if [ "$(id -u)" = 0 ]; then
+            echo "== installing fonts-wqy-zenhei (Debian)"
+            apt-get -o DPkg::Lock::Timeout=600 install -y -qq fonts-wqy-zenhei >/dev/null \
+                || (apt-get update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq fonts-wqy-zenhei) >/dev/null
+        else
+            echo "== no CJK font (apt-get install fonts-wqy-zenhei): Chinese screenshots will show boxes" >&2
         fi
     fi
     command -v node >/dev/null && command -v npm >/dev/null \
@@ -92,6 +105,13 @@ run() {
     version="$(node -p 'require("./'"$WEB"'/node_modules/converse.js/package.json").version')"
     converse websocket "$CV_JID" "$CV_PASSWORD" "$CV_PEER_JID" "$CV_PEER_PASSWORD" "$version" || status=1
     converse bosh "$CB_JID" "$CB_PASSWORD" "$CB_PEER_JID" "$CB_PEER_PASSWORD" "$version" || status=1
+
+    echo "== the admin console in headless Chromium (set-up wizard, users, sessions)"
+    set +e
+    ADMIN_PORT="$ADMIN_PORT" SETUP_LINK="$SETUP_LINK" CHROMIUM="$CHROMIUM" timeout 170 node "$WEB/console.mjs"
+    rc=$?
+    set -e
+    [ "$rc" -eq 0 ] || { echo "FAIL admin console (exit $rc), screenshots in $ARTEFACTS"; status=1; }
     return "$status"
 }
 

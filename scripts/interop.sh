@@ -80,12 +80,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free ports for c2s, direct TLS and HTTP (WebSocket): bound to port 0 then released; a
-# small race, acceptable for a test.
-read -r PORT TLS_PORT HTTP_PORT < <(python3 - <<'EOF'
+# Free ports for c2s, direct TLS, HTTP (WebSocket) and the admin console: bound to port 0
+# then released; a small race, acceptable for a test.
+read -r PORT TLS_PORT HTTP_PORT ADMIN_PORT < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(3):
+for _ in range(4):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -110,6 +110,9 @@ tls_port = $TLS_PORT
 # XMPP over WebSocket, BOSH and host-meta for the web interop tests.
 interfaces = ["127.0.0.1"]
 port = $HTTP_PORT
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
 
 [registration]
 # slixmpp_register.py registers, changes and removes an account in-band.
@@ -234,9 +237,11 @@ for old in prosody ejabberd; do
     [ "$rc" -eq 0 ] || STATUS=$rc
 done
 
-echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH"
+echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH, the admin console"
 set +e
-C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" PYTHON="$VENV/bin/python" \
+# The set-up link of the running server (the last start printed a fresh one).
+SETUP_LINK="$(grep -o 'http://[0-9.:]*/setup?token=[A-Za-z0-9_-]*' "$LOG" | tail -n 1)"
+C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" ADMIN_PORT="$ADMIN_PORT" SETUP_LINK="$SETUP_LINK" PYTHON="$VENV/bin/python" \
     ARTEFACTS="${CONFAB_INTEROP_ARTEFACTS:-$WORK/artefacts}" scripts/interop-web.sh run
 rc=$?
 set -e

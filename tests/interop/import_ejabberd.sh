@@ -170,6 +170,9 @@ tls_port = $CTLS
 [http]
 interfaces = ["127.0.0.1"]
 port = $HTTP
+# Not needed here; its default port may be in use by the server under test.
+[admin]
+enabled = false
 TOML
 # The main file is the one whose root is <server-data/>; it includes one file per host.
 MAIN=$(grep -l '<server-data' "$WORK"/pie/*.xml | head -1)

@@ -152,6 +152,9 @@ tls_port = $CTLS
 [http]
 interfaces = ["127.0.0.1"]
 port = $HTTP
+# Not needed here; its default port may be in use by the server under test.
+[admin]
+enabled = false
 TOML
 echo "== confabd import $(cd "$WORK/pie" && echo *.xml)"
 "$CONFABD" --config "$WORK/confabd.toml" import "$WORK"/pie/*.xml > "$WORK/import.txt" 2>&1

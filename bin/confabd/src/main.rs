@@ -118,7 +118,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
-            Command::Run => run(config).await,
+            Command::Run => run(config, cli.config).await,
             Command::User(u) => user(config, u).await,
             Command::Check => check(config).await,
             Command::Invite(i) => invite(config, i).await,
@@ -149,25 +149,47 @@ fn init_logging(config: &Config) {
         .init();
 }
 
-/// Every module confabd knows: the IM features and the web transports; `[modules]
-/// disabled` switches some off.
+/// Every module confabd knows: the IM features, the web transports, group chat and the
+/// admin console; `[modules] disabled` switches some off.
 fn modules() -> Vec<std::sync::Arc<dyn confab_server::module::Module>> {
+    modules_with(std::sync::Arc::new(confab_admin::Admin::new()))
+}
+
+fn modules_with(
+    admin: std::sync::Arc<confab_admin::Admin>,
+) -> Vec<std::sync::Arc<dyn confab_server::module::Module>> {
     let mut all = confab_modules::all();
     all.extend(confab_web::all());
     all.extend(confab_muc::all());
+    all.push(admin);
     all
 }
 
-async fn run(config: Config) -> Result<(), String> {
-    let server = Server::start(config, modules())
-        .await
-        .map_err(|e| e.to_string())?;
-    for e in server.endpoints() {
-        tracing::info!(addr = %e.addr, direct_tls = e.direct_tls, "ready");
+/// Runs until a signal. The admin console's set-up wizard may ask for a restart: the
+/// server stops and starts again with the configuration reloaded (file, the console's
+/// settings file, environment).
+async fn run(mut config: Config, path: Option<PathBuf>) -> Result<(), String> {
+    let restart = std::sync::Arc::new(tokio::sync::Notify::new());
+    loop {
+        let admin = std::sync::Arc::new(confab_admin::Admin::with_restart(restart.clone()));
+        let server = Server::start(config, modules_with(admin))
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in server.endpoints() {
+            tracing::info!(addr = %e.addr, direct_tls = e.direct_tls, "ready");
+        }
+        tokio::select! {
+            _ = wait_for_signal() => {
+                server.shutdown().await;
+                return Ok(());
+            }
+            _ = restart.notified() => {
+                tracing::info!("restarting with the settings the admin console wrote");
+                server.shutdown().await;
+                config = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+            }
+        }
     }
-    wait_for_signal().await;
-    server.shutdown().await;
-    Ok(())
 }
 
 async fn wait_for_signal() {
@@ -414,6 +436,14 @@ async fn check(config: Config) -> Result<(), String> {
         .iter()
         .flat_map(|i| [(i, config.c2s.port), (i, config.c2s.tls_port)])
         .chain(config.http.interfaces.iter().map(|i| (i, config.http.port)));
+    // The admin console's own listener, when enabled.
+    let admin: Option<confab_admin::AdminConfig> = config
+        .section::<confab_admin::AdminConfig>("admin")
+        .ok()
+        .filter(|a| a.enabled && !config.modules.disabled.iter().any(|d| d == "admin"));
+    let admin_addr = admin.and_then(|a| a.listen.parse::<std::net::SocketAddr>().ok());
+    let admin_listener = admin_addr.map(|a| (a.ip().to_string(), a.port()));
+    let listeners = listeners.chain(admin_listener.iter().map(|(i, p)| (i, *p)));
     for (iface, port) in listeners {
         if port == 0 {
             continue;

@@ -93,6 +93,12 @@ impl Module for Muc {
                 }),
             );
         }
+        reg.admin_view(
+            "rooms",
+            Arc::new(RoomsView {
+                shared: shared.clone(),
+            }),
+        );
         reg.lifecycle(Arc::new(Lifecycle { shared }));
     }
 }
@@ -1273,6 +1279,75 @@ impl MucService {
                 reply_error(ctx, stanza, e, &room_jid).await;
             }
         }
+    }
+}
+
+/// The rooms as the admin console lists them, and their destruction by an administrator
+/// (occupants are told as for an owner's destroy, XEP-0045 §10.9).
+struct RoomsView {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl confab_server::module::AdminView for RoomsView {
+    fn columns(&self) -> Vec<&'static str> {
+        vec!["room", "name", "occupants", "persistent", "public"]
+    }
+
+    async fn rows(&self, ctx: &ServerCtx) -> Vec<confab_server::module::AdminRow> {
+        self.shared.ensure_loaded(ctx).await;
+        let mut jids: Vec<BareJid> = lock(&self.shared.rooms).keys().cloned().collect();
+        jids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut rows = Vec::with_capacity(jids.len());
+        for j in jids {
+            let Some(room) = self.shared.existing(&j).await else {
+                continue;
+            };
+            rows.push(confab_server::module::AdminRow {
+                id: j.to_string(),
+                cells: vec![
+                    j.to_string(),
+                    room.config.name.clone(),
+                    room.occupants.len().to_string(),
+                    room.config.persistent.to_string(),
+                    room.config.public.to_string(),
+                ],
+            });
+        }
+        rows
+    }
+
+    fn actions(&self) -> Vec<&'static str> {
+        vec!["destroy"]
+    }
+
+    async fn act(
+        &self,
+        ctx: &ServerCtx,
+        id: &str,
+        action: &str,
+        actor: &BareJid,
+    ) -> Result<(), String> {
+        if action != "destroy" {
+            return Err(format!("unknown action '{action}'"));
+        }
+        let jid = BareJid::new(id).map_err(|_| "no such room".to_string())?;
+        self.shared.ensure_loaded(ctx).await;
+        let Some(mut room) = self.shared.existing(&jid).await else {
+            return Err("no such room".into());
+        };
+        let mut out = Out::default();
+        room.destroy(
+            &payloads::Destroy {
+                jid: None,
+                reason: Some("Destroyed by the server administrator".into()),
+                password: None,
+            },
+            &mut out,
+        );
+        tracing::info!(room = %jid, admin = %actor, "room destroyed by an administrator");
+        self.shared.finish(ctx, room, out).await;
+        Ok(())
     }
 }
 

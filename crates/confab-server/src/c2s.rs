@@ -903,6 +903,12 @@ impl C2s {
                 limits.outbound_queue,
                 limits.max_outbound_bytes,
             );
+            info.set_connection(crate::session::ConnectionInfo {
+                peer: self.peer,
+                transport: self.stream.as_ref().map_or("tcp", |s| s.transport()),
+                secure: self.secure,
+                since: std::time::SystemTime::now(),
+            });
             let info = Arc::new(info);
             match self.ctx.router.bind(info.clone(), policy) {
                 Ok(old) => {

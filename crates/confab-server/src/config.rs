@@ -302,7 +302,23 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        apply_env(&mut table, env)?;
+        let env: Vec<(String, String)> = env.collect();
+        // The admin console's settings (written by its set-up wizard) sit in the data
+        // directory, over the file and under the environment.
+        let mut probe = table.clone();
+        apply_env(&mut probe, env.iter().cloned())?;
+        let console = console_file_of(&probe);
+        if console.exists() {
+            let text = std::fs::read_to_string(&console).map_err(|source| ConfigError::Read {
+                path: console.clone(),
+                source,
+            })?;
+            let overlay = text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", console.display())))?;
+            merge_sections(&mut table, overlay);
+        }
+        apply_env(&mut table, env.into_iter())?;
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
@@ -419,6 +435,46 @@ impl Config {
 
     pub fn is_local_domain(&self, d: &str) -> bool {
         self.server.domains.iter().any(|x| x == d)
+    }
+}
+
+/// The file of settings the admin console writes (its set-up wizard): `console.toml` in the
+/// data directory. `Config::load` reads it over the configuration file, under the
+/// environment.
+pub const CONSOLE_FILE: &str = "console.toml";
+
+impl Config {
+    /// Where the admin console writes its settings (`CONSOLE_FILE` in the data directory).
+    pub fn console_file(&self) -> PathBuf {
+        self.server.data_dir.join(CONSOLE_FILE)
+    }
+}
+
+/// The console file of a configuration table not yet deserialized (its data directory).
+fn console_file_of(table: &toml::Table) -> PathBuf {
+    let dir = table
+        .get("server")
+        .and_then(|s| s.get("data_dir"))
+        .and_then(|d| d.as_str())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ServerSection::default().data_dir);
+    dir.join(CONSOLE_FILE)
+}
+
+/// Puts `overlay`'s keys over `table`'s, section by section (a key of the overlay replaces
+/// the same key of the table; other keys of the section stay).
+fn merge_sections(table: &mut toml::Table, overlay: toml::Table) {
+    for (name, value) in overlay {
+        match (table.get_mut(&name), value) {
+            (Some(toml::Value::Table(t)), toml::Value::Table(o)) => {
+                for (k, v) in o {
+                    t.insert(k, v);
+                }
+            }
+            (_, v) => {
+                table.insert(name, v);
+            }
+        }
     }
 }
 
@@ -551,6 +607,33 @@ mod tests {
         assert!(!c.c2s.require_tls);
         assert_eq!(c.server.data_dir, PathBuf::from("/var/lib/confab"));
         assert_eq!(c.modules.disabled, vec!["version".to_string()]);
+    }
+
+    #[test]
+    fn console_file_sits_between_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("mkdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[server]\ndomains = ['example.org']\ndata_dir = '{}'\n[c2s]\nport = 1234\ntls_port = 1235\n",
+                data.display()
+            ),
+        )
+        .expect("write");
+        std::fs::write(
+            data.join(CONSOLE_FILE),
+            "[server]\ndomains = ['chat.example.net']\n[c2s]\nport = 4321\n",
+        )
+        .expect("write");
+        let env = vec![("CONFABD_C2S__PORT".to_string(), "5300".to_string())];
+        let c = Config::load_with_env(Some(&p), env.into_iter()).expect("valid");
+        assert_eq!(c.server.domains, vec!["chat.example.net".to_string()]);
+        assert_eq!(c.c2s.port, 5300, "the environment wins");
+        assert_eq!(c.c2s.tls_port, 1235, "keys the console file lacks stay");
+        assert_eq!(c.console_file(), data.join(CONSOLE_FILE));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct ServerState {
     pub admission: admission::Admission,
     /// Changes to `true` when the server shuts down (see `shutdown_signal`).
     pub shutdown: watch::Receiver<bool>,
+    /// Where modules' own listeners (`Registry::http_listener`) listen, by listener name.
+    pub listener_addrs: Vec<(&'static str, SocketAddr)>,
+    /// When the server started (uptime for the admin console).
+    pub started: std::time::Instant,
 }
 
 impl ServerState {
@@ -184,8 +188,25 @@ impl Server {
                 }
             }
         }
+        // Modules' own listeners (the admin console), bound now so a port in use stops the start.
+        let mut module_listeners = Vec::new();
+        let mut listener_addrs = Vec::new();
+        for ml in registry.listeners() {
+            for addr in &ml.addrs {
+                if let Some(l) = listen_on(*addr)? {
+                    let bound = l
+                        .local_addr()
+                        .map_err(|e| StartError::Address(e.to_string()))?;
+                    tracing::info!(addr = %bound, listener = ml.name, "http listening");
+                    listener_addrs.push((ml.name, bound));
+                    module_listeners.push((l, ml.router.clone()));
+                }
+            }
+        }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Arc::new(ServerState {
+            listener_addrs,
+            started: std::time::Instant::now(),
             admission: admission::Admission::new(&config.limits),
             shutdown,
             config,
@@ -225,6 +246,10 @@ impl Server {
         }
         accept_tasks.extend(control);
         let mut http_endpoints = Vec::new();
+        let mut served: Vec<(TcpListener, axum::Router)> = module_listeners
+            .into_iter()
+            .map(|(l, r)| (l, r.with_state(ctx.clone())))
+            .collect();
         if let Some(router) = http_router {
             let app = router.with_state(ctx.clone());
             for listener in http_listeners {
@@ -233,21 +258,22 @@ impl Server {
                     .map_err(|e| StartError::Address(e.to_string()))?;
                 tracing::info!(%addr, "http listening");
                 http_endpoints.push(addr);
-                let mut stop = shutdown_tx.subscribe();
-                // Handlers see the peer's address (`ConnectInfo<SocketAddr>`): transports
-                // admit connections by it.
-                let service = app
-                    .clone()
-                    .into_make_service_with_connect_info::<SocketAddr>();
-                let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                });
-                accept_tasks.push(tokio::spawn(async move {
-                    if let Err(e) = serve.await {
-                        tracing::warn!(error = %e, "http listener stopped");
-                    }
-                }));
+                served.push((listener, app.clone()));
             }
+        }
+        for (listener, app) in served {
+            let mut stop = shutdown_tx.subscribe();
+            // Handlers see the peer's address (`ConnectInfo<SocketAddr>`): transports
+            // admit connections by it.
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            });
+            accept_tasks.push(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "http listener stopped");
+                }
+            }));
         }
         for l in ctx.registry.lifecycle_listeners() {
             l.server_started(&ctx).await;
@@ -270,6 +296,15 @@ impl Server {
     /// listeners pass it to `c2s::serve_framing`.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown_tx.subscribe()
+    }
+
+    /// Where a module's own listener `name` listens (its first address).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.ctx
+            .listener_addrs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
     }
 
     /// Where the HTTP listener listens (nothing when no module serves routes).

@@ -370,6 +370,8 @@ pub struct Registry {
     pre_auth_iq: HashMap<String, Arc<dyn PreAuthIqHandler>>,
     pre_bind: HashMap<(String, String), Arc<dyn PreBindHandler>>,
     http_routes: std::collections::BTreeMap<String, axum::routing::MethodRouter<ServerCtx>>,
+    listeners: Vec<ModuleListener>,
+    admin_views: Vec<(&'static str, Arc<dyn AdminView>)>,
     session_elements: HashMap<(String, String), Arc<dyn SessionElementHandler>>,
     services: HashMap<String, ServiceDomain>,
     remote: Option<Arc<dyn RemoteRoute>>,
@@ -522,6 +524,52 @@ impl Registry {
         } else {
             self.http_routes.insert(path.to_string(), route);
         }
+    }
+
+    /// Serves `router` on a listener of the module's own at `addrs` (the admin console on
+    /// 9090, kept apart from the public `[http]` listener so it can stay on loopback). The
+    /// server binds it with the others (a port in use stops the start) and stops it at
+    /// shutdown; handlers see the peer's address (`ConnectInfo<SocketAddr>`). `name` finds the
+    /// bound addresses again (`ServerState::listener_addrs`).
+    pub fn http_listener(
+        &mut self,
+        name: &'static str,
+        addrs: Vec<std::net::SocketAddr>,
+        router: axum::Router<ServerCtx>,
+    ) {
+        if self.listeners.iter().any(|l| l.name == name) {
+            self.errors
+                .push(format!("listener '{name}' is registered twice"));
+        } else {
+            self.listeners.push(ModuleListener {
+                name,
+                addrs,
+                router,
+            });
+        }
+    }
+
+    /// Offers administrators `view` under `name` (e.g. `rooms`), for the admin console.
+    pub fn admin_view(&mut self, name: &'static str, view: Arc<dyn AdminView>) {
+        if self.admin_views.iter().any(|(n, _)| *n == name) {
+            self.errors
+                .push(format!("admin view '{name}' is registered twice"));
+        } else {
+            self.admin_views.push((name, view));
+        }
+    }
+
+    /// The admin view registered under `name`.
+    pub fn admin_view_named(&self, name: &str) -> Option<&Arc<dyn AdminView>> {
+        self.admin_views
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The listeners modules registered with `http_listener`.
+    pub fn listeners(&self) -> &[ModuleListener] {
+        &self.listeners
     }
 
     /// The HTTP routes every module registered, as one router (`None` without routes).
@@ -686,6 +734,44 @@ impl Registry {
             Err(reg.errors.join("; "))
         }
     }
+}
+
+/// One row of an `AdminView`: its id (what `act` takes) and its cells, in column order.
+#[derive(Clone, Debug, Default)]
+pub struct AdminRow {
+    pub id: String,
+    pub cells: Vec<String>,
+}
+
+/// What a module lets administrators see and act on (the MUC module: its rooms). The admin
+/// console lists the rows and offers the actions; the module does the work by its own rules,
+/// so the console needs no knowledge of the feature.
+#[async_trait]
+pub trait AdminView: Send + Sync {
+    /// Column keys (short, stable words such as `room`, `occupants`; the console translates
+    /// them), one per cell.
+    fn columns(&self) -> Vec<&'static str>;
+    /// The current rows.
+    async fn rows(&self, ctx: &ServerCtx) -> Vec<AdminRow>;
+    /// Actions offered on each row (e.g. `destroy`).
+    fn actions(&self) -> Vec<&'static str>;
+    /// Does `action` to the row `id` on behalf of administrator `actor`; the error says why
+    /// not (no such row, unknown action).
+    async fn act(
+        &self,
+        ctx: &ServerCtx,
+        id: &str,
+        action: &str,
+        actor: &BareJid,
+    ) -> Result<(), String>;
+}
+
+/// A module's own HTTP listener (see `Registry::http_listener`).
+#[derive(Clone)]
+pub struct ModuleListener {
+    pub name: &'static str,
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub router: axum::Router<ServerCtx>,
 }
 
 /// A path axum accepts: absolute, plain segments or whole-segment `{name}` captures (a

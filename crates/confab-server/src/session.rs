@@ -77,10 +77,25 @@ pub trait DeliveryFilter: Send + Sync {
     ) -> Delivery;
 }
 
+/// The connection that bound a session, for administrators (the admin console's
+/// session list).
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub peer: std::net::SocketAddr,
+    /// `tcp`, `websocket` or `bosh`.
+    pub transport: &'static str,
+    /// Encrypted (TLS, or a secure WebSocket / BOSH connection).
+    pub secure: bool,
+    /// When the session was bound.
+    pub since: std::time::SystemTime,
+}
+
 /// A bound session as the rest of the server sees it.
 pub struct SessionInfo {
     pub id: u64,
     pub jid: FullJid,
+    /// The connection that bound it (set once at bind).
+    connection: std::sync::OnceLock<ConnectionInfo>,
     tx: mpsc::UnboundedSender<Outbound>,
     /// Asks the session to end with this stream error (conflict, slow reader, ...).
     close_tx: mpsc::Sender<StreamError>,
@@ -139,6 +154,7 @@ impl SessionInfo {
         let info = SessionInfo {
             id,
             jid,
+            connection: std::sync::OnceLock::new(),
             tx,
             close_tx,
             available: AtomicBool::new(false),
@@ -160,6 +176,16 @@ impl SessionInfo {
             parked: tokio::sync::Notify::new(),
         };
         (info, rx)
+    }
+
+    /// Records the connection that bound the session (once; later calls are ignored).
+    pub fn set_connection(&self, info: ConnectionInfo) {
+        let _ = self.connection.set(info);
+    }
+
+    /// The connection that bound the session, if recorded.
+    pub fn connection(&self) -> Option<&ConnectionInfo> {
+        self.connection.get()
     }
 
     /// Lets `observer` see every stanza written to this session's client from now on;

@@ -117,6 +117,10 @@ pub trait ServerFraming: Send + Sync {
     fn release_buffers(&mut self);
     /// Encrypted underneath (TLS, or a secure WebSocket).
     fn is_secure(&self) -> bool;
+    /// What carries the stream, for administrators (`tcp`, `websocket`, `bosh`).
+    fn transport(&self) -> &'static str {
+        "tcp"
+    }
     /// Whether `<starttls/>` can be offered on this connection.
     fn offers_starttls(&self) -> bool {
         false
@@ -263,6 +267,10 @@ pub trait MessageTransport: Send + Sync {
     }
     /// Encrypted underneath (wss, or a trusted TLS-terminating proxy).
     fn is_secure(&self) -> bool;
+    /// What carries the messages, for administrators.
+    fn transport(&self) -> &'static str {
+        "websocket"
+    }
 }
 
 /// RFC 7395 framing over a message transport.
@@ -414,6 +422,10 @@ impl<M: MessageTransport> ServerFraming for FramedXml<M> {
         if self.events.is_empty() {
             self.events = VecDeque::new();
         }
+    }
+
+    fn transport(&self) -> &'static str {
+        self.transport.transport()
     }
 
     fn is_secure(&self) -> bool {

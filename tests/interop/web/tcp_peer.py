@@ -2,7 +2,8 @@
 
 One JSON object per line each way. Out: {"event": "ready", "jid": ...} once logged in with
 initial presence, {"event": "message", "from": ..., "body": ...} for each chat message,
-{"event": "error", "detail": ...} if login fails (then it exits 1). In: {"cmd": "send",
+{"event": "error", "detail": ...} if login fails (then it exits 1), {"event": "stream_error",
+"condition": ...} and {"event": "disconnected"} when the server ends the stream. In: {"cmd": "send",
 "to": ..., "body": ...}; {"cmd": "quit"} or end of input logs out and exits.
 
 Usage: tcp_peer.py --host H --port P --jid JID [--lifetime S]; password in PEER_PASSWORD.
@@ -36,6 +37,12 @@ async def main(args):
         lambda m: xmpp_common.is_chat(m) and m["body"]
         and emit(event="message", **{"from": str(m["from"]), "body": m["body"]}),
     )
+    # The admin console test kicks this session: say when the server ends it.
+    c.add_event_handler(
+        "stream_error",
+        lambda e: emit(event="stream_error", condition=e["condition"], text=e["text"]),
+    )
+    c.add_event_handler("disconnected", lambda _: emit(event="disconnected"))
     c.send_presence()
     emit(event="ready", jid=str(c.boundjid.full))
     loop = asyncio.get_running_loop()

@@ -573,6 +573,10 @@ impl ServerFraming for BoshFraming {
         self.0.secure
     }
 
+    fn transport(&self) -> &'static str {
+        "bosh"
+    }
+
     fn wire_form(&self) -> WireForm {
         WireForm::Framed
     }
