@@ -619,8 +619,7 @@ mod tests {
             .await
             .expect("account");
         let full = FullJid::new("alice@localhost/phone").expect("jid");
-        let (close_tx, _close_rx) = tokio::sync::mpsc::channel(1);
-        let (session, _rx) = SessionInfo::new(1, full.clone(), close_tx, 16, 1 << 20);
+        let session = SessionInfo::new(1, full.clone(), 16, 1 << 20);
         let session = Arc::new(session);
         ctx.router
             .bind(

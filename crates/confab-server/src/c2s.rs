@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -112,7 +112,9 @@ pub async fn serve(
         let transport = if direct_tls {
             let acceptor = ctx.tls.direct.clone();
             let handshake = Duration::from_secs(ctx.config.c2s.handshake_timeout.max(1));
-            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+            // Boxed, like every phase that runs once or briefly: an idle connection's task
+            // then holds only the waiting loop's state, not the largest phase's.
+            match tokio::time::timeout(handshake, Box::pin(acceptor.accept(tcp))).await {
                 Ok(Ok(tls)) => Transport::ServerTls(Box::new(tls)),
                 Ok(Err(e)) => {
                     tracing::info!(error = %e, "TLS handshake failed");
@@ -186,7 +188,7 @@ impl C2s {
 
     async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
         let deadline = Duration::from_secs(self.ctx.config.c2s.handshake_timeout.max(1));
-        let negotiated = tokio::time::timeout(deadline, self.negotiate()).await;
+        let negotiated = tokio::time::timeout(deadline, Box::pin(self.negotiate())).await;
         if let Some(account) = &self.authenticated {
             self.ctx.router.forget_authenticated(account, self.conn);
         }
@@ -893,13 +895,11 @@ impl C2s {
             },
             None => random_resource(&account)?,
         };
-        let (close_tx, close_rx) = mpsc::channel(1);
         let limits = &self.ctx.config.limits;
-        let (info, rx) = loop {
-            let (info, rx) = SessionInfo::new(
+        let info = loop {
+            let info = SessionInfo::new(
                 self.conn,
                 jid.clone(),
-                close_tx.clone(),
                 limits.outbound_queue,
                 limits.max_outbound_bytes,
             );
@@ -919,7 +919,7 @@ impl C2s {
                             "replaced by a new session",
                         ));
                     }
-                    break (info, rx);
+                    break info;
                 }
                 Err(BindError::Conflict) if policy == ResourceConflict::Random => {
                     jid = random_resource(&account)?;
@@ -949,7 +949,7 @@ impl C2s {
                     .child(Element::new("jid", ns::BIND).text(jid.to_string())),
             );
         self.session = Some(info.clone());
-        self.bound = Some(Session::new(info.clone(), rx, close_rx));
+        self.bound = Some(Session::new(info.clone()));
         self.send(&result).await?;
         tracing::info!(jid = %jid, "resource bound");
         let listeners: Vec<Arc<dyn LifecycleListener>> =
@@ -972,7 +972,6 @@ impl C2s {
         let detach_seen = info.detach_generation();
         self.session = Some(info.clone());
         let outbox = &mut session.outbox;
-        let close_rx = &mut session.close_rx;
         let c2s = &self.ctx.config.c2s;
         let idle = (c2s.idle_timeout > 0).then(|| Duration::from_secs(c2s.idle_timeout));
         let keepalive =
@@ -998,7 +997,10 @@ impl C2s {
                 };
                 match ev {
                     StreamEvent::Element(e) => {
-                        let handled = session::with_origin(info.clone(), self.handle_element(e));
+                        // Boxed: handling a stanza needs several KiB of state for a moment,
+                        // which the idle task should not carry.
+                        let handled =
+                            Box::pin(session::with_origin(info.clone(), self.handle_element(e)));
                         if let Err(end) = handled.await {
                             return end;
                         }
@@ -1043,8 +1045,8 @@ impl C2s {
                                 return End::Gone;
                             }
                         }
-                        err = close_rx.recv() => {
-                            tracing::info!(reason = ?err.map(|e| e.condition), "closing a session blocked on writing");
+                        err = info.close_requested() => {
+                            tracing::info!(reason = ?err.condition, "closing a session blocked on writing");
                             outbox.keep_unsent(batch);
                             return End::Cut;
                         }
@@ -1066,8 +1068,7 @@ impl C2s {
                     outbox.written(batch);
                     last_out = Instant::now();
                 }
-                err = close_rx.recv() => {
-                    let Some(e) = err else { return End::Gone };
+                e = info.close_requested() => {
                     // What was queued before the close request (e.g. the reply to an
                     // account removal) goes out before the stream error.
                     let mut batch = outbox.drain_now();

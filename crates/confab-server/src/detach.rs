@@ -46,7 +46,7 @@ pub fn park(ctx: &ServerCtx, mut session: Session) {
         let claimed = tokio::select! {
             claim = &mut claim_rx => claim.ok(),
             _ = tokio::time::sleep(timeout) => None,
-            _ = session.close_rx.recv() => None,
+            _ = session.info.close_requested() => None,
         };
         ctx.router.unpark(id);
         if let Some(hand_over) = claimed {

@@ -5,10 +5,10 @@
 use confab_proto::error::StreamError;
 use confab_proto::jid::FullJid;
 use confab_stream::WireStanza;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 /// What a session's writer receives: a stanza serialized once, shared between recipients.
 pub struct Outbound {
@@ -96,9 +96,15 @@ pub struct SessionInfo {
     pub jid: FullJid,
     /// The connection that bound it (set once at bind).
     connection: std::sync::OnceLock<ConnectionInfo>,
-    tx: mpsc::UnboundedSender<Outbound>,
-    /// Asks the session to end with this stream error (conflict, slow reader, ...).
-    close_tx: mpsc::Sender<StreamError>,
+    /// The outbound queue, read by the session's `Outbox`. A plain deque rather than a
+    /// channel: it takes no memory while empty, and an idle session is the common case.
+    queue: Mutex<Queue>,
+    /// Wakes the `Outbox` (its only reader) when something is queued or the queue closes.
+    queue_ready: tokio::sync::Notify,
+    /// A request to end the session with this stream error (conflict, slow reader, ...);
+    /// the first request wins until whoever carries the session takes it.
+    close_request: Mutex<Option<StreamError>>,
+    close_ready: tokio::sync::Notify,
     available: AtomicBool,
     priority: AtomicI8,
     /// Stanzas and bytes from others queued but not yet written, bounded by `max_queued`
@@ -140,23 +146,18 @@ pub fn monotonic_ms() -> u64 {
 }
 
 impl SessionInfo {
-    /// A session and the receiving end of its queue. The queue's memory is bounded by the
-    /// accounting here, not by the channel: `max_queued` stanzas and `max_queued_bytes`
-    /// bytes from others, and the session's own output by pausing its reader.
-    pub fn new(
-        id: u64,
-        jid: FullJid,
-        close_tx: mpsc::Sender<StreamError>,
-        max_queued: usize,
-        max_queued_bytes: usize,
-    ) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let info = SessionInfo {
+    /// A session with an empty queue. The queue's memory is bounded by the accounting
+    /// here: `max_queued` stanzas and `max_queued_bytes` bytes from others, and the
+    /// session's own output by pausing its reader.
+    pub fn new(id: u64, jid: FullJid, max_queued: usize, max_queued_bytes: usize) -> Self {
+        SessionInfo {
             id,
             jid,
             connection: std::sync::OnceLock::new(),
-            tx,
-            close_tx,
+            queue: Mutex::new(Queue::default()),
+            queue_ready: tokio::sync::Notify::new(),
+            close_request: Mutex::new(None),
+            close_ready: tokio::sync::Notify::new(),
             available: AtomicBool::new(false),
             priority: AtomicI8::new(0),
             queued: AtomicUsize::new(0),
@@ -174,8 +175,7 @@ impl SessionInfo {
             detach: tokio::sync::Notify::new(),
             detach_gen: AtomicU64::new(0),
             parked: tokio::sync::Notify::new(),
-        };
-        (info, rx)
+        }
     }
 
     /// Records the connection that bound the session (once; later calls are ignored).
@@ -366,13 +366,22 @@ impl SessionInfo {
             own,
             replay: false,
         };
-        match self.tx.send(out) {
-            Ok(()) => true,
-            Err(_) => {
-                self.released(len, own);
+        let queued = {
+            let mut q = lock(&self.queue);
+            if q.closed {
                 false
+            } else {
+                q.items.push_back(out);
+                true
             }
+        };
+        if queued {
+            // A stored permit if the reader is busy: it finds the item when it looks next.
+            self.queue_ready.notify_one();
+        } else {
+            self.released(len, own);
         }
+        queued
     }
 
     fn released(&self, len: usize, own: bool) {
@@ -414,9 +423,40 @@ impl SessionInfo {
         ));
     }
 
+    /// Asks whoever carries the session to end it with `err`; ignored while an earlier
+    /// request is pending.
     pub fn close(&self, err: StreamError) {
-        let _ = self.close_tx.try_send(err);
+        {
+            let mut request = lock(&self.close_request);
+            if request.is_some() {
+                return;
+            }
+            *request = Some(err);
+        }
+        self.close_ready.notify_one();
     }
+
+    /// Completes with the next close request, taking it. Cancel-safe.
+    pub async fn close_requested(&self) -> StreamError {
+        loop {
+            if let Some(err) = lock(&self.close_request).take() {
+                return err;
+            }
+            self.close_ready.notified().await;
+        }
+    }
+}
+
+/// A session's queued output and whether its reader is gone.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    closed: bool,
+}
+
+/// The lock's data even if a holder panicked: every update above leaves it consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A module's per-session slots (see `SessionInfo::data`).
@@ -439,7 +479,6 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// at `next_batch` (what to hold back).
 pub struct Outbox {
     info: Arc<SessionInfo>,
-    rx: mpsc::UnboundedReceiver<Outbound>,
     /// Taken from the queue but not written when a connection ended.
     unsent: Vec<WireStanza>,
 }
@@ -451,27 +490,37 @@ impl Outbox {
         if !self.unsent.is_empty() {
             return Some(self.unsent.drain(..).map(Outbound::replayed).collect());
         }
-        let first = self.rx.recv().await?;
-        let mut size = first.data.len();
-        let mut batch = vec![first];
-        while size < BATCH_BYTES {
-            match self.rx.try_recv() {
-                Ok(more) => {
-                    size += more.data.len();
-                    batch.push(more);
+        loop {
+            {
+                let mut q = lock(&self.info.queue);
+                if let Some(first) = q.items.pop_front() {
+                    let mut size = first.data.len();
+                    let mut batch = vec![first];
+                    while size < BATCH_BYTES {
+                        let Some(more) = q.items.pop_front() else {
+                            break;
+                        };
+                        size += more.data.len();
+                        batch.push(more);
+                    }
+                    if q.items.is_empty() {
+                        // Most sessions are idle most of the time: hold no queue memory then.
+                        q.items = VecDeque::new();
+                    }
+                    return Some(batch);
                 }
-                Err(_) => break,
+                if q.closed {
+                    return None;
+                }
             }
+            self.info.queue_ready.notified().await;
         }
-        Some(batch)
     }
 
     /// Everything queued right now, without waiting.
     pub fn drain_now(&mut self) -> Vec<Outbound> {
         let mut batch: Vec<Outbound> = self.unsent.drain(..).map(Outbound::replayed).collect();
-        while let Ok(more) = self.rx.try_recv() {
-            batch.push(more);
-        }
+        batch.extend(std::mem::take(&mut lock(&self.info.queue).items));
         batch
     }
 
@@ -512,15 +561,32 @@ impl Outbox {
 
     /// Closes the queue and returns everything that was never written.
     pub fn close(mut self) -> Vec<WireStanza> {
-        self.rx.close();
         let mut out = std::mem::take(&mut self.unsent);
-        while let Ok(o) = self.rx.try_recv() {
+        let queued = {
+            let mut q = lock(&self.info.queue);
+            q.closed = true;
+            std::mem::take(&mut q.items)
+        };
+        for o in queued {
             self.info.dequeued(&o);
             if o.written.is_none() {
                 out.push(o.data);
             }
         }
         out
+    }
+}
+
+impl Drop for Outbox {
+    /// Nothing is queued for a session nobody will write: senders learn it (`send` is
+    /// false) and route elsewhere, as with a closed channel.
+    fn drop(&mut self) {
+        let dropped = {
+            let mut q = lock(&self.info.queue);
+            q.closed = true;
+            std::mem::take(&mut q.items)
+        };
+        drop(dropped);
     }
 }
 
@@ -541,24 +607,92 @@ impl Outbound {
 pub struct Session {
     pub info: Arc<SessionInfo>,
     pub outbox: Outbox,
-    /// Asks whoever carries the session to end it with this stream error.
-    pub close_rx: mpsc::Receiver<StreamError>,
 }
 
 impl Session {
-    pub fn new(
-        info: Arc<SessionInfo>,
-        rx: mpsc::UnboundedReceiver<Outbound>,
-        close_rx: mpsc::Receiver<StreamError>,
-    ) -> Session {
+    /// The session's write path; requests to end it arrive through
+    /// `SessionInfo::close_requested`.
+    pub fn new(info: Arc<SessionInfo>) -> Session {
         Session {
             outbox: Outbox {
                 info: info.clone(),
-                rx,
                 unsent: Vec::new(),
             },
             info,
-            close_rx,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_proto::StreamErrorCondition;
+
+    fn session() -> Session {
+        let jid = FullJid::new("a@localhost/r").expect("jid");
+        Session::new(Arc::new(SessionInfo::new(1, jid, 100, 1 << 20)))
+    }
+
+    fn stanza(i: usize) -> WireStanza {
+        WireStanza::new(bytes::Bytes::from(format!("<message id='{i}'/>")))
+    }
+
+    #[tokio::test]
+    async fn queue_keeps_order_and_holds_no_memory_once_drained() {
+        let mut s = session();
+        for i in 0..40 {
+            assert!(s.info.send(stanza(i)));
+        }
+        let batch = s.outbox.next_batch().await.expect("batch");
+        assert_eq!(batch.len(), 40);
+        for (i, o) in batch.iter().enumerate() {
+            assert_eq!(o.data.len(), format!("<message id='{i}'/>").len());
+        }
+        s.outbox.written(batch);
+        assert_eq!(lock(&s.info.queue).items.capacity(), 0);
+        // The reader waits, and wakes for what is queued later.
+        let info = s.info.clone();
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            info.send(stanza(99))
+        });
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(5), s.outbox.next_batch())
+            .await
+            .expect("woken")
+            .expect("batch");
+        assert!(later.await.expect("task"));
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_queued_once_the_outbox_is_gone() {
+        let s = session();
+        let info = s.info.clone();
+        assert!(info.send(stanza(1)));
+        let unsent = s.outbox.close();
+        assert_eq!(unsent.len(), 1);
+        assert!(!info.send(stanza(2)), "queued for a session nobody writes");
+        assert_eq!(info.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn the_first_close_request_wins() {
+        let s = session();
+        s.info.close(StreamError::with_text(
+            StreamErrorCondition::Conflict,
+            "one",
+        ));
+        s.info.close(StreamError::with_text(
+            StreamErrorCondition::PolicyViolation,
+            "two",
+        ));
+        let first = s.info.close_requested().await;
+        assert_eq!(first.condition, StreamErrorCondition::Conflict);
+        let none = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            s.info.close_requested(),
+        )
+        .await;
+        assert!(none.is_err(), "a request was taken twice");
     }
 }

@@ -26,6 +26,38 @@ impl Transport {
     }
 }
 
+/// A byte stream that can tell when a read would make progress, so an idle reader can wait
+/// without holding a read buffer (a buffer per idle session is most of its memory).
+pub trait ReadReady {
+    /// Ready when a read would not wait: bytes or the end of the stream on the socket, or
+    /// plaintext (or a close) that TLS has already taken off it. May wake spuriously.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for Transport {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(s) => s.poll_read_ready(cx),
+            Transport::ServerTls(s) => {
+                let (tcp, conn) = s.get_ref();
+                if conn.wants_read() {
+                    tcp.poll_read_ready(cx)
+                } else {
+                    Poll::Ready(Ok(()))
+                }
+            }
+            Transport::ClientTls(s) => {
+                let (tcp, conn) = s.get_ref();
+                if conn.wants_read() {
+                    tcp.poll_read_ready(cx)
+                } else {
+                    Poll::Ready(Ok(()))
+                }
+            }
+        }
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {

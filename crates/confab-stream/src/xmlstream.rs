@@ -1,5 +1,6 @@
 //! Reads parsed stream events from a transport and writes serialized elements to it.
 
+use crate::transport::ReadReady;
 use confab_proto::parser::{Limits, ParseError, StreamEvent, StreamParser};
 use confab_proto::xml::Element;
 use std::io;
@@ -27,7 +28,7 @@ pub struct XmlStream<S> {
     rpos: usize,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
+impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> XmlStream<S> {
     pub fn new(io: S, limits: Limits) -> Self {
         XmlStream {
             io,
@@ -76,7 +77,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     /// Waits for more bytes from the peer. Cancel-safe: `read_buf` only extends the
     /// buffer's length once bytes have arrived.
     /// Returns how many bytes arrived.
+    ///
+    /// The buffer is reserved only once the transport is readable, so a session waiting
+    /// for its peer holds no read buffer.
     pub async fn read_more(&mut self) -> Result<usize, ReadError> {
+        std::future::poll_fn(|cx| self.io.poll_read_ready(cx)).await?;
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
             self.rbuf.reserve(READ_CHUNK);
         }
@@ -129,5 +134,108 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
 
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.io.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Transport;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::net::{TcpListener, TcpStream};
+
+    const HEADER: &str = "<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (server, client)
+    }
+
+    /// Reads the header and one element, then checks that waiting for the peer holds no
+    /// read buffer: idle sessions are the common case, and a buffer each is most of their
+    /// memory.
+    async fn read_then_idle(server: &mut XmlStream<Transport>) {
+        match server.next_event().await.expect("header") {
+            StreamEvent::Header(_) => {}
+            _ => panic!("expected the stream header"),
+        }
+        let e = server.next_element().await.expect("element");
+        assert_eq!(&*e.name, "presence");
+        server.release_buffers();
+        let waited = tokio::time::timeout(Duration::from_millis(100), server.read_more()).await;
+        assert!(waited.is_err(), "nothing was sent, yet the read completed");
+        assert_eq!(server.rbuf.capacity(), 0, "an idle read holds a buffer");
+    }
+
+    #[tokio::test]
+    async fn idle_tcp_read_holds_no_buffer() {
+        let (server, mut client) = tcp_pair().await;
+        let mut server = XmlStream::new(Transport::Tcp(server), Default::default());
+        client
+            .write_all(format!("{HEADER}<presence/>").as_bytes())
+            .await
+            .expect("write");
+        read_then_idle(&mut server).await;
+        // And it still reads what comes next.
+        client.write_all(b"<presence/>").await.expect("write");
+        let e = tokio::time::timeout(Duration::from_secs(5), server.next_element())
+            .await
+            .expect("read after idle")
+            .expect("element");
+        assert_eq!(&*e.name, "presence");
+    }
+
+    /// A TLS record larger than one read leaves plaintext inside TLS, with nothing more on
+    /// the socket: waiting for the socket then would wait forever.
+    #[tokio::test]
+    async fn tls_plaintext_left_inside_tls_is_read_without_socket_input() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+            .expect("key");
+        let server_cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .expect("server config");
+        let client_cfg = crate::tls::client_config(
+            &crate::tls::CertVerification::Roots(vec![cert.to_vec()]),
+            false,
+        )
+        .expect("client config");
+        let (server_tcp, client_tcp) = tcp_pair().await;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+        let connector = tokio_rustls::TlsConnector::from(client_cfg);
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let (server_tls, client_tls) = tokio::join!(
+            acceptor.accept(server_tcp),
+            connector.connect(name, client_tcp)
+        );
+        let mut server = XmlStream::new(
+            Transport::ServerTls(Box::new(server_tls.expect("server handshake"))),
+            Default::default(),
+        );
+        let mut client = client_tls.expect("client handshake");
+        client
+            .write_all(format!("{HEADER}<presence/>").as_bytes())
+            .await
+            .expect("write");
+        client.flush().await.expect("flush");
+        read_then_idle(&mut server).await;
+        // One write, one TLS record of about 12 KB: more plaintext than one read takes.
+        let big = format!("<message><body>{}</body></message>", "x".repeat(12_000));
+        client.write_all(big.as_bytes()).await.expect("write");
+        client.flush().await.expect("flush");
+        let e = tokio::time::timeout(Duration::from_secs(5), server.next_element())
+            .await
+            .expect("the rest of the record was read without more input on the socket")
+            .expect("element");
+        assert_eq!(&*e.name, "message");
     }
 }
