@@ -64,31 +64,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_ports() {
-    python3 -c '
-import socket, sys
-ss = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))' "$1"
-}
-wait_port() { # port pid
-    python3 - "$1" "$2" << 'PY'
-import os, socket, sys, time
-port, pid = int(sys.argv[1]), int(sys.argv[2])
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit(f"the server (pid {pid}) exited during start-up")
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.2)
-sys.exit(f"nothing accepted connections on {port} within 60 s")
-PY
-}
+# free_ports, wait_port
+. tests/interop/import_lib.sh
 listener_pid() { # the process listening on a loopback port
     ss -Htlnp "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2
 }
@@ -142,7 +119,7 @@ chown -R ejabberd:ejabberd "$d" "$WORK/pie"
 echo "== ejabberd $(dpkg-query -W -f '${Version}' ejabberd) on 127.0.0.1:$EPORT (node $NODE)"
 ejctl foreground >> "$d/stdout.log" 2>&1 &
 PIDS+=($!)
-wait_port "$EPORT" "${PIDS[-1]}"
+wait_port "$EPORT" "${PIDS[-1]}" 60
 EJBEAM=$(listener_pid "$EPORT")
 for u in alice bob carol; do
     pw_var="${u^^}_PASSWORD"
@@ -182,7 +159,7 @@ cat "$WORK/import.txt"
 grep -q "imported alice@localhost" "$WORK/import.txt"
 RUST_LOG=info "$CONFABD" --config "$WORK/confabd.toml" run >> "$WORK/confabd.log" 2>&1 &
 PIDS+=($!)
-wait_port "$CPORT" "${PIDS[-1]}"
+wait_port "$CPORT" "${PIDS[-1]}" 60
 "$PYTHON" tests/interop/import_old_server.py --phase verify --host 127.0.0.1 \
     --port "$CPORT" --tls-port "$CTLS" --alice alice@localhost --bob bob@localhost \
     --carol carol@localhost --timeout 60

@@ -42,31 +42,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_ports() {
-    python3 -c '
-import socket, sys
-ss = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))' "$1"
-}
-wait_port() { # port pid
-    python3 - "$1" "$2" << 'PY'
-import os, socket, sys, time
-port, pid = int(sys.argv[1]), int(sys.argv[2])
-deadline = time.monotonic() + 30
-while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit(f"the server (pid {pid}) exited during start-up")
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.2)
-sys.exit(f"nothing accepted connections on {port} within 30 s")
-PY
-}
+# free_ports, wait_port
+. tests/interop/import_lib.sh
 stop_last() {
     local p=${PIDS[-1]}
     kill -TERM "$p" 2> /dev/null || true
