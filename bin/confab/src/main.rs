@@ -4,6 +4,7 @@
 mod account;
 mod commands;
 mod emoji;
+mod tui;
 
 use account::AccountArgs;
 use clap::{Parser, Subcommand};
@@ -16,11 +17,13 @@ struct Cli {
     #[command(flatten)]
     account: AccountArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The interactive terminal client (the default).
+    Chat,
     /// Creates the account (--jid) on its server with in-band registration.
     Register,
     /// Sends one chat message and exits.
@@ -44,18 +47,24 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr (RUST_LOG turns them on).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let interactive = matches!(cli.command, None | Some(Command::Chat));
+    // Logs go to stderr, never over the terminal UI (RUST_LOG turns them on).
+    if !interactive {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let result = match &cli.command {
-        Command::Register => commands::register(&cli.account).await,
-        Command::Send { to, message } => commands::send(&cli.account, to, message).await,
-        Command::Listen { json, count } => commands::listen(&cli.account, *json, *count).await,
+        None | Some(Command::Chat) => tui::run(&cli.account).await,
+        Some(Command::Register) => commands::register(&cli.account).await,
+        Some(Command::Send { to, message }) => commands::send(&cli.account, to, message).await,
+        Some(Command::Listen { json, count }) => {
+            commands::listen(&cli.account, *json, *count).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
