@@ -6,8 +6,8 @@
 # tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
 # messages, account services, stream management, carbons, client state, Multi-User Chat on
 # conference.localhost and its archive, ids, self-ping and moderation), then a restart
-# scenario, go-sendxmpp, the web clients, and our own terminal client `confab` driven in tmux
-# (tests/interop/confab_tui.sh).
+# scenario, go-sendxmpp (also against `confab send`/`listen`, tests/interop/confab_go_sendxmpp.sh),
+# the web clients, and our own terminal client `confab` driven in tmux (tests/interop/confab_tui.sh).
 #
 # Environment:
 #   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)
@@ -114,8 +114,8 @@ interfaces = ["127.0.0.1"]
 port = $HTTP_PORT
 
 [registration]
-# slixmpp_register.py registers, changes and removes an account in-band, as do the scenario
-# and confab_tui.sh; all from 127.0.0.1, so the per-IP limit (unit-tested in confab-modules)
+# slixmpp_register.py registers, changes and removes an account in-band; the scenario and the
+# confab_*.sh scripts register too; all from 127.0.0.1, so the per-IP limit (unit-tested in confab-modules)
 # is off here.
 policy = "open"
 rate_limit_per_ip = 0
@@ -223,6 +223,13 @@ echo "== go-sendxmpp interop"
 set +e
 tests/interop/go_sendxmpp.sh 127.0.0.1 "$PORT" "$TLS_PORT" \
     gs-sender@localhost "$GS_SENDER_PW" gs-receiver@localhost "$GS_RECEIVER_PW"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+
+echo "== confab send/listen with go-sendxmpp"
+set +e
+tests/interop/confab_go_sendxmpp.sh 127.0.0.1 "$PORT" "$WORK/data/tls/cert.pem" "$CONFAB"
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc

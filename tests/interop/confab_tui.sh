@@ -2,8 +2,8 @@
 # The terminal client end to end, as a person uses it: two `confab` instances in tmux
 # (send-keys in, capture-pane out) against a running confabd. Two users register in-band with
 # `confab register`, befriend each other (/add, /accept), see each other online, chat with
-# `:)` shown as 🙂, see "typing…" and the delivery tick ✓, count unread messages, join a
-# room and talk there, and quit.
+# `:)` shown as 🙂, see "typing…" (and its end when the typist pauses) and the delivery
+# tick ✓, count unread messages, join a room and talk there, and quit.
 # Usage: confab_tui.sh HOST PORT CERT_PEM CONFAB_BINARY   (the server must allow registration
 # and serve MUC on conference.localhost, as scripts/interop.sh configures it)
 set -euo pipefail
@@ -128,6 +128,13 @@ check "bob reads alice in the room" wait_for bob "al: hi room 😃"
 say alice "/msg $bob"
 say alice "are you there?"
 check "bob's roster counts one unread message" wait_for bob "$alice (1)"
+
+# Typing that stops: composing, then paused after a few idle seconds (XEP-0085 §5.2); bob's
+# roster shows ✎ while alice types.
+type_in alice "let me think"
+check "bob's roster shows alice typing" wait_for bob "$alice (1) ✎"
+check "alice's pause ends bob's typing mark" wait_gone bob "✎" 15
+tm send-keys -t alice Escape
 
 say alice "/quit"
 say bob "/quit"

@@ -107,6 +107,8 @@ pub async fn run(args: &AccountArgs) -> Result<(), String> {
 
     let mut terminal = ratatui::try_init().map_err(|e| format!("terminal: {e}"))?;
     let mut keys = EventStream::new();
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         if let Err(e) = terminal.draw(|f| view::draw(f, &model)) {
             break Err(format!("drawing: {e}"));
@@ -130,6 +132,11 @@ pub async fn run(args: &AccountArgs) -> Result<(), String> {
             Some(item) = next(&mut roster_rx) => model.on_roster(entry(&item)),
             Some(e) = next(&mut muc_rx) => model.on_muc(e),
             Some(o) = outcome_rx.recv() => model.on_outcome(o),
+            _ = ticks.tick() => {
+                for cmd in model.on_tick() {
+                    run_command(&sdk, cmd, &sender, &outcome_tx);
+                }
+            }
             e = next(&mut client_rx) => match e {
                 Some(Event::Disconnected { reason, will_reconnect }) => {
                     let why = describe(&reason);

@@ -6,6 +6,10 @@ use confab_client::{BareJid, ChatEvent, ChatState, LeaveReason, MucEvent, Presen
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+/// Seconds (ticks) without a key press after which `composing` becomes `paused`
+/// (XEP-0085 §5.2 suggests a few seconds).
+pub const PAUSE_AFTER_TICKS: u32 = 5;
+
 /// Lines kept per conversation (oldest dropped first), so a busy room cannot grow memory
 /// without bound.
 pub const MAX_LINES: usize = 2000;
@@ -212,8 +216,12 @@ pub struct Model {
     pub connection: Connection,
     /// The last notice: (text, is an error).
     pub notice: Option<(String, bool)>,
-    /// To whom `composing` was sent and not yet ended.
+    /// To whom `composing` (or `paused` after it) was sent and not yet ended.
     composing_to: Option<String>,
+    /// `paused` was sent to `composing_to`.
+    paused: bool,
+    /// Ticks since the last key press.
+    idle_ticks: u32,
     /// Set once the user asked to quit.
     pub quit: bool,
     /// Ids for messages sent (unique within this run).
@@ -244,6 +252,8 @@ impl Model {
             connection: Connection::Online,
             notice: None,
             composing_to: None,
+            paused: false,
+            idle_ticks: 0,
             quit: false,
             next_id: 0,
             id_prefix: id_prefix.to_string(),
@@ -546,6 +556,7 @@ impl Model {
         if k.kind == KeyEventKind::Release {
             return Vec::new();
         }
+        self.idle_ticks = 0;
         let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
         match k.code {
             KeyCode::Char('c') | KeyCode::Char('d') if ctrl => self.quit(),
@@ -599,10 +610,11 @@ impl Model {
         if self.input.is_empty() || self.input.starts_with('/') {
             return self.stop_composing();
         }
-        if self.composing_to.as_ref() == Some(to) {
+        if self.composing_to.as_ref() == Some(to) && !self.paused {
             return Vec::new();
         }
         self.composing_to = Some(to.clone());
+        self.paused = false;
         vec![Command::State {
             to: to.clone(),
             state: ChatState::Composing,
@@ -617,8 +629,29 @@ impl Model {
         }
     }
 
+    /// A second passed: after [`PAUSE_AFTER_TICKS`] without a key press, whoever was told
+    /// we are composing is told we paused.
+    pub fn on_tick(&mut self) -> Vec<Command> {
+        let Some(to) = &self.composing_to else {
+            return Vec::new();
+        };
+        if self.paused {
+            return Vec::new();
+        }
+        self.idle_ticks = self.idle_ticks.saturating_add(1);
+        if self.idle_ticks < PAUSE_AFTER_TICKS {
+            return Vec::new();
+        }
+        self.paused = true;
+        vec![Command::State {
+            to: to.clone(),
+            state: ChatState::Paused,
+        }]
+    }
+
     /// `active` to whoever was told we were composing.
     fn stop_composing(&mut self) -> Vec<Command> {
+        self.paused = false;
         match self.composing_to.take() {
             Some(to) => vec![Command::State {
                 to,
@@ -870,6 +903,43 @@ mod tests {
         );
         // A command is not typing.
         assert!(typed(&mut m, "/help").is_empty());
+        m.input.clear();
+    }
+
+    #[test]
+    fn composing_pauses_when_idle_and_resumes() {
+        let mut m = Model::new("alice@localhost", "t");
+        friend(&mut m, "bob@localhost");
+        m.open(Key::Contact("bob@localhost".into()));
+        assert!(m.on_tick().is_empty(), "nothing typed, nothing to pause");
+        typed(&mut m, "hel");
+        for _ in 1..PAUSE_AFTER_TICKS {
+            assert!(m.on_tick().is_empty());
+        }
+        let paused = vec![Command::State {
+            to: "bob@localhost".into(),
+            state: ChatState::Paused,
+        }];
+        assert_eq!(m.on_tick(), paused);
+        assert!(m.on_tick().is_empty(), "paused once");
+        // Typing again is composing again; a key press restarts the count.
+        assert_eq!(
+            typed(&mut m, "l"),
+            vec![Command::State {
+                to: "bob@localhost".into(),
+                state: ChatState::Composing
+            }]
+        );
+        for _ in 1..PAUSE_AFTER_TICKS {
+            assert!(m.on_tick().is_empty());
+        }
+        typed(&mut m, "o");
+        assert!(m.on_tick().is_empty());
+        for _ in 1..PAUSE_AFTER_TICKS {
+            m.on_tick();
+        }
+        assert_eq!(m.composing_to.as_deref(), Some("bob@localhost"));
+        assert!(m.paused);
     }
 
     #[test]
