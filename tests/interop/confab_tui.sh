@@ -3,7 +3,8 @@
 # (send-keys in, capture-pane out) against a running confabd. Two users register in-band with
 # `confab register`, befriend each other (/add, /accept), see each other online, chat with
 # `:)` shown as 🙂, see "typing…" (and its end when the typist pauses) and the delivery
-# tick ✓, count unread messages, join a room and talk there, and quit.
+# tick ✓, count unread messages, join a room and talk there, quit, and page the server's
+# archive from a new client (/history).
 # Usage: confab_tui.sh HOST PORT CERT_PEM CONFAB_BINARY   (the server must allow registration
 # and serve MUC on conference.localhost, as scripts/interop.sh configures it)
 set -euo pipefail
@@ -84,7 +85,7 @@ done
 start() {
     local who=$1 jid=$2
     local cmd
-    cmd=$(printf '%q ' "$confab" "${conn[@]}" --jid "$jid" --password-file "$work/$who.pw")
+    cmd=$(printf '%q ' "$confab" "${conn[@]}" --jid "$jid" --password-file "$work/${who%2}.pw")
     # The pane stays after confab exits so its status can be read.
     tm new-session -d -s "$who" -x 150 -y 30 \
         "$cmd 2>$(printf '%q' "$work/$who.err"); echo \"confab exited with \$?\"; sleep 600"
@@ -141,8 +142,18 @@ say bob "/quit"
 check "alice's client exits cleanly" wait_for alice "confab exited with 0"
 check "bob's client exits cleanly" wait_for bob "confab exited with 0"
 
+# Scroll-back: a new client has nothing shown until /history pages the server's archive.
+start alice2 "$alice"
+check "alice's new client is online" wait_for alice2 "$alice [online]"
+say alice2 "/msg $bob"
+say alice2 "/history"
+check "/history shows alice's own message from the archive" wait_for alice2 "me: hello bob 🙂 how are you (earlier)"
+check "/history shows bob's reply from the archive" wait_for alice2 "$bob: fine 👍 (earlier)"
+say alice2 "/quit"
+check "alice's new client exits cleanly" wait_for alice2 "confab exited with 0"
+
 if [ "$failed" != 0 ]; then
-    for who in alice bob; do
+    for who in alice bob alice2; do
         echo "--- $who's stderr:"
         cat "$work/$who.err" 2>/dev/null || true
     done

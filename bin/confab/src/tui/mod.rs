@@ -9,12 +9,12 @@ use crate::account::AccountArgs;
 use crate::commands::connect;
 use confab_client::payloads::roster::{RosterItem, Subscription};
 use confab_client::{
-    BareJid, Chat, ChatMessage, ChatState, Client, DisconnectReason, Event, Jid, JoinOptions, Muc,
-    Presence, Reconnect, Roster, Status,
+    BareJid, Chat, ChatMessage, ChatState, Client, DisconnectReason, Event, Jid, JoinOptions, Mam,
+    MamQuery, Muc, Presence, Reconnect, Roster, Status,
 };
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
-use model::{Command, Connection, Model, Outcome, RosterEntry};
+use model::{Author, Command, Connection, Key, Line, Model, Outcome, RosterEntry};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
@@ -27,6 +27,7 @@ struct Sdk {
     presence: Arc<Presence>,
     roster: Arc<Roster>,
     muc: Arc<Muc>,
+    mam: Arc<Mam>,
 }
 
 fn entry(item: &RosterItem) -> RosterEntry {
@@ -66,12 +67,14 @@ pub async fn run(args: &AccountArgs) -> Result<(), String> {
     let presence = Presence::new();
     let roster = Roster::new();
     let muc = Muc::new();
+    let mam = Mam::new();
     let config = args
         .config(&account)?
         .module(chat.clone())
         .module(presence.clone())
         .module(roster.clone())
         .module(muc.clone())
+        .module(mam.clone())
         .reconnect(Reconnect::default());
     eprintln!("connecting as {}…", account.jid);
     let client = connect(config).await?;
@@ -81,6 +84,7 @@ pub async fn run(args: &AccountArgs) -> Result<(), String> {
         presence,
         roster,
         muc,
+        mam,
     };
     // Subscribed before going online so nothing is missed.
     let mut chat_rx = sdk.chat.events();
@@ -308,6 +312,7 @@ async fn execute(sdk: &Sdk, cmd: Command) -> Option<Outcome> {
                     .map_err(|e| format!("leaving {room}: {e}"))?;
                 Ok(None)
             }
+            Command::History { key, before } => history(sdk, key, before).await.map(Some),
             Command::Quit => Ok(None),
         }
     }
@@ -316,4 +321,70 @@ async fn execute(sdk: &Sdk, cmd: Command) -> Option<Outcome> {
         Ok(o) => o,
         Err(e) => Some(Outcome::Error(e)),
     }
+}
+
+/// Messages asked for per page of history.
+const HISTORY_PAGE: usize = 20;
+
+/// One page of a conversation's archive (XEP-0313) before `before` (empty: the latest): the
+/// account's archive filtered to the contact, or the room's own.
+async fn history(sdk: &Sdk, key: Key, before: String) -> Result<Outcome, String> {
+    let me = sdk.client.jid().to_bare().to_string();
+    let (archive, with, what) = match &key {
+        Key::Contact(j) => {
+            let with = Jid::new(j).map_err(|e| format!("{j}: {e}"))?;
+            (None, Some(with), j.clone())
+        }
+        Key::Room(r) => {
+            let room = BareJid::new(r).map_err(|e| format!("{r}: {e}"))?;
+            (Some(room), None, r.clone())
+        }
+    };
+    let query = MamQuery {
+        with,
+        max: Some(HISTORY_PAGE),
+        before: Some(before),
+        ..MamQuery::default()
+    };
+    let page = sdk
+        .mam
+        .query(&sdk.client, archive.as_ref(), &query)
+        .await
+        .map_err(|e| format!("the archive of {what}: {e}"))?;
+    let own_nick = match &key {
+        Key::Room(r) => sdk
+            .muc
+            .nick(&BareJid::new(r).map_err(|e| format!("{r}: {e}"))?),
+        Key::Contact(_) => None,
+    };
+    let lines = page
+        .messages
+        .iter()
+        .filter_map(|m| {
+            let body = m.body.clone()?;
+            let from = m.from.as_ref()?;
+            let author = match &key {
+                Key::Contact(_) if from.to_bare().as_str() == me => Author::Me,
+                Key::Contact(_) => Author::Them(from.to_bare().to_string()),
+                Key::Room(_) => match from.resource() {
+                    Some(n) if Some(n.as_str()) == own_nick.as_deref() => Author::Me,
+                    Some(n) => Author::Them(n.to_string()),
+                    None => Author::System,
+                },
+            };
+            Some(Line {
+                author,
+                text: body,
+                id: m.message.get_attr("id").map(str::to_string),
+                delivered: false,
+                delayed: true,
+            })
+        })
+        .collect();
+    Ok(Outcome::History {
+        key,
+        lines,
+        first: page.first,
+        complete: page.complete,
+    })
 }

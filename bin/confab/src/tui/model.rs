@@ -175,6 +175,13 @@ pub enum Command {
     },
     /// Leave a room.
     Leave(String),
+    /// Fetch a page of the server's archive (XEP-0313) before what is shown.
+    History {
+        /// The conversation.
+        key: Key,
+        /// The archive id to page back from; empty: the latest page.
+        before: String,
+    },
     /// Close the connection and exit.
     Quit,
 }
@@ -186,6 +193,17 @@ pub enum Outcome {
     Info(String),
     /// Something failed.
     Error(String),
+    /// A page of the archive, oldest first.
+    History {
+        /// The conversation.
+        key: Key,
+        /// Its messages, oldest first.
+        lines: Vec<Line>,
+        /// The archive id of the page's oldest message (where the next page ends).
+        first: Option<String>,
+        /// Nothing older is archived.
+        complete: bool,
+    },
     /// A room was joined.
     Joined {
         /// Room bare JID.
@@ -222,6 +240,9 @@ pub struct Model {
     paused: bool,
     /// Ticks since the last key press.
     idle_ticks: u32,
+    /// Per conversation, the archive id the next history page ends before; `None` inside
+    /// once the archive has nothing older.
+    history: HashMap<Key, Option<String>>,
     /// Set once the user asked to quit.
     pub quit: bool,
     /// Ids for messages sent (unique within this run).
@@ -254,6 +275,7 @@ impl Model {
             composing_to: None,
             paused: false,
             idle_ticks: 0,
+            history: HashMap::new(),
             quit: false,
             next_id: 0,
             id_prefix: id_prefix.to_string(),
@@ -541,6 +563,33 @@ impl Model {
         match o {
             Outcome::Info(t) => self.info(t),
             Outcome::Error(t) => self.error(t),
+            Outcome::History {
+                key,
+                lines,
+                first,
+                complete,
+            } => {
+                let log = self.logs.entry(key.clone()).or_default();
+                // What is already shown (it came live, or on an earlier page) is not repeated.
+                let fresh: Vec<Line> = lines
+                    .into_iter()
+                    .filter(|l| l.id.is_none() || !log.iter().any(|s| s.id == l.id))
+                    .collect();
+                let n = fresh.len();
+                for line in fresh.into_iter().rev() {
+                    if log.len() >= MAX_LINES {
+                        break; // the window is full: older pages would fall off at once
+                    }
+                    log.push_front(line);
+                }
+                self.history
+                    .insert(key, if complete { None } else { first });
+                self.info(if complete && n == 0 {
+                    "no earlier messages in the archive".to_string()
+                } else {
+                    format!("{n} earlier messages from the archive")
+                });
+            }
             Outcome::Joined { room, nick } => {
                 self.rooms.insert(room.clone(), Room { nick, unread: 0 });
                 self.info(format!("joined {room}"));
@@ -781,8 +830,28 @@ impl Model {
                     }
                 }
             }
+            "history" => match self.open.clone() {
+                Some(key) => match self.history.get(&key) {
+                    Some(None) => {
+                        self.info("no earlier messages in the archive");
+                        Vec::new()
+                    }
+                    Some(Some(before)) => vec![Command::History {
+                        key,
+                        before: before.clone(),
+                    }],
+                    None => vec![Command::History {
+                        key,
+                        before: String::new(),
+                    }],
+                },
+                None => {
+                    self.error("no conversation open");
+                    Vec::new()
+                }
+            },
             "help" => {
-                self.info("/add JID  /accept JID  /remove JID  /msg JID  /join ROOM NICK  /leave  /quit  (Tab: next chat, PgUp/PgDn: scroll)");
+                self.info("/add JID  /accept JID  /remove JID  /msg JID  /join ROOM NICK  /leave  /history  /quit  (Tab: next chat, PgUp/PgDn: scroll)");
                 Vec::new()
             }
             other => {
@@ -1085,6 +1154,56 @@ mod tests {
             reason: LeaveReason::Left,
         });
         assert!(m.rooms.is_empty());
+    }
+
+    #[test]
+    fn history_pages_back_without_repeating_what_is_shown() {
+        let mut m = Model::new("alice@localhost", "t");
+        friend(&mut m, "bob@localhost");
+        let bob = Key::Contact("bob@localhost".into());
+        assert!(enter(&mut m, "/history").is_empty(), "nothing open");
+        m.open(bob.clone());
+        m.on_chat(incoming("bob@localhost/desk", "live one", "m3"));
+        assert_eq!(
+            enter(&mut m, "/history"),
+            vec![Command::History {
+                key: bob.clone(),
+                before: String::new()
+            }]
+        );
+        let line = |id: &str, text: &str| Line {
+            author: Author::Them("bob@localhost".into()),
+            text: text.into(),
+            id: Some(id.into()),
+            delivered: false,
+            delayed: true,
+        };
+        m.on_outcome(Outcome::History {
+            key: bob.clone(),
+            lines: vec![line("m2", "second"), line("m3", "live one")],
+            first: Some("a2".into()),
+            complete: false,
+        });
+        let texts: Vec<_> = m.open_lines().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["second", "live one"]);
+        // The next page ends where this one began.
+        assert_eq!(
+            enter(&mut m, "/history"),
+            vec![Command::History {
+                key: bob.clone(),
+                before: "a2".into()
+            }]
+        );
+        m.on_outcome(Outcome::History {
+            key: bob.clone(),
+            lines: vec![line("m1", "first")],
+            first: Some("a1".into()),
+            complete: true,
+        });
+        let texts: Vec<_> = m.open_lines().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["first", "second", "live one"]);
+        // Nothing older: no more requests.
+        assert!(enter(&mut m, "/history").is_empty());
     }
 
     #[test]
