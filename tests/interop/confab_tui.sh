@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The terminal client end to end, as a person uses it: two `confab` instances in tmux
+# (send-keys in, capture-pane out) against a running confabd. Two users register in-band with
+# `confab register`, befriend each other (/add, /accept), see each other online, chat with
+# `:)` shown as 🙂, see "typing…" (and its end when the typist pauses) and the delivery
+# tick ✓, count unread messages, join a room and talk there, quit, and page the server's
+# archive from a new client (/history).
+# Usage: confab_tui.sh HOST PORT CERT_PEM CONFAB_BINARY   (the server must allow registration
+# and serve MUC on conference.localhost, as scripts/interop.sh configures it)
+set -euo pipefail
+host=$1 port=$2 cert=$3 confab=$4
+
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "== installing tmux (Debian)"
+    (apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq tmux) >/dev/null
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/confab-tui.XXXXXX")
+sock="confab-tui-$$"
+# A tmux server of our own (-L), in UTF-8 (-u) so emoji are kept in captures.
+tm() { LANG=C.UTF-8 tmux -u -L "$sock" "$@"; }
+cleanup() {
+    tm kill-server 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+passed=0 failed=0
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1"; }
+
+# Waits (bounded) until the session's screen shows `text`; prints the screen if it never does.
+wait_for() {
+    local session=$1 text=$2 secs=${3:-20}
+    for _ in $(seq 1 $((secs * 5))); do
+        tm capture-pane -p -t "$session" | grep -qF -- "$text" && return 0
+        sleep 0.2
+    done
+    echo "--- $session's screen (waited for '$text'):"
+    tm capture-pane -p -t "$session" || true
+    return 1
+}
+# Waits (bounded) until the screen no longer shows `text`.
+wait_gone() {
+    local session=$1 text=$2 secs=${3:-20}
+    for _ in $(seq 1 $((secs * 5))); do
+        tm capture-pane -p -t "$session" | grep -qF -- "$text" || return 0
+        sleep 0.2
+    done
+    echo "--- $session's screen (waited for '$text' to go):"
+    tm capture-pane -p -t "$session" || true
+    return 1
+}
+check() {
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+# Types text literally (no Enter).
+type_in() { tm send-keys -t "$1" -l -- "$2"; }
+say() {
+    type_in "$1" "$2"
+    tm send-keys -t "$1" Enter
+}
+
+suffix="$RANDOM$RANDOM"
+alice="alice$suffix@localhost"
+bob="bob$suffix@localhost"
+room="room$suffix@conference.localhost"
+printf '%s\n' "alice-pw-$suffix-$RANDOM$RANDOM" >"$work/alice.pw"
+printf '%s\n' "bob-pw-$suffix-$RANDOM$RANDOM" >"$work/bob.pw"
+chmod 600 "$work"/*.pw
+
+conn=(--server "$host:$port" --trust-cert "$cert")
+for who in alice bob; do
+    jid="${!who}"
+    set +e
+    out=$(timeout 30 "$confab" "${conn[@]}" --jid "$jid" --password-file "$work/$who.pw" register 2>&1)
+    rc=$?
+    set -e
+    check "confab register $who" [ "$rc:$out" = "0:registered $jid" ] || echo "$out"
+done
+
+start() {
+    local who=$1 jid=$2
+    local cmd
+    cmd=$(printf '%q ' "$confab" "${conn[@]}" --jid "$jid" --password-file "$work/${who%2}.pw")
+    # The pane stays after confab exits so its status can be read.
+    tm new-session -d -s "$who" -x 150 -y 30 \
+        "$cmd 2>$(printf '%q' "$work/$who.err"); echo \"confab exited with \$?\"; sleep 600"
+}
+start alice "$alice"
+start bob "$bob"
+check "alice's client is online" wait_for alice "$alice [online]"
+check "bob's client is online" wait_for bob "$bob [online]"
+
+# Befriending: alice adds bob, bob sees the request and accepts; both then see each other
+# online (● before the name).
+say alice "/add $bob"
+check "bob is asked to be friends" wait_for bob "wants to be friends: /accept $alice"
+say bob "/accept $alice"
+check "alice sees bob online" wait_for alice "● $bob"
+check "bob sees alice online" wait_for bob "● $alice"
+
+# Chat: bob opens the conversation; alice types, bob sees "typing…"; alice sends, bob sees
+# the emoticon as emoji and alice sees the delivery tick.
+say bob "/msg $alice"
+say alice "/msg $bob"
+type_in alice "hello bob :) how are you"
+check "bob sees alice typing" wait_for bob "$alice is typing…"
+tm send-keys -t alice Enter
+check "bob gets the message with :) shown as 🙂" wait_for bob "hello bob 🙂 how are you"
+check "alice sees the delivery tick" wait_for alice "me: hello bob 🙂 how are you ✓"
+check "bob's typing line is gone" wait_gone bob "is typing…"
+say bob "fine :thumbsup:"
+check "alice gets bob's shortcode as 👍" wait_for alice "fine 👍"
+
+# A group chat room: both join, alice talks, bob reads.
+say alice "/join $room al"
+check "alice joined the room" wait_for alice "joined $room"
+say bob "/join $room bo"
+check "bob joined the room" wait_for bob "joined $room"
+check "alice sees bob enter" wait_for alice "bo joined"
+say alice "hi room :D"
+check "bob reads alice in the room" wait_for bob "al: hi room 😃"
+
+# Unread: bob is in the room when alice writes to him one-to-one; his roster counts it.
+say alice "/msg $bob"
+say alice "are you there?"
+check "bob's roster counts one unread message" wait_for bob "$alice (1)"
+
+# Typing that stops: composing, then paused after a few idle seconds (XEP-0085 §5.2); bob's
+# roster shows ✎ while alice types.
+type_in alice "let me think"
+check "bob's roster shows alice typing" wait_for bob "$alice (1) ✎"
+check "alice's pause ends bob's typing mark" wait_gone bob "✎" 15
+tm send-keys -t alice Escape
+
+say alice "/quit"
+say bob "/quit"
+check "alice's client exits cleanly" wait_for alice "confab exited with 0"
+check "bob's client exits cleanly" wait_for bob "confab exited with 0"
+
+# Scroll-back: a new client has nothing shown until /history pages the server's archive.
+start alice2 "$alice"
+check "alice's new client is online" wait_for alice2 "$alice [online]"
+say alice2 "/msg $bob"
+say alice2 "/history"
+check "/history shows alice's own message from the archive" wait_for alice2 "me: hello bob 🙂 how are you (earlier)"
+check "/history shows bob's reply from the archive" wait_for alice2 "$bob: fine 👍 (earlier)"
+say alice2 "/quit"
+check "alice's new client exits cleanly" wait_for alice2 "confab exited with 0"
+
+if [ "$failed" != 0 ]; then
+    for who in alice bob alice2; do
+        echo "--- $who's stderr:"
+        cat "$work/$who.err" 2>/dev/null || true
+    done
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
