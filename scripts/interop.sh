@@ -32,7 +32,7 @@ scripts/ensure-prosody.sh
 
 if ! command -v go-sendxmpp >/dev/null 2>&1; then
     echo "== installing go-sendxmpp (Debian)"
-    (apt-get update -qq && apt-get install -y -qq go-sendxmpp) >/dev/null
+    (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq go-sendxmpp) >/dev/null
 fi
 
 echo "== python venv ($VENV) with slixmpp $SLIXMPP_VERSION"
@@ -234,8 +234,9 @@ set -e
 
 # Moving in: Prosody and ejabberd (Debian's) export users, rosters, vCards and private XML
 # with their own tools, confabd imports them, the users log in with their old passwords.
-# Each runs its own server on its own loopback port and data directory.
-for old in prosody ejabberd; do
+# Each runs its own server on its own loopback port and data directory. Openfire: its
+# database on the local MariaDB, read by `confabd import --from openfire`.
+for old in prosody ejabberd openfire; do
     echo "== moving in from $old: its export, confabd import, old passwords"
     set +e
     tests/interop/import_$old.sh "$CONFABD" "$VENV/bin/python"

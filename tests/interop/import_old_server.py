@@ -15,6 +15,8 @@ import os
 import xml.etree.ElementTree as ET
 
 import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 from xmpp_common import check, iq_attempt, login, next_matching, run_main, try_login
 
 PRIVATE = "<query xmlns='jabber:iq:private'><note xmlns='urn:example:notes'>remember the milk</note></query>"
@@ -24,6 +26,13 @@ FN = "Alice Liddell"
 def add_args(p):
     p.add_argument("--phase", choices=["populate", "verify"], required=True)
     p.add_argument("--carol", default="carol@localhost")
+    # What the old server had besides (Openfire's import: no private XML; an offline
+    # message for bob; a password-protected members-only room alice owns).
+    p.add_argument("--no-private", action="store_true")
+    p.add_argument("--offline-body")
+    p.add_argument("--room")
+    p.add_argument("--room-password")
+    p.add_argument("--room-subject")
 
 
 async def private_get(c):
@@ -120,7 +129,8 @@ async def verify(args, carol_pw):
         res, err = await iq_attempt(alice.plugin["xep_0054"].get_vcard(a, local=False), "vCard get")
         fn = res["vcard_temp"]["FN"] if res is not None else None
         check("confabd: alice's vCard came along", fn == FN, f"{fn!r} {err}")
-        check("confabd: alice's private XML came along", await private_get(alice) == "remember the milk")
+        if not args.no_private:
+            check("confabd: alice's private XML came along", await private_get(alice) == "remember the milk")
         # The pending request is delivered again when alice comes online.
         alice.send_presence()
         got = await next_matching(alice.presences, lambda p: p["from"].bare == cj and p["type"] == "subscribe")
@@ -129,10 +139,55 @@ async def verify(args, carol_pw):
         bob.send_presence(pstatus="moved in")
         got = await next_matching(alice.presences, lambda p: p["from"].bare == b and p["status"] == "moved in")
         check("confabd: bob's presence reaches alice (subscription carried over)", got is not None)
+        if args.offline_body:
+            got = await next_matching(bob.chats, lambda m: m["body"] == args.offline_body)
+            check("confabd: bob gets the offline message the old server kept", got is not None)
+        if args.room:
+            await join_imported_room(alice, bob, args)
     finally:
         await alice.close()
         await bob.close()
         await carol.close()
+
+
+async def join_imported_room(alice, bob, args):
+    """alice, the room's owner on the old server, enters it with its password and is its
+    owner here; the subject came along; bob, who is not a member, is kept out."""
+    muc = "http://jabber.org/protocol/muc"
+    mu = "{http://jabber.org/protocol/muc#user}"
+    # slixmpp's `message` event needs a body; the subject comes without one.
+    subjects = asyncio.Queue()
+    alice.register_handler(Callback("room subject", MatchXPath("{jabber:client}message/{jabber:client}subject"),
+                                    subjects.put_nowait))
+    p = alice.make_presence(pto=f"{args.room}/alice")
+    x = ET.SubElement(p.xml, f"{{{muc}}}x")
+    if args.room_password:
+        ET.SubElement(x, f"{{{muc}}}password").text = args.room_password
+    p.send()
+
+    def own(pr):
+        x = pr.xml.find(f"{mu}x")
+        return (pr["from"].bare == args.room and x is not None
+                and any(s.get("code") == "110" for s in x.findall(f"{mu}status")))
+    got = await next_matching(alice.presences, own)
+    item = got.xml.find(f"{mu}x/{mu}item") if got is not None else None
+    check("confabd: alice enters the imported room as its owner",
+          item is not None and item.get("affiliation") == "owner",
+          "no self-presence" if got is None else ET.tostring(got.xml, encoding="unicode"))
+    if args.room_subject:
+        got = await next_matching(subjects, lambda m: m["from"].bare == args.room)
+        check("confabd: the room's subject came along",
+              got is not None and got["subject"] == args.room_subject,
+              "none" if got is None else got["subject"])
+    p = bob.make_presence(pto=f"{args.room}/bob")
+    x = ET.SubElement(p.xml, f"{{{muc}}}x")
+    if args.room_password:
+        ET.SubElement(x, f"{{{muc}}}password").text = args.room_password
+    p.send()
+    got = await next_matching(bob.presences, lambda pr: pr["from"].bare == args.room and pr["type"] == "error")
+    check("confabd: the members-only room keeps bob (not a member) out",
+          got is not None and got["error"]["condition"] == "registration-required",
+          "none" if got is None else got["error"]["condition"])
 
 
 async def run(args):

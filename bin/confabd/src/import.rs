@@ -124,12 +124,7 @@ pub async fn import(config: Config, args: ImportArgs) -> Result<(), String> {
                     for note in &r.notes {
                         println!("note {note}");
                     }
-                    if !r.admins.is_empty() {
-                        println!(
-                            "Openfire's administrators (grant them again where Confab asks for admins): {}",
-                            r.admins.join(", ")
-                        );
-                    }
+                    grant_openfire_admins(&config, &r.admins, &r.import.imported)?;
                     (r.import, None)
                 }
                 Err(e) => (e.report, Some(e.why)),
@@ -142,6 +137,47 @@ pub async fn import(config: Config, args: ImportArgs) -> Result<(), String> {
     }
     if !report.failed.is_empty() {
         return Err(format!("{} not imported (see above)", report.failed.len()));
+    }
+    Ok(())
+}
+
+/// Openfire's administrators who moved in stay administrators: they are added to the
+/// console's `[admin] admins` (in the console settings file, next to what the set-up
+/// wizard writes), so they log in to the console with their old passwords.
+fn grant_openfire_admins(
+    config: &Config,
+    admins: &[String],
+    imported: &[String],
+) -> Result<(), String> {
+    let (granted, not): (Vec<&String>, Vec<&String>) =
+        admins.iter().partition(|a| imported.contains(a));
+    for a in &not {
+        println!("note Openfire administrator {a} was not imported: not made an admin here");
+    }
+    let mut all: Vec<String> = config
+        .section::<confab_admin::AdminConfig>("admin")
+        .map_err(|e| e.to_string())?
+        .admins;
+    let new: Vec<&String> = granted.into_iter().filter(|a| !all.contains(a)).collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    all.extend(new.iter().map(|a| a.to_string()));
+    let file = config.console_file();
+    confab_server::config::edit_console_file(&file, |t| {
+        confab_server::config::set_table_key(
+            t,
+            "admin",
+            "admins",
+            toml::Value::Array(all.into_iter().map(toml::Value::String).collect()),
+        )
+    })
+    .map_err(|e| format!("writing the console settings {}: {e}", file.display()))?;
+    for a in new {
+        println!(
+            "admin {a} (Openfire administrator; [admin] admins in {})",
+            file.display()
+        );
     }
     Ok(())
 }
@@ -168,4 +204,39 @@ fn print_report(r: &pie::ImportReport) {
         r.room_messages,
         r.host_documents
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grant_openfire_admins;
+    use confab_server::config::Config;
+
+    fn load(path: &std::path::Path) -> Config {
+        Config::load_with_env(Some(path), std::iter::empty()).expect("config")
+    }
+
+    /// Imported Openfire administrators join those already configured, once; the others
+    /// are left out; the console file is what the next start reads.
+    #[test]
+    fn openfire_admins_become_console_admins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("confabd.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\ndomains = ['localhost']\ndata_dir = '{}'\n[admin]\nadmins = ['ops@localhost']\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write");
+        let admins = vec!["alice@localhost".to_string(), "ghost@localhost".to_string()];
+        let imported = vec!["alice@localhost".to_string(), "bob@localhost".to_string()];
+        grant_openfire_admins(&load(&file), &admins, &imported).expect("grant");
+        grant_openfire_admins(&load(&file), &admins, &imported).expect("again");
+        let got = load(&file)
+            .section::<confab_admin::AdminConfig>("admin")
+            .expect("admin")
+            .admins;
+        assert_eq!(got, vec!["ops@localhost", "alice@localhost"]);
+    }
 }

@@ -392,8 +392,7 @@ async fn finish(req: &Http, w: &Wizard) -> Result<Response, String> {
     Ok(r)
 }
 
-/// Writes the wizard's choices into the console settings file, keeping what else it holds;
-/// readable by the owner only (a database URL may carry a password).
+/// Writes the wizard's choices into the console settings file, keeping what else it holds.
 fn write_settings(
     file: &std::path::Path,
     domain: &str,
@@ -401,55 +400,33 @@ fn write_settings(
     admin: &str,
     lang: Lang,
 ) -> std::io::Result<()> {
-    let mut table: toml::Table = match std::fs::read_to_string(file) {
-        Ok(t) => t
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}")))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-        Err(e) => return Err(e),
-    };
-    let mut set = |section: &str, key: &str, value: toml::Value| {
-        let t = table
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let toml::Value::Table(t) = t {
-            t.insert(key.to_string(), value);
-        }
-    };
-    set(
-        "server",
-        "domains",
-        toml::Value::Array(vec![toml::Value::String(domain.into())]),
-    );
-    set("storage", "url", toml::Value::String(storage_url.into()));
-    set(
-        "admin",
-        "admins",
-        toml::Value::Array(vec![toml::Value::String(admin.into())]),
-    );
-    set("admin", "language", toml::Value::String(lang.tag().into()));
-    let text = format!(
-        "# Written by the Confab admin console's set-up wizard; read over the configuration\n# file at start (see docs/configuration.md).\n{}",
-        toml::to_string(&table).map_err(|e| std::io::Error::other(e.to_string()))?
-    );
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = file.with_extension("toml.tmp");
-    {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, file)
+    use confab_server::config::set_table_key as set;
+    confab_server::config::edit_console_file(file, |table| {
+        set(
+            table,
+            "server",
+            "domains",
+            toml::Value::Array(vec![toml::Value::String(domain.into())]),
+        );
+        set(
+            table,
+            "storage",
+            "url",
+            toml::Value::String(storage_url.into()),
+        );
+        set(
+            table,
+            "admin",
+            "admins",
+            toml::Value::Array(vec![toml::Value::String(admin.into())]),
+        );
+        set(
+            table,
+            "admin",
+            "language",
+            toml::Value::String(lang.tag().into()),
+        );
+    })
 }
 
 /// The page of the wizard's current step.

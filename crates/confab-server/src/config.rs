@@ -450,6 +450,55 @@ impl Config {
     }
 }
 
+/// Changes the console settings file (`CONSOLE_FILE`) through `edit`, keeping what else it
+/// holds. Written whole to a temporary file first and renamed, readable by the owner only
+/// (a database URL may carry a password). Used by the set-up wizard and `confabd import`.
+pub fn edit_console_file(file: &Path, edit: impl FnOnce(&mut toml::Table)) -> std::io::Result<()> {
+    let mut table: toml::Table = match std::fs::read_to_string(file) {
+        Ok(t) => t
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => return Err(e),
+    };
+    edit(&mut table);
+    let text = format!(
+        "# Written by the Confab admin console's set-up wizard or `confabd import`; read over\n# the configuration file at start (see docs/configuration.md).\n{}",
+        toml::to_string(&table).map_err(|e| std::io::Error::other(e.to_string()))?
+    );
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = file.with_extension("toml.tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, file)
+}
+
+/// Sets `[section] key = value` in a configuration table, creating the section.
+pub fn set_table_key(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let t = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !t.is_table() {
+        *t = toml::Value::Table(toml::Table::new());
+    }
+    if let toml::Value::Table(t) = t {
+        t.insert(key.to_string(), value);
+    }
+}
+
 /// The console file of a configuration table not yet deserialized (its data directory).
 fn console_file_of(table: &toml::Table) -> PathBuf {
     let dir = table

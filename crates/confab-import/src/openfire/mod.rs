@@ -47,7 +47,11 @@ pub async fn import(
     let property = |name: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, String>("SELECT propValue FROM ofProperty WHERE name = ?")
+            // A value Openfire keeps encrypted (its key is in its conf/security.xml,
+            // not in the database) is as good as unset: never use ciphertext as a value.
+            sqlx::query_scalar::<_, String>(
+                "SELECT propValue FROM ofProperty WHERE name = ? AND (encrypted IS NULL OR encrypted = 0)",
+            )
                 .bind(name)
                 .fetch_optional(&pool)
                 .await
@@ -58,14 +62,11 @@ pub async fn import(
         .await?
         .ok_or_else(|| fail("Openfire's ofProperty has no xmpp.domain".into()))?;
     let password_key = property("passwordKey").await?;
-    let admins: Vec<String> = property("admin.authorizedJIDs")
-        .await?
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let admins = openfire_admins(
+        &domain,
+        property("admin.authorizedJIDs").await?.as_deref(),
+        property("admin.authorizedUsernames").await?.as_deref(),
+    );
 
     // The document is written into a pipe as the database is read, and imported as it
     // arrives: decrypted passwords never touch a disk, memory holds one user at a time.
@@ -103,6 +104,31 @@ pub async fn import(
         admins,
         notes,
     })
+}
+
+/// Openfire's administrators as its default admin provider reads them: the JIDs of
+/// `admin.authorizedJIDs`, the users of the older `admin.authorizedUsernames` on the
+/// server's domain, and, when neither names anyone, the user `admin`.
+fn openfire_admins(domain: &str, jids: Option<&str>, usernames: Option<&str>) -> Vec<String> {
+    let list = |v: Option<&str>| -> Vec<String> {
+        v.unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut admins = list(jids);
+    for u in list(usernames) {
+        let jid = format!("{u}@{domain}");
+        if !admins.contains(&jid) {
+            admins.push(jid);
+        }
+    }
+    if admins.is_empty() {
+        admins.push(format!("admin@{domain}"));
+    }
+    admins
 }
 
 /// Whether `password` gives Openfire's SCRAM-SHA-1 StoredKey (base64) with its salt
@@ -473,4 +499,25 @@ async fn write_rooms<W: tokio::io::AsyncWrite + Unpin>(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::openfire_admins;
+
+    #[test]
+    fn admins_as_openfire_reads_them() {
+        assert_eq!(
+            openfire_admins("example.org", Some(" a@example.org, ,b@x.example"), None),
+            vec!["a@example.org", "b@x.example"]
+        );
+        assert_eq!(
+            openfire_admins("example.org", Some("a@example.org"), Some("a, ops")),
+            vec!["a@example.org", "ops@example.org"]
+        );
+        assert_eq!(
+            openfire_admins("example.org", None, Some("")),
+            vec!["admin@example.org"]
+        );
+    }
 }
