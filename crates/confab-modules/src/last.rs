@@ -220,7 +220,8 @@ impl LifecycleListener for Last {
         if let Err(e) = ctx
             .stores
             .data
-            .set_account_data(bare.domain().as_str(), node.as_str(), KIND, KEY, &value)
+            // Not needed durably at once: written behind, batched with other logouts.
+            .set_account_data_lazily(bare.domain().as_str(), node.as_str(), KIND, KEY, &value)
             .await
         {
             // The last session of a deleted account ends after its data is gone: nothing to

@@ -674,7 +674,8 @@ impl Presence {
         if let Err(e) = ctx
             .stores
             .data
-            .set_account_data(d, u, KIND, "last-unavailable", &stored.to_xml(ns::CLIENT))
+            // Not needed durably at once: written behind, batched with other logouts.
+            .set_account_data_lazily(d, u, KIND, "last-unavailable", &stored.to_xml(ns::CLIENT))
             .await
         {
             tracing::error!(error = %e, "storing last presence failed");

@@ -221,6 +221,12 @@ pub struct StorageSection {
     /// Seconds a request waits for a database connection before it fails (bounds every
     /// request while the database is unreachable).
     pub acquire_timeout: u64,
+    /// Milliseconds that documents which need not be durable at once (last activity, the
+    /// last unavailable presence; written at every logout) are held before they are written
+    /// together in one transaction; 0 writes each at once.
+    pub write_behind_ms: u64,
+    /// Most such documents held at once; beyond it they are written at once.
+    pub write_behind_max: usize,
 }
 
 impl Default for StorageSection {
@@ -231,6 +237,8 @@ impl Default for StorageSection {
             url: None,
             pool_size: None,
             acquire_timeout: confab_store::DEFAULT_ACQUIRE_TIMEOUT.as_secs(),
+            write_behind_ms: 1000,
+            write_behind_max: 10_000,
         }
     }
 }

@@ -155,7 +155,14 @@ impl Server {
         let dir = &config.server.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
-        let stores = open_stores(&config).await?;
+        let mut stores = open_stores(&config).await?;
+        if config.storage.write_behind_ms > 0 {
+            stores.data = confab_store::WriteBehind::new(
+                stores.data,
+                Duration::from_millis(config.storage.write_behind_ms),
+                config.storage.write_behind_max,
+            );
+        }
         let auth = AuthState::load(&stores, &config).await?;
         let tls = certs::load_or_generate(&config).map_err(StartError::Tls)?;
         let registry = Registry::build_with_config(modules, &config.modules.disabled, &config)
@@ -361,6 +368,10 @@ impl Server {
         }
         for l in self.ctx.registry.lifecycle_listeners() {
             l.server_stopping(&self.ctx).await;
+        }
+        // What was written behind (last activity, last presence) is written now.
+        if let Err(e) = self.ctx.stores.data.flush().await {
+            tracing::error!(error = %e, "writing held-back documents at shutdown failed");
         }
     }
 }

@@ -5,6 +5,16 @@
 use crate::Result;
 use async_trait::async_trait;
 
+/// One per-account document to write (`DataStore::set_account_data_batch`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountDataWrite {
+    pub domain: String,
+    pub username: String,
+    pub kind: String,
+    pub key: String,
+    pub value: String,
+}
+
 #[async_trait]
 pub trait DataStore: Send + Sync {
     async fn get_account_data(
@@ -22,6 +32,45 @@ pub trait DataStore: Send + Sync {
         key: &str,
         value: &str,
     ) -> Result<()>;
+    /// Writes many documents at once (one transaction where the backend has them); those
+    /// of accounts that do not exist are skipped, not an error. Returns how many were
+    /// written.
+    async fn set_account_data_batch(&self, items: &[AccountDataWrite]) -> Result<usize> {
+        let mut written = 0;
+        for w in items {
+            match self
+                .set_account_data(&w.domain, &w.username, &w.kind, &w.key, &w.value)
+                .await
+            {
+                Ok(()) => written += 1,
+                Err(crate::StoreError::NoAccount) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes a document that need not be durable at once (last activity, the last
+    /// presence): a store that writes behind (`WriteBehind`) keeps it in memory and writes it
+    /// with others in one batch shortly after; reads see it at once either way. Elsewhere
+    /// the same as `set_account_data`.
+    async fn set_account_data_lazily(
+        &self,
+        domain: &str,
+        username: &str,
+        kind: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        self.set_account_data(domain, username, kind, key, value)
+            .await
+    }
+
+    /// Writes whatever is held back (`set_account_data_lazily`) now.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Returns false if there was nothing to delete.
     async fn delete_account_data(
         &self,

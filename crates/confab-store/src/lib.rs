@@ -15,14 +15,16 @@ pub mod offline;
 pub mod room_archive;
 pub mod roster;
 mod sql;
+pub mod write_behind;
 
-pub use account_data::DataStore;
+pub use account_data::{AccountDataWrite, DataStore};
 pub use accounts::AccountStore;
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use room_archive::{RoomArchiveStore, RoomMessage};
 pub use roster::{RosterItem, RosterStore, Subscription};
 use std::sync::Arc;
+pub use write_behind::WriteBehind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

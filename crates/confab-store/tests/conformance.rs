@@ -6,8 +6,8 @@ mod harness;
 
 use confab_proto::sasl::{ScramCredentials, ScramHash};
 use confab_store::{
-    ArchiveQuery, ArchivedMessage, Backend, RoomMessage, RosterItem, StoreError, Stores,
-    Subscription,
+    AccountDataWrite, ArchiveQuery, ArchivedMessage, Backend, DataStore, RoomMessage, RosterItem,
+    StoreError, Stores, Subscription, WriteBehind,
 };
 use harness::TestDb;
 use std::collections::BTreeSet;
@@ -19,6 +19,7 @@ conformance!(
     roster_items_groups_and_versions,
     offline_order_and_quota,
     documents,
+    document_batches_and_writing_behind,
     export_listings,
     account_deletion_removes_everything,
     concurrent_roster_writers,
@@ -1873,4 +1874,136 @@ async fn archive_batches(db: TestDb) {
             .await,
         Err(StoreError::NoAccount)
     ));
+}
+
+fn doc(user: &str, key: &str, value: &str) -> AccountDataWrite {
+    AccountDataWrite {
+        domain: "localhost".into(),
+        username: user.into(),
+        kind: "last".into(),
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+/// A batch is written whole, skipping accounts that do not exist; documents written behind
+/// are read at once, reach the database only when flushed, never overwrite a newer direct
+/// write, and past the bound are written at once.
+async fn document_batches_and_writing_behind(db: TestDb) {
+    let s = with_two(&db).await;
+    let d = &s.data;
+    let n = d
+        .set_account_data_batch(&[
+            doc("alice", "a", "1"),
+            doc("nobody", "a", "x"),
+            doc("bob", "a", "2"),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(n, 2);
+    assert_eq!(
+        d.get_account_data("localhost", "bob", "last", "a")
+            .await
+            .expect("get"),
+        Some("2".into())
+    );
+    assert_eq!(
+        d.get_account_data("localhost", "nobody", "last", "a")
+            .await
+            .expect("get"),
+        None
+    );
+
+    // An interval long enough that only `flush` writes.
+    let wb = WriteBehind::new(s.data.clone(), std::time::Duration::from_secs(3600), 3);
+    wb.set_account_data_lazily("localhost", "alice", "last", "logout", "t1")
+        .await
+        .expect("held");
+    wb.set_account_data_lazily("localhost", "alice", "last", "logout", "t2")
+        .await
+        .expect("held");
+    wb.set_account_data_lazily("localhost", "bob", "last", "logout", "held")
+        .await
+        .expect("held");
+    assert_eq!(
+        wb.pending(),
+        2,
+        "a newer write of a document replaces the held one"
+    );
+    let get = |u: &'static str| {
+        let d = s.data.clone();
+        async move {
+            d.get_account_data("localhost", u, "last", "logout")
+                .await
+                .expect("get")
+        }
+    };
+    assert_eq!(
+        get("alice").await,
+        None,
+        "held back, not in the database yet"
+    );
+    assert_eq!(
+        wb.get_account_data("localhost", "alice", "last", "logout")
+            .await
+            .expect("get"),
+        Some("t2".into()),
+        "but read at once"
+    );
+    assert_eq!(
+        wb.list_account_data("localhost", "alice", "last")
+            .await
+            .expect("list"),
+        vec![
+            ("a".to_string(), "1".to_string()),
+            ("logout".into(), "t2".into())
+        ]
+    );
+    assert!(wb
+        .all_account_data("localhost", "alice")
+        .await
+        .expect("all")
+        .contains(&("last".into(), "logout".into(), "t2".into())));
+    // A direct write wins over what is held.
+    wb.set_account_data("localhost", "bob", "last", "logout", "direct")
+        .await
+        .expect("direct");
+    // Past the bound (3 held at most): written at once.
+    wb.set_account_data_lazily("localhost", "alice", "last", "k1", "v1")
+        .await
+        .expect("held");
+    wb.set_account_data_lazily("localhost", "alice", "last", "k2", "v2")
+        .await
+        .expect("held");
+    wb.set_account_data_lazily("localhost", "alice", "last", "k3", "v3")
+        .await
+        .expect("through");
+    assert_eq!(wb.pending(), 3);
+    assert_eq!(
+        d.get_account_data("localhost", "alice", "last", "k3")
+            .await
+            .expect("get"),
+        Some("v3".into())
+    );
+    // A deletion removes what is held too.
+    assert!(wb
+        .delete_account_data("localhost", "alice", "last", "k2")
+        .await
+        .expect("delete"));
+    wb.flush().await.expect("flush");
+    assert_eq!(wb.pending(), 0);
+    assert_eq!(get("alice").await, Some("t2".into()));
+    assert_eq!(get("bob").await, Some("direct".into()));
+    assert_eq!(
+        d.get_account_data("localhost", "alice", "last", "k2")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        d.get_account_data("localhost", "alice", "last", "k1")
+            .await
+            .expect("get"),
+        Some("v1".into())
+    );
 }

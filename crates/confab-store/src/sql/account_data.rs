@@ -2,7 +2,7 @@
 
 use super::dialect::Lock;
 use super::{now, retry, SqlDb};
-use crate::account_data::DataStore;
+use crate::account_data::{AccountDataWrite, DataStore};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 
@@ -16,13 +16,50 @@ impl SqlDb {
         value: &str,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        // The account must exist (MySQL has no foreign key to refuse an orphan row), and a
-        // deletion of the account running at the same time must not leave this row behind.
         if !self
-            .lock_account(&mut tx, domain, username, Lock::Exclusive)
+            .upsert_account_data(&mut tx, domain, username, kind, key, value)
             .await?
         {
             return Err(StoreError::NoAccount);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One transaction (one commit, one sync of the log) for many documents; those of
+    /// accounts that no longer exist are left out.
+    async fn set_account_data_batch_once(&self, items: &[AccountDataWrite]) -> Result<usize> {
+        let mut tx = self.write_tx().await?;
+        let mut written = 0;
+        for w in items {
+            if self
+                .upsert_account_data(&mut tx, &w.domain, &w.username, &w.kind, &w.key, &w.value)
+                .await?
+            {
+                written += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Upserts one document in `tx`; false (nothing written) when the account is gone.
+    async fn upsert_account_data(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        domain: &str,
+        username: &str,
+        kind: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool> {
+        // The account must exist (MySQL has no foreign key to refuse an orphan row), and a
+        // deletion of the account running at the same time must not leave this row behind.
+        if !self
+            .lock_account(tx, domain, username, Lock::Exclusive)
+            .await?
+        {
+            return Ok(false);
         }
         self.query(&self.dialect.upsert(
             "account_data",
@@ -44,8 +81,7 @@ impl SqlDb {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -82,6 +118,13 @@ impl DataStore for SqlDb {
             self.set_account_data_once(domain, username, kind, key, value)
                 .await
         )
+    }
+
+    async fn set_account_data_batch(&self, items: &[AccountDataWrite]) -> Result<usize> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        retry!(self.set_account_data_batch_once(items).await)
     }
 
     async fn delete_account_data(
