@@ -1,6 +1,7 @@
 //! HTTP File Upload (XEP-0363) against an in-process confabd with its upload service:
 //! discovery, a file sent to a contact as URL + OOB and downloaded byte-identical, typed
-//! errors (too large, refused, not offered, HTTP status, download bound).
+//! errors (too large, refused, not offered, HTTP status, download bound), and https URLs
+//! (behind a TLS front) checked with the client's certificate trust.
 
 use confab_client::{Chat, ChatEvent, Client, Config, Jid, Presence, Status, Upload, UploadError};
 use confab_tests::TestServer;
@@ -165,5 +166,75 @@ async fn errors_are_typed() {
         upload.discover(&alice).await,
         Err(UploadError::NotOffered)
     ));
+    alice.close().await.expect("close");
+}
+
+/// A TLS front for the server's HTTP listener on loopback (what a reverse proxy does in a
+/// deployment), with a certificate for `localhost`; returns its port and the certificate.
+async fn tls_front(upstream: std::net::SocketAddr, listener: tokio::net::TcpListener) -> Vec<u8> {
+    use tokio_rustls::rustls;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let der = ck.cert.der().to_vec();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(confab_stream::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone().into()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut up)) = (
+                    acceptor.accept(tcp).await,
+                    tokio::net::TcpStream::connect(upstream).await,
+                ) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    der
+}
+
+#[tokio::test]
+async fn https_urls_use_the_clients_certificate_trust() {
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = front.local_addr().expect("addr").port();
+    let ts = server(|u| u.url_base = Some(format!("https://localhost:{port}"))).await;
+    let cert = tls_front(ts.server().http_addr().expect("http"), front).await;
+    let (alice, _, _) = connect(&ts, "alice").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("secret.txt");
+    std::fs::write(&src, b"over TLS").expect("write");
+
+    // Trusting another certificate: the upload fails at the TLS handshake.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let wrong = Upload::new(confab_client::CertVerification::Roots(vec![other
+        .cert
+        .der()
+        .to_vec()]));
+    match wrong.upload_file(&alice, &src, None).await {
+        Err(UploadError::Transfer(e)) => assert!(e.contains("TLS"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Trusting the front's certificate (as --trust-cert would): it works both ways.
+    let right = Upload::new(confab_client::CertVerification::Roots(vec![cert]));
+    let url = right
+        .upload_file(&alice, &src, None)
+        .await
+        .expect("uploaded over https");
+    assert!(
+        url.starts_with(&format!("https://localhost:{port}/upload/")),
+        "{url}"
+    );
+    let dest = dir.path().join("back.txt");
+    right.download(&url, &dest, 100).await.expect("downloaded");
+    assert_eq!(std::fs::read(&dest).expect("read"), b"over TLS");
     alice.close().await.expect("close");
 }
