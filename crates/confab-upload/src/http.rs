@@ -167,7 +167,8 @@ async fn store(
         }
     }
     let part = shared.dir.join(format!("{id}.part"));
-    let result = write_body(&part, body, slot.size).await;
+    let idle = std::time::Duration::from_secs(shared.cfg.idle_timeout);
+    let result = write_body(&part, body, slot.size, idle).await;
     if let Err((code, why)) = result {
         let _ = tokio::fs::remove_file(&part).await;
         release(shared);
@@ -214,11 +215,13 @@ async fn store(
     status(StatusCode::CREATED, "")
 }
 
-/// Streams the body into `path`, refusing more or fewer than `size` bytes.
+/// Streams the body into `path`, refusing more or fewer than `size` bytes and a sender
+/// silent for longer than `idle`.
 async fn write_body(
     path: &std::path::Path,
     body: Body,
     size: u64,
+    idle: std::time::Duration,
 ) -> Result<(), (StatusCode, &'static str)> {
     let internal = |e: std::io::Error| {
         tracing::error!(error = %e, path = %path.display(), "writing an upload");
@@ -232,7 +235,12 @@ async fn write_body(
         .map_err(internal)?;
     let mut written: u64 = 0;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "upload too slow\n")),
+        };
         let chunk = chunk.map_err(|_| (StatusCode::BAD_REQUEST, "upload interrupted\n"))?;
         written = written.saturating_add(chunk.len() as u64);
         if written > size {

@@ -79,6 +79,8 @@ pub struct UploadConfig {
     pub sweep_batch: usize,
     /// Longest file name accepted, in bytes.
     pub max_filename_bytes: usize,
+    /// Seconds a PUT may go without sending body bytes before it is cut off (408).
+    pub idle_timeout: u64,
 }
 
 impl Default for UploadConfig {
@@ -97,6 +99,7 @@ impl Default for UploadConfig {
             sweep_interval: 3600,
             sweep_batch: 1000,
             max_filename_bytes: 255,
+            idle_timeout: 60,
         }
     }
 }
@@ -120,6 +123,7 @@ impl ModuleConfig for UploadConfig {
             ("sweep_interval", self.sweep_interval),
             ("sweep_batch", self.sweep_batch as u64),
             ("max_filename_bytes", self.max_filename_bytes as u64),
+            ("idle_timeout", self.idle_timeout),
         ] {
             if v == 0 {
                 return Err(format!("[upload] {k} must be positive"));

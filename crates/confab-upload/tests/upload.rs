@@ -519,3 +519,33 @@ async fn deleted_accounts_lose_their_files() {
     }
     assert!(gone);
 }
+
+#[tokio::test]
+async fn a_stalled_put_is_cut_off() {
+    let ts = server_with(|u| u.idle_timeout = 1).await;
+    ts.add_user("alice").await;
+    let mut c = ts.login("alice").await;
+    let s = slot(&mut c, "slow.txt", 10, None).await;
+    let mut sock = tokio::net::TcpStream::connect(http_addr(&ts))
+        .await
+        .expect("connect");
+    let req = format!(
+        "PUT {} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 10\r\n\r\nhalf.",
+        s.put_path, s.auth
+    );
+    sock.write_all(req.as_bytes()).await.expect("write");
+    // The connection stays open but sends nothing more.
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out))
+        .await
+        .expect("answered and closed in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&out);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert_eq!(
+        http(http_addr(&ts), "GET", &path_of(&s.get_url), "", b"")
+            .await
+            .status,
+        404
+    );
+}
