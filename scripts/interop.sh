@@ -5,7 +5,7 @@
 # throwaway data dir and accounts made with `confabd user add`, and runs every
 # tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
 # messages, account services, stream management, carbons, client state, Multi-User Chat on
-# conference.localhost and its archive, ids, self-ping and moderation), then a restart
+# conference.localhost and its archive, ids, self-ping and moderation, HTTP File Upload), then a restart
 # scenario, go-sendxmpp (also against `confab send`/`listen`, tests/interop/confab_go_sendxmpp.sh),
 # moving in from Prosody and ejabberd (tests/interop/import_*.sh, which install them from
 # Debian if missing), our own terminal client `confab` driven in tmux
@@ -25,6 +25,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SLIXMPP_VERSION="1.17.0"
+# slixmpp's xep_0363 plugin PUTs with aiohttp (tests/interop/slixmpp_upload.py).
+AIOHTTP_VERSION="3.12.15"
 VENV="${CONFAB_VENV:-$HOME/.cache/confab-venv}"
 
 # The SDK's Prosody test (cargo test -p confab-client --test prosody) needs it.
@@ -41,6 +43,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('slixmpp') != '$SLIXMPP_VERSION')" 2>/dev/null; then
     "$VENV/bin/pip" install -q --disable-pip-version-check "slixmpp==$SLIXMPP_VERSION"
+fi
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('aiohttp') != '$AIOHTTP_VERSION')" 2>/dev/null; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check "aiohttp==$AIOHTTP_VERSION"
 fi
 
 scripts/interop-web.sh setup
@@ -111,7 +116,7 @@ port = $PORT
 tls_port = $TLS_PORT
 
 [http]
-# XMPP over WebSocket, BOSH and host-meta for the web interop tests.
+# XMPP over WebSocket, BOSH and host-meta for the web interop tests; upload slots' URLs.
 interfaces = ["127.0.0.1"]
 port = $HTTP_PORT
 

@@ -3,8 +3,9 @@
 # (send-keys in, capture-pane out) against a running confabd. Two users register in-band with
 # `confab register`, befriend each other (/add, /accept), see each other online, chat with
 # `:)` shown as 🙂, see "typing…" (and its end when the typist pauses) and the delivery
-# tick ✓, count unread messages, join a room and talk there, quit, and page the server's
-# archive from a new client (/history).
+# tick ✓, send a file (/file, XEP-0363 upload) that the other saves (/save) byte-identical,
+# count unread messages, join a room and talk there, quit, and page the server's archive
+# from a new client (/history).
 # Usage: confab_tui.sh HOST PORT CERT_PEM CONFAB_BINARY   (the server must allow registration
 # and serve MUC on conference.localhost, as scripts/interop.sh configures it)
 set -euo pipefail
@@ -115,6 +116,18 @@ check "alice sees the delivery tick" wait_for alice "me: hello bob 🙂 how are 
 check "bob's typing line is gone" wait_gone bob "is typing…"
 say bob "fine :thumbsup:"
 check "alice gets bob's shortcode as 👍" wait_for alice "fine 👍"
+
+# A file: alice sends one with /file (uploaded to the server's HTTP upload service), bob
+# sees its name and URL and saves it with /save.
+head -c 40000 /dev/urandom >"$work/the file.bin"
+mkdir "$work/inbox"
+say alice "/file $work/the file.bin"
+check "bob sees the file alice sent" wait_for bob ": [file] the file.bin"
+check "  ...with its URL" wait_for bob "/the%20file.bin"
+check "alice sees the file she sent" wait_for alice "me: [file] the file.bin"
+say bob "/save $work/inbox"
+check "bob saves it" wait_for bob "saved $work/inbox/the file.bin (40000 bytes)"
+check "the saved file is byte-identical" cmp -s "$work/the file.bin" "$work/inbox/the file.bin"
 
 # A group chat room: both join, alice talks, bob reads.
 say alice "/join $room al"

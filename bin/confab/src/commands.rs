@@ -1,9 +1,10 @@
-//! The scriptable commands: `register`, `send` and `listen`. Each is a thin use of the SDK.
+//! The scriptable commands: `register`, `send`, `send-file` and `listen`. Each is a thin use of the SDK.
 
 use crate::account::AccountArgs;
 use crate::emoji;
 use confab_client::{
     register_account, Chat, ChatEvent, ChatMessage, Client, Config, Event, Jid, Presence, Status,
+    Upload,
 };
 use std::io::Write;
 use tokio::sync::broadcast::error::RecvError;
@@ -32,6 +33,22 @@ pub async fn send(args: &AccountArgs, to: &str, message: &str) -> Result<(), Str
     sent.map(|_| ()).map_err(|e| format!("sending: {e}"))
 }
 
+/// `confab send-file JID PATH`: uploads the file (XEP-0363), sends its URL to JID with
+/// `jabber:x:oob`, prints the URL.
+pub async fn send_file(args: &AccountArgs, to: &str, path: &std::path::Path) -> Result<(), String> {
+    let to = Jid::new(to).map_err(|e| format!("recipient {to}: {e}"))?;
+    let account = args.account()?;
+    let config = args.config(&account)?;
+    // HTTPS upload URLs are checked as the XMPP connection is (--trust-cert).
+    let upload = Upload::new(config.options.verify.clone());
+    let client = connect(config).await?;
+    let sent = upload.send_file(&client, &to, path).await;
+    let _ = client.close().await;
+    let url = sent.map_err(|e| format!("sending {}: {e}", path.display()))?;
+    println!("{url}");
+    Ok(())
+}
+
 /// Logs in, with the error said plainly.
 pub async fn connect(config: Config) -> Result<Client, String> {
     let who = format!("{}@{}", config.options.username, config.options.domain);
@@ -50,6 +67,7 @@ pub fn message_json(m: &ChatMessage) -> String {
         "thread": m.thread,
         "replaces": m.replaces,
         "delayed": m.delayed,
+        "oob_url": m.oob_url,
     })
     .to_string()
 }
@@ -62,7 +80,12 @@ pub fn message_line(m: &ChatMessage) -> String {
         .map(|j| j.to_bare().to_string())
         .unwrap_or_default();
     let body = m.body.as_deref().unwrap_or_default();
-    format!("{from}: {}", emoji::render(body))
+    match &m.oob_url {
+        // A file: its URL, once, even when the body repeats it (as clients send it).
+        Some(url) if body.trim() == url || body.is_empty() => format!("{from}: [file] {url}"),
+        Some(url) => format!("{from}: {} [file] {url}", emoji::render(body)),
+        None => format!("{from}: {}", emoji::render(body)),
+    }
 }
 
 /// `confab listen`: logs in available and prints each incoming one-to-one message until

@@ -1,5 +1,5 @@
 //! `confab`: the terminal chat client (no subcommand, or `chat`) and commands for scripts
-//! (`register`, `send`, `listen`). Argument parsing only; the work is in the modules.
+//! (`register`, `send`, `send-file`, `listen`). Argument parsing only; the work is in the modules.
 
 mod account;
 mod commands;
@@ -33,9 +33,18 @@ enum Command {
         /// The text.
         message: String,
     },
+    /// Uploads a file to the server's HTTP upload service (XEP-0363) and sends its URL to
+    /// JID (as text and as jabber:x:oob, how other clients show files); prints the URL.
+    SendFile {
+        /// The recipient, user@domain.
+        to: String,
+        /// The file to send.
+        path: std::path::PathBuf,
+    },
     /// Prints incoming one-to-one messages, one per line, until Ctrl-C.
     Listen {
-        /// One JSON object per message: type, from, id, body, thread, replaces, delayed.
+        /// One JSON object per message: type, from, id, body, thread, replaces, delayed,
+        /// oob_url (a file's URL).
         #[arg(long)]
         json: bool,
         /// Exit after this many messages.
@@ -62,6 +71,7 @@ async fn main() -> ExitCode {
         None | Some(Command::Chat) => tui::run(&cli.account).await,
         Some(Command::Register) => commands::register(&cli.account).await,
         Some(Command::Send { to, message }) => commands::send(&cli.account, to, message).await,
+        Some(Command::SendFile { to, path }) => commands::send_file(&cli.account, to, path).await,
         Some(Command::Listen { json, count }) => {
             commands::listen(&cli.account, *json, *count).await
         }

@@ -213,3 +213,67 @@ async fn bad_input_fails_plainly() {
     c.args(["send", "erin@localhost", "hi"]);
     assert!(run(c).await.status.success());
 }
+
+#[tokio::test]
+async fn send_file_reaches_listen_json_byte_identical() {
+    let ts = TestServer::start_with_modules(confab_upload::all(), |_| {}).await;
+    ts.add_user("erin").await;
+    ts.add_user("finn").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = password_file(dir.path(), "pw", confab_tests::PASSWORD);
+    let mut listen = confab(&ts, "finn@localhost", &pw);
+    listen
+        .args(["listen", "--json", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut listener = listen.spawn().expect("listen starts");
+    let stderr = listener.stderr.take().expect("stderr");
+    let ready = tokio::time::timeout(
+        Duration::from_secs(15),
+        BufReader::new(stderr).lines().next_line(),
+    )
+    .await
+    .expect("listener ready in time")
+    .expect("stderr readable");
+    assert!(ready.is_some_and(|l| l.starts_with("listening as")));
+
+    let file = dir.path().join("plan v2.txt");
+    let data: Vec<u8> = (0..120_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(&file, &data).expect("file");
+    let mut send = confab(&ts, "erin@localhost", &pw);
+    send.arg("send-file").arg("finn@localhost").arg(&file);
+    let out = run(send).await;
+    assert!(out.status.success(), "{out:?}");
+    let url = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    assert!(url.ends_with("/plan%20v2.txt"), "{url}");
+
+    let out = tokio::time::timeout(Duration::from_secs(15), listener.wait_with_output())
+        .await
+        .expect("listener exits")
+        .expect("listener output");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(line["oob_url"], url.as_str());
+    assert_eq!(line["body"], url.as_str());
+
+    let dest = dir.path().join("got.txt");
+    confab_client::Upload::new(confab_client::CertVerification::Insecure)
+        .download(&url, &dest, 1 << 20)
+        .await
+        .expect("download");
+    assert!(std::fs::read(&dest).expect("read") == data);
+
+    // A missing file fails plainly.
+    let mut send = confab(&ts, "erin@localhost", &pw);
+    send.arg("send-file")
+        .arg("finn@localhost")
+        .arg(dir.path().join("nope"));
+    let out = run(send).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sending"),
+        "{out:?}"
+    );
+}

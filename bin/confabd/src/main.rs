@@ -149,7 +149,7 @@ fn init_logging(config: &Config) {
         .init();
 }
 
-/// Every module confabd knows: the IM features, the web transports, group chat and the
+/// Every module confabd knows: the IM features, the web transports, group chat, file upload and the
 /// admin console; `[modules] disabled` switches some off.
 fn modules() -> Vec<std::sync::Arc<dyn confab_server::module::Module>> {
     modules_with(std::sync::Arc::new(confab_admin::Admin::new()))
@@ -161,6 +161,7 @@ fn modules_with(
     let mut all = confab_modules::all();
     all.extend(confab_web::all());
     all.extend(confab_muc::all());
+    all.extend(confab_upload::all());
     all.push(admin);
     all
 }

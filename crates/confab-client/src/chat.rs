@@ -74,6 +74,9 @@ pub struct ChatMessage {
     pub nick: Option<String>,
     /// When it was first sent, if it was delayed (offline storage, XEP-0203), in Unix seconds.
     pub delayed: Option<i64>,
+    /// A file's URL carried as XEP-0066 out-of-band data (`<x xmlns='jabber:x:oob'><url/>`),
+    /// as clients send uploaded files (XEP-0363; see [`crate::Upload`]).
+    pub oob_url: Option<String>,
 }
 
 impl ChatMessage {
@@ -113,6 +116,12 @@ impl ChatMessage {
         if let Some(n) = &self.nick {
             m.push_child(nick::Nick(n.clone()).into());
         }
+        if let Some(u) = &self.oob_url {
+            m.push_child(
+                Element::new("x", crate::upload::OOB_NS)
+                    .child(Element::new("url", crate::upload::OOB_NS).text(u.clone())),
+            );
+        }
         m
     }
 
@@ -137,6 +146,11 @@ impl ChatMessage {
                 .get_child("delay", delay::NS)
                 .and_then(|d| Delay::try_from(d).ok())
                 .map(|d| d.stamp),
+            oob_url: el
+                .get_child("x", crate::upload::OOB_NS)
+                .and_then(|x| x.get_child("url", crate::upload::OOB_NS))
+                .map(|u| u.text_content().trim().to_string())
+                .filter(|u| !u.is_empty()),
         };
         (m.body.is_some() || m.state.is_some() || m.replaces.is_some()).then_some(m)
     }
@@ -433,6 +447,7 @@ mod tests {
             replaces: Some("m0".into()),
             nick: Some("Al".into()),
             delayed: None,
+            oob_url: Some("https://u.example/f/a%20b.png".into()),
         };
         assert_eq!(ChatMessage::from_element(&m.to_element()), Some(m));
     }

@@ -14,6 +14,8 @@
 //! queries the account's or a room's archive (XEP-0313) page by page; [`Carbons`]
 //! (XEP-0280) surfaces the copies of messages the account's other clients sent and got.
 //! [`VCards`] fetches and publishes vCards (XEP-0054) and follows avatar hashes (XEP-0153).
+//! [`Upload`] sends files through the server's HTTP upload service (XEP-0363) and downloads
+//! received ones (their URL is [`ChatMessage::oob_url`]).
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -51,6 +53,7 @@ mod reconnect;
 pub mod register;
 mod roster;
 mod sm;
+pub mod upload;
 mod vcard;
 
 pub use carbons::{CarbonEvent, Carbons, CARBONS_NS};
@@ -73,6 +76,7 @@ pub use register::{
 };
 pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;
+pub use upload::{Slot, Upload, UploadError, UploadService, OOB_NS, UPLOAD_NS};
 pub use vcard::{Photo, VCard, VCardEvent, VCards};
 
 /// Protocol types the API uses, re-exported so applications need no direct dependency.

@@ -9,7 +9,7 @@ use confab_client::{
     cancel_account, change_password, register_account, registration_fields, Affiliation, BareJid,
     CarbonEvent, Carbons, Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Element,
     Error, Jid, JoinOptions, LeaveReason, Mam, MamQuery, Muc, MucError, MucEvent, Photo,
-    RegistrationError, Role, VCard, VCards,
+    RegistrationError, Role, Status, Upload, UploadError, VCard, VCards,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,8 @@ impl Prosody {
         std::fs::write(d.join("cert.pem"), cert.cert.pem()).expect("cert");
         std::fs::write(d.join("key.pem"), cert.signing_key.serialize_pem()).expect("key");
         let port = free_port();
-        let cfg = config(d, port);
+        let http_port = free_port();
+        let cfg = config(d, port, http_port);
         std::fs::write(d.join("prosody.cfg.lua"), cfg).expect("config");
         let log = std::fs::File::create(d.join("stdout.log")).expect("log");
         let child = Command::new(bin)
@@ -125,9 +126,10 @@ impl Prosody {
     }
 }
 
-/// Prosody's configuration: c2s on `port` only, TLS with the generated certificate, MUC,
-/// MAM, carbons and in-band registration (open to loopback, unthrottled).
-fn config(d: &Path, port: u16) -> String {
+/// Prosody's configuration: c2s on `port`, TLS with the generated certificate, MUC,
+/// MAM, carbons, in-band registration (open to loopback, unthrottled), and HTTP File Upload
+/// (`mod_http_file_share` on `upload.localhost`, plain HTTP on `http_port`, loopback).
+fn config(d: &Path, port: u16, http_port: u16) -> String {
     let d = d.display();
     format!(
         r#"
@@ -140,7 +142,10 @@ c2s_interfaces = {{ "127.0.0.1" }}
 c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
 s2s_interfaces = {{ }}
-http_ports = {{ }}
+http_ports = {{ {http_port} }}
+http_interfaces = {{ "127.0.0.1" }}
+http_external_url = "http://127.0.0.1:{http_port}/"
+http_default_host = "upload.{DOMAIN}"
 https_ports = {{ }}
 component_ports = {{ }}
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "mam"; "carbons"; "offline"; "vcard_legacy"; "pep" }}
@@ -156,6 +161,8 @@ VirtualHost "{DOMAIN}"
 Component "conference.{DOMAIN}" "muc"
     modules_enabled = {{ "muc_mam" }}
     restrict_room_creation = false
+Component "upload.{DOMAIN}" "http_file_share"
+    http_file_share_size_limit = 1000000
 "#
     )
 }
@@ -531,4 +538,63 @@ async fn vcard_with_prosody() {
         got.photo.and_then(|p| p.data),
         card.photo.and_then(|p| p.data)
     );
+}
+
+#[tokio::test]
+async fn http_upload_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    p.add_user("alice");
+    p.add_user("bob");
+    let (alice, _) = chat_client(&p, "alice").await;
+    let (bob, bob_chat) = chat_client(&p, "bob").await;
+    confab_client::Presence::new()
+        .set(&bob, Status::available())
+        .await
+        .expect("presence");
+    let mut events = bob_chat.events();
+    let upload = Upload::new(p.options("alice", "sdk").verify);
+    let service = upload
+        .discover(&alice)
+        .await
+        .expect("prosody offers upload");
+    assert_eq!(service.jid.as_str(), "upload.localhost");
+    assert_eq!(service.max_file_size, Some(1_000_000));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("report 1.pdf");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    std::fs::write(&src, &data).expect("write");
+    let bob_jid = Jid::new("bob@localhost").expect("jid");
+    let url = upload
+        .send_file(&alice, &bob_jid, &src)
+        .await
+        .unwrap_or_else(|e| panic!("upload to prosody: {e}\n{}", p.logs()));
+    let got = next(&mut events, |e| matches!(e, ChatEvent::Message(_))).await;
+    let ChatEvent::Message(m) = got else {
+        unreachable!()
+    };
+    assert_eq!(m.oob_url.as_deref(), Some(url.as_str()));
+    let dest = dir.path().join("got.pdf");
+    let bob_upload = Upload::new(p.options("bob", "sdk").verify);
+    let n = bob_upload
+        .download(&url, &dest, 1 << 20)
+        .await
+        .expect("download from prosody");
+    assert_eq!(n, data.len() as u64);
+    assert!(std::fs::read(&dest).expect("read") == data);
+
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; 1_000_001]).expect("write");
+    let fresh = Upload::new(confab_client::CertVerification::Insecure);
+    fresh.discover(&alice).await.expect("service");
+    assert!(matches!(
+        fresh.upload_file(&alice, &big, None).await,
+        Err(UploadError::FileTooLarge {
+            max: Some(1_000_000)
+        })
+    ));
+    alice.close().await.expect("close");
+    bob.close().await.expect("close");
 }

@@ -593,6 +593,7 @@ mod tests {
             admission: confab_server::admission::Admission::new(&config.limits),
             shutdown: tokio::sync::watch::channel(false).1,
             listener_addrs: Vec::new(),
+            http_addrs: Vec::new(),
             started: std::time::Instant::now(),
             config,
         })

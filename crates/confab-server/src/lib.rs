@@ -37,6 +37,9 @@ pub struct ServerState {
     pub shutdown: watch::Receiver<bool>,
     /// Where modules' own listeners (`Registry::http_listener`) listen, by listener name.
     pub listener_addrs: Vec<(&'static str, SocketAddr)>,
+    /// Where the `[http]` listener listens (empty when no module serves routes), for
+    /// modules that hand out URLs on it (upload slots).
+    pub http_addrs: Vec<SocketAddr>,
     /// When the server started (uptime for the admin console).
     pub started: std::time::Instant,
 }
@@ -210,9 +213,15 @@ impl Server {
                 }
             }
         }
+        let http_addrs = http_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Address(e.to_string()))?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Arc::new(ServerState {
             listener_addrs,
+            http_addrs,
             started: std::time::Instant::now(),
             admission: admission::Admission::new(&config.limits),
             shutdown,

@@ -10,7 +10,7 @@ use crate::commands::connect;
 use confab_client::payloads::roster::{RosterItem, Subscription};
 use confab_client::{
     BareJid, Chat, ChatMessage, ChatState, Client, DisconnectReason, Event, Jid, JoinOptions, Mam,
-    MamQuery, Muc, Presence, Reconnect, Roster, Status,
+    MamQuery, Muc, Presence, Reconnect, Roster, Status, Upload,
 };
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
@@ -28,7 +28,11 @@ struct Sdk {
     roster: Arc<Roster>,
     muc: Arc<Muc>,
     mam: Arc<Mam>,
+    upload: Arc<Upload>,
 }
+
+/// Largest file `/save` downloads.
+const MAX_SAVE_BYTES: u64 = 1 << 30;
 
 fn entry(item: &RosterItem) -> RosterEntry {
     let subscription = match item.subscription {
@@ -76,6 +80,8 @@ pub async fn run(args: &AccountArgs) -> Result<(), String> {
         .module(muc.clone())
         .module(mam.clone())
         .reconnect(Reconnect::default());
+    // Upload URLs over https are checked as the XMPP connection is (--trust-cert).
+    let upload = Arc::new(Upload::new(config.options.verify.clone()));
     eprintln!("connecting as {}…", account.jid);
     let client = connect(config).await?;
     let sdk = Sdk {
@@ -85,6 +91,7 @@ pub async fn run(args: &AccountArgs) -> Result<(), String> {
         roster,
         muc,
         mam,
+        upload,
     };
     // Subscribed before going online so nothing is missed.
     let mut chat_rx = sdk.chat.events();
@@ -313,6 +320,28 @@ async fn execute(sdk: &Sdk, cmd: Command) -> Option<Outcome> {
                 Ok(None)
             }
             Command::History { key, before } => history(sdk, key, before).await.map(Some),
+            Command::SendFile { to, path } => {
+                let url = sdk
+                    .upload
+                    .send_file(c, &jid(&to)?, &path)
+                    .await
+                    .map_err(|e| format!("sending {}: {e}", path.display()))?;
+                Ok(Some(Outcome::FileSent { to, url }))
+            }
+            Command::Save { url, dir } => {
+                let name = confab_client::upload::file_name_of(&url)
+                    .ok_or_else(|| format!("{url}: no file name to save under"))?;
+                let dest = dir.join(&name);
+                let n = sdk
+                    .upload
+                    .download(&url, &dest, MAX_SAVE_BYTES)
+                    .await
+                    .map_err(|e| format!("saving {}: {e}", dest.display()))?;
+                Ok(Some(Outcome::Info(format!(
+                    "saved {} ({n} bytes)",
+                    dest.display()
+                ))))
+            }
             Command::Quit => Ok(None),
         }
     }

@@ -182,6 +182,20 @@ pub enum Command {
         /// The archive id to page back from; empty: the latest page.
         before: String,
     },
+    /// Upload a file (XEP-0363) and send its URL to a contact.
+    SendFile {
+        /// Bare JID.
+        to: String,
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Download a received file into a directory.
+    Save {
+        /// Its URL.
+        url: String,
+        /// Where to put it.
+        dir: std::path::PathBuf,
+    },
     /// Close the connection and exit.
     Quit,
 }
@@ -203,6 +217,13 @@ pub enum Outcome {
         first: Option<String>,
         /// Nothing older is archived.
         complete: bool,
+    },
+    /// A file was uploaded and its URL sent.
+    FileSent {
+        /// Bare JID of the recipient.
+        to: String,
+        /// Where it is.
+        url: String,
     },
     /// A room was joined.
     Joined {
@@ -243,11 +264,24 @@ pub struct Model {
     /// Per conversation, the archive id the next history page ends before; `None` inside
     /// once the archive has nothing older.
     history: HashMap<Key, Option<String>>,
+    /// The URL of the last file received (what `/save` downloads).
+    pub last_file: Option<String>,
     /// Set once the user asked to quit.
     pub quit: bool,
     /// Ids for messages sent (unique within this run).
     next_id: u64,
     id_prefix: String,
+}
+
+/// How a file shows in a conversation: its name and URL (and the text, if it says more
+/// than the URL).
+fn file_line(url: &str, body: &str) -> String {
+    let name = confab_client::upload::file_name_of(url).unwrap_or_else(|| "file".into());
+    if body.trim() == url || body.trim().is_empty() {
+        format!("[file] {name} {url}")
+    } else {
+        format!("{body} [file] {name} {url}")
+    }
 }
 
 /// A bare JID, normalised, or a message saying what is wrong.
@@ -276,6 +310,7 @@ impl Model {
             paused: false,
             idle_ticks: 0,
             history: HashMap::new(),
+            last_file: None,
             quit: false,
             next_id: 0,
             id_prefix: id_prefix.to_string(),
@@ -431,9 +466,14 @@ impl Model {
                 let Some(from) = m.from.as_ref().map(|f| f.to_bare().to_string()) else {
                     return;
                 };
-                let Some(body) = m.body.clone() else {
+                let Some(mut body) = m.body.clone() else {
                     return; // a correction without a body changes nothing shown
                 };
+                // A file (XEP-0363 upload sent with XEP-0066): its name and URL.
+                if let Some(url) = &m.oob_url {
+                    body = file_line(url, &body);
+                    self.last_file = Some(url.clone());
+                }
                 if let Some(c) = self.contacts.get_mut(&from) {
                     c.typing = false;
                 }
@@ -589,6 +629,18 @@ impl Model {
                 } else {
                     format!("{n} earlier messages from the archive")
                 });
+            }
+            Outcome::FileSent { to, url } => {
+                self.push(
+                    Key::Contact(to),
+                    Line {
+                        author: Author::Me,
+                        text: file_line(&url, &url),
+                        id: None,
+                        delivered: false,
+                        delayed: false,
+                    },
+                );
             }
             Outcome::Joined { room, nick } => {
                 self.rooms.insert(room.clone(), Room { nick, unread: 0 });
@@ -850,8 +902,52 @@ impl Model {
                     Vec::new()
                 }
             },
+            "file" => {
+                // The path is the rest of the line: file names have spaces.
+                let path = cmd
+                    .trim_start()
+                    .strip_prefix("file")
+                    .unwrap_or_default()
+                    .trim();
+                match (&self.open, path) {
+                    (_, "") => {
+                        self.error("usage: /file PATH (sends it to the open chat)");
+                        Vec::new()
+                    }
+                    (Some(Key::Contact(to)), p) => {
+                        let to = to.clone();
+                        self.info(format!("uploading {p}…"));
+                        vec![Command::SendFile { to, path: p.into() }]
+                    }
+                    _ => {
+                        self.error("open a chat with a contact to send a file");
+                        Vec::new()
+                    }
+                }
+            }
+            "save" => match self.last_file.clone() {
+                Some(url) => {
+                    let dir = cmd
+                        .trim_start()
+                        .strip_prefix("save")
+                        .unwrap_or_default()
+                        .trim();
+                    vec![Command::Save {
+                        url,
+                        dir: if dir.is_empty() {
+                            ".".into()
+                        } else {
+                            dir.into()
+                        },
+                    }]
+                }
+                None => {
+                    self.error("no file received yet");
+                    Vec::new()
+                }
+            },
             "help" => {
-                self.info("/add JID  /accept JID  /remove JID  /msg JID  /join ROOM NICK  /leave  /history  /quit  (Tab: next chat, PgUp/PgDn: scroll)");
+                self.info("/add JID  /accept JID  /remove JID  /msg JID  /join ROOM NICK  /leave  /history  /file PATH  /save [DIR]  /quit  (Tab: next chat, PgUp/PgDn: scroll)");
                 Vec::new()
             }
             other => {
@@ -1216,5 +1312,57 @@ mod tests {
             m.logs[&Key::Contact("bob@localhost".into())].len(),
             MAX_LINES
         );
+    }
+
+    #[test]
+    fn files_are_sent_shown_and_saved() {
+        let mut m = Model::new("alice@localhost", "t");
+        friend(&mut m, "bob@localhost");
+        assert!(enter(&mut m, "/save").is_empty(), "nothing received yet");
+        assert!(m.notice.as_ref().is_some_and(|(_, err)| *err));
+        assert!(enter(&mut m, "/file /tmp/x.png").is_empty(), "no chat open");
+        let url = "http://h/upload/abc/my%20photo.png";
+        m.on_chat(ChatEvent::Message(ChatMessage {
+            id: Some("f1".into()),
+            from: Some(Jid::new("bob@localhost/desk").expect("jid")),
+            body: Some(url.into()),
+            oob_url: Some(url.into()),
+            ..ChatMessage::default()
+        }));
+        let bob = Key::Contact("bob@localhost".into());
+        assert_eq!(
+            m.logs[&bob].back().map(|l| l.text.as_str()),
+            Some("[file] my photo.png http://h/upload/abc/my%20photo.png")
+        );
+        assert_eq!(m.last_file.as_deref(), Some(url));
+        assert_eq!(
+            enter(&mut m, "/save /tmp/in box"),
+            vec![Command::Save {
+                url: url.into(),
+                dir: "/tmp/in box".into(),
+            }]
+        );
+        assert_eq!(
+            enter(&mut m, "/save"),
+            vec![Command::Save {
+                url: url.into(),
+                dir: ".".into(),
+            }]
+        );
+        m.open(bob.clone());
+        assert_eq!(
+            enter(&mut m, "/file /tmp/holiday pics/a b.png"),
+            vec![Command::SendFile {
+                to: "bob@localhost".into(),
+                path: "/tmp/holiday pics/a b.png".into(),
+            }]
+        );
+        m.on_outcome(Outcome::FileSent {
+            to: "bob@localhost".into(),
+            url: "http://h/upload/def/a%20b.png".into(),
+        });
+        let last = m.logs[&bob].back().expect("line");
+        assert_eq!(last.author, Author::Me);
+        assert_eq!(last.text, "[file] a b.png http://h/upload/def/a%20b.png");
     }
 }
