@@ -14,6 +14,9 @@
 //! queries the account's or a room's archive (XEP-0313) page by page; [`Carbons`]
 //! (XEP-0280) surfaces the copies of messages the account's other clients sent and got.
 //! [`VCards`] fetches and publishes vCards (XEP-0054) and follows avatar hashes (XEP-0153).
+//! [`PubSub`] is XEP-0060 publish-subscribe and XEP-0163 PEP, with user nicknames
+//! (XEP-0172) and avatars (XEP-0084) in [`pep`]; [`Disco`] answers disco#info for this
+//! client and builds its XEP-0115 caps (where PEP `+notify` interests are advertised).
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -40,13 +43,16 @@
 mod carbons;
 mod chat;
 mod client;
+mod disco;
 pub mod dns;
 mod error;
 mod mam;
 mod module;
 pub mod muc;
+pub mod pep;
 mod ping;
 mod presence;
+pub mod pubsub;
 mod reconnect;
 pub mod register;
 mod roster;
@@ -56,6 +62,7 @@ mod vcard;
 pub use carbons::{CarbonEvent, Carbons, CARBONS_NS};
 pub use chat::{Chat, ChatConfig, ChatEvent, ChatMessage, CORRECT_NS};
 pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
+pub use disco::{Disco, CAPS_NODE};
 pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
 pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery, MAM_NS, MAX_RESULTS_PER_QUERY};
@@ -64,8 +71,12 @@ pub use muc::{
     AffiliatedUser, Affiliation, GroupMessage, History, JoinOptions, Joined, LeaveReason, Muc,
     MucError, MucEvent, Occupant, Role,
 };
+pub use pep::{AvatarInfo, PepEvent};
 pub use ping::Ping;
 pub use presence::{Presence, PresenceEvent, Show, Status};
+pub use pubsub::{
+    Item, ItemsQuery, PubSub, PubSubError, PubSubEvent, Subscription, SubscriptionState,
+};
 pub use reconnect::Reconnect;
 pub use register::{
     cancel_account, change_password, register_account, registration_fields, RegistrationError,
