@@ -57,6 +57,8 @@ mod reconnect;
 pub mod register;
 mod roster;
 mod sm;
+#[cfg(feature = "storage")]
+pub mod store;
 mod vcard;
 
 pub use carbons::{CarbonEvent, Carbons, CARBONS_NS};
@@ -84,6 +86,8 @@ pub use register::{
 };
 pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;
+#[cfg(feature = "storage")]
+pub use store::{LocalStore, StoreError, StoredMessage};
 pub use vcard::{Photo, VCard, VCardEvent, VCards};
 
 /// Protocol types the API uses, re-exported so applications need no direct dependency.
