@@ -100,3 +100,6 @@ pub use confab_proto::{
 pub use confab_stream::client::{ClientOptions, TlsMode};
 /// Certificate verification choices.
 pub use confab_stream::tls::CertVerification;
+/// Opt-in XML traffic logging (`ClientOptions::log_traffic`): its `tracing` target and
+/// the redaction of secrets.
+pub use confab_stream::traffic;
