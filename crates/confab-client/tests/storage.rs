@@ -1,11 +1,12 @@
 //! The local SQLite store (feature `storage`) against an in-process confabd: a client
 //! restarted on the same file gets its roster (and roster version) and its history back
 //! from disk, and catching up with the server archive resumes after the last stored
-//! message without storing any twice. A damaged or locked file is a typed error.
+//! message without storing any twice, for the account's archive and a room's. A damaged or locked file is a typed error.
 
 use confab_client::store::{ConversationKind, NewMessage, StoreOptions};
 use confab_client::{
-    BareJid, Chat, ChatEvent, Client, Config, Jid, LocalStore, Mam, Roster, StoreError,
+    BareJid, Chat, ChatEvent, Client, Config, Jid, JoinOptions, LocalStore, Mam, Muc, MucEvent,
+    Roster, StoreError,
 };
 use confab_proto::payloads::roster::RosterItem;
 use confab_tests::TestServer;
@@ -288,4 +289,77 @@ async fn damaged_and_locked_files_are_typed_errors() {
     let missing = dir.path().join("no/such/dir/x.sqlite");
     let r = LocalStore::open(&missing).await;
     assert!(matches!(r, Err(StoreError::Open(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_rooms_archive_is_caught_up_once() {
+    let ts = TestServer::start_with_modules(confab_muc::all(), |_| {}).await;
+    ts.add_user("alice").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(&dir.path().join("room.sqlite"))
+        .await
+        .expect("opens");
+    let me = BareJid::new("alice@localhost").expect("jid");
+    let muc = Muc::new();
+    let mam = Mam::new();
+    let client = Client::connect(
+        Config::new(ts.options("alice"))
+            .module(mam.clone())
+            .module(muc.clone()),
+    )
+    .await
+    .expect("connects");
+    let room = BareJid::new("log@conference.localhost").expect("jid");
+    muc.join(&client, &room, JoinOptions::new("Alice"))
+        .await
+        .expect("joins");
+    muc.accept_default_config(&client, &room)
+        .await
+        .expect("instant room");
+    let say = |text: &'static str| {
+        let (client, muc, room) = (client.clone(), muc.clone(), room.clone());
+        async move {
+            let mut ev = muc.events();
+            muc.send(&client, &room, text).await.expect("send");
+            next(
+                &mut ev,
+                |e| matches!(e, MucEvent::Message(m) if m.body == text),
+            )
+            .await;
+        }
+    };
+    for t in ["room 0", "room 1", "room 2"] {
+        say(t).await;
+    }
+    assert_eq!(
+        store
+            .catch_up(&client, &mam, Some(&room), 2)
+            .await
+            .expect("catch up"),
+        3
+    );
+    assert_eq!(
+        store
+            .catch_up(&client, &mam, Some(&room), 2)
+            .await
+            .expect("again"),
+        0
+    );
+    say("room 3").await;
+    assert_eq!(
+        store
+            .catch_up(&client, &mam, Some(&room), 2)
+            .await
+            .expect("resume"),
+        1
+    );
+    let got = store.messages(&me, &room, None, 10).await.expect("history");
+    let bodies: Vec<_> = got.iter().filter_map(|m| m.body.clone()).collect();
+    assert_eq!(bodies, ["room 0", "room 1", "room 2", "room 3"]);
+    assert!(got.iter().all(
+        |m| m.kind == ConversationKind::GroupChat && m.from == "log@conference.localhost/Alice"
+    ));
+    // The room's archive ids are not the account's: its own archive position is untouched.
+    assert_eq!(store.last_archive_id(&me, None).await.expect("own"), None);
+    let _ = client.close().await;
 }
