@@ -11,11 +11,14 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The SDK's optional local storage (off by default, so not in the workspace build).
+cargo clippy -p confab-client --all-targets --features storage -- -D warnings
 
 echo "== cargo test"
 # Prosody: the SDK's modules are checked against it (crates/confab-client/tests/prosody.rs).
 ./scripts/ensure-prosody.sh
 cargo test --workspace
+cargo test -p confab-client --features storage --test storage
 
 echo "== interop: slixmpp, go-sendxmpp, xmpp.js and Converse.js against confabd"
 ./scripts/interop.sh

@@ -5,7 +5,7 @@
 # `:)` shown as 🙂, see "typing…" (and its end when the typist pauses) and the delivery
 # tick ✓, send a file (/file, XEP-0363 upload) that the other saves (/save) byte-identical,
 # count unread messages, join a room and talk there, quit, and page the server's archive
-# from a new client (/history).
+# from a new client (/history, and PageUp past the top).
 # Usage: confab_tui.sh HOST PORT CERT_PEM CONFAB_BINARY   (the server must allow registration
 # and serve MUC on conference.localhost, as scripts/interop.sh configures it)
 set -euo pipefail
@@ -86,7 +86,7 @@ done
 start() {
     local who=$1 jid=$2
     local cmd
-    cmd=$(printf '%q ' "$confab" "${conn[@]}" --jid "$jid" --password-file "$work/${who%2}.pw")
+    cmd=$(printf '%q ' "$confab" "${conn[@]}" --jid "$jid" --password-file "$work/${who%%[0-9]*}.pw")
     # The pane stays after confab exits so its status can be read.
     tm new-session -d -s "$who" -x 150 -y 30 \
         "$cmd 2>$(printf '%q' "$work/$who.err"); echo \"confab exited with \$?\"; sleep 600"
@@ -165,8 +165,17 @@ check "/history shows bob's reply from the archive" wait_for alice2 "$bob: fine 
 say alice2 "/quit"
 check "alice's new client exits cleanly" wait_for alice2 "confab exited with 0"
 
+# PageUp past the top of a conversation pages the archive as well.
+start alice3 "$alice"
+check "alice's third client is online" wait_for alice3 "$alice [online]"
+say alice3 "/msg $bob"
+tm send-keys -t alice3 PPage
+check "PageUp at the top shows bob's reply from the archive" wait_for alice3 "$bob: fine 👍 (earlier)"
+say alice3 "/quit"
+check "alice's third client exits cleanly" wait_for alice3 "confab exited with 0"
+
 if [ "$failed" != 0 ]; then
-    for who in alice bob alice2; do
+    for who in alice bob alice2 alice3; do
         echo "--- $who's stderr:"
         cat "$work/$who.err" 2>/dev/null || true
     done

@@ -16,6 +16,9 @@
 //! [`VCards`] fetches and publishes vCards (XEP-0054) and follows avatar hashes (XEP-0153).
 //! [`Upload`] sends files through the server's HTTP upload service (XEP-0363) and downloads
 //! received ones (their URL is [`ChatMessage::oob_url`]).
+//! [`PubSub`] is XEP-0060 publish-subscribe and XEP-0163 PEP, with user nicknames
+//! (XEP-0172) and avatars (XEP-0084) in [`pep`]; [`Disco`] answers disco#info for this
+//! client and builds its XEP-0115 caps (where PEP `+notify` interests are advertised).
 //!
 //! The server is an address ([`ClientOptions::addr`]) or found in DNS ([`Config::for_domain`],
 //! [`Endpoint::Dns`]). With [`Config::reconnect`] a lost connection is replaced, with
@@ -42,23 +45,29 @@
 mod carbons;
 mod chat;
 mod client;
+mod disco;
 pub mod dns;
 mod error;
 mod mam;
 mod module;
 pub mod muc;
+pub mod pep;
 mod ping;
 mod presence;
+pub mod pubsub;
 mod reconnect;
 pub mod register;
 mod roster;
 mod sm;
+#[cfg(feature = "storage")]
+pub mod store;
 pub mod upload;
 mod vcard;
 
 pub use carbons::{CarbonEvent, Carbons, CARBONS_NS};
 pub use chat::{Chat, ChatConfig, ChatEvent, ChatMessage, CORRECT_NS};
 pub use client::{iq, Client, Config, DisconnectReason, Event, IntoElement, IqRequest};
+pub use disco::{Disco, CAPS_NODE};
 pub use dns::{DnsConfig, Endpoint};
 pub use error::Error;
 pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery, MAM_NS, MAX_RESULTS_PER_QUERY};
@@ -67,8 +76,12 @@ pub use muc::{
     AffiliatedUser, Affiliation, GroupMessage, History, JoinOptions, Joined, LeaveReason, Muc,
     MucError, MucEvent, Occupant, Role,
 };
+pub use pep::{AvatarInfo, PepEvent};
 pub use ping::Ping;
 pub use presence::{Presence, PresenceEvent, Show, Status};
+pub use pubsub::{
+    Item, ItemsQuery, PubSub, PubSubError, PubSubEvent, Subscription, SubscriptionState,
+};
 pub use reconnect::Reconnect;
 pub use register::{
     cancel_account, change_password, register_account, registration_fields, RegistrationError,
@@ -76,6 +89,8 @@ pub use register::{
 };
 pub use roster::{Roster, ROSTERVER};
 pub use sm::StreamManagement;
+#[cfg(feature = "storage")]
+pub use store::{LocalStore, StoreError, StoredMessage};
 pub use upload::{Slot, Upload, UploadError, UploadService, OOB_NS, UPLOAD_NS};
 pub use vcard::{Photo, VCard, VCardEvent, VCards};
 
@@ -89,3 +104,6 @@ pub use confab_proto::{
 pub use confab_stream::client::{ClientOptions, TlsMode};
 /// Certificate verification choices.
 pub use confab_stream::tls::CertVerification;
+/// Opt-in XML traffic logging (`ClientOptions::log_traffic`): its `tracing` target and
+/// the redaction of secrets.
+pub use confab_stream::traffic;

@@ -7,6 +7,7 @@
 //! not resume) it sends the last own presence again, since the server forgot it.
 
 use crate::client::Client;
+use crate::disco::Disco;
 use crate::error::Error;
 use crate::module::{Context, Handled, Module};
 use confab_proto::{BareJid, Element, FullJid, Stanza, StanzaKind};
@@ -123,6 +124,8 @@ struct State {
     own: Option<Status>,
     /// Children added to each own available presence (e.g. an avatar hash).
     extensions: Vec<Element>,
+    /// Whose XEP-0115 caps each own available presence carries.
+    caps: Option<Arc<Disco>>,
     /// The latest available presence of each contact resource.
     resources: BTreeMap<String, (FullJid, Status)>,
 }
@@ -181,10 +184,21 @@ impl Presence {
         self.lock().extensions = extensions;
     }
 
+    /// Puts `disco`'s XEP-0115 caps (computed afresh each time) in every own presence
+    /// from now on, so servers and contacts learn this client's features and PEP
+    /// `+notify` interests; takes effect with the next [`Presence::set`].
+    pub fn advertise(&self, disco: Arc<Disco>) {
+        self.lock().caps = Some(disco);
+    }
+
     fn own_presence(&self, status: &Status) -> Element {
         let mut p = status.to_element();
-        for e in &self.lock().extensions {
+        let s = self.lock();
+        for e in &s.extensions {
             p.push_child(e.clone());
+        }
+        if let Some(d) = &s.caps {
+            p.push_child(d.caps());
         }
         p
     }

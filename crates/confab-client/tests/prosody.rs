@@ -5,11 +5,13 @@
 //! missing Prosody fails instead (`scripts/ensure-prosody.sh`, run by `scripts/test.sh` and
 //! `scripts/interop.sh`, installs it).
 
+use confab_client::pep::{AVATAR_METADATA_NS, NICK_NS};
 use confab_client::{
     cancel_account, change_password, register_account, registration_fields, Affiliation, BareJid,
-    CarbonEvent, Carbons, Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Element,
-    Error, Jid, JoinOptions, LeaveReason, Mam, MamQuery, Muc, MucError, MucEvent, Photo,
-    RegistrationError, Role, Status, Upload, UploadError, VCard, VCards,
+    CarbonEvent, Carbons, Chat, ChatEvent, ChatState, Client, ClientOptions, Config, Disco,
+    Element, Error, ItemsQuery, Jid, JoinOptions, LeaveReason, Mam, MamQuery, Muc, MucError,
+    MucEvent, PepEvent, Photo, Presence, PresenceEvent, PubSub, PubSubError, PubSubEvent,
+    RegistrationError, Role, Status, SubscriptionState, Upload, UploadError, VCard, VCards,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -127,8 +129,9 @@ impl Prosody {
 }
 
 /// Prosody's configuration: c2s on `port`, TLS with the generated certificate, MUC,
-/// MAM, carbons, in-band registration (open to loopback, unthrottled), and HTTP File Upload
-/// (`mod_http_file_share` on `upload.localhost`, plain HTTP on `http_port`, loopback).
+/// MAM, carbons, PEP, a pubsub component, in-band registration (open to loopback,
+/// unthrottled), and HTTP File Upload (`mod_http_file_share` on `upload.localhost`, plain
+/// HTTP on `http_port`, loopback).
 fn config(d: &Path, port: u16, http_port: u16) -> String {
     let d = d.display();
     format!(
@@ -158,6 +161,9 @@ archive_expires_after = "never"
 default_archive_policy = true
 ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
 VirtualHost "{DOMAIN}"
+Component "pubsub.{DOMAIN}" "pubsub"
+    -- Node creation is for the service's admins; alice, here only.
+    admins = {{ "alice@{DOMAIN}" }}
 Component "conference.{DOMAIN}" "muc"
     modules_enabled = {{ "muc_mam" }}
     restrict_room_creation = false
@@ -538,6 +544,404 @@ async fn vcard_with_prosody() {
         got.photo.and_then(|p| p.data),
         card.photo.and_then(|p| p.data)
     );
+}
+
+/// A client with the modules PEP needs: disco (caps), pubsub, presence advertising caps.
+struct PepClient {
+    client: Client,
+    pubsub: Arc<PubSub>,
+    presence: Arc<Presence>,
+    events: broadcast::Receiver<PubSubEvent>,
+    presence_events: broadcast::Receiver<PresenceEvent>,
+}
+
+async fn pep_client(p: &Prosody, user: &str) -> PepClient {
+    let disco = Disco::new("confab test");
+    let pubsub = PubSub::new(disco.clone());
+    pubsub.notify(NICK_NS);
+    pubsub.notify(AVATAR_METADATA_NS);
+    let presence = Presence::new();
+    presence.advertise(disco.clone());
+    let client = Client::connect(
+        Config::new(p.options(user, "pep"))
+            .module(disco)
+            .module(pubsub.clone())
+            .module(presence.clone()),
+    )
+    .await
+    .expect("connects to prosody");
+    let events = pubsub.events();
+    let presence_events = presence.events();
+    PepClient {
+        client,
+        pubsub,
+        presence,
+        events,
+        presence_events,
+    }
+}
+
+async fn next_pep(
+    rx: &mut broadcast::Receiver<PubSubEvent>,
+    pred: impl Fn(&PepEvent) -> bool,
+) -> PepEvent {
+    let e = next(rx, |e| PepEvent::from_pubsub(e).is_some_and(|p| pred(&p))).await;
+    PepEvent::from_pubsub(&e).expect("a PEP event")
+}
+
+/// `x` asks to see `y`'s presence and `y` approves.
+async fn subscribe_to(x: &mut PepClient, y: &mut PepClient) {
+    let (xj, yj) = (bare(&x.client), bare(&y.client));
+    x.presence
+        .subscribe(&x.client, &yj)
+        .await
+        .expect("subscribe");
+    next(&mut y.presence_events, |e| {
+        matches!(e, PresenceEvent::SubscriptionRequest { .. })
+    })
+    .await;
+    y.presence.approve(&y.client, &xj).await.expect("approve");
+    // Prosody tells only resources that fetched the roster of the approval itself; the
+    // contact's presence follows it for every resource.
+    next(
+        &mut x.presence_events,
+        |e| matches!(e, PresenceEvent::Available(j, _) if j.to_bare() == yj),
+    )
+    .await;
+}
+
+fn bare(c: &Client) -> BareJid {
+    c.jid().to_bare()
+}
+
+#[tokio::test]
+async fn pep_nick_and_avatar_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    p.add_user("alice");
+    p.add_user("bob");
+    let mut alice = pep_client(&p, "alice").await;
+    let mut bob = pep_client(&p, "bob").await;
+    let (a, b) = (bare(&alice.client), bare(&bob.client));
+    // Mutual presence subscriptions: PEP sends to contacts who see the owner's presence.
+    // Requests reach available resources only.
+    for x in [&mut alice, &mut bob] {
+        x.presence
+            .set(&x.client, Status::available())
+            .await
+            .expect("presence");
+    }
+    subscribe_to(&mut alice, &mut bob).await;
+    subscribe_to(&mut bob, &mut alice).await;
+    // Presence with caps again, now to the contacts: Prosody asks the caps node what each
+    // client wants notifying of.
+    for x in [&mut alice, &mut bob] {
+        x.presence
+            .set(&x.client, Status::available())
+            .await
+            .expect("presence");
+    }
+    alice
+        .pubsub
+        .publish_nick(&alice.client, "Wonderland Alice")
+        .await
+        .expect("publish nick");
+    let got = next_pep(&mut bob.events, |e| matches!(e, PepEvent::Nick { .. })).await;
+    assert_eq!(
+        got,
+        PepEvent::Nick {
+            from: a.clone(),
+            nick: Some("Wonderland Alice".into())
+        }
+    );
+    assert_eq!(
+        bob.pubsub
+            .fetch_nick(&bob.client, &a)
+            .await
+            .expect("fetch nick")
+            .as_deref(),
+        Some("Wonderland Alice")
+    );
+    assert_eq!(
+        bob.pubsub
+            .fetch_nick(&bob.client, &b)
+            .await
+            .expect("own nick"),
+        None
+    );
+
+    let image: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let info = alice
+        .pubsub
+        .publish_avatar(&alice.client, &image, "image/png", Some(32), Some(32))
+        .await
+        .expect("publish avatar");
+    let got = next_pep(&mut bob.events, |e| matches!(e, PepEvent::Avatar { .. })).await;
+    assert_eq!(
+        got,
+        PepEvent::Avatar {
+            from: a.clone(),
+            info: Some(info.clone())
+        }
+    );
+    let fetched = bob
+        .pubsub
+        .fetch_avatar(&bob.client, &a, &info.id)
+        .await
+        .expect("fetch avatar");
+    assert_eq!(fetched.as_deref(), Some(&image[..]));
+    assert_eq!(
+        bob.pubsub
+            .fetch_avatar(&bob.client, &a, "0000000000000000000000000000000000000000")
+            .await
+            .expect("unknown id"),
+        None
+    );
+    alice
+        .pubsub
+        .disable_avatar(&alice.client)
+        .await
+        .expect("disable");
+    let got = next_pep(&mut bob.events, |e| matches!(e, PepEvent::Avatar { .. })).await;
+    assert_eq!(
+        got,
+        PepEvent::Avatar {
+            from: a.clone(),
+            info: None
+        }
+    );
+
+    // Publish-options on PEP: a whitelisted node is not readable by contacts, and a publish
+    // whose options contradict the node's configuration is refused.
+    let secret = "urn:example:secret";
+    alice
+        .pubsub
+        .publish(
+            &alice.client,
+            None,
+            secret,
+            Some("1"),
+            Element::new("x", secret),
+            &[("pubsub#access_model", "whitelist")],
+        )
+        .await
+        .expect("publish with options");
+    let denied = bob
+        .pubsub
+        .items(
+            &bob.client,
+            Some(&Jid::from(a.clone())),
+            secret,
+            &ItemsQuery::All,
+        )
+        .await;
+    assert!(
+        matches!(denied, Err(PubSubError::Forbidden | PubSubError::NotFound)),
+        "{denied:?}"
+    );
+    let clash = alice
+        .pubsub
+        .publish(
+            &alice.client,
+            None,
+            secret,
+            Some("2"),
+            Element::new("x", secret),
+            &[("pubsub#access_model", "open")],
+        )
+        .await;
+    assert!(
+        matches!(clash, Err(PubSubError::PreconditionNotMet)),
+        "{clash:?}"
+    );
+    let _ = alice.client.close().await;
+    let _ = bob.client.close().await;
+}
+
+#[tokio::test]
+async fn pubsub_service_with_prosody() {
+    let Some(p) = Prosody::start().await else {
+        return;
+    };
+    p.add_user("alice");
+    p.add_user("bob");
+    let alice = pep_client(&p, "alice").await;
+    let mut bob = pep_client(&p, "bob").await;
+    let service = Jid::new("pubsub.localhost").expect("jid");
+    let svc = Some(&service);
+    // Notifications go to the bare JID: delivered to available resources.
+    bob.presence
+        .set(&bob.client, Status::available())
+        .await
+        .expect("presence");
+    let node = alice
+        .pubsub
+        .create_node(
+            &alice.client,
+            svc,
+            Some("news"),
+            &[("pubsub#max_items", "10")],
+        )
+        .await
+        .expect("create node");
+    assert_eq!(node, "news");
+    let again = alice
+        .pubsub
+        .create_node(&alice.client, svc, Some("news"), &[])
+        .await;
+    assert!(matches!(again, Err(PubSubError::Conflict)), "{again:?}");
+    let form = alice
+        .pubsub
+        .node_config(&alice.client, svc, "news")
+        .await
+        .expect("config");
+    assert_eq!(form.value("pubsub#max_items"), Some("10"));
+    alice
+        .pubsub
+        .configure_node(
+            &alice.client,
+            svc,
+            "news",
+            &[("pubsub#max_items", "5"), ("pubsub#title", "News")],
+        )
+        .await
+        .expect("configure");
+    let form = alice
+        .pubsub
+        .node_config(&alice.client, svc, "news")
+        .await
+        .expect("config");
+    assert_eq!(form.value("pubsub#title"), Some("News"));
+
+    let sub = bob
+        .pubsub
+        .subscribe(&bob.client, svc, "news")
+        .await
+        .expect("subscribe");
+    assert_eq!(sub.state, SubscriptionState::Subscribed);
+    assert_eq!(sub.node, "news");
+
+    let entry = |t: &str| {
+        Element::new("entry", "http://www.w3.org/2005/Atom")
+            .child(Element::new("title", "http://www.w3.org/2005/Atom").text(t))
+    };
+    for (id, t) in [("1", "first"), ("2", "second")] {
+        let got = alice
+            .pubsub
+            .publish(&alice.client, svc, "news", Some(id), entry(t), &[])
+            .await
+            .expect("publish");
+        assert_eq!(got.as_deref(), Some(id));
+    }
+    let assigned = alice
+        .pubsub
+        .publish(&alice.client, svc, "news", None, entry("third"), &[])
+        .await
+        .expect("publish");
+    let third = assigned.expect("the service names the item");
+    let ev = next(&mut bob.events, |e| matches!(e, PubSubEvent::Items { items, .. } if items.iter().any(|i| i.id.as_deref() == Some("1")))).await;
+    match ev {
+        PubSubEvent::Items { from, node, items } => {
+            assert_eq!((from, node.as_str()), (service.clone(), "news"));
+            let title = items[0]
+                .payload
+                .as_ref()
+                .and_then(|p| p.elements().next())
+                .map(|t| t.text_content());
+            assert_eq!(title.as_deref(), Some("first"));
+        }
+        e => panic!("{e:?}"),
+    }
+    let all = bob
+        .pubsub
+        .items(&bob.client, svc, "news", &ItemsQuery::All)
+        .await
+        .expect("items");
+    assert_eq!(all.len(), 3, "{all:?}");
+    let latest = bob
+        .pubsub
+        .items(&bob.client, svc, "news", &ItemsQuery::Max(1))
+        .await
+        .expect("max");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].id.as_deref(), Some(third.as_str()));
+    let by_id = bob
+        .pubsub
+        .items(&bob.client, svc, "news", &ItemsQuery::Ids(vec!["2".into()]))
+        .await
+        .expect("by id");
+    assert_eq!(
+        by_id.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![Some("2".to_string())]
+    );
+    let missing = bob
+        .pubsub
+        .items(&bob.client, svc, "nothing-here", &ItemsQuery::All)
+        .await;
+    assert!(matches!(missing, Err(PubSubError::NotFound)), "{missing:?}");
+
+    alice
+        .pubsub
+        .retract(&alice.client, svc, "news", "1", true)
+        .await
+        .expect("retract");
+    let ev = next(&mut bob.events, |e| {
+        matches!(e, PubSubEvent::Retracted { .. })
+    })
+    .await;
+    assert_eq!(
+        ev,
+        PubSubEvent::Retracted {
+            from: service.clone(),
+            node: "news".into(),
+            ids: vec!["1".into()]
+        }
+    );
+    // Only the owner manages the node.
+    let refused = bob.pubsub.delete_node(&bob.client, svc, "news").await;
+    assert!(
+        matches!(refused, Err(PubSubError::Forbidden)),
+        "{refused:?}"
+    );
+    alice
+        .pubsub
+        .purge(&alice.client, svc, "news")
+        .await
+        .expect("purge");
+    next(&mut bob.events, |e| matches!(e, PubSubEvent::Purged { .. })).await;
+    assert!(bob
+        .pubsub
+        .items(&bob.client, svc, "news", &ItemsQuery::All)
+        .await
+        .expect("items")
+        .is_empty());
+    bob.pubsub
+        .unsubscribe(&bob.client, svc, "news", sub.subid.as_deref())
+        .await
+        .expect("unsubscribe");
+    bob.pubsub
+        .subscribe(&bob.client, svc, "news")
+        .await
+        .expect("subscribe again");
+    alice
+        .pubsub
+        .delete_node(&alice.client, svc, "news")
+        .await
+        .expect("delete");
+    let ev = next(&mut bob.events, |e| {
+        matches!(e, PubSubEvent::Deleted { .. })
+    })
+    .await;
+    assert_eq!(
+        ev,
+        PubSubEvent::Deleted {
+            from: service.clone(),
+            node: "news".into()
+        }
+    );
+    let _ = alice.client.close().await;
+    let _ = bob.client.close().await;
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 //! registration, so disabling a module removes its features here too.
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
 use confab_proto::ns::{CAPS, DISCO_INFO, DISCO_ITEMS};
 use confab_proto::payloads::disco::{self as payload, DiscoInfo, DiscoItems};
@@ -13,7 +12,6 @@ use confab_server::module::{
     FeatureStage, Identity, IqHandler, IqReply, IqTarget, Module, Registry,
 };
 use confab_server::ServerCtx;
-use sha1::{Digest, Sha1};
 use std::sync::{Arc, OnceLock};
 
 /// The XEP-0115 node naming this software.
@@ -60,31 +58,11 @@ impl Module for Disco {
 /// The XEP-0115 §5.1 verification string (SHA-1) of identities and features, without
 /// extended information forms.
 pub fn caps_ver(identities: &[Identity], features: &[String]) -> String {
-    let mut ids: Vec<String> = identities
+    let ids: Vec<payload::Identity> = identities
         .iter()
-        .map(|i| {
-            format!(
-                "{}/{}//{}",
-                i.category,
-                i.type_,
-                i.name.as_deref().unwrap_or("")
-            )
-        })
+        .map(|i| payload::Identity::new(&i.category, &i.type_, i.name.as_deref()))
         .collect();
-    ids.sort();
-    let mut feats: Vec<&str> = features.iter().map(String::as_str).collect();
-    feats.sort_unstable();
-    feats.dedup();
-    let mut s = String::new();
-    for i in &ids {
-        s.push_str(i);
-        s.push('<');
-    }
-    for f in feats {
-        s.push_str(f);
-        s.push('<');
-    }
-    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+    confab_proto::payloads::caps::ver(&ids, features)
 }
 
 /// The `disco#info` result: the identities, and the features sorted without repeats.

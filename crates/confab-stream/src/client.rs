@@ -41,6 +41,8 @@ pub struct ClientOptions {
     /// The channel-binding type for -PLUS mechanisms; by default tls-exporter when the
     /// connection has it (TLS 1.3), else tls-server-end-point.
     pub channel_binding: Option<ChannelBindingType>,
+    /// Log every element sent and received, secrets redacted (see [`crate::traffic`]).
+    pub log_traffic: bool,
 }
 
 impl ClientOptions {
@@ -58,6 +60,7 @@ impl ClientOptions {
             mechanism: None,
             authzid: None,
             channel_binding: None,
+            log_traffic: false,
         }
     }
 }
@@ -176,6 +179,7 @@ pub async fn connect_unauthenticated(
         _ => Transport::Tcp(tcp),
     };
     let mut s = XmlStream::new(transport, limits.clone());
+    s.set_log_traffic(opts.log_traffic);
     let mut features = open_stream(&mut s, &opts.domain).await?;
 
     if opts.tls == TlsMode::StartTls {
@@ -193,6 +197,7 @@ pub async fn connect_unauthenticated(
             _ => return Err(ClientError::Tls("already encrypted".into())),
         };
         s = XmlStream::new(tls_connect(tcp, opts, false).await?, limits);
+        s.set_log_traffic(opts.log_traffic);
         features = open_stream(&mut s, &opts.domain).await?;
     }
     Ok((s, features))

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod framing;
 pub mod tls;
+pub mod traffic;
 pub mod transport;
 pub mod xmlstream;
 

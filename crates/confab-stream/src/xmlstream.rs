@@ -26,6 +26,8 @@ pub struct XmlStream<S> {
     /// Received bytes not yet handed to the parser; empty (no capacity) while idle.
     rbuf: Vec<u8>,
     rpos: usize,
+    /// Log what goes in and out (`crate::traffic`); off unless a client asks.
+    log_traffic: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> XmlStream<S> {
@@ -35,7 +37,13 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> XmlStream<S> {
             parser: StreamParser::new(limits),
             rbuf: Vec::new(),
             rpos: 0,
+            log_traffic: false,
         }
+    }
+
+    /// Turns XML traffic logging on or off (see [`crate::traffic`]).
+    pub fn set_log_traffic(&mut self, on: bool) {
+        self.log_traffic = on;
     }
 
     pub fn limits(&self) -> &Limits {
@@ -70,6 +78,11 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> XmlStream<S> {
         if self.rpos >= self.rbuf.len() {
             self.rbuf.clear();
             self.rpos = 0;
+        }
+        if self.log_traffic {
+            if let Ok(Some(StreamEvent::Element(e))) = &ev {
+                crate::traffic::log_element(false, e);
+            }
         }
         ev
     }
@@ -123,13 +136,22 @@ impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> XmlStream<S> {
     }
 
     pub async fn write_bytes(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.log_traffic {
+            crate::traffic::log_bytes(data);
+        }
+        self.write_raw(data).await
+    }
+
+    async fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
         self.io.write_all(data).await?;
         self.io.flush().await
     }
 
     pub async fn write_element(&mut self, e: &Element, stream_ns: &str) -> io::Result<()> {
-        self.write_bytes(e.to_stream_xml(stream_ns).as_bytes())
-            .await
+        if self.log_traffic {
+            crate::traffic::log_element(true, e);
+        }
+        self.write_raw(e.to_stream_xml(stream_ns).as_bytes()).await
     }
 
     pub async fn shutdown(&mut self) -> io::Result<()> {

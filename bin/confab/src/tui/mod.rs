@@ -121,9 +121,11 @@ pub async fn run(args: &AccountArgs) -> Result<(), String> {
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
-        if let Err(e) = terminal.draw(|f| view::draw(f, &model)) {
+        let mut above = 0;
+        if let Err(e) = terminal.draw(|f| above = view::draw(f, &model)) {
             break Err(format!("drawing: {e}"));
         }
+        model.set_scroll_limit(above);
         if model.quit {
             break Ok(());
         }

@@ -251,6 +251,11 @@ pub struct Model {
     pub input: String,
     /// Lines scrolled up from the bottom of the open conversation.
     pub scroll: u16,
+    /// How far the open conversation can scroll up before its top (rows above the pane,
+    /// as last drawn); scrolling past it fetches an older page of the archive.
+    scroll_limit: u16,
+    /// An archive page was asked for and has not come back yet.
+    history_pending: bool,
     /// The connection.
     pub connection: Connection,
     /// The last notice: (text, is an error).
@@ -304,6 +309,8 @@ impl Model {
             open: None,
             input: String::new(),
             scroll: 0,
+            scroll_limit: 0,
+            history_pending: false,
             connection: Connection::Online,
             notice: None,
             composing_to: None,
@@ -602,13 +609,17 @@ impl Model {
     pub fn on_outcome(&mut self, o: Outcome) {
         match o {
             Outcome::Info(t) => self.info(t),
-            Outcome::Error(t) => self.error(t),
+            Outcome::Error(t) => {
+                self.history_pending = false;
+                self.error(t)
+            }
             Outcome::History {
                 key,
                 lines,
                 first,
                 complete,
             } => {
+                self.history_pending = false;
                 let log = self.logs.entry(key.clone()).or_default();
                 // What is already shown (it came live, or on an earlier page) is not repeated.
                 let fresh: Vec<Line> = lines
@@ -686,16 +697,51 @@ impl Model {
                 out.extend(self.typing_started());
                 out
             }
-            KeyCode::PageUp => {
-                self.scroll = self.scroll.saturating_add(10);
-                Vec::new()
-            }
+            KeyCode::PageUp => self.page_up(),
             KeyCode::PageDown => {
                 self.scroll = self.scroll.saturating_sub(10);
                 Vec::new()
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Records how far the open conversation can scroll (from the last drawing), keeping
+    /// the scroll position within it.
+    pub fn set_scroll_limit(&mut self, rows_above: u16) {
+        self.scroll_limit = rows_above;
+        self.scroll = self.scroll.min(rows_above);
+    }
+
+    /// PageUp: scrolls up; at the top, asks the archive for the page before what is shown.
+    fn page_up(&mut self) -> Vec<Command> {
+        if self.scroll >= self.scroll_limit {
+            if self.history_pending {
+                return Vec::new();
+            }
+            return self.older_page();
+        }
+        self.scroll = self.scroll.saturating_add(10).min(self.scroll_limit);
+        Vec::new()
+    }
+
+    /// The request for the open conversation's next older archive page, if there is one.
+    fn older_page(&mut self) -> Vec<Command> {
+        let Some(key) = self.open.clone() else {
+            self.error("no conversation open");
+            return Vec::new();
+        };
+        let before = match self.history.get(&key) {
+            Some(None) => {
+                self.info("no earlier messages in the archive");
+                return Vec::new();
+            }
+            Some(Some(before)) => before.clone(),
+            None => String::new(),
+        };
+        self.history_pending = true;
+        self.info("loading earlier messages…");
+        vec![Command::History { key, before }]
     }
 
     fn quit(&mut self) -> Vec<Command> {
@@ -882,26 +928,7 @@ impl Model {
                     }
                 }
             }
-            "history" => match self.open.clone() {
-                Some(key) => match self.history.get(&key) {
-                    Some(None) => {
-                        self.info("no earlier messages in the archive");
-                        Vec::new()
-                    }
-                    Some(Some(before)) => vec![Command::History {
-                        key,
-                        before: before.clone(),
-                    }],
-                    None => vec![Command::History {
-                        key,
-                        before: String::new(),
-                    }],
-                },
-                None => {
-                    self.error("no conversation open");
-                    Vec::new()
-                }
-            },
+            "history" => self.older_page(),
             "file" => {
                 // The path is the rest of the line: file names have spaces.
                 let path = cmd
@@ -947,7 +974,7 @@ impl Model {
                 }
             },
             "help" => {
-                self.info("/add JID  /accept JID  /remove JID  /msg JID  /join ROOM NICK  /leave  /history  /file PATH  /save [DIR]  /quit  (Tab: next chat, PgUp/PgDn: scroll)");
+                self.info("/add JID  /accept JID  /remove JID  /msg JID  /join ROOM NICK  /leave  /history  /file PATH  /save [DIR]  /quit  (Tab: next chat, PgUp/PgDn: scroll, past the top: older messages from the archive)");
                 Vec::new()
             }
             other => {
@@ -1300,6 +1327,72 @@ mod tests {
         assert_eq!(texts, ["first", "second", "live one"]);
         // Nothing older: no more requests.
         assert!(enter(&mut m, "/history").is_empty());
+    }
+
+    #[test]
+    fn page_up_past_the_top_loads_older_messages() {
+        let mut m = Model::new("alice@localhost", "t");
+        friend(&mut m, "bob@localhost");
+        let bob = Key::Contact("bob@localhost".into());
+        m.open(bob.clone());
+        // 25 rows above the pane: PageUp scrolls, 10 at a time, up to the top.
+        m.set_scroll_limit(25);
+        assert!(m.on_key(key(KeyCode::PageUp)).is_empty());
+        assert_eq!(m.scroll, 10);
+        assert!(m.on_key(key(KeyCode::PageUp)).is_empty());
+        assert!(m.on_key(key(KeyCode::PageUp)).is_empty());
+        assert_eq!(m.scroll, 25, "not past the top");
+        // At the top: the latest archive page, asked for once while it loads.
+        let first = vec![Command::History {
+            key: bob.clone(),
+            before: String::new(),
+        }];
+        assert_eq!(m.on_key(key(KeyCode::PageUp)), first);
+        assert!(
+            m.on_key(key(KeyCode::PageUp)).is_empty(),
+            "one page at a time"
+        );
+        let line = |id: &str| Line {
+            author: Author::Them("bob@localhost".into()),
+            text: id.into(),
+            id: Some(id.into()),
+            delivered: false,
+            delayed: true,
+        };
+        m.on_outcome(Outcome::History {
+            key: bob.clone(),
+            lines: vec![line("m1"), line("m2")],
+            first: Some("a1".into()),
+            complete: false,
+        });
+        // The page made the log taller: PageUp scrolls on into it, then asks for the next.
+        m.set_scroll_limit(35);
+        assert!(m.on_key(key(KeyCode::PageUp)).is_empty());
+        assert_eq!(m.scroll, 35);
+        assert_eq!(
+            m.on_key(key(KeyCode::PageUp)),
+            vec![Command::History {
+                key: bob.clone(),
+                before: "a1".into()
+            }]
+        );
+        m.on_outcome(Outcome::Error("archive unavailable".into()));
+        // A failed page may be asked for again; once the archive is exhausted, no more.
+        assert_eq!(m.on_key(key(KeyCode::PageUp)).len(), 1);
+        m.on_outcome(Outcome::History {
+            key: bob.clone(),
+            lines: Vec::new(),
+            first: None,
+            complete: true,
+        });
+        assert!(m.on_key(key(KeyCode::PageUp)).is_empty());
+        // PageDown goes back towards the newest; a shorter log clamps the position.
+        assert!(m.on_key(key(KeyCode::PageDown)).is_empty());
+        assert_eq!(m.scroll, 25);
+        m.set_scroll_limit(5);
+        assert_eq!(m.scroll, 5);
+        m.on_key(key(KeyCode::PageDown));
+        assert_eq!(m.scroll, 0);
     }
 
     #[test]

@@ -19,15 +19,17 @@ fn mark(a: Availability) -> (&'static str, Color) {
     }
 }
 
-/// Draws the whole screen.
-pub fn draw(frame: &mut Frame, m: &Model) {
+/// Draws the whole screen; returns how many rows of the open conversation lie above its
+/// pane when it shows the newest (how far it can scroll up before the top).
+pub fn draw(frame: &mut Frame, m: &Model) -> u16 {
     let [main, status] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     let [roster, chat] =
         Layout::horizontal([Constraint::Length(38), Constraint::Min(10)]).areas(main);
     draw_roster(frame, roster, m);
-    draw_chat(frame, chat, m);
+    let above = draw_chat(frame, chat, m);
     draw_status(frame, status, m);
+    above
 }
 
 fn draw_roster(frame: &mut Frame, area: Rect, m: &Model) {
@@ -93,7 +95,7 @@ fn highlight(line: Line<'static>, selected: bool) -> Line<'static> {
     }
 }
 
-fn draw_chat(frame: &mut Frame, area: Rect, m: &Model) {
+fn draw_chat(frame: &mut Frame, area: Rect, m: &Model) -> u16 {
     let [log, typing, input] = Layout::vertical([
         Constraint::Min(1),
         Constraint::Length(1),
@@ -161,6 +163,7 @@ fn draw_chat(frame: &mut Frame, area: Rect, m: &Model) {
     frame.render_widget(Paragraph::new(shown.clone()).block(block), input);
     let x = input.x + 1 + ratatui::text::Line::from(shown).width() as u16;
     frame.set_cursor_position((x.min(input.right().saturating_sub(2)), input.y + 1));
+    bottom
 }
 
 fn draw_status(frame: &mut Frame, area: Rect, m: &Model) {
@@ -198,7 +201,10 @@ mod tests {
 
     fn screen(m: &Model) -> String {
         let mut t = Terminal::new(TestBackend::new(100, 16)).expect("terminal");
-        t.draw(|f| draw(f, m)).expect("draws");
+        t.draw(|f| {
+            draw(f, m);
+        })
+        .expect("draws");
         let buf = t.backend().buffer().clone();
         let mut out = String::new();
         for y in 0..buf.area.height {

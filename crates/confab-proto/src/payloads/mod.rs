@@ -11,6 +11,7 @@
 //! which names the stanza error a server should answer with (usually `bad-request`).
 
 pub mod blocking;
+pub mod caps;
 pub mod chatstates;
 pub mod data_form;
 pub mod delay;
