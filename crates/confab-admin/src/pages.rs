@@ -798,12 +798,13 @@ pub async fn settings(req: Http) -> Response {
         (
             l.t("settings.listeners").into(),
             format!(
-                "c2s {} ({}/{}), http {} ({}), admin {}",
+                "c2s {} ({}/{}), http {} ({}/{}), admin {}",
                 c.c2s.interfaces.join(" "),
                 c.c2s.port,
                 c.c2s.tls_port,
                 c.http.interfaces.join(" "),
                 c.http.port,
+                c.http.tls_port,
                 req.console.config.listen
             ),
         ),
