@@ -210,7 +210,7 @@ impl Server {
                         .map_err(|e| StartError::Address(e.to_string()))?;
                     tracing::info!(addr = %bound, listener = ml.name, "http listening");
                     listener_addrs.push((ml.name, bound));
-                    module_listeners.push((l, ml.router.clone()));
+                    module_listeners.push((l, ml.router.clone(), ml.tls));
                 }
             }
         }
@@ -267,11 +267,24 @@ impl Server {
                 http::tag,
             ))
         };
-        let mut plain: Vec<(TcpListener, axum::Router)> = module_listeners
-            .into_iter()
-            .map(|(l, r)| (l, tagged(r.with_state(ctx.clone()), false)))
-            .collect();
+        let handshake = Duration::from_secs(ctx.config.http.tls_handshake_timeout);
+        let mut plain: Vec<(TcpListener, axum::Router)> = Vec::new();
         let mut secure = Vec::new();
+        for (l, r, tls) in module_listeners {
+            let app = tagged(r.with_state(ctx.clone()), tls);
+            if tls {
+                let l = http::TlsListener::new(
+                    l,
+                    ctx.tls.https.clone(),
+                    handshake,
+                    shutdown_tx.subscribe(),
+                )
+                .map_err(|e| StartError::Address(e.to_string()))?;
+                secure.push((l, app));
+            } else {
+                plain.push((l, app));
+            }
+        }
         if let Some(router) = http_router {
             let app = router.with_state(ctx.clone());
             for (listener, tls) in http_listeners {
@@ -280,11 +293,10 @@ impl Server {
                     .map_err(|e| StartError::Address(e.to_string()))?;
                 tracing::info!(%addr, tls, "http listening");
                 if tls {
-                    let timeout = Duration::from_secs(ctx.config.http.tls_handshake_timeout);
                     let l = http::TlsListener::new(
                         listener,
                         ctx.tls.https.clone(),
-                        timeout,
+                        handshake,
                         shutdown_tx.subscribe(),
                     )
                     .map_err(|e| StartError::Address(e.to_string()))?;
