@@ -1103,3 +1103,62 @@ async fn with_tls_the_console_speaks_https_only_and_its_cookie_is_secure() {
         .unwrap_or_else(|| panic!("no cookie: {text}"));
     assert!(cookie.contains("; secure"), "{cookie}");
 }
+
+#[tokio::test]
+async fn the_users_page_and_the_api_list_accounts_a_page_at_a_time() {
+    use confab_proto::sasl::{ScramCredentials, ScramHash};
+    let (ts, addr) = configured(|_| {}).await;
+    // 58 more accounts beside boss and alice: 60, three pages of 25.
+    let creds = vec![ScramCredentials::new_random(ScramHash::Sha256, "pw", 4096).expect("creds")];
+    let accounts = &ts.server().ctx().stores.accounts;
+    for i in 0..58 {
+        accounts
+            .create_account("localhost", &format!("u{i:02}"), &creds)
+            .await
+            .expect("account");
+    }
+    let mut b = Browser::new(addr);
+    assert_eq!(b.login("boss@localhost", PASSWORD).await.status, 303);
+    let rows = |r: &Resp| r.body.matches("<tr><td><a href=\"/user?jid=").count();
+    let first = b.get("/users").await;
+    assert_eq!(rows(&first), 25, "{}", first.body);
+    assert!(first.body.contains("Page 1 / 3"), "{}", first.body);
+    assert!(first.body.contains(">alice@localhost<"));
+    let last = b.get("/users?page=3").await;
+    assert_eq!(rows(&last), 10);
+    assert!(last.body.contains(">u57@localhost<"));
+    let beyond = b.get("/users?page=99").await;
+    assert_eq!(rows(&beyond), 10, "past the end: the last page");
+    assert!(beyond.body.contains("Page 3 / 3"));
+    let found = b.get("/users?q=U0").await;
+    assert_eq!(rows(&found), 10, "u00…u09, case-folded");
+    assert!(found.body.contains("Page 1 / 1"));
+    let exact = b.get("/users?q=alice%40loc").await;
+    assert_eq!(rows(&exact), 1);
+    assert!(exact.body.contains(">alice@localhost<"));
+    let dash = b.get("/dashboard").await;
+    assert!(dash.body.contains("id=\"stat-users\">60<"), "{}", dash.body);
+    // The API: offset and limit, the total beside the page.
+    let csrf = b.get("/api-tokens").await.csrf();
+    let page = b
+        .post("/api-tokens/create", &[("csrf", &csrf), ("name", "t")])
+        .await;
+    let at = page.body.find("id=\"new-token\">").expect("token shown");
+    let rest = &page.body[at + 15..];
+    let token = rest[..rest.find('<').expect("end")].to_string();
+    let t = Some(token.as_str());
+    let r = api(addr, "GET", "/api/v1/users?offset=40&limit=50", t, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["total"], 60);
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(20));
+    assert_eq!(v["users"][19]["jid"], "u57@localhost");
+    let r = api(addr, "GET", "/api/v1/users?q=u1&limit=3", t, None).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["total"], 10);
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(3));
+    for bad in ["limit=0", "limit=1001", "limit=x", "offset=-1"] {
+        let r = api(addr, "GET", &format!("/api/v1/users?{bad}"), t, None).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+}

@@ -17,7 +17,7 @@ pub mod roster;
 mod sql;
 
 pub use account_data::DataStore;
-pub use accounts::AccountStore;
+pub use accounts::{AccountQuery, AccountSearch, AccountStore};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use room_archive::{RoomArchiveStore, RoomMessage};
