@@ -300,6 +300,7 @@ impl Bosh {
         let terminate = el.get_attr("type") == Some("terminate");
         let pause = el.get_attr("pause").and_then(|p| p.parse::<u64>().ok());
         let payloads = el.elements().cloned().collect();
+        let ack = el.get_attr("ack").and_then(|a| a.parse::<u64>().ok());
         let req = Request {
             rid,
             header,
@@ -307,6 +308,7 @@ impl Bosh {
             terminate,
             pause,
             size,
+            ack,
         };
         let sid = session.sid.clone();
         let answer = session.handle(req, creation).await;
@@ -361,7 +363,9 @@ impl Bosh {
         // connections, but a client does not leave HTTPS half way.
         let secure = crate::websocket::is_secure(&conn, config.trust_loopback);
         let legacy = el.get_attr("ver").is_none();
-        let session = Session::new(sid.clone(), rid, params, secure, legacy);
+        // XEP-0124 §9: a client that will acknowledge answers says so with `ack='1'`.
+        let acks = el.get_attr("ack") == Some("1");
+        let session = Session::new(sid.clone(), rid, params, secure, legacy, acks);
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
