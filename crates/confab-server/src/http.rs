@@ -329,8 +329,10 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
-                            drop(permit);
+                            // Counted until axum has taken it, so connections waiting
+                            // for it are bounded too.
                             let _ = tx.send((tls, peer)).await;
+                            drop(permit);
                         }
                         Ok(Err(e)) => {
                             tracing::info!(%peer, error = %e, "https: TLS handshake failed")
