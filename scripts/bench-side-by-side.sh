@@ -159,6 +159,7 @@ require_tls = false
 allow_plain_without_tls = true
 [http]
 port = 0
+tls_port = 0
 [admin]
 enabled = false
 [modules]

@@ -9,12 +9,14 @@
 #                          (as root) and the pinned npm packages of tests/interop/web
 #                          (npm ci into a cache dir keyed by package-lock.json, linked as
 #                          tests/interop/web/node_modules)
-#   interop-web.sh run     runs the three tests; needs in the environment: C2S_PORT, HTTP_PORT,
+#   interop-web.sh run     runs the tests; needs in the environment: C2S_PORT, HTTP_PORT,
+#                          HTTPS_PORT and CERT (confabd's TLS certificate, PEM),
 #                          PYTHON (with slixmpp), ARTEFACTS (screenshots and logs go there),
 #                          XJ_JID/XJ_PASSWORD, XJ_PEER_JID/XJ_PEER_PASSWORD (xmpp.js and its
 #                          TCP peer), CV_JID/CV_PASSWORD, CV_PEER_JID/CV_PEER_PASSWORD (Converse
 #                          over WebSocket), CB_JID/CB_PASSWORD, CB_PEER_JID/CB_PEER_PASSWORD
-#                          (Converse over BOSH), ADMIN_PORT and SETUP_LINK (the admin
+#                          (Converse over BOSH), CT_JID/CT_PASSWORD, CT_PEER_JID/CT_PEER_PASSWORD
+#                          (Converse over wss:// on the HTTPS listener), ADMIN_PORT and SETUP_LINK (the admin
 #                          console and the set-up link confabd logged; CONSOLE_LANG picks
 #                          the wizard's language, zh-CN by default)
 #
@@ -72,11 +74,15 @@ setup() {
 
 # converse TRANSPORT JID PASSWORD PEER_JID PEER_PASSWORD VERSION: one Converse.js run.
 converse() {
-    local rc
+    local rc spki
     echo "== Converse.js $6 in headless Chromium over $1"
+    # What Chromium's --ignore-certificate-errors-spki-list takes: base64 SHA-256 of the
+    # certificate's public key.
+    spki="$(openssl x509 -in "$CERT" -pubkey -noout | openssl pkey -pubin -outform der \
+        | openssl dgst -sha256 -binary | base64)"
     set +e
     # The test bounds itself at 100 s; timeout is the backstop if node itself hangs.
-    WEB_TRANSPORT="$1" WEB_JID="$2" WEB_PASSWORD="$3" PEER_JID="$4" PEER_PASSWORD="$5" \
+    CERT_SPKI="$spki" WEB_TRANSPORT="$1" WEB_JID="$2" WEB_PASSWORD="$3" PEER_JID="$4" PEER_PASSWORD="$5" \
         CHROMIUM="$CHROMIUM" timeout 115 node "$WEB/converse.mjs"
     rc=$?
     set -e
@@ -105,6 +111,7 @@ run() {
     version="$(node -p 'require("./'"$WEB"'/node_modules/converse.js/package.json").version')"
     converse websocket "$CV_JID" "$CV_PASSWORD" "$CV_PEER_JID" "$CV_PEER_PASSWORD" "$version" || status=1
     converse bosh "$CB_JID" "$CB_PASSWORD" "$CB_PEER_JID" "$CB_PEER_PASSWORD" "$version" || status=1
+    converse wss "$CT_JID" "$CT_PASSWORD" "$CT_PEER_JID" "$CT_PEER_PASSWORD" "$version" || status=1
 
     echo "== the admin console in headless Chromium (set-up wizard, users, sessions)"
     set +e

@@ -89,12 +89,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free ports for c2s, direct TLS, HTTP (WebSocket) and the admin console: bound to port 0
-# then released; a small race, acceptable for a test.
-read -r PORT TLS_PORT HTTP_PORT ADMIN_PORT < <(python3 - <<'EOF'
+# Free ports for c2s, direct TLS, HTTP (WebSocket), HTTPS and the admin console: bound to
+# port 0 then released; a small race, acceptable for a test.
+read -r PORT TLS_PORT HTTP_PORT ADMIN_PORT HTTPS_PORT < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(5):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -119,6 +119,7 @@ tls_port = $TLS_PORT
 # XMPP over WebSocket, BOSH and host-meta for the web interop tests; upload slots' URLs.
 interfaces = ["127.0.0.1"]
 port = $HTTP_PORT
+tls_port = $HTTPS_PORT
 
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
@@ -151,8 +152,8 @@ GS_RECEIVER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf '%s\n' "$GS_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add gs-sender@localhost --password-stdin >>"$LOG" 2>&1
 printf '%s\n' "$GS_RECEIVER_PW" | "$CONFABD" --config "$CONFIG" user add gs-receiver@localhost --password-stdin >>"$LOG" 2>&1
 # The web tests: a web user and its TCP peer each, for xmpp.js (XJ), Converse over WebSocket
-# (CV) and Converse over BOSH (CB).
-for who in XJ XJ_PEER CV CV_PEER CB CB_PEER; do
+# (CV), Converse over BOSH (CB) and Converse over wss:// on the HTTPS listener (CT).
+for who in XJ XJ_PEER CV CV_PEER CB CB_PEER CT CT_PEER; do
     user="$(echo "$who" | tr 'A-Z_' 'a-z-')"
     pw="$user-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
     export "${who}_JID=web-$user@localhost" "${who}_PASSWORD=$pw"
@@ -160,7 +161,7 @@ for who in XJ XJ_PEER CV CV_PEER CB CB_PEER; do
 done
 
 start_server() {
-    echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT, HTTP $HTTP_PORT)"
+    echo "== starting confabd (c2s $PORT, direct TLS $TLS_PORT, HTTP $HTTP_PORT, HTTPS $HTTPS_PORT)"
     RUST_LOG="${RUST_LOG:-info}" "$CONFABD" --config "$CONFIG" run >>"$LOG" 2>&1 &
     SERVER_PID=$!
     # Bounded wait until the c2s ports accept connections. The HTTP port is not waited
@@ -264,11 +265,11 @@ rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc
 
-echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH, the admin console"
+echo "== web interop: xmpp.js and Converse.js over WebSocket, Converse.js over BOSH and wss://, the admin console"
 set +e
 # The set-up link of the running server (the last start printed a fresh one).
 SETUP_LINK="$(grep -o 'http://[0-9.:]*/setup?token=[A-Za-z0-9_-]*' "$LOG" | tail -n 1)"
-C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" ADMIN_PORT="$ADMIN_PORT" SETUP_LINK="$SETUP_LINK" PYTHON="$VENV/bin/python" \
+C2S_PORT="$PORT" HTTP_PORT="$HTTP_PORT" HTTPS_PORT="$HTTPS_PORT" CERT="$WORK/data/tls/cert.pem" ADMIN_PORT="$ADMIN_PORT" SETUP_LINK="$SETUP_LINK" PYTHON="$VENV/bin/python" \
     ARTEFACTS="${CONFAB_INTEROP_ARTEFACTS:-$WORK/artefacts}" scripts/interop-web.sh run
 rc=$?
 set -e

@@ -118,6 +118,7 @@ tls_port = $CTLS
 [http]
 interfaces = ["127.0.0.1"]
 port = $HTTP
+tls_port = 0
 [admin]
 listen = "127.0.0.1:$ADMIN"
 TOML

@@ -129,6 +129,7 @@ tls_port = $CTLS
 [http]
 interfaces = ["127.0.0.1"]
 port = $HTTP
+tls_port = 0
 # Not needed here; its default port may be in use by the server under test.
 [admin]
 enabled = false

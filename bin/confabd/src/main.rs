@@ -436,7 +436,13 @@ async fn check(config: Config) -> Result<(), String> {
         .interfaces
         .iter()
         .flat_map(|i| [(i, config.c2s.port), (i, config.c2s.tls_port)])
-        .chain(config.http.interfaces.iter().map(|i| (i, config.http.port)));
+        .chain(
+            config
+                .http
+                .interfaces
+                .iter()
+                .flat_map(|i| [(i, config.http.port), (i, config.http.tls_port)]),
+        );
     // The admin console's own listener, when enabled.
     let admin: Option<confab_admin::AdminConfig> = config
         .section::<confab_admin::AdminConfig>("admin")

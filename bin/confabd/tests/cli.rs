@@ -27,8 +27,9 @@ fn write_config(dir: &Path, port: u16, tls_port: u16) -> std::path::PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[server]\ndomains = ['localhost']\ndata_dir = '{}'\n[c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\ntls_port = {tls_port}\n[http]\ninterfaces = ['127.0.0.1']\nport = {}\n[admin]\nlisten = '127.0.0.1:{}'\n",
+            "[server]\ndomains = ['localhost']\ndata_dir = '{}'\n[c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\ntls_port = {tls_port}\n[http]\ninterfaces = ['127.0.0.1']\nport = {}\ntls_port = {}\n[admin]\nlisten = '127.0.0.1:{}'\n",
             dir.join("data").display(),
+            free_port(),
             free_port(),
             free_port()
         ),

@@ -54,10 +54,11 @@ fn write_config(dir: &Path, port: u16, url: &str, storage_extra: &str) -> PathBu
         format!(
             "[server]\ndomains = ['localhost']\ndata_dir = '{}'\n\
              [c2s]\ninterfaces = ['127.0.0.1']\nport = {port}\ntls_port = {}\n\
-             [http]\ninterfaces = ['127.0.0.1']\nport = {}\n\
+             [http]\ninterfaces = ['127.0.0.1']\nport = {}\ntls_port = {}\n\
              [admin]\nlisten = '127.0.0.1:{}'\n\
              [storage]\nurl = '{url}'\n{storage_extra}",
             dir.join("data").display(),
+            free_port(),
             free_port(),
             free_port(),
             free_port()

@@ -244,23 +244,40 @@ fn json_body<T: serde::de::DeserializeOwned>(req: &Http) -> Result<T, Response> 
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
 }
 
-/// GET /api/v1/users?q=: every account of the served domains (optionally filtered).
+/// Largest page `GET /api/v1/users` returns.
+const MAX_USERS_PAGE: u32 = 1000;
+
+/// GET /api/v1/users?q=&offset=&limit=: one page of the accounts of the served domains
+/// (optionally searched, as on the users page), with how many there are in all.
 pub async fn list_users(req: Http) -> Response {
     let _ = caller!(req);
-    let q = req.query("q").unwrap_or_default().to_lowercase();
-    let mut all = Vec::new();
-    for d in &req.ctx.config.server.domains {
-        match req.ctx.stores.accounts.list_accounts(d).await {
-            Ok(list) => all.extend(list.into_iter().map(|u| format!("{u}@{d}"))),
+    let q = req.query("q").unwrap_or_default();
+    let number = |name: &str, default: u64| -> Result<u64, Response> {
+        match req.query(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{name} must be a non-negative integer"),
+                )
+            }),
+        }
+    };
+    let (offset, limit) = match (number("offset", 0), number("limit", 100)) {
+        (Ok(o), Ok(l)) if (1..=u64::from(MAX_USERS_PAGE)).contains(&l) => (o, l as u32),
+        (Err(r), _) | (_, Err(r)) => return r,
+        _ => return error(StatusCode::BAD_REQUEST, "limit must be 1 to 1000"),
+    };
+    let searches = crate::pages::account_searches(&req.ctx.config.server.domains, &q);
+    let (total, jids) =
+        match crate::pages::account_listing(&req.ctx, &searches, offset, limit).await {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "admin API: storage failed");
                 return error(StatusCode::SERVICE_UNAVAILABLE, "storage failed");
             }
-        }
-    }
-    all.retain(|j| q.is_empty() || j.to_lowercase().contains(&q));
-    all.sort();
-    let users: Vec<_> = all
+        };
+    let users: Vec<_> = jids
         .iter()
         .map(|j| {
             let online = BareJid::new(j)
@@ -269,7 +286,10 @@ pub async fn list_users(req: Http) -> Response {
             json!({ "jid": j, "sessions": online })
         })
         .collect();
-    reply(StatusCode::OK, json!({ "users": users }))
+    reply(
+        StatusCode::OK,
+        json!({ "users": users, "total": total, "offset": offset, "limit": limit }),
+    )
 }
 
 #[derive(Deserialize)]

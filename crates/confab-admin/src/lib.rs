@@ -44,7 +44,7 @@ pub struct AdminConfig {
     /// Serve the console (`[modules] disabled = ["admin"]` switches it off too).
     pub enabled: bool,
     /// Address and port of the console; keep it on loopback and reach it through an SSH
-    /// tunnel (it is plain HTTP).
+    /// tunnel (it is plain HTTP unless `tls`).
     pub listen: String,
     /// Accounts that may log in to the console (bare JIDs). Empty: the server is not set up
     /// yet, and a set-up link is printed in the log at start.
@@ -61,6 +61,12 @@ pub struct AdminConfig {
     /// Mark the session cookie `Secure`: set it when a TLS-terminating proxy serves the
     /// console over HTTPS (the listener itself is plain HTTP).
     pub secure_cookie: bool,
+    /// Serve the console over HTTPS with the server's certificate (`[tls]`); the session
+    /// cookie is then `Secure`.
+    pub tls: bool,
+    /// Host names the console answers to besides `localhost` and IP addresses (against DNS
+    /// rebinding: a page on another name that resolves to this address gets 421).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -75,6 +81,8 @@ impl Default for AdminConfig {
             login_attempts: 5,
             login_window: 300,
             secure_cookie: false,
+            tls: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -106,6 +114,15 @@ impl ModuleConfig for AdminConfig {
         }
         if self.login_attempts == 0 {
             return Err("login_attempts must be at least 1".into());
+        }
+        for h in &self.allowed_hosts {
+            if h.is_empty()
+                || !h
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            {
+                return Err(format!("allowed_hosts: '{h}' is not a host name"));
+            }
         }
         Ok(())
     }
@@ -195,7 +212,11 @@ impl Module for Admin {
         if let Ok(mut cur) = self.current.lock() {
             *cur = Some(console.clone());
         }
-        reg.http_listener(LISTENER, vec![addr], router(console.clone()));
+        if console.config.tls {
+            reg.https_listener(LISTENER, vec![addr], router(console.clone()));
+        } else {
+            reg.http_listener(LISTENER, vec![addr], router(console.clone()));
+        }
         reg.lifecycle(Arc::new(Started(console.clone())));
         reg.timer(stats::PERIOD, Arc::new(stats::Sampler(console)));
     }
@@ -260,7 +281,58 @@ fn router(console: Arc<Console>) -> axum::Router<ServerCtx> {
         .route("/audit", get(pages::audit))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(console.config.allowed_hosts.clone()),
+            check_host,
+        ))
         .layer(axum::Extension(console))
+}
+
+/// Whether the console answers a request with this `Host` header: an IP address (a page of
+/// another site cannot make a browser send one for its own name), `localhost`, or a name
+/// in `[admin] allowed_hosts`; any port. A name that rebinds to this address is none of
+/// those.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9090`: an IPv6 literal.
+        Some(rest) => {
+            return rest.split_once(']').is_some_and(|(a, tail)| {
+                a.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (tail.is_empty() || tail.starts_with(':'))
+            })
+        }
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    let name = name.trim_end_matches('.');
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Refuses requests for other host names before anything else sees them: 421 Misdirected
+/// Request, or 400 without a `Host`.
+async fn check_host(
+    axum::extract::State(allowed): axum::extract::State<Arc<Vec<String>>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    match host {
+        Some(h) if host_allowed(h, &allowed) => next.run(req).await,
+        Some(h) => {
+            tracing::warn!(host = %h.escape_debug(), "admin console: request for a host name not allowed; refused (421)");
+            (
+                StatusCode::MISDIRECTED_REQUEST,
+                "unknown host name; see [admin] allowed_hosts\n",
+            )
+                .into_response()
+        }
+        None => (StatusCode::BAD_REQUEST, "Host header required\n").into_response(),
+    }
 }
 
 /// No framing, no foreign scripts or form targets, no caching of admin pages, no referrer.
@@ -389,7 +461,7 @@ impl Http {
         if let Some(a) = max_age {
             c.push_str(&format!("; Max-Age={a}"));
         }
-        if self.console.config.secure_cookie {
+        if self.console.config.secure_cookie || self.console.config.tls {
             c.push_str("; Secure");
         }
         HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
@@ -421,4 +493,36 @@ pub fn random_token() -> String {
 pub fn same_token(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_localhost_and_allowed_names_are_served() {
+        let allowed = vec!["admin.example.org".to_string()];
+        for ok in [
+            "127.0.0.1:9090",
+            "127.0.0.1",
+            "[::1]:9090",
+            "localhost:9090",
+            "LOCALHOST",
+            "admin.example.org",
+            "Admin.Example.org.:443",
+            "192.0.2.4:9090",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example:9090",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:9090",
+            "[::1",
+            "[evil]:9090",
+            "",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+    }
 }

@@ -9,6 +9,7 @@ use crate::{audit, Http};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use confab_proto::jid::{BareJid, FullJid};
+use confab_store::{AccountQuery, AccountSearch};
 use std::fmt::Write;
 
 /// Users shown per page.
@@ -129,12 +130,79 @@ pub async fn set_language(req: Http) -> Response {
     r
 }
 
-async fn count_users(req: &Http) -> Result<usize, confab_store::StoreError> {
+async fn count_users(req: &Http) -> Result<u64, confab_store::StoreError> {
     let mut n = 0;
     for d in &req.ctx.config.server.domains {
-        n += req.ctx.stores.accounts.list_accounts(d).await?.len();
+        n += req.ctx.stores.accounts.count_accounts(d, None).await?;
     }
     Ok(n)
+}
+
+/// What a search `q` asks of each served domain (sorted): nothing (every account of a domain
+/// whose name contains `q`), usernames containing `q`, or for `user@dom`, usernames ending
+/// with `user` on domains starting with `dom`. `q` is case-folded, as usernames are.
+pub(crate) fn account_searches(
+    domains: &[String],
+    q: &str,
+) -> Vec<(String, Option<AccountSearch>)> {
+    let q = q.trim().to_lowercase();
+    let mut domains: Vec<String> = domains.to_vec();
+    domains.sort();
+    domains
+        .into_iter()
+        .filter_map(|d| {
+            if q.is_empty() {
+                return Some((d, None));
+            }
+            if let Some((user, dom)) = q.rsplit_once('@') {
+                return d.starts_with(dom).then(|| {
+                    let s = (!user.is_empty()).then(|| AccountSearch::EndsWith(user.to_string()));
+                    (d, s)
+                });
+            }
+            let s = (!d.contains(&q)).then(|| AccountSearch::Contains(q.clone()));
+            Some((d, s))
+        })
+        .collect()
+}
+
+/// One page of the accounts `searches` select, as bare JIDs, domain by domain, and how many
+/// there are in all: two small queries per domain, never every account.
+pub(crate) async fn account_listing(
+    ctx: &confab_server::ServerCtx,
+    searches: &[(String, Option<AccountSearch>)],
+    mut offset: u64,
+    limit: u32,
+) -> Result<(u64, Vec<String>), confab_store::StoreError> {
+    let accounts = &ctx.stores.accounts;
+    let mut total = 0;
+    let mut jids = Vec::new();
+    for (d, search) in searches {
+        let n = accounts.count_accounts(d, search.as_ref()).await?;
+        total += n;
+        let want = u64::from(limit).saturating_sub(jids.len() as u64);
+        if offset >= n {
+            offset -= n;
+            continue;
+        }
+        if want == 0 {
+            continue;
+        }
+        let q = AccountQuery {
+            search: search.clone(),
+            offset,
+            limit: u32::try_from(want).unwrap_or(limit),
+        };
+        offset = 0;
+        jids.extend(
+            accounts
+                .account_page(d, &q)
+                .await?
+                .into_iter()
+                .map(|u| format!("{u}@{d}")),
+        );
+    }
+    Ok((total, jids))
 }
 
 /// GET /dashboard
@@ -255,17 +323,25 @@ pub async fn users(req: Http) -> Response {
         .and_then(|p| p.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let mut all = Vec::new();
-    for d in &req.ctx.config.server.domains {
-        match req.ctx.stores.accounts.list_accounts(d).await {
-            Ok(list) => all.extend(list.into_iter().map(|u| format!("{u}@{d}"))),
+    let searches = account_searches(&req.ctx.config.server.domains, &q);
+    // Beyond the last page: the last page (counted first, then fetched).
+    let offset = (page as u64 - 1).saturating_mul(PAGE_SIZE as u64);
+    let (total, mut shown) =
+        match account_listing(&req.ctx, &searches, offset, PAGE_SIZE as u32).await {
+            Ok(r) => r,
             Err(e) => return storage_error(&req, e),
-        }
-    }
-    all.retain(|j| q.is_empty() || j.to_lowercase().contains(&q));
-    all.sort();
-    let pages = all.len().div_ceil(PAGE_SIZE).max(1);
+        };
+    let pages = usize::try_from(total.div_ceil(PAGE_SIZE as u64))
+        .unwrap_or(usize::MAX)
+        .max(1);
     let page = page.min(pages);
+    if shown.is_empty() && total > 0 {
+        let last = (pages as u64 - 1) * PAGE_SIZE as u64;
+        shown = match account_listing(&req.ctx, &searches, last, PAGE_SIZE as u32).await {
+            Ok((_, s)) => s,
+            Err(e) => return storage_error(&req, e),
+        };
+    }
     let mut body = flash(&req, l);
     let _ = write!(
         body,
@@ -273,11 +349,11 @@ pub async fn users(req: Http) -> Response {
         esc(&q),
         esc(l.t("users.search"))
     );
-    if all.is_empty() {
+    if shown.is_empty() {
         let _ = write!(body, "<p>{}</p>", esc(l.t("users.none")));
     } else {
         body.push_str("<table id=\"users\"><tbody>");
-        for j in all.iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE) {
+        for j in &shown {
             let online = BareJid::new(j)
                 .map(|b| req.ctx.router.sessions_of(&b).len())
                 .unwrap_or(0);
@@ -798,12 +874,13 @@ pub async fn settings(req: Http) -> Response {
         (
             l.t("settings.listeners").into(),
             format!(
-                "c2s {} ({}/{}), http {} ({}), admin {}",
+                "c2s {} ({}/{}), http {} ({}/{}), admin {}",
                 c.c2s.interfaces.join(" "),
                 c.c2s.port,
                 c.c2s.tls_port,
                 c.http.interfaces.join(" "),
                 c.http.port,
+                c.http.tls_port,
                 req.console.config.listen
             ),
         ),

@@ -55,7 +55,8 @@ pub fn open(console: &Console, addr: SocketAddr) {
     } else {
         addr
     };
-    let link = format!("http://{host}/setup?token={token}");
+    let scheme = if console.config.tls { "https" } else { "http" };
+    let link = format!("{scheme}://{host}/setup?token={token}");
     let ttl = console.config.setup_token_ttl;
     if let Ok(mut s) = console.setup.lock() {
         s.token = Some(token);

@@ -41,13 +41,17 @@ impl Resp {
 struct Browser {
     addr: Option<SocketAddr>,
     cookies: HashMap<String, String>,
+    /// The `Host` header sent (the address by default).
+    host: Option<String>,
+    /// More headers sent with every request.
+    extra: Vec<(String, String)>,
 }
 
 impl Browser {
     fn new(addr: SocketAddr) -> Browser {
         Browser {
             addr: Some(addr),
-            cookies: HashMap::new(),
+            ..Default::default()
         }
     }
 
@@ -66,10 +70,14 @@ impl Browser {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let host = self.host.clone().unwrap_or_else(|| addr.to_string());
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
         );
+        for (k, v) in &self.extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
         if form.is_some() {
             req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
         }
@@ -553,6 +561,65 @@ async fn only_admins_log_in_and_failures_are_limited_per_address() {
 }
 
 #[tokio::test]
+async fn other_host_names_are_refused_against_dns_rebinding() {
+    let (_ts, addr) = configured(|c| {
+        let _ = c.update_section::<AdminConfig>("admin", |a| {
+            a.allowed_hosts = vec!["admin.example.org".into()]
+        });
+    })
+    .await;
+    let port = addr.port();
+    for (host, status) in [
+        (format!("evil.example:{port}"), 421),
+        (format!("localhost.evil.example:{port}"), 421),
+        (format!("localhost:{port}"), 200),
+        (format!("admin.example.org:{port}"), 200),
+        (addr.to_string(), 200),
+    ] {
+        let mut b = Browser::new(addr);
+        b.host = Some(host.clone());
+        assert_eq!(b.get("/login").await.status, status, "{host}");
+    }
+    // Before the login form, the API and the static files too.
+    let mut b = Browser::new(addr);
+    b.host = Some("evil.example".into());
+    assert_eq!(b.get("/api/v1/openapi.json").await.status, 421);
+    let form = [
+        ("csrf", "x"),
+        ("jid", "boss@localhost"),
+        ("password", PASSWORD),
+    ];
+    assert_eq!(b.post("/login", &form).await.status, 421);
+    assert!(!b.cookies.contains_key("confab_admin"));
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_login_limit_counts_each_client() {
+    let (_ts, addr) = configured(|c| {
+        c.http.trusted_proxies = vec!["127.0.0.1".into()];
+        let _ = c.update_section::<AdminConfig>("admin", |a| a.login_attempts = 2);
+    })
+    .await;
+    let via = |client: &str| {
+        let mut b = Browser::new(addr);
+        b.extra = vec![("X-Forwarded-For".into(), client.into())];
+        b
+    };
+    let mut guesser = via("198.51.100.1");
+    assert_eq!(guesser.login("boss@localhost", "wrong").await.status, 401);
+    assert_eq!(guesser.login("boss@localhost", "wrong").await.status, 401);
+    assert_eq!(guesser.login("boss@localhost", "wrong").await.status, 429);
+    // Spoofing another address in front of its own gets the guesser nothing.
+    let mut spoofer = via("203.0.113.5, 198.51.100.1");
+    assert_eq!(spoofer.login("boss@localhost", PASSWORD).await.status, 429);
+    // Another client behind the same proxy is not locked out.
+    let mut admin = via("198.51.100.2");
+    let r = admin.login("boss@localhost", PASSWORD).await;
+    assert_ne!(r.status, 429);
+    assert!(admin.cookies.contains_key("confab_admin"), "{}", r.status);
+}
+
+#[tokio::test]
 async fn an_expired_setup_link_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = Arc::new(Admin::new());
@@ -984,4 +1051,114 @@ async fn guessing_api_tokens_is_limited_per_address() {
             .status,
         429
     );
+}
+
+#[tokio::test]
+async fn with_tls_the_console_speaks_https_only_and_its_cookie_is_secure() {
+    let (ts, addr) = configured(|c| {
+        let _ = c.update_section::<AdminConfig>("admin", |a| a.tls = true);
+    })
+    .await;
+    // Plain HTTP gets no page.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tcp.read_to_end(&mut raw),
+    )
+    .await
+    .expect("closed in time");
+    assert!(!raw.starts_with(b"HTTP/1.1 200"), "a page over plain HTTP");
+    // HTTPS, the server's certificate checked for `localhost`.
+    let leaf = ts.server().ctx().tls.leaf_der.as_ref().clone();
+    let cfg = confab_stream::tls::client_config(
+        &confab_stream::tls::CertVerification::Roots(vec![leaf]),
+        false,
+    )
+    .expect("client config");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    tls.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tls.read_to_end(&mut raw),
+    )
+    .await
+    .expect("answer in time");
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    let cookie = text
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {text}"));
+    assert!(cookie.contains("; secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn the_users_page_and_the_api_list_accounts_a_page_at_a_time() {
+    use confab_proto::sasl::{ScramCredentials, ScramHash};
+    let (ts, addr) = configured(|_| {}).await;
+    // 58 more accounts beside boss and alice: 60, three pages of 25.
+    let creds = vec![ScramCredentials::new_random(ScramHash::Sha256, "pw", 4096).expect("creds")];
+    let accounts = &ts.server().ctx().stores.accounts;
+    for i in 0..58 {
+        accounts
+            .create_account("localhost", &format!("u{i:02}"), &creds)
+            .await
+            .expect("account");
+    }
+    let mut b = Browser::new(addr);
+    assert_eq!(b.login("boss@localhost", PASSWORD).await.status, 303);
+    let rows = |r: &Resp| r.body.matches("<tr><td><a href=\"/user?jid=").count();
+    let first = b.get("/users").await;
+    assert_eq!(rows(&first), 25, "{}", first.body);
+    assert!(first.body.contains("Page 1 / 3"), "{}", first.body);
+    assert!(first.body.contains(">alice@localhost<"));
+    let last = b.get("/users?page=3").await;
+    assert_eq!(rows(&last), 10);
+    assert!(last.body.contains(">u57@localhost<"));
+    let beyond = b.get("/users?page=99").await;
+    assert_eq!(rows(&beyond), 10, "past the end: the last page");
+    assert!(beyond.body.contains("Page 3 / 3"));
+    let found = b.get("/users?q=U0").await;
+    assert_eq!(rows(&found), 10, "u00…u09, case-folded");
+    assert!(found.body.contains("Page 1 / 1"));
+    let exact = b.get("/users?q=alice%40loc").await;
+    assert_eq!(rows(&exact), 1);
+    assert!(exact.body.contains(">alice@localhost<"));
+    let dash = b.get("/dashboard").await;
+    assert!(dash.body.contains("id=\"stat-users\">60<"), "{}", dash.body);
+    // The API: offset and limit, the total beside the page.
+    let csrf = b.get("/api-tokens").await.csrf();
+    let page = b
+        .post("/api-tokens/create", &[("csrf", &csrf), ("name", "t")])
+        .await;
+    let at = page.body.find("id=\"new-token\">").expect("token shown");
+    let rest = &page.body[at + 15..];
+    let token = rest[..rest.find('<').expect("end")].to_string();
+    let t = Some(token.as_str());
+    let r = api(addr, "GET", "/api/v1/users?offset=40&limit=50", t, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["total"], 60);
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(20));
+    assert_eq!(v["users"][19]["jid"], "u57@localhost");
+    let r = api(addr, "GET", "/api/v1/users?q=u1&limit=3", t, None).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["total"], 10);
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(3));
+    for bad in ["limit=0", "limit=1001", "limit=x", "offset=-1"] {
+        let r = api(addr, "GET", &format!("/api/v1/users?{bad}"), t, None).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
 }

@@ -34,6 +34,7 @@ async fn start_server(dir: &Path) -> (confab_server::Server, SocketAddr, SocketA
     c.c2s.allow_plain_without_tls = true;
     c.http.interfaces = vec!["127.0.0.1".into()];
     c.http.port = 0;
+    c.http.tls_port = 0;
     c.limits.max_connections_per_ip = 5000;
     c.limits.max_connections_per_subnet = 5000;
     c.update_section("registration", |r: &mut RegistrationConfig| {

@@ -15,6 +15,9 @@ pub struct TlsState {
     pub starttls: TlsAcceptor,
     /// For direct TLS on 5223 (ALPN `xmpp-client`, XEP-0368).
     pub direct: TlsAcceptor,
+    /// For HTTPS on `[http] tls_port` (ALPN `http/1.1`: the listener speaks HTTP/1.1, which
+    /// WebSocket upgrades need anyway).
+    pub https: TlsAcceptor,
     /// The leaf certificate (DER), for tls-server-end-point channel binding.
     pub leaf_der: Arc<Vec<u8>>,
     pub cert_path: PathBuf,
@@ -52,21 +55,22 @@ pub fn load_or_generate(cfg: &Config) -> Result<TlsState, String> {
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .map_err(|e| format!("{}: {e}", key_path.display()))?;
     let provider = confab_stream::tls::provider();
-    let build = |alpn: bool| -> Result<TlsAcceptor, String> {
+    let build = |alpn: Option<&[u8]>| -> Result<TlsAcceptor, String> {
         let mut c = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
             .with_single_cert(certs.clone(), key.clone_key())
             .map_err(|e| format!("certificate/key: {e}"))?;
-        if alpn {
-            c.alpn_protocols = vec![b"xmpp-client".to_vec()];
+        if let Some(alpn) = alpn {
+            c.alpn_protocols = vec![alpn.to_vec()];
         }
         Ok(TlsAcceptor::from(Arc::new(c)))
     };
     Ok(TlsState {
-        starttls: build(false)?,
-        direct: build(true)?,
+        starttls: build(None)?,
+        direct: build(Some(b"xmpp-client"))?,
+        https: build(Some(b"http/1.1"))?,
         leaf_der: Arc::new(leaf),
         cert_path,
     })

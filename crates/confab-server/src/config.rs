@@ -65,8 +65,9 @@ pub enum ResourceConflict {
     Random,
 }
 
-/// The HTTP listener that modules' routes are served on (WebSocket, BOSH, upload, the admin
-/// API). It listens only when some enabled module has routes.
+/// The HTTP listeners that modules' routes are served on (WebSocket, BOSH, upload, the admin
+/// API): plain `port` and TLS `tls_port`, both serving every route. They listen only when
+/// some enabled module has routes.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
@@ -74,6 +75,27 @@ pub struct HttpSection {
     pub interfaces: Vec<String>,
     /// Plain HTTP port (0 disables).
     pub port: u16,
+    /// HTTPS port with the `[tls]` certificate (0 disables): `wss://` and `https://`.
+    pub tls_port: u16,
+    /// Seconds a TLS handshake on `tls_port` may take before the connection is dropped.
+    pub tls_handshake_timeout: u64,
+    /// Reverse proxies (addresses or networks, `10.0.0.0/8`) whose forwarding header names
+    /// the client; empty: nobody's is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Which header the trusted proxies write: `x-forwarded-for` (with
+    /// `X-Forwarded-Proto`) or `forwarded` (RFC 7239). Only one is read, so a client cannot
+    /// slip the other past a proxy that does not overwrite it.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// The forwarding header `[http] trusted_proxies` write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ForwardedHeader {
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 impl Default for HttpSection {
@@ -81,6 +103,10 @@ impl Default for HttpSection {
         HttpSection {
             interfaces: vec!["127.0.0.1".into(), "::1".into()],
             port: 5280,
+            tls_port: 5443,
+            tls_handshake_timeout: 10,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
         }
     }
 }
@@ -417,6 +443,14 @@ impl Config {
         {
             return bad("limits.outbound_queue and max_connections must be positive, max_outbound_bytes at least twice max_stanza_size".into());
         }
+        if !(1..=300).contains(&self.http.tls_handshake_timeout) {
+            return bad("http.tls_handshake_timeout must be 1 to 300 seconds".into());
+        }
+        for p in &self.http.trusted_proxies {
+            if let Err(e) = p.parse::<crate::http::Cidr>() {
+                return bad(format!("http.trusted_proxies: {e}"));
+            }
+        }
         if self.c2s.port == 0 && self.c2s.tls_port == 0 {
             return bad("c2s.port and c2s.tls_port are both disabled".into());
         }
@@ -705,6 +739,9 @@ mod tests {
             "[storage]\nacquire_timeout = 0\n",
             "[auth]\nscram_iterations = 10\n",
             "[c2s]\nnosuchkey = 1\n",
+            "[http]\ntrusted_proxies = ['10.0.0.0/40']\n",
+            "[http]\nforwarded_header = 'x-real-ip'\n",
+            "[http]\ntls_handshake_timeout = 0\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

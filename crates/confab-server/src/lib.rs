@@ -8,6 +8,7 @@ pub mod certs;
 pub mod config;
 pub mod control;
 pub mod detach;
+pub mod http;
 pub mod module;
 pub mod router;
 pub mod session;
@@ -35,7 +36,8 @@ pub struct ServerState {
     pub admission: admission::Admission,
     /// Changes to `true` when the server shuts down (see `shutdown_signal`).
     pub shutdown: watch::Receiver<bool>,
-    /// Where modules' own listeners (`Registry::http_listener`) listen, by listener name.
+    /// Where modules' own listeners (`Registry::http_listener`) listen, by listener name,
+    /// and the `[http]` listeners (`http`, `https`).
     pub listener_addrs: Vec<(&'static str, SocketAddr)>,
     /// Where the `[http]` listener listens (empty when no module serves routes), for
     /// modules that hand out URLs on it (upload slots).
@@ -185,22 +187,31 @@ impl Server {
                 }
             }
         }
-        // The HTTP listener, only when some module serves routes on it.
+        // The HTTP listeners (plain and TLS), only when some module serves routes on them.
         let http_router = registry.http_router();
         let mut http_listeners = Vec::new();
-        if http_router.is_some() && (config.http.port != 0 || is_test_port(&config)) {
+        let mut listener_addrs = Vec::new();
+        if http_router.is_some() {
             for iface in &config.http.interfaces {
                 let ip: IpAddr = iface
                     .parse()
                     .map_err(|_| StartError::Address(iface.clone()))?;
-                if let Some(l) = listen_on(SocketAddr::new(ip, config.http.port))? {
-                    http_listeners.push(l);
+                for (port, tls) in [(config.http.port, false), (config.http.tls_port, true)] {
+                    if port == 0 && !is_test_port(&config) {
+                        continue;
+                    }
+                    if let Some(l) = listen_on(SocketAddr::new(ip, port))? {
+                        let bound = l
+                            .local_addr()
+                            .map_err(|e| StartError::Address(e.to_string()))?;
+                        listener_addrs.push((if tls { "https" } else { "http" }, bound));
+                        http_listeners.push((l, tls));
+                    }
                 }
             }
         }
         // Modules' own listeners (the admin console), bound now so a port in use stops the start.
         let mut module_listeners = Vec::new();
-        let mut listener_addrs = Vec::new();
         for ml in registry.listeners() {
             for addr in &ml.addrs {
                 if let Some(l) = listen_on(*addr)? {
@@ -209,13 +220,15 @@ impl Server {
                         .map_err(|e| StartError::Address(e.to_string()))?;
                     tracing::info!(addr = %bound, listener = ml.name, "http listening");
                     listener_addrs.push((ml.name, bound));
-                    module_listeners.push((l, ml.router.clone()));
+                    module_listeners.push((l, ml.router.clone(), ml.tls));
                 }
             }
         }
+        // The plain HTTP listener's addresses (the TLS port's are not listed here).
         let http_addrs = http_listeners
             .iter()
-            .map(|l| l.local_addr())
+            .filter(|(_, tls)| !tls)
+            .map(|(l, _)| l.local_addr())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Address(e.to_string()))?;
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -262,34 +275,68 @@ impl Server {
         }
         accept_tasks.extend(control);
         let mut http_endpoints = Vec::new();
-        let mut served: Vec<(TcpListener, axum::Router)> = module_listeners
-            .into_iter()
-            .map(|(l, r)| (l, r.with_state(ctx.clone())))
-            .collect();
+        let proxies = Arc::new(http::TrustedProxies::from_config(&ctx.config.http));
+        let tagged = |app: axum::Router, tls: bool| {
+            app.layer(axum::middleware::from_fn_with_state(
+                http::Tagger {
+                    proxies: proxies.clone(),
+                    tls,
+                },
+                http::tag,
+            ))
+        };
+        let handshake = Duration::from_secs(ctx.config.http.tls_handshake_timeout);
+        let mut plain: Vec<(TcpListener, axum::Router)> = Vec::new();
+        let mut secure = Vec::new();
+        for (l, r, tls) in module_listeners {
+            let app = tagged(r.with_state(ctx.clone()), tls);
+            if tls {
+                let l = http::TlsListener::new(
+                    l,
+                    ctx.tls.https.clone(),
+                    handshake,
+                    shutdown_tx.subscribe(),
+                )
+                .map_err(|e| StartError::Address(e.to_string()))?;
+                secure.push((l, app));
+            } else {
+                plain.push((l, app));
+            }
+        }
         if let Some(router) = http_router {
             let app = router.with_state(ctx.clone());
-            for listener in http_listeners {
+            for (listener, tls) in http_listeners {
                 let addr = listener
                     .local_addr()
                     .map_err(|e| StartError::Address(e.to_string()))?;
-                tracing::info!(%addr, "http listening");
-                http_endpoints.push(addr);
-                served.push((listener, app.clone()));
+                tracing::info!(%addr, tls, "http listening");
+                if tls {
+                    let l = http::TlsListener::new(
+                        listener,
+                        ctx.tls.https.clone(),
+                        handshake,
+                        shutdown_tx.subscribe(),
+                    )
+                    .map_err(|e| StartError::Address(e.to_string()))?;
+                    secure.push((l, tagged(app.clone(), true)));
+                } else {
+                    http_endpoints.push(addr);
+                    plain.push((listener, tagged(app.clone(), false)));
+                }
             }
         }
-        for (listener, app) in served {
-            let mut stop = shutdown_tx.subscribe();
-            // Handlers see the peer's address (`ConnectInfo<SocketAddr>`): transports
-            // admit connections by it.
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            });
-            accept_tasks.push(tokio::spawn(async move {
-                if let Err(e) = serve.await {
-                    tracing::warn!(error = %e, "http listener stopped");
-                }
-            }));
+        for (listener, app) in plain {
+            accept_tasks.push(serve_http(listener, app, shutdown_tx.subscribe()));
+        }
+        for (listener, app) in secure {
+            // `tap_io` only so that axum hands handlers the peer as `ConnectInfo<SocketAddr>`
+            // (it does so for any listener wrapped this way).
+            use axum::serve::ListenerExt;
+            accept_tasks.push(serve_http(
+                listener.tap_io(|_| {}),
+                app,
+                shutdown_tx.subscribe(),
+            ));
         }
         for l in ctx.registry.lifecycle_listeners() {
             l.server_started(&ctx).await;
@@ -326,6 +373,11 @@ impl Server {
     /// Where the HTTP listener listens (nothing when no module serves routes).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_endpoints.first().copied()
+    }
+
+    /// Where the HTTPS listener (`[http] tls_port`) listens.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.listener_addr("https")
     }
 
     pub fn endpoints(&self) -> &[Endpoint] {
@@ -383,6 +435,24 @@ impl Server {
             tracing::error!(error = %e, "writing held-back documents at shutdown failed");
         }
     }
+}
+
+/// Serves `app` on `listener` until shutdown; handlers see the peer's address
+/// (`ConnectInfo<SocketAddr>`): transports admit connections by it.
+fn serve_http<L>(listener: L, app: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    });
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "http listener stopped");
+        }
+    })
 }
 
 /// Runs a module's timer every `period` until shutdown. It holds the server weakly between

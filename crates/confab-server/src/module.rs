@@ -511,8 +511,10 @@ impl Registry {
         self.remote.as_ref()
     }
 
-    /// Serves `route` at `path` on the HTTP listener (`[http]`); handlers can extract the
-    /// server with `axum::extract::State<ServerCtx>`. Paths are absolute (`/ws`,
+    /// Serves `route` at `path` on the HTTP listeners (`[http]`: the plain port and the TLS
+    /// port); handlers can extract the server with `axum::extract::State<ServerCtx>`, the
+    /// client's address with `ConnectInfo<SocketAddr>` (behind a trusted proxy, the one it
+    /// forwarded) and the whole connection with `crate::http::HttpConnection`. Paths are absolute (`/ws`,
     /// `/upload/{id}`), each registered once.
     pub fn http_route(&mut self, path: &str, route: axum::routing::MethodRouter<ServerCtx>) {
         if !valid_http_path(path) {
@@ -537,6 +539,27 @@ impl Registry {
         addrs: Vec<std::net::SocketAddr>,
         router: axum::Router<ServerCtx>,
     ) {
+        self.push_listener(name, addrs, router, false);
+    }
+
+    /// Like `http_listener`, over TLS with the server's certificate (the `[tls]` one the
+    /// client ports use), handshakes bounded by `[http] tls_handshake_timeout`.
+    pub fn https_listener(
+        &mut self,
+        name: &'static str,
+        addrs: Vec<std::net::SocketAddr>,
+        router: axum::Router<ServerCtx>,
+    ) {
+        self.push_listener(name, addrs, router, true);
+    }
+
+    fn push_listener(
+        &mut self,
+        name: &'static str,
+        addrs: Vec<std::net::SocketAddr>,
+        router: axum::Router<ServerCtx>,
+        tls: bool,
+    ) {
         if self.listeners.iter().any(|l| l.name == name) {
             self.errors
                 .push(format!("listener '{name}' is registered twice"));
@@ -545,6 +568,7 @@ impl Registry {
                 name,
                 addrs,
                 router,
+                tls,
             });
         }
     }
@@ -772,6 +796,8 @@ pub struct ModuleListener {
     pub name: &'static str,
     pub addrs: Vec<std::net::SocketAddr>,
     pub router: axum::Router<ServerCtx>,
+    /// Served over TLS with the server's certificate (`Registry::https_listener`).
+    pub tls: bool,
 }
 
 /// A path axum accepts: absolute, plain segments or whole-segment `{name}` captures (a

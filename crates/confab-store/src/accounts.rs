@@ -39,4 +39,51 @@ pub trait AccountStore: Send + Sync {
     async fn common_iterations(&self) -> Result<Option<u32>>;
     /// Usernames of a domain, sorted.
     async fn list_accounts(&self, domain: &str) -> Result<Vec<String>>;
+    /// One page of a domain's usernames, sorted, those matching `query.search` only: what a
+    /// listing shows without reading every account.
+    async fn account_page(&self, domain: &str, query: &AccountQuery) -> Result<Vec<String>>;
+    /// How many accounts of `domain` match `search` (all with `None`).
+    async fn count_accounts(&self, domain: &str, search: Option<&AccountSearch>) -> Result<u64>;
+}
+
+/// Which usernames a listing wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountSearch {
+    /// Usernames containing this text.
+    Contains(String),
+    /// Usernames ending with this text (the part before `@` of a search for `alice@exa`).
+    EndsWith(String),
+}
+
+impl AccountSearch {
+    /// The SQL `LIKE` pattern, with `!` as the escape character (the same in every
+    /// backend, unlike `\`, which MySQL's string literals would eat).
+    pub fn like_pattern(&self) -> String {
+        let (text, suffix_only) = match self {
+            AccountSearch::Contains(t) => (t, false),
+            AccountSearch::EndsWith(t) => (t, true),
+        };
+        let mut p = String::with_capacity(text.len() + 2);
+        p.push('%');
+        for c in text.chars() {
+            if matches!(c, '!' | '%' | '_') {
+                p.push('!');
+            }
+            p.push(c);
+        }
+        if !suffix_only {
+            p.push('%');
+        }
+        p
+    }
+}
+
+/// One page of an account listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountQuery {
+    pub search: Option<AccountSearch>,
+    /// Accounts skipped (sorted by username).
+    pub offset: u64,
+    /// Most accounts returned.
+    pub limit: u32,
 }

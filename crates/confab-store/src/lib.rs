@@ -18,7 +18,7 @@ mod sql;
 pub mod write_behind;
 
 pub use account_data::{AccountDataWrite, DataStore};
-pub use accounts::AccountStore;
+pub use accounts::{AccountQuery, AccountSearch, AccountStore};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use room_archive::{RoomArchiveStore, RoomMessage};

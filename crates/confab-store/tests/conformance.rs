@@ -6,8 +6,8 @@ mod harness;
 
 use confab_proto::sasl::{ScramCredentials, ScramHash};
 use confab_store::{
-    AccountDataWrite, ArchiveQuery, ArchivedMessage, Backend, DataStore, RoomMessage, RosterItem,
-    StoreError, Stores, Subscription, WriteBehind,
+    AccountDataWrite, AccountQuery, AccountSearch, ArchiveQuery, ArchivedMessage, Backend,
+    DataStore, RoomMessage, RosterItem, StoreError, Stores, Subscription, WriteBehind,
 };
 use harness::TestDb;
 use std::collections::BTreeSet;
@@ -38,6 +38,7 @@ conformance!(
     archive_per_account_cap,
     archive_batches,
     room_archives,
+    account_pages_and_counts,
 );
 
 fn creds(pw: &str) -> Vec<ScramCredentials> {
@@ -2005,5 +2006,116 @@ async fn document_batches_and_writing_behind(db: TestDb) {
             .await
             .expect("get"),
         Some("v1".into())
+    );
+}
+
+/// The paged, searchable account listing: sorted pages by offset, counts, search by
+/// substring and by suffix, LIKE's own characters taken literally, one domain only.
+async fn account_pages_and_counts(db: TestDb) {
+    let s = db.open().await;
+    let a = &s.accounts;
+    let names = [
+        "alice", "bob", "carol", "dave", "mal%lory", "o_scar", "oxscar", "x!y", "zoë", "𝔞lice",
+    ];
+    for n in names {
+        add(&s, "localhost", n).await;
+    }
+    add(&s, "example.org", "alice").await;
+    let page = |search: Option<AccountSearch>, offset, limit| AccountQuery {
+        search,
+        offset,
+        limit,
+    };
+    assert_eq!(
+        a.count_accounts("localhost", None).await.expect("count"),
+        10
+    );
+    assert_eq!(
+        a.count_accounts("example.org", None).await.expect("count"),
+        1
+    );
+    assert_eq!(a.count_accounts("nowhere", None).await.expect("count"), 0);
+    // Pages in username order (byte order: "zoë" before "𝔞lice"), each once.
+    let mut all = Vec::new();
+    for p in 0..4 {
+        let got = a
+            .account_page("localhost", &page(None, p * 3, 3))
+            .await
+            .expect("page");
+        assert!(got.len() <= 3);
+        all.extend(got);
+    }
+    let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    assert!(a
+        .account_page("localhost", &page(None, 10, 3))
+        .await
+        .expect("past the end")
+        .is_empty());
+    assert!(a
+        .account_page("localhost", &page(None, u64::MAX, 3))
+        .await
+        .expect("far past the end")
+        .is_empty());
+    // Search: a substring, with %, _ and ! meaning themselves.
+    let search = |t: &str| Some(AccountSearch::Contains(t.into()));
+    let got = a
+        .account_page("localhost", &page(search("lic"), 0, 10))
+        .await
+        .expect("search");
+    assert_eq!(got, ["alice", "𝔞lice"]);
+    assert_eq!(
+        a.count_accounts("localhost", search("lic").as_ref())
+            .await
+            .expect("count"),
+        2
+    );
+    for (t, want) in [
+        ("l%l", vec!["mal%lory"]),
+        ("o_s", vec!["o_scar"]),
+        ("x!", vec!["x!y"]),
+        ("%", vec!["mal%lory"]),
+        ("_", vec!["o_scar"]),
+    ] {
+        assert_eq!(
+            a.account_page("localhost", &page(search(t), 0, 10))
+                .await
+                .expect("search"),
+            want,
+            "{t}"
+        );
+    }
+    assert!(
+        a.account_page("localhost", &page(search("ALICE"), 0, 10))
+            .await
+            .expect("search")
+            .is_empty(),
+        "usernames are stored case-folded; the caller folds the search"
+    );
+    let ends = Some(AccountSearch::EndsWith("ar".into()));
+    assert_eq!(
+        a.account_page("localhost", &page(ends.clone(), 0, 10))
+            .await
+            .expect("suffix"),
+        ["o_scar", "oxscar"]
+    );
+    assert_eq!(
+        a.account_page("localhost", &page(ends.clone(), 1, 10))
+            .await
+            .expect("suffix, second"),
+        ["oxscar"]
+    );
+    assert_eq!(
+        a.count_accounts("localhost", ends.as_ref())
+            .await
+            .expect("count"),
+        2
+    );
+    assert_eq!(
+        a.account_page("example.org", &page(search("a"), 0, 10))
+            .await
+            .expect("other domain"),
+        ["alice"]
     );
 }

@@ -41,6 +41,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.c2s.tls_port = 0;
     c.http.interfaces = vec!["127.0.0.1".into()];
     c.http.port = 0;
+    c.http.tls_port = 0;
     c.c2s.auth_failure_delay_ms = 200;
     c.c2s.shutdown_grace = 5;
     // Every test client comes from 127.0.0.1.

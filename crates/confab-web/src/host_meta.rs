@@ -1,21 +1,27 @@
 //! XEP-0156 discovery: `/.well-known/host-meta` (XRD) and `host-meta.json` list the web
-//! endpoints of the enabled transports (WebSocket, BOSH), each from its own section.
+//! endpoints of the enabled transports (WebSocket, BOSH), each from its own section. Asked
+//! over HTTPS (or through a trusted proxy that says its client used HTTPS), it lists the
+//! `wss://`/`https://` URLs on the request's host; asked over plain HTTP, the `ws://`/`http://`
+//! ones and then, when `[http] tls_port` listens, the TLS ones on that port.
 
 use crate::bosh::BoshConfig;
 use crate::websocket::WebSocketConfig;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use confab_server::http::HttpConnection;
 use confab_server::module::{Module, Registry};
+use confab_server::ServerCtx;
 use std::sync::Arc;
 
-/// One advertised endpoint: its link relation, and its public URL or the scheme and path
-/// to build one from the request's `Host`.
+/// One advertised endpoint: its link relation, and its public URL or the schemes (plain,
+/// TLS) and path to build one from the request's `Host`.
 #[derive(Clone, Debug)]
 struct Endpoint {
     rel: &'static str,
     public_url: Option<String>,
-    scheme: &'static str,
+    schemes: (&'static str, &'static str),
     path: String,
 }
 
@@ -36,7 +42,7 @@ impl Module for HostMeta {
             links.push(Endpoint {
                 rel: crate::websocket::LINK_REL,
                 public_url: ws.public_url,
-                scheme: "ws",
+                schemes: ("ws", "wss"),
                 path: ws.path,
             });
         }
@@ -45,7 +51,7 @@ impl Module for HostMeta {
             links.push(Endpoint {
                 rel: crate::bosh::LINK_REL,
                 public_url: b.public_url,
-                scheme: "http",
+                schemes: ("http", "https"),
                 path: b.path,
             });
         }
@@ -60,10 +66,21 @@ impl Module for HostMeta {
             let l = links.clone();
             reg.http_route(
                 path,
-                get(move |headers: HeaderMap| {
-                    let links = l.clone();
-                    async move { host_meta(&links, &headers, json) }
-                }),
+                get(
+                    move |State(ctx): State<ServerCtx>,
+                          conn: HttpConnection,
+                          headers: HeaderMap| {
+                        let links = l.clone();
+                        async move {
+                            let tls_port = ctx
+                                .listener_addrs
+                                .iter()
+                                .find(|(n, _)| *n == "https")
+                                .map(|(_, a)| a.port());
+                            host_meta(&links, &headers, &conn, tls_port, json)
+                        }
+                    },
+                ),
             );
         }
     }
@@ -78,24 +95,58 @@ fn plausible_host(host: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
+/// The host part of a `Host` header (without its port).
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(rest) => rest.find(']').map(|i| &host[..i + 2]).unwrap_or(host),
+        None => host.split(':').next().unwrap_or(host),
+    }
+}
+
+/// The URLs to list for a request on `conn` to `host` (see the module's doc).
+fn urls(
+    links: &[Endpoint],
+    host: &str,
+    conn: &HttpConnection,
+    tls_port: Option<u16>,
+) -> Option<Vec<(&'static str, String)>> {
+    let mut plain = Vec::with_capacity(links.len());
+    let mut secure = Vec::new();
+    for l in links {
+        let (p, s) = l.schemes;
+        match &l.public_url {
+            Some(u) => plain.push((l.rel, u.clone())),
+            None if !plausible_host(host) => return None,
+            None if conn.is_encrypted() => plain.push((l.rel, format!("{s}://{host}{}", l.path))),
+            None => {
+                plain.push((l.rel, format!("{p}://{host}{}", l.path)));
+                // Behind a proxy the TLS port is the proxy's business.
+                if let (Some(port), false) = (tls_port, conn.via_proxy) {
+                    secure.push((l.rel, format!("{s}://{}:{port}{}", host_name(host), l.path)));
+                }
+            }
+        }
+    }
+    plain.extend(secure);
+    Some(plain)
+}
+
 /// The document, as XRD or JSON. Browsers fetch it from other origins, hence the CORS
 /// header.
-fn host_meta(links: &[Endpoint], headers: &HeaderMap, json: bool) -> Response {
+fn host_meta(
+    links: &[Endpoint],
+    headers: &HeaderMap,
+    conn: &HttpConnection,
+    tls_port: Option<u16>,
+    json: bool,
+) -> Response {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    let mut urls = Vec::with_capacity(links.len());
-    for l in links {
-        let url = match &l.public_url {
-            Some(u) => u.clone(),
-            None if plausible_host(host) => format!("{}://{host}{}", l.scheme, l.path),
-            None => {
-                return (StatusCode::BAD_REQUEST, "missing or invalid Host header").into_response()
-            }
-        };
-        urls.push((l.rel, url));
-    }
+    let Some(urls) = urls(links, host, conn, tls_port) else {
+        return (StatusCode::BAD_REQUEST, "missing or invalid Host header").into_response();
+    };
     let (content_type, body) = if json {
         let items: Vec<String> = urls
             .iter()
@@ -154,5 +205,72 @@ mod tests {
         assert!(!plausible_host("a/b"));
         assert!(!plausible_host(""));
         assert_eq!(json_escape("a\"b\\"), "a\\\"b\\\\");
+        assert_eq!(host_name("chat.example.org:5280"), "chat.example.org");
+        assert_eq!(host_name("[::1]:5280"), "[::1]");
+        assert_eq!(host_name("localhost"), "localhost");
+    }
+
+    #[test]
+    fn urls_follow_the_requests_scheme() {
+        let links = [
+            Endpoint {
+                rel: "ws",
+                public_url: None,
+                schemes: ("ws", "wss"),
+                path: "/w".into(),
+            },
+            Endpoint {
+                rel: "bosh",
+                public_url: None,
+                schemes: ("http", "https"),
+                path: "/b".into(),
+            },
+        ];
+        let peer = "127.0.0.1:1".parse().expect("addr");
+        let mut conn = HttpConnection {
+            peer,
+            client: peer,
+            tls: false,
+            forwarded_https: false,
+            via_proxy: false,
+        };
+        let got = |conn: &HttpConnection, port| -> Vec<String> {
+            urls(&links, "h.example:5280", conn, port)
+                .expect("urls")
+                .into_iter()
+                .map(|(_, u)| u)
+                .collect()
+        };
+        assert_eq!(
+            got(&conn, Some(5443)),
+            [
+                "ws://h.example:5280/w",
+                "http://h.example:5280/b",
+                "wss://h.example:5443/w",
+                "https://h.example:5443/b"
+            ]
+        );
+        assert_eq!(
+            got(&conn, None),
+            ["ws://h.example:5280/w", "http://h.example:5280/b"]
+        );
+        conn.via_proxy = true;
+        assert_eq!(
+            got(&conn, Some(5443)),
+            ["ws://h.example:5280/w", "http://h.example:5280/b"]
+        );
+        conn.forwarded_https = true;
+        assert_eq!(
+            got(&conn, Some(5443)),
+            ["wss://h.example:5280/w", "https://h.example:5280/b"]
+        );
+        conn.forwarded_https = false;
+        conn.via_proxy = false;
+        conn.tls = true;
+        assert_eq!(
+            got(&conn, Some(5443)),
+            ["wss://h.example:5280/w", "https://h.example:5280/b"]
+        );
+        assert!(urls(&links, "bad/host", &conn, None).is_none());
     }
 }

@@ -5,17 +5,17 @@
 
 use async_trait::async_trait;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket as Socket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use confab_server::http::HttpConnection;
 use confab_server::module::{Module, ModuleConfig, Registry};
 use confab_server::ServerCtx;
 use confab_stream::framing::{FramedXml, MessageTransport};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The WebSocket subprotocol name (RFC 7395 §3.1).
@@ -31,11 +31,12 @@ pub struct WebSocketConfig {
     pub path: String,
     /// Connections from a loopback address count as encrypted: a TLS-terminating reverse
     /// proxy on the same machine, or a local client. Other connections to the plain HTTP
-    /// listener are not, and `[c2s] require_tls` then refuses to authenticate them.
+    /// listener are not (unless a trusted proxy says its client used HTTPS), and `[c2s]
+    /// require_tls` then refuses to authenticate them; those on `[http] tls_port` are.
     pub trust_loopback: bool,
     /// The URL clients reach the endpoint at, announced in `host-meta` (e.g.
-    /// `wss://chat.example.org/xmpp-websocket` behind a proxy). By default `ws://`, the
-    /// request's `Host` and `path`.
+    /// `wss://chat.example.org/xmpp-websocket` behind a proxy). By default built from the
+    /// request: `wss://` over HTTPS, `ws://` (and `wss://` on `[http] tls_port`) over HTTP.
     pub public_url: Option<String>,
 }
 
@@ -78,11 +79,11 @@ impl Module for WebSocket {
             &config.path,
             get(
                 move |State(ctx): State<ServerCtx>,
-                      ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                      conn: HttpConnection,
                       headers: HeaderMap,
                       ws: WebSocketUpgrade| {
                     let config = c.clone();
-                    async move { upgrade(ctx, config, peer, headers, ws) }
+                    async move { upgrade(ctx, config, conn, headers, ws) }
                 },
             ),
         );
@@ -103,10 +104,13 @@ fn offers_xmpp(headers: &HeaderMap) -> bool {
 fn upgrade(
     ctx: ServerCtx,
     config: Arc<WebSocketConfig>,
-    peer: SocketAddr,
+    conn: HttpConnection,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // The client's address (behind a trusted proxy, the one it forwarded): what is
+    // admitted, logged and shown as the session's address.
+    let peer = conn.client;
     if !offers_xmpp(&headers) {
         tracing::info!(%peer, "WebSocket handshake without the xmpp subprotocol; refused");
         return (
@@ -126,7 +130,7 @@ fn upgrade(
     // A message is one stanza: larger than the stanza limit is refused by the WebSocket
     // layer before it is buffered whole.
     let max = ctx.config.limits.max_stanza_size;
-    let secure = config.trust_loopback && peer.ip().to_canonical().is_loopback();
+    let secure = is_secure(&conn, config.trust_loopback);
     ws.protocols([SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
@@ -143,6 +147,12 @@ fn upgrade(
             confab_server::c2s::serve_framing(ctx, Box::new(framing), peer, shutdown).await;
             drop(admitted);
         })
+}
+
+/// Whether a client on `conn` counts as encrypted: TLS to this server or to a trusted proxy,
+/// or (with `trust_loopback`) a connection from this machine.
+pub(crate) fn is_secure(conn: &HttpConnection, trust_loopback: bool) -> bool {
+    conn.is_encrypted() || (trust_loopback && conn.peer.ip().to_canonical().is_loopback())
 }
 
 /// One WebSocket as a message transport: each text message one XML document.

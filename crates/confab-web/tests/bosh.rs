@@ -728,3 +728,81 @@ async fn an_inactive_session_with_stream_management_is_parked_and_resumed_elsewh
     };
     assert_eq!(body_text(&m), "while you were away");
 }
+
+#[tokio::test]
+async fn acknowledgements_both_ways_and_a_missed_answer_is_reported() {
+    let ts = server_with(
+        BoshConfig {
+            max_wait: 2,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    // Without ack='1' at creation: no acknowledgements.
+    let (_, plain) = Client::create(&ts, "").await;
+    assert_eq!(plain.get_attr("ack"), None, "{plain}");
+    // With it, the creation answer acknowledges the creation request (§9.1).
+    let (mut c, created) = Client::create(&ts, "ack='1'").await;
+    assert_eq!(created.get_attr("ack"), Some("1000"), "{created}");
+    // Whatever the session has to say first (its stream features).
+    c.send("").await;
+
+    // A held request answered because the next one came carries the next one's rid.
+    let (held_rid, held_req) = c.next("", "");
+    let holder = Client {
+        addr: c.addr,
+        sid: c.sid.clone(),
+        rid: 0,
+    };
+    let held = tokio::spawn(async move { holder.request(&held_req).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (next_rid, next_req) = c.next(&format!("ack='{}'", held_rid - 1), "");
+    let next = tokio::spawn({
+        let again = Client {
+            addr: c.addr,
+            sid: c.sid.clone(),
+            rid: 0,
+        };
+        async move { again.request(&next_req).await }
+    });
+    let released = held.await.expect("held");
+    assert_eq!(
+        released.get_attr("ack"),
+        Some(next_rid.to_string().as_str()),
+        "{released}"
+    );
+    // Answered at `wait` with no ack: its own rid is the highest.
+    let next_answer = next.await.expect("next");
+    assert_eq!(next_answer.get_attr("ack"), None, "{next_answer}");
+
+    // The client says it never got that answer: after a moment, the next request is
+    // answered at once with report and time (§9.2)…
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, req) = c.next(&format!("ack='{held_rid}'"), "");
+    let t = Instant::now();
+    let reported = c.request(&req).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "answered at once"
+    );
+    assert_eq!(
+        reported.get_attr("report"),
+        Some(next_rid.to_string().as_str()),
+        "{reported}"
+    );
+    let time: u64 = reported
+        .get_attr("time")
+        .and_then(|t| t.parse().ok())
+        .expect("time");
+    assert!(time >= 500, "{reported}");
+    // …and the missed answer is sent again for its rid.
+    let again = c.request(&c.with_rid(next_rid, "", "")).await;
+    assert_eq!(again.to_string(), next_answer.to_string());
+    // Reported once: the same ack again is not answered at once.
+    let (_, req) = c.next(&format!("ack='{held_rid}'"), "");
+    let t = Instant::now();
+    let quiet = c.request(&req).await;
+    assert_eq!(quiet.get_attr("report"), None, "{quiet}");
+    assert!(t.elapsed() >= Duration::from_millis(1500), "held as usual");
+}

@@ -1,5 +1,7 @@
-// Interop with Converse.js in headless Chromium over WebSocket (RFC 7395) or BOSH
-// (XEP-0124/0206, WEB_TRANSPORT=bosh): a page served on loopback loads Converse from its npm
+// Interop with Converse.js in headless Chromium over WebSocket (RFC 7395), BOSH
+// (XEP-0124/0206, WEB_TRANSPORT=bosh) or WebSocket over TLS (WEB_TRANSPORT=wss: confabd's
+// HTTPS listener, `[http] tls_port`, with Chromium told to accept exactly confabd's
+// certificate by the SHA-256 of its public key, CERT_SPKI): a page served on loopback loads Converse from its npm
 // package and logs in to confabd with websocket_url or bosh_service_url (never both, no
 // discovery); a slixmpp user on TCP sends it a chat message, which must appear in the chat
 // box; the reply typed into the chat box's textarea (Enter sends it) must reach the TCP
@@ -8,7 +10,8 @@
 //
 // Environment: HTTP_PORT, C2S_PORT, WEB_JID, WEB_PASSWORD (the Converse user), PEER_JID,
 // PEER_PASSWORD (the TCP user), PYTHON (with slixmpp), ARTEFACTS (a directory), CHROMIUM
-// (default /usr/bin/chromium), WEB_TRANSPORT (websocket, the default, or bosh),
+// (default /usr/bin/chromium), WEB_TRANSPORT (websocket, the default, bosh, or wss with
+// HTTPS_PORT and CERT_SPKI),
 // INTEROP_VERBOSE=1 to echo the page's console.
 import { createServer } from "node:http";
 import { createReadStream, createWriteStream, mkdirSync, statSync } from "node:fs";
@@ -21,12 +24,17 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const STEP_MS = 20000;
 const host = "127.0.0.1";
 const transport = process.env.WEB_TRANSPORT || "websocket";
-if (!["websocket", "bosh"].includes(transport)) throw new Error(`WEB_TRANSPORT=${transport}?`);
+if (!["websocket", "bosh", "wss"].includes(transport)) throw new Error(`WEB_TRANSPORT=${transport}?`);
 const bosh = transport === "bosh";
+const wss = transport === "wss";
 const serviceUrl = bosh
   ? `http://${host}:${env("HTTP_PORT")}/http-bind`
-  : `ws://${host}:${env("HTTP_PORT")}/xmpp-websocket`;
-const transportName = bosh ? "BOSH" : "WebSocket";
+  : wss
+    ? `wss://${host}:${env("HTTPS_PORT")}/xmpp-websocket`
+    : `ws://${host}:${env("HTTP_PORT")}/xmpp-websocket`;
+const transportName = bosh ? "BOSH" : wss ? "WebSocket over TLS" : "WebSocket";
+// What Converse calls the connection's type.
+const converseType = bosh ? "bosh" : "websocket";
 const webJid = env("WEB_JID");
 const peerJid = env("PEER_JID");
 const artefacts = env("ARTEFACTS");
@@ -133,6 +141,8 @@ async function main() {
         // Chromium's sandbox refuses to run as root (CI runs as root).
         args: [
           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+          // Trust confabd's self-signed certificate, and no other, for this run only.
+          ...(wss ? [`--ignore-certificate-errors-spki-list=${env("CERT_SPKI")}`] : []),
           ...(process.getuid && process.getuid() === 0 ? ["--no-sandbox"] : []),
         ],
       });
@@ -192,7 +202,7 @@ async function main() {
     }
     const probe = await page.evaluate(() => window.confabProbe);
     check(`Converse.js logs in over ${transportName} as ${probe.jid}`,
-      probe.connected && probe.transport === transport && probe.service === serviceUrl &&
+      probe.connected && probe.transport === converseType && probe.service === serviceUrl &&
         String(probe.jid).startsWith(`${webJid}/`),
       `probe ${JSON.stringify(probe)}; see ${artefacts}/converse-console.log`);
     if (bosh) {

@@ -2,7 +2,8 @@
 // through XEP-0156 host-meta, logs in, exchanges chat messages with a slixmpp user on TCP,
 // makes an IQ round trip and closes the stream cleanly.
 //
-// Environment: HTTP_PORT, C2S_PORT, WEB_JID, WEB_PASSWORD (the xmpp.js user), PEER_JID,
+// Environment: HTTP_PORT, HTTPS_PORT (optional: confabd's TLS port, whose wss:// URL
+// host-meta lists after the plain one), C2S_PORT, WEB_JID, WEB_PASSWORD (the xmpp.js user), PEER_JID,
 // PEER_PASSWORD (the TCP user), PYTHON (with slixmpp), INTEROP_VERBOSE=1 for every stanza.
 import { WebSocket as WsWebSocket } from "ws";
 import { client, xml, jid as parseJid } from "@xmpp/client";
@@ -15,6 +16,10 @@ const host = "127.0.0.1";
 const httpPort = env("HTTP_PORT");
 const verbose = process.env.INTEROP_VERBOSE === "1";
 const expectedUrl = `ws://${host}:${httpPort}/xmpp-websocket`;
+// Asked over plain HTTP, host-meta lists the plain URL first, then the TLS one.
+const httpsPort = process.env.HTTPS_PORT;
+const expectedUrls = [expectedUrl, ...(httpsPort ? [`wss://${host}:${httpsPort}/xmpp-websocket`] : [])];
+const sameUrls = (got) => got.length === expectedUrls.length && got.every((u, i) => u === expectedUrls[i]);
 
 // xmpp.js uses the WebSocket global, which Node 20 only has behind a flag.
 globalThis.WebSocket ??= WsWebSocket;
@@ -30,8 +35,10 @@ async function discover() {
     const res = await within(STEP_MS, "GET host-meta", fetch(`http://${host}:${httpPort}/.well-known/host-meta`));
     const body = await res.text();
     const links = parseXml(body).getChildren("Link").filter((l) => l.attrs.rel === WS_REL);
-    url = links.length === 1 ? links[0].attrs.href : null;
-    check(`host-meta (XRD) links the WebSocket endpoint ${expectedUrl}`, res.status === 200 && url === expectedUrl,
+    const hrefs = links.map((l) => l.attrs.href);
+    // xmpp.js connects to the first: the request's own scheme.
+    url = sameUrls(hrefs) ? hrefs[0] : null;
+    check(`host-meta (XRD) links the WebSocket endpoints ${expectedUrls.join(", ")}`, res.status === 200 && url === expectedUrl,
       `status ${res.status}, body ${body}`);
   } catch (e) {
     check("host-meta (XRD) links the WebSocket endpoint", false, String(e));
@@ -42,7 +49,7 @@ async function discover() {
     const body = await res.json();
     const hrefs = (body.links || []).filter((l) => l.rel === WS_REL).map((l) => l.href);
     check("host-meta.json links the same endpoint, readable cross-origin (CORS)",
-      res.status === 200 && hrefs.length === 1 && hrefs[0] === expectedUrl &&
+      res.status === 200 && sameUrls(hrefs) &&
         res.headers.get("access-control-allow-origin") === "*",
       `status ${res.status}, ACAO ${res.headers.get("access-control-allow-origin")}, body ${JSON.stringify(body)}`);
   } catch (e) {

@@ -2,7 +2,7 @@
 
 use super::dialect::Lock;
 use super::{now, retry, SqlDb};
-use crate::accounts::AccountStore;
+use crate::accounts::{AccountQuery, AccountSearch, AccountStore};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use confab_proto::sasl::{ScramCredentials, ScramHash};
@@ -251,5 +251,57 @@ impl AccountStore for SqlDb {
             .bind(domain)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn account_page(&self, domain: &str, query: &AccountQuery) -> Result<Vec<String>> {
+        // Offsets beyond i64 find nothing anyway.
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        let limit = i64::from(query.limit);
+        Ok(match &query.search {
+            None => {
+                self.query_scalar(
+                    "SELECT username FROM accounts WHERE domain = ?
+                     ORDER BY username LIMIT ? OFFSET ?",
+                )
+                .bind(domain)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(search) => {
+                self.query_scalar(
+                    "SELECT username FROM accounts WHERE domain = ? AND username LIKE ? ESCAPE '!'
+                     ORDER BY username LIMIT ? OFFSET ?",
+                )
+                .bind(domain)
+                .bind(search.like_pattern())
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        })
+    }
+
+    async fn count_accounts(&self, domain: &str, search: Option<&AccountSearch>) -> Result<u64> {
+        let n: i64 = match search {
+            None => {
+                self.query_scalar("SELECT COUNT(*) FROM accounts WHERE domain = ?")
+                    .bind(domain)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            Some(search) => {
+                self.query_scalar(
+                    "SELECT COUNT(*) FROM accounts WHERE domain = ? AND username LIKE ? ESCAPE '!'",
+                )
+                .bind(domain)
+                .bind(search.like_pattern())
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
+        u64::try_from(n).map_err(|_| StoreError::Corrupt("account count".into()))
     }
 }

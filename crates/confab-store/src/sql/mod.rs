@@ -135,12 +135,14 @@ fn target(backend: &Backend) -> Result<Target> {
 async fn prepare(conn: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<()> {
     let statements: &[&'static str] = match dialect {
         // WAL and full sync: an acknowledged write survives a crash or kill -9. The busy
-        // timeout lets writers queue for the write lock instead of failing.
+        // timeout lets writers queue for the write lock instead of failing. LIKE is
+        // case-sensitive, as in the other two with their collations (account search).
         Dialect::Sqlite => &[
             "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = FULL",
             "PRAGMA foreign_keys = ON",
             "PRAGMA busy_timeout = 10000",
+            "PRAGMA case_sensitive_like = ON",
         ],
         Dialect::Postgres => &[],
         // ANSI_QUOTES: identifiers in double quotes as in the other two ("key" is reserved

@@ -91,15 +91,31 @@ fn open_tag(out: &mut String) {
     out.push('\'');
 }
 
+/// XEP-0124 §9 attributes of an answer.
+#[derive(Default)]
+pub(crate) struct Acks {
+    /// `ack`: the highest rid received with all before it.
+    pub ack: Option<u64>,
+    /// `report` and `time`: an answer the client missed, and milliseconds since it was sent.
+    pub report: Option<(u64, u64)>,
+}
+
 /// The answer to one request: payloads already serialized (each declaring its namespace),
-/// the creation attributes, and the end of the session if it ended.
+/// the creation attributes, acknowledgements, and the end of the session if it ended.
 pub(crate) fn response(
     creation: Option<&Creation<'_>>,
+    acks: &Acks,
     payloads: &[Bytes],
     end: Option<&Terminate>,
 ) -> Bytes {
     let mut head = String::with_capacity(256);
     open_tag(&mut head);
+    if let Some(a) = acks.ack {
+        head.push_str(&format!(" ack='{a}'"));
+    }
+    if let Some((rid, ms)) = acks.report {
+        head.push_str(&format!(" report='{rid}' time='{ms}'"));
+    }
     if let Some(c) = creation {
         let p = c.params;
         head.push_str(&format!(
@@ -155,7 +171,7 @@ pub(crate) const POLLING: u64 = 2;
 
 /// A terminate body outside any session (bad requests, unknown sids).
 pub(crate) fn terminate(t: &Terminate) -> Bytes {
-    response(None, &[], Some(t))
+    response(None, &Acks::default(), &[], Some(t))
 }
 
 #[cfg(test)]

@@ -9,20 +9,20 @@ mod body;
 mod session;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use body::Terminate;
 use confab_proto::ns;
 use confab_proto::parser::StreamHeader;
+use confab_server::http::HttpConnection;
 use confab_server::module::{Module, ModuleConfig, Registry};
 use confab_server::ServerCtx;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use session::{BoshFraming, Params, Request, Session};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +41,8 @@ pub struct BoshConfig {
     /// same machine, or a local client); see `[websocket] trust_loopback`.
     pub trust_loopback: bool,
     /// The URL announced in `host-meta` (e.g. `https://chat.example.org/http-bind`). By
-    /// default `http://`, the request's `Host` and `path`.
+    /// default built from the request: `https://` over HTTPS, `http://` (and `https://` on
+    /// `[http] tls_port`) over HTTP.
     pub public_url: Option<String>,
     /// Longest time a request is held, in seconds (a client's `wait` is lowered to it).
     pub max_wait: u64,
@@ -130,13 +131,13 @@ impl Module for Bosh {
             &config.path,
             post(
                 move |State(ctx): State<ServerCtx>,
-                      ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                      conn: HttpConnection,
                       headers: HeaderMap,
                       body: Body| {
                     let (config, bosh) = (c.clone(), b.clone());
                     async move {
                         let cors = cors_headers(&config, &headers, false);
-                        let mut r = bosh.request(ctx, &config, peer, body).await;
+                        let mut r = bosh.request(ctx, &config, conn, body).await;
                         r.headers_mut().extend(cors);
                         r
                     }
@@ -232,9 +233,11 @@ impl Bosh {
         self: Arc<Self>,
         ctx: ServerCtx,
         config: &BoshConfig,
-        peer: SocketAddr,
+        conn: HttpConnection,
         body: Body,
     ) -> Response {
+        // The client's address (behind a trusted proxy, the one it forwarded).
+        let peer = conn.client;
         let limits = ctx.config.limits.parser_limits();
         let max = config
             .max_body_size
@@ -280,7 +283,7 @@ impl Bosh {
                 tracing::info!(%peer, "BOSH request for an unknown sid");
                 return terminate_reply("item-not-found", true);
             }
-            None => match self.create(&ctx, config, peer, &el, rid) {
+            None => match self.create(&ctx, config, conn, &el, rid) {
                 Ok(s) => s,
                 Err(condition) => return terminate_reply(condition, legacy),
             },
@@ -297,6 +300,7 @@ impl Bosh {
         let terminate = el.get_attr("type") == Some("terminate");
         let pause = el.get_attr("pause").and_then(|p| p.parse::<u64>().ok());
         let payloads = el.elements().cloned().collect();
+        let ack = el.get_attr("ack").and_then(|a| a.parse::<u64>().ok());
         let req = Request {
             rid,
             header,
@@ -304,6 +308,7 @@ impl Bosh {
             terminate,
             pause,
             size,
+            ack,
         };
         let sid = session.sid.clone();
         let answer = session.handle(req, creation).await;
@@ -321,10 +326,11 @@ impl Bosh {
         self: &Arc<Self>,
         ctx: &ServerCtx,
         config: &BoshConfig,
-        peer: SocketAddr,
+        conn: HttpConnection,
         el: &confab_proto::xml::Element,
         rid: u64,
     ) -> Result<Arc<Session>, &'static str> {
+        let peer = conn.client;
         let admitted = ctx.admission.admit(peer.ip()).map_err(|why| {
             tracing::warn!(%peer, ?why, "connection limit reached; BOSH session refused");
             "policy-violation"
@@ -353,9 +359,13 @@ impl Bosh {
                 .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
                 .collect()
         };
-        let secure = config.trust_loopback && peer.ip().to_canonical().is_loopback();
+        // Decided by the creation request: the session's later requests may come on other
+        // connections, but a client does not leave HTTPS half way.
+        let secure = crate::websocket::is_secure(&conn, config.trust_loopback);
         let legacy = el.get_attr("ver").is_none();
-        let session = Session::new(sid.clone(), rid, params, secure, legacy);
+        // XEP-0124 §9: a client that will acknowledge answers says so with `ack='1'`.
+        let acks = el.get_attr("ack") == Some("1");
+        let session = Session::new(sid.clone(), rid, params, secure, legacy, acks);
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -44,7 +44,14 @@ pub(crate) struct Request {
     pub pause: Option<u64>,
     /// Size of the HTTP body, counted as input like bytes on a socket.
     pub size: usize,
+    /// The client's response acknowledgement (XEP-0124 §9.2): it has every answer up to
+    /// this rid.
+    pub ack: Option<u64>,
 }
+
+/// How long after an answer was sent a client's `ack` below it counts as a missed answer
+/// (reported with `report`/`time`, XEP-0124 §9.2), rather than one still on its way.
+const REPORT_AFTER: Duration = Duration::from_millis(500);
 
 /// What an answered request carries.
 #[derive(Default)]
@@ -74,8 +81,11 @@ struct State {
     outgoing_bytes: usize,
     /// Held requests, oldest (lowest rid) first.
     held: VecDeque<Held>,
-    /// The last answers, by rid, for retransmissions (XEP-0124 §14.3).
-    cache: VecDeque<(u64, Bytes)>,
+    /// The last answers, by rid, with when they were sent, for retransmissions (XEP-0124
+    /// §14.3) and missed-answer reports (§9.2); those the client acknowledged are dropped.
+    cache: VecDeque<(u64, Bytes, Instant)>,
+    /// The last rid reported as missed, so one loss is reported once.
+    reported: Option<u64>,
     /// Set once the session ends: every later answer is a terminate body.
     end: Option<Terminate>,
     /// Whether some request carried `end` to the client.
@@ -93,6 +103,9 @@ pub(crate) struct Session {
     pub params: Params,
     /// The creation request had no `ver`: errors also get XEP-0124 §17.6's HTTP codes.
     pub legacy: bool,
+    /// The client asked for acknowledgements (`ack='1'` at creation, XEP-0124 §9): answers
+    /// carry `ack`, and its own `ack`s are read.
+    pub acks: bool,
     secure: bool,
     state: Mutex<State>,
     /// Wakes the session loop's `read_more` (input, a request ending, the session ending).
@@ -113,11 +126,13 @@ impl Session {
         params: Params,
         secure: bool,
         legacy: bool,
+        acks: bool,
     ) -> Arc<Session> {
         Arc::new(Session {
             sid,
             params,
             legacy,
+            acks,
             secure,
             state: Mutex::new(State {
                 next_rid: first_rid,
@@ -130,6 +145,7 @@ impl Session {
                 outgoing_bytes: 0,
                 held: VecDeque::new(),
                 cache: VecDeque::new(),
+                reported: None,
                 end: None,
                 end_delivered: false,
                 idle_since: Instant::now(),
@@ -168,13 +184,13 @@ impl Session {
         let rid = req.rid;
         let mut guard = {
             let mut st = self.lock();
-            if let Some((_, cached)) = st.cache.iter().find(|(r, _)| *r == rid) {
+            if let Some((_, cached, _)) = st.cache.iter().find(|(r, _, _)| *r == rid) {
                 tracing::debug!(sid = %self.sid, rid, "repeated rid answered from the cache");
                 return Ok(cached.clone());
             }
             if st.end.is_some() {
                 let r = self.take_reply(&mut st);
-                return Ok(self.answer(&mut st, rid, r, creation));
+                return Ok(self.answer(&mut st, rid, r, creation, None));
             }
             if rid < st.next_rid {
                 // Neither cached nor held: an answer we no longer have (§14.3).
@@ -208,7 +224,7 @@ impl Session {
                 let mut st = self.lock();
                 if st.end.is_some() {
                     let r = self.take_reply(&mut st);
-                    return Ok(self.answer(&mut st, rid, r, creation));
+                    return Ok(self.answer(&mut st, rid, r, creation, None));
                 }
                 if rid <= st.next_rid {
                     break;
@@ -219,10 +235,14 @@ impl Session {
                 return Err(self.fatal(&mut st, "item-not-found", "a missing rid never came"));
             }
         }
+        let mut report = None;
         let rx = {
             let mut st = self.lock();
             if st.next_rid == rid {
                 st.next_rid = rid + 1;
+                if let (true, Some(ack)) = (self.acks, req.ack) {
+                    report = self.acknowledged(&mut st, ack);
+                }
                 self.turn.notify_waiters();
                 if let Err(why) =
                     self.take_input(&mut st, req.header, req.payloads, req.terminate, req.size)
@@ -244,8 +264,14 @@ impl Session {
                 }
             }
             // A polling client (hold 0) is answered at once, with whatever there is.
+            // So is a request whose answer reports a missed one (§9.2).
             let polling = self.params.hold == 0 && !req.terminate;
-            if polling || st.pause.is_some() || !st.outgoing.is_empty() || st.end.is_some() {
+            if polling
+                || report.is_some()
+                || st.pause.is_some()
+                || !st.outgoing.is_empty()
+                || st.end.is_some()
+            {
                 Some(self.take_reply(&mut st))
             } else {
                 let (tx, rx) = oneshot::channel();
@@ -278,8 +304,24 @@ impl Session {
             None => self.wait_reply(&mut guard).await,
         };
         let mut st = self.lock();
-        let body = self.answer(&mut st, rid, reply, creation);
+        let body = self.answer(&mut st, rid, reply, creation, report);
         Ok(body)
+    }
+
+    /// The client has every answer up to `ack`: those leave the cache. An answer after it
+    /// that was sent a while ago has not arrived: returned as (rid, milliseconds since it
+    /// was sent), once per rid, for `report` and `time`.
+    fn acknowledged(&self, st: &mut State, ack: u64) -> Option<(u64, u64)> {
+        st.cache.retain(|(r, _, _)| *r > ack);
+        let missed = ack.checked_add(1)?;
+        let (_, _, sent) = st.cache.iter().find(|(r, _, _)| *r == missed)?;
+        let since = sent.elapsed();
+        if since < REPORT_AFTER || st.reported.is_some_and(|r| r >= missed) {
+            return None;
+        }
+        st.reported = Some(missed);
+        tracing::debug!(sid = %self.sid, rid = missed, "the client missed an answer; reporting it");
+        Some((missed, u64::try_from(since.as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// Waits for the held request's reply, at most `wait`.
@@ -303,7 +345,14 @@ impl Session {
     }
 
     /// Builds the answer to `rid` and remembers it for a retransmission.
-    fn answer(&self, st: &mut State, rid: u64, reply: Reply, creation: bool) -> Bytes {
+    fn answer(
+        &self,
+        st: &mut State,
+        rid: u64,
+        reply: Reply,
+        creation: bool,
+        report: Option<(u64, u64)>,
+    ) -> Bytes {
         let creation = creation.then(|| body::Creation {
             sid: &self.sid,
             params: &self.params,
@@ -313,8 +362,21 @@ impl Session {
         if reply.end.is_some() {
             st.end_delivered = true;
         }
-        let b = body::response(creation.as_ref(), &reply.payloads, reply.end.as_ref());
-        st.cache.push_back((rid, b.clone()));
+        let mut acks = body::Acks::default();
+        if self.acks {
+            // The highest rid received with all before it (§9.1); left out when it is
+            // this request's own, except on the creation answer.
+            let highest = st.next_rid.saturating_sub(1);
+            acks.ack = (creation.is_some() || highest != rid).then_some(highest);
+            acks.report = report;
+        }
+        let b = body::response(
+            creation.as_ref(),
+            &acks,
+            &reply.payloads,
+            reply.end.as_ref(),
+        );
+        st.cache.push_back((rid, b.clone(), Instant::now()));
         while st.cache.len() > self.params.requests {
             st.cache.pop_front();
         }
@@ -600,7 +662,7 @@ mod tests {
 
     #[test]
     fn input_is_counted_until_the_session_takes_it() {
-        let s = Session::new("s".into(), 1, params(), false, false);
+        let s = Session::new("s".into(), 1, params(), false, false, false);
         {
             let mut st = s.lock();
             // Empty polls, however many, queue nothing.
