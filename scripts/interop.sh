@@ -5,7 +5,8 @@
 # throwaway data dir and accounts made with `confabd user add`, and runs every
 # tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
 # messages, account services, stream management, carbons, client state, Multi-User Chat on
-# conference.localhost and its archive, ids, self-ping and moderation), then a restart
+# conference.localhost and its archive, ids, self-ping and moderation, several sessions under
+# one nick and occupants retracting their own messages), then a restart
 # scenario, go-sendxmpp (also against `confab send`/`listen`, tests/interop/confab_go_sendxmpp.sh),
 # moving in from Prosody and ejabberd (tests/interop/import_*.sh, which install them from
 # Debian if missing), our own terminal client `confab` driven in tmux

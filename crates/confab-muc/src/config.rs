@@ -34,6 +34,9 @@ pub struct MucConfig {
     pub max_rooms: usize,
     /// Owners, admins, members and outcasts one room may list.
     pub max_affiliations_per_room: usize,
+    /// Sessions (resources of one user) that may share one nick in a room (XEP-0045
+    /// §7.2.2 multi-session nicks); 1 makes a second session's join a `conflict`.
+    pub max_sessions_per_nick: usize,
     /// Messages kept per room for the history sent on join.
     pub history_max: usize,
     /// Bytes of serialized messages kept per room for that history.
@@ -62,6 +65,7 @@ impl Default for MucConfig {
             max_rooms_per_user: 50,
             max_rooms: 10_000,
             max_affiliations_per_room: 1000,
+            max_sessions_per_nick: 10,
             history_max: 20,
             history_max_bytes: 256 * 1024,
             message_rate: 2.0,
@@ -113,6 +117,7 @@ impl ModuleConfig for MucConfig {
                 1,
                 1_000_000,
             ),
+            ("max_sessions_per_nick", self.max_sessions_per_nick, 1, 100),
             ("history_max", self.history_max, 0, 1000),
             ("history_max_bytes", self.history_max_bytes, 0, 64 << 20),
             (

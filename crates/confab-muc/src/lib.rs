@@ -194,6 +194,7 @@ impl Shared {
         let limits = Limits {
             max_occupants: cfg.max_occupants_per_room,
             max_affiliations: cfg.max_affiliations_per_room,
+            max_sessions_per_nick: cfg.max_sessions_per_nick,
             history_max: cfg.history_max,
             history_max_bytes: cfg.history_max_bytes,
             message_rate: cfg.message_rate,
@@ -583,6 +584,59 @@ async fn deliver_all(ctx: &ServerCtx, el: &Element, to: &[&FullJid]) {
 }
 
 /// Hands a stanza to the session of one local occupant, addressed to it.
+/// The archived message `sid` of a room with its row, unless it is already retracted (a
+/// message is retracted once). What moderation and an author's retraction both check.
+async fn live_archived(
+    ctx: &ServerCtx,
+    room_jid: &BareJid,
+    sid: &str,
+) -> Result<Option<(RoomMessage, Element)>, StanzaError> {
+    let Some(node) = room_jid.node() else {
+        return Ok(None);
+    };
+    let found = ctx
+        .stores
+        .room_archive
+        .room_message(room_jid.domain().as_str(), node.as_str(), sid)
+        .await;
+    match found {
+        Ok(m) => {
+            let limits = ctx.config.limits.parser_limits();
+            Ok(m.and_then(|m| {
+                let el = parse_fragment(&m.stanza, ns::CLIENT, &limits)?;
+                Some((m, el))
+            })
+            .filter(|(_, el)| el.get_child("retracted", NS_RETRACT).is_none()))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, room = %room_jid, "reading the room archive failed");
+            Err(confab_server::module::storage_failed())
+        }
+    }
+}
+
+/// Replaces a retracted message in the room's archive by its tombstone (XEP-0424 §5).
+async fn bury(
+    ctx: &ServerCtx,
+    room_jid: &BareJid,
+    sid: &str,
+    original: &Element,
+    retracted: Element,
+) {
+    let Some(node) = room_jid.node() else {
+        return;
+    };
+    let tombstone = Room::tombstone(original, retracted).to_xml(ns::CLIENT);
+    if let Err(e) = ctx
+        .stores
+        .room_archive
+        .replace_room_message(room_jid.domain().as_str(), node.as_str(), sid, &tombstone)
+        .await
+    {
+        tracing::error!(error = %e, room = %room_jid, "replacing a retracted message failed");
+    }
+}
+
 async fn deliver(ctx: &ServerCtx, el: Element, to: &FullJid) {
     deliver_all(ctx, &el, &[to]).await;
 }
@@ -837,29 +891,13 @@ impl MucService {
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let Some(node) = room_jid.node().map(|n| n.as_str().to_string()) else {
-            return;
-        };
-        let service = room_jid.domain().as_str().to_string();
-        let archived = match ctx
-            .stores
-            .room_archive
-            .room_message(&service, &node, &sid)
-            .await
-        {
-            Ok(m) => m,
+        let original = match live_archived(ctx, &room_jid, &sid).await {
+            Ok(m) => m.map(|(_, el)| el),
             Err(e) => {
                 drop(room);
-                tracing::error!(error = %e, room = %room_jid, "reading the room archive failed");
-                let e = confab_server::module::storage_failed();
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let limits = ctx.config.limits.parser_limits();
-        // A message already retracted is not retracted again.
-        let original = archived
-            .and_then(|m| parse_fragment(&m.stanza, ns::CLIENT, &limits))
-            .filter(|m| m.get_child("retracted", NS_RETRACT).is_none());
         if original.is_none() && !room.in_history(&sid) {
             drop(room);
             let e = fail(StanzaErrorCondition::ItemNotFound, "no such message");
@@ -878,18 +916,53 @@ impl MucService {
             }
         };
         if let Some(original) = original {
-            let tombstone = Room::tombstone(&original, retracted).to_xml(ns::CLIENT);
-            if let Err(e) = ctx
-                .stores
-                .room_archive
-                .replace_room_message(&service, &node, &sid, &tombstone)
-                .await
-            {
-                tracing::error!(error = %e, room = %room_jid, "replacing a moderated message failed");
-            }
+            bury(ctx, &room_jid, &sid, &original, retracted).await;
         }
         let reply = (stanza.iq_result(None), from);
         self.shared.finish_with(ctx, room, out, Some(reply)).await;
+    }
+
+    /// XEP-0424: an occupant retracts its own message (a groupchat message carrying
+    /// `<retract id='stanza-id'/>`). Checked like moderation, before anything changes.
+    async fn retract_own(
+        &self,
+        ctx: &ServerCtx,
+        stanza: &Stanza,
+        from: FullJid,
+        mut room: OwnedMutexGuard<Room>,
+        sid: String,
+    ) {
+        let room_jid = room.jid.clone();
+        let archived = match live_archived(ctx, &room_jid, &sid).await {
+            Ok(m) => m,
+            Err(e) => {
+                drop(room);
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        };
+        let mut out = Out::default();
+        let r = room.retract_own(
+            &self.shared.limits,
+            &from,
+            &stanza.el,
+            &sid,
+            archived.as_ref().map(|(m, _)| m.jid.as_str()),
+            unix_now(),
+            &mut out,
+        );
+        match r {
+            Ok(retracted) => {
+                if let Some((_, original)) = archived {
+                    bury(ctx, &room_jid, &sid, &original, retracted).await;
+                }
+                self.shared.finish(ctx, room, out).await;
+            }
+            Err(e) => {
+                drop(room);
+                tracing::debug!(room = %room_jid, from = %from, "retraction refused: {e:?}");
+                reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        }
     }
 
     async fn to_service(&self, ctx: &ServerCtx, stanza: &Stanza) {
@@ -1138,6 +1211,20 @@ impl MucService {
             )
             .await;
         }
+        if nick.is_none() && stanza.type_attr() == Some("groupchat") {
+            if let Some(r) = stanza.el.get_child("retract", NS_RETRACT) {
+                let Some(sid) = r.get_attr("id").filter(|i| !i.is_empty()) else {
+                    drop(room);
+                    let e = StanzaError::with_text(
+                        StanzaErrorCondition::BadRequest,
+                        "a retraction needs the message's stanza-id",
+                    );
+                    return reply_error(ctx, stanza, e, &room_jid).await;
+                };
+                let sid = sid.to_string();
+                return self.retract_own(ctx, stanza, from, room, sid).await;
+            }
+        }
         let now = unix_now();
         let mut out = Out::default();
         let r = match (nick, stanza.type_attr()) {
@@ -1308,7 +1395,7 @@ impl confab_server::module::AdminView for RoomsView {
                 cells: vec![
                     j.to_string(),
                     room.config.name.clone(),
-                    room.occupants.len().to_string(),
+                    room.occupant_count().to_string(),
                     room.config.persistent.to_string(),
                     room.config.public.to_string(),
                 ],

@@ -462,6 +462,110 @@ async fn nick_changes_and_conflicts() {
     assert_eq!(condition(&e), "jid-malformed");
 }
 
+/// XEP-0045 §7.2.2: a user's second session joining under its nick shares the occupant;
+/// another user under that nick is still a conflict.
+#[tokio::test]
+async fn several_sessions_share_one_nick() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    c.push(ts.login_available("bob").await);
+    let [a, b1, carol, b2] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "multi", "alice").await;
+    join(b1, "multi", "bob").await;
+    presence_from(a, &occ("multi", "bob")).await;
+
+    // Bob's second resource joins as "bob": it gets the room's state and its own presence
+    // (110, the occupant's role); the first session is told too; Alice sees one "bob".
+    let got = join(b2, "multi", "bob").await;
+    let froms: Vec<&str> = got
+        .iter()
+        .filter(|e| e.name == "presence")
+        .filter_map(|e| e.get_attr("from"))
+        .collect();
+    assert_eq!(
+        froms,
+        [occ("multi", "alice"), occ("multi", "bob")],
+        "{got:?}"
+    );
+    let own = &got[1];
+    assert!(has_code(own, "110"), "{own}");
+    assert_eq!(item(own).get_attr("role"), Some("participant"));
+    let p = presence_from(b1, &occ("multi", "bob")).await;
+    assert!(has_code(&p, "110") && p.get_attr("type").is_none(), "{p}");
+    let p = presence_from(a, &occ("multi", "bob")).await;
+    assert!(!has_code(&p, "110") && p.get_attr("type").is_none(), "{p}");
+    // Someone else under that nick: conflict.
+    assert_eq!(
+        join_refused(carol, "multi", "bob", muc_x()).await,
+        "conflict"
+    );
+
+    // Groupchat and private messages reach both sessions.
+    a.send(&groupchat("multi", "to all of bob"))
+        .await
+        .expect("send");
+    for b in [&mut *b1, &mut *b2] {
+        let m = message_from(b, &occ("multi", "alice")).await;
+        assert_eq!(body(&m).as_deref(), Some("to all of bob"));
+    }
+    a.send(
+        &Element::new("message", ns::CLIENT)
+            .attr("to", occ("multi", "bob"))
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("psst")),
+    )
+    .await
+    .expect("send");
+    for b in [&mut *b1, &mut *b2] {
+        let m = expect(b, "private message", |e| {
+            e.name == "message" && body(e).as_deref() == Some("psst")
+        })
+        .await;
+        assert_eq!(m.get_attr("from"), Some(occ("multi", "alice").as_str()));
+    }
+
+    // One session leaves: the occupant stays, as its other session is.
+    leave(b1, "multi", "bob").await;
+    let p = presence_from(a, &occ("multi", "bob")).await;
+    assert_eq!(p.get_attr("type"), None, "{p}");
+    let p = presence_from(b2, &occ("multi", "bob")).await;
+    assert!(has_code(&p, "110") && p.get_attr("type").is_none(), "{p}");
+    a.send(&groupchat("multi", "still there?"))
+        .await
+        .expect("send");
+    let m = message_from(b2, &occ("multi", "alice")).await;
+    assert_eq!(body(&m).as_deref(), Some("still there?"));
+    assert!(no_message(b1, 300).await);
+
+    // A kick removes every session of the occupant, each told with 110 and 307.
+    join(b1, "multi", "bob").await;
+    presence_from(b2, &occ("multi", "bob")).await;
+    presence_from(a, &occ("multi", "bob")).await;
+    let r = admin(
+        a,
+        "multi",
+        "set",
+        vec![aitem(&[("nick", "bob"), ("role", "none")])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    for b in [&mut *b1, &mut *b2] {
+        let p = presence_from(b, &occ("multi", "bob")).await;
+        assert_eq!(p.get_attr("type"), Some("unavailable"), "{p}");
+        assert!(has_code(&p, "110") && has_code(&p, "307"), "{p}");
+    }
+    let p = presence_from(a, &occ("multi", "bob")).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"), "{p}");
+    assert!(has_code(&p, "307") && !has_code(&p, "110"), "{p}");
+    b2.send(&groupchat("multi", "let me back"))
+        .await
+        .expect("send");
+    let e = expect(b2, "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "not-acceptable");
+}
+
 #[tokio::test]
 async fn private_messages_go_through_the_room() {
     let ts = server().await;
@@ -1745,6 +1849,95 @@ async fn moderators_retract_messages() {
     // Once is enough.
     let r = iq(&mut c[0], "set", Some(&room("mod")), moderate(&sid, true)).await;
     assert_eq!(condition(&r), "item-not-found");
+}
+
+/// XEP-0424 in a room: an author retracts its own message; nobody else's.
+#[tokio::test]
+async fn occupants_retract_their_own_messages() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol", "dave"]).await;
+    create(&mut c[0], "ret", "alice").await;
+    let info = features(&disco_info(&mut c[0], &room("ret")).await);
+    assert!(info.contains(&RETRACT.to_string()), "{info:?}");
+    assert!(info.contains(&format!("{RETRACT}#tombstone")), "{info:?}");
+    join(&mut c[1], "ret", "bob").await;
+    join(&mut c[2], "ret", "carol").await;
+    let oops = say(&mut c[1], "ret", "bob", "oops, wrong room").await;
+    let sid = room_sid(&oops, "ret");
+    let bob_id = occupant_id(&oops);
+    for cl in [0, 2] {
+        message_from(&mut c[cl], &occ("ret", "bob")).await;
+    }
+    let retraction = |id: &str| {
+        Element::new("message", ns::CLIENT)
+            .attr("to", room("ret"))
+            .attr("type", "groupchat")
+            .attr("id", format!("retract-{}", rand_id()))
+            .child(Element::new("retract", RETRACT).attr("id", id))
+            .child(Element::new("fallback", "urn:xmpp:fallback:0").attr("for", RETRACT))
+            .child(Element::new("body", ns::CLIENT).text("/me retracted a message"))
+    };
+
+    // Carol may not retract Bob's message; an unknown id is not found. Nothing reaches the others.
+    c[2].send(&retraction(&sid)).await.expect("send");
+    let e = expect(&mut c[2], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "forbidden", "{e}");
+    c[1].send(&retraction("no-such-id")).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "item-not-found", "{e}");
+    assert!(no_message(&mut c[0], 200).await);
+
+    // Bob retracts it: everyone gets the retraction from his occupant JID, with his
+    // occupant id and a stanza-id of the room's.
+    let r = retraction(&sid);
+    let rid = r.get_attr("id").unwrap_or_default().to_string();
+    c[1].send(&r).await.expect("send");
+    for cl in c.iter_mut().take(3) {
+        let m = message_from(cl, &occ("ret", "bob")).await;
+        let retract = m
+            .get_child("retract", RETRACT)
+            .unwrap_or_else(|| panic!("{m}"));
+        assert_eq!(retract.get_attr("id"), Some(sid.as_str()));
+        assert_eq!(m.get_attr("id"), Some(rid.as_str()));
+        assert_eq!(occupant_id(&m), bob_id);
+        room_sid(&m, "ret");
+    }
+    // The archive keeps a tombstone pointing at the retraction, and the retraction.
+    let (r, _) = query_archive(&mut c[0], "ret", mam_query(&[], &[])).await;
+    assert_eq!(r.len(), 2, "{r:?}");
+    let tomb = forwarded(&r[0]);
+    assert_eq!(result_id(&r[0]), sid);
+    assert!(body(tomb).is_none(), "{tomb}");
+    let retracted = tomb
+        .get_child("retracted", RETRACT)
+        .unwrap_or_else(|| panic!("{tomb}"));
+    assert_eq!(retracted.get_attr("id"), Some(rid.as_str()));
+    assert_eq!(occupant_id(tomb), bob_id);
+    assert!(forwarded(&r[1]).get_child("retract", RETRACT).is_some());
+    // A newcomer's history no longer has it; a second retraction finds nothing.
+    let got = join(&mut c[3], "ret", "dave").await;
+    assert!(
+        got.iter().filter_map(body).all(|b| b != "oops, wrong room"),
+        "{got:?}"
+    );
+    c[1].send(&retraction(&sid)).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "item-not-found", "{e}");
+
+    // Without an archive the history decides, with the same rules.
+    let r = configure(&mut c[0], "ret", &[("mam", "0")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let m = say(&mut c[1], "ret", "bob", "unarchived").await;
+    let sid = room_sid(&m, "ret");
+    c[2].send(&retraction(&sid)).await.expect("send");
+    let e = expect(&mut c[2], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "forbidden", "{e}");
+    c[1].send(&retraction(&sid)).await.expect("send");
+    let m = expect(&mut c[3], "retraction", |e| {
+        e.get_child("retract", RETRACT).is_some()
+    })
+    .await;
+    assert_eq!(m.get_attr("from"), Some(occ("ret", "bob").as_str()));
 }
 
 /// A room an importer stored with `confab_muc::stored_room` (as `confabd import --from
