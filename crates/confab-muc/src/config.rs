@@ -52,6 +52,9 @@ pub struct MucConfig {
     /// Most messages in one page of a room archive query, and the page size when the
     /// client names none.
     pub mam_max_page: usize,
+    /// Days a room keeps archived messages; older ones are deleted by an hourly sweep.
+    /// 0 keeps them as long as the room exists.
+    pub mam_retention_days: u32,
 }
 
 impl Default for MucConfig {
@@ -72,6 +75,7 @@ impl Default for MucConfig {
             message_burst: 10,
             mam: true,
             mam_max_page: 50,
+            mam_retention_days: 0,
         }
     }
 }
@@ -131,6 +135,9 @@ impl ModuleConfig for MucConfig {
             if v < lo || v > hi {
                 return Err(format!("[muc] {k} must be between {lo} and {hi}"));
             }
+        }
+        if self.mam_retention_days > 100 * 366 {
+            return Err("[muc] mam_retention_days must be at most 36600".into());
         }
         if !self.message_rate.is_finite() || self.message_rate < 0.0 {
             return Err("[muc] message_rate must be a number >= 0".into());

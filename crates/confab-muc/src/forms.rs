@@ -288,6 +288,8 @@ pub fn room_info(room: &Room) -> Element {
     ];
     if c.mam {
         features.push(NS_MAM.to_string());
+        // before-id/after-id/ids, flipped pages and metadata.
+        features.push(confab_proto::payloads::mam::EXTENDED.to_string());
         // Retracted and moderated messages stay in the archive as tombstones.
         features.push(format!("{NS_RETRACT}#tombstone"));
     }
@@ -438,6 +440,7 @@ mod tests {
             NS_MODERATE,
             NS_RETRACT,
             "urn:xmpp:message-retract:1#tombstone",
+            "urn:xmpp:mam:2#extended",
         ] {
             assert!(info.has_feature(f), "{f}");
         }

@@ -13,9 +13,11 @@
 //!
 //! Each room is behind its own async mutex, held while its stanzas are handed to the
 //! occupants' sessions: every occupant sees one room's events in one order, and rooms
-//! never wait for each other. A message is archived under that lock before it is handed
-//! out, so the archive's order is the room's and every stanza-id a client sees is in it.
+//! never wait for each other. A message's archive row is queued under that lock, so the
+//! archive's order is the room's, and written by one task (`archive_writer.rs`) that every
+//! reader of an archive waits for first, so every stanza-id a client saw is found.
 
+mod archive_writer;
 pub mod config;
 pub mod forms;
 pub mod payloads;
@@ -30,7 +32,7 @@ use confab_proto::payloads::disco::{DiscoItem, DiscoItems};
 use confab_proto::payloads::mam;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
-use confab_server::module::{LifecycleListener, Module, ModuleStore, Registry, Service};
+use confab_server::module::{LifecycleListener, Module, ModuleStore, Registry, Service, Timer};
 use confab_server::session::SessionInfo;
 use confab_server::{router, ServerCtx};
 use confab_store::archive::ArchiveQuery;
@@ -56,6 +58,12 @@ const KEYS_KIND: &str = "muc-keys";
 const OCCUPANT_ID_KEY: &str = "occupant-id";
 /// Most rooms listed in the service's disco#items.
 const MAX_LISTED_ROOMS: usize = 1000;
+/// Archive rows queued for writing at most; past it a room waits for the database.
+const ARCHIVE_QUEUE: usize = 4096;
+/// Rows deleted per statement by the retention sweep, and statements per hourly tick:
+/// bounded work per tick, the rest waits for the next one.
+const EXPIRE_BATCH: usize = 1000;
+const EXPIRE_BATCHES_PER_TICK: usize = 100;
 
 /// The MUC module, for `confabd`'s module list.
 pub fn all() -> Vec<Arc<dyn Module>> {
@@ -99,7 +107,58 @@ impl Module for Muc {
                 shared: shared.clone(),
             }),
         );
+        if shared.cfg.mam_retention_days > 0 {
+            reg.timer(
+                std::time::Duration::from_secs(3600),
+                Arc::new(ArchiveRetention {
+                    days: shared.cfg.mam_retention_days,
+                }),
+            );
+        }
         reg.lifecycle(Arc::new(Lifecycle { shared }));
+    }
+}
+
+/// `[muc] mam_retention_days`: deletes what rooms archived before the cut, in bounded
+/// batches.
+struct ArchiveRetention {
+    days: u32,
+}
+
+#[async_trait]
+impl Timer for ArchiveRetention {
+    async fn tick(&self, ctx: &ServerCtx) {
+        expire_archives(ctx, self.days).await;
+    }
+}
+
+/// One retention sweep: at most `EXPIRE_BATCHES_PER_TICK` batches.
+async fn expire_archives(ctx: &ServerCtx, days: u32) {
+    {
+        let cutoff = unix_micros().saturating_sub(i64::from(days) * 86_400 * 1_000_000);
+        let mut deleted = 0;
+        for _ in 0..EXPIRE_BATCHES_PER_TICK {
+            match ctx
+                .stores
+                .room_archive
+                .expire_room_archives(cutoff, EXPIRE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    deleted += n;
+                    if (n as usize) < EXPIRE_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "expiring room archives failed");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "expired room archive messages");
+        }
     }
 }
 
@@ -121,6 +180,7 @@ struct Shared {
     /// an occupant's id survives restarts).
     occupant_keys: Mutex<HashMap<String, Vec<u8>>>,
     loaded: OnceCell<()>,
+    writer: archive_writer::RoomArchiveWriter,
 }
 
 /// A persistent room as stored (JSON in the module store).
@@ -212,6 +272,7 @@ impl Shared {
             created: Mutex::new(HashMap::new()),
             occupant_keys: Mutex::new(HashMap::new()),
             loaded: OnceCell::new(),
+            writer: archive_writer::RoomArchiveWriter::default(),
         }
     }
 
@@ -408,7 +469,7 @@ impl Shared {
         out: Out,
         mut reply: Option<(Stanza, FullJid)>,
     ) {
-        // Archived before any copy goes out, in the room's order (the lock is held).
+        // Queued before any copy goes out, in the room's order (the lock is held).
         for item in &out.archive {
             self.archive(ctx, &room.jid, item).await;
         }
@@ -489,15 +550,9 @@ impl Shared {
             stamp: unix_micros(),
             stanza: item.el.to_xml(ns::CLIENT),
         };
-        let r = ctx
-            .stores
-            .room_archive
-            .append_room_message(jid.domain().as_str(), node.as_str(), &msg)
+        self.writer
+            .append(ctx, jid.domain().as_str(), node.as_str(), msg)
             .await;
-        if let Err(e) = r {
-            // The message still goes out: the archive is not a reason to lose it.
-            tracing::error!(error = %e, room = %jid, "archiving a message failed");
-        }
     }
 
     /// A room that is gone takes its archive with it.
@@ -505,6 +560,8 @@ impl Shared {
         let Some(node) = jid.node() else {
             return;
         };
+        // What the room queued goes first, or it would outlive the deletion.
+        self.writer.flush().await;
         let r = ctx
             .stores
             .room_archive
@@ -588,12 +645,15 @@ async fn deliver_all(ctx: &ServerCtx, el: &Element, to: &[&FullJid]) {
 /// message is retracted once). What moderation and an author's retraction both check.
 async fn live_archived(
     ctx: &ServerCtx,
+    shared: &Shared,
     room_jid: &BareJid,
     sid: &str,
 ) -> Result<Option<(RoomMessage, Element)>, StanzaError> {
     let Some(node) = room_jid.node() else {
         return Ok(None);
     };
+    // The message may still be queued; its tombstone must not come before it.
+    shared.writer.flush().await;
     let found = ctx
         .stores
         .room_archive
@@ -767,28 +827,44 @@ impl MucService {
             Ok(s) => s,
             Err(e) => return reply_error(ctx, stanza, e, &room_jid).await,
         };
+        if q.is("metadata", mam::NS) {
+            return self.metadata(ctx, stanza, &room_jid).await;
+        }
         if stanza.iq_type() == Some(IqType::Get) {
-            return router::route(ctx, stanza.iq_result(Some(mam::query_form(false)))).await;
+            return router::route(ctx, stanza.iq_result(Some(mam::query_form(true)))).await;
         }
         let request = match mam::Query::try_from(q) {
             Ok(r) => r,
             Err(e) => return reply_error(ctx, stanza, e.into(), &room_jid).await,
         };
-        // `with` names an occupant JID of this room: its nick is what is filtered on.
-        let with = match &request.with {
-            None => None,
-            Some(w) if w.to_bare() == room_jid && w.resource().is_some() => {
-                w.resource().map(|n| n.as_str().to_string())
-            }
+        // `with` names an occupant JID of this room (its nick is what is filtered on) or,
+        // for those who may see real JIDs, a user's real JID (§6; the archive keeps the
+        // bare one, so a full JID matches its bare JID).
+        let (with, sender) = match &request.with {
+            None => (None, None),
+            Some(w) if w.to_bare() == room_jid => match w.resource() {
+                Some(n) => (Some(n.as_str().to_string()), None),
+                None => {
+                    let e = StanzaError::with_text(
+                        StanzaErrorCondition::BadRequest,
+                        "with: an occupant JID of this room or a real JID",
+                    );
+                    return reply_error(ctx, stanza, e, &room_jid).await;
+                }
+            },
+            Some(w) if sees_jids => (None, Some(w.to_bare().to_string())),
             Some(_) => {
                 let e = StanzaError::with_text(
-                    StanzaErrorCondition::BadRequest,
-                    "with: an occupant JID of this room",
+                    StanzaErrorCondition::Forbidden,
+                    "with: real JIDs only for those who may see them; use an occupant JID",
                 );
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let query = ArchiveQuery::from_request(&request, with, self.shared.cfg.mam_max_page);
+        let mut query = ArchiveQuery::from_request(&request, with, self.shared.cfg.mam_max_page);
+        query.sender = sender;
+        // Every message a client was sent is written before it is looked for.
+        self.shared.writer.flush().await;
         let Some(node) = room_jid.node() else {
             return;
         };
@@ -859,6 +935,43 @@ impl MucService {
         router::route(ctx, stanza.iq_result(Some(fin))).await;
     }
 
+    /// XEP-0313 §7.1 (`#extended`): the id and time of the room archive's first and last
+    /// message; access as for a query.
+    async fn metadata(&self, ctx: &ServerCtx, stanza: &Stanza, room_jid: &BareJid) {
+        let Some(node) = room_jid.node() else {
+            return;
+        };
+        self.shared.writer.flush().await;
+        let archive = &ctx.stores.room_archive;
+        let service = room_jid.domain().as_str();
+        let one = |before: Option<String>| ArchiveQuery {
+            before,
+            max: 1,
+            ..ArchiveQuery::default()
+        };
+        let first = archive
+            .query_room_archive(service, node.as_str(), &one(None))
+            .await;
+        let last = archive
+            .query_room_archive(service, node.as_str(), &one(Some(String::new())))
+            .await;
+        match (first, last) {
+            (Ok(f), Ok(l)) => {
+                let first = f.as_ref().and_then(|p| p.items.first());
+                let last = l.as_ref().and_then(|p| p.items.last());
+                let ends = first
+                    .zip(last)
+                    .map(|(f, l)| ((f.id.as_str(), f.stamp), (l.id.as_str(), l.stamp)));
+                router::route(ctx, stanza.iq_result(Some(mam::metadata(ends)))).await;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, room = %room_jid, "reading room archive metadata failed");
+                let e = confab_server::module::storage_failed();
+                reply_error(ctx, stanza, e, room_jid).await;
+            }
+        }
+    }
+
     /// XEP-0425: a moderator retracts a message by its stanza-id. Everything is checked
     /// before anything changes: the moderator, the request, the message.
     async fn moderate(
@@ -891,7 +1004,7 @@ impl MucService {
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let original = match live_archived(ctx, &room_jid, &sid).await {
+        let original = match live_archived(ctx, &self.shared, &room_jid, &sid).await {
             Ok(m) => m.map(|(_, el)| el),
             Err(e) => {
                 drop(room);
@@ -933,7 +1046,7 @@ impl MucService {
         sid: String,
     ) {
         let room_jid = room.jid.clone();
-        let archived = match live_archived(ctx, &room_jid, &sid).await {
+        let archived = match live_archived(ctx, &self.shared, &room_jid, &sid).await {
             Ok(m) => m,
             Err(e) => {
                 drop(room);
@@ -1303,7 +1416,7 @@ impl MucService {
                 Err(e) => reply_error(ctx, stanza, e, &room_jid).await,
             };
         }
-        if q.is("query", mam::NS) {
+        if q.is("query", mam::NS) || (q.is("metadata", mam::NS) && t == IqType::Get) {
             return self.mam_query(ctx, stanza, &from, room, &q).await;
         }
         if q.is("moderate", NS_MODERATE) && t == IqType::Set {
@@ -1445,7 +1558,13 @@ struct Lifecycle {
 #[async_trait]
 impl LifecycleListener for Lifecycle {
     async fn server_started(&self, ctx: &ServerCtx) {
+        self.shared.writer.start(ctx, ARCHIVE_QUEUE);
         self.shared.ensure_loaded(ctx).await;
+        // A server that was down past the retention does not serve what expired meanwhile
+        // until the first hourly sweep.
+        if self.shared.cfg.mam_retention_days > 0 {
+            expire_archives(ctx, self.shared.cfg.mam_retention_days).await;
+        }
     }
 
     /// The occupants of this session leave the rooms it was in (its connection was lost,
@@ -1475,5 +1594,6 @@ impl LifecycleListener for Lifecycle {
                 self.shared.finish(ctx, room, out).await;
             }
         }
+        self.shared.writer.flush().await;
     }
 }

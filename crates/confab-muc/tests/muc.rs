@@ -1628,7 +1628,8 @@ async fn room_archive_is_queryable_with_mam() {
             "feature-not-implemented",
         ),
         (mam_query(&[], &[("after", "nope")]), "item-not-found"),
-        (mam_query(&[("with", "bob@localhost")], &[]), "bad-request"),
+        // Carol may not see real JIDs.
+        (mam_query(&[("with", "bob@localhost")], &[]), "forbidden"),
     ] {
         let (r, reply) = query_archive(&mut c[2], "arch", q).await;
         assert!(r.is_empty());
@@ -1938,6 +1939,184 @@ async fn occupants_retract_their_own_messages() {
     })
     .await;
     assert_eq!(m.get_attr("from"), Some(occ("ret", "bob").as_str()));
+}
+
+async fn archive_metadata(c: &mut ClientSession, room_name: &str) -> Element {
+    iq(
+        c,
+        "get",
+        Some(&room(room_name)),
+        Element::new("metadata", MAM),
+    )
+    .await
+}
+
+/// XEP-0313 §6: `with` names a real JID for those who may see real JIDs (whatever the
+/// nick), and the room announces `#extended` with its archive's metadata.
+#[tokio::test]
+async fn room_archive_by_real_jid_and_metadata() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    create(&mut c[0], "real", "alice").await;
+    let info = features(&disco_info(&mut c[0], &room("real")).await);
+    assert!(info.contains(&format!("{MAM}#extended")), "{info:?}");
+    let r = archive_metadata(&mut c[0], "real").await;
+    let m = r
+        .get_child("metadata", MAM)
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(m.elements().count(), 0, "an empty archive: {r}");
+    join(&mut c[1], "real", "bob").await;
+    join(&mut c[2], "real", "carol").await;
+    let b1 = say(&mut c[1], "real", "bob", "b1").await;
+    say(&mut c[2], "real", "carol", "c1").await;
+    c[1].send(&Element::new("presence", ns::CLIENT).attr("to", occ("real", "robert")))
+        .await
+        .expect("send");
+    presence_from(&mut c[1], &occ("real", "robert")).await;
+    let b2 = say(&mut c[1], "real", "robert", "b2").await;
+
+    // The owner sees real JIDs: bob's messages under both nicks, by bare or full JID.
+    for with in ["bob@localhost".to_string(), c[1].jid.to_string()] {
+        let (r, reply) = query_archive(
+            &mut c[0],
+            "real",
+            mam_query(&[("with", with.as_str())], &[]),
+        )
+        .await;
+        assert_eq!(bodies(&r), ["b1", "b2"], "{with}: {reply}");
+    }
+    // Carol does not: a real JID is refused, an occupant JID is a nick.
+    let q = mam_query(&[("with", "bob@localhost")], &[]);
+    let (r, reply) = query_archive(&mut c[2], "real", q).await;
+    assert!(r.is_empty());
+    assert_eq!(condition(&reply), "forbidden", "{reply}");
+    let robert = occ("real", "robert");
+    let (r, _) = query_archive(&mut c[2], "real", mam_query(&[("with", &robert)], &[])).await;
+    assert_eq!(bodies(&r), ["b2"]);
+    // The room's bare JID is no occupant.
+    let (_, reply) = query_archive(
+        &mut c[0],
+        "real",
+        mam_query(&[("with", &room("real"))], &[]),
+    )
+    .await;
+    assert_eq!(condition(&reply), "bad-request", "{reply}");
+
+    // Metadata: the first and the last message.
+    let r = archive_metadata(&mut c[2], "real").await;
+    let m = r
+        .get_child("metadata", MAM)
+        .unwrap_or_else(|| panic!("{r}"));
+    let id = |name: &str| {
+        m.get_child(name, MAM)
+            .and_then(|e| e.get_attr("id"))
+            .map(str::to_string)
+    };
+    assert_eq!(id("start"), Some(room_sid(&b1, "real")), "{r}");
+    assert_eq!(id("end"), Some(room_sid(&b2, "real")), "{r}");
+    // The form lists the extended fields.
+    let r = iq(
+        &mut c[2],
+        "get",
+        Some(&room("real")),
+        Element::new("query", MAM),
+    )
+    .await;
+    assert!(r.to_string().contains("before-id"), "{r}");
+}
+
+/// `[muc] mam_retention_days`: what is older goes (swept at start and hourly), the rest
+/// stays.
+#[tokio::test]
+async fn room_archive_retention() {
+    use confab_muc::room::RoomConfig;
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config
+        .update_section("muc", |m: &mut MucConfig| m.mam_retention_days = 2)
+        .expect("muc section");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    let day = 86_400 * 1_000_000;
+    {
+        let stores = confab_server::open_stores(&config).await.expect("stores");
+        let room_config = RoomConfig {
+            persistent: true,
+            ..RoomConfig::default()
+        };
+        let (kind, key, value) =
+            confab_muc::stored_room("old", room_config, Default::default(), None).expect("stored");
+        stores
+            .data
+            .set_host_data(MUC, kind, &key, &value)
+            .await
+            .expect("write");
+        for (id, age) in [("ancient", 30 * day), ("stale", 3 * day), ("fresh", day)] {
+            let msg = confab_store::RoomMessage {
+                id: id.into(),
+                nick: "bob".into(),
+                jid: "bob@localhost".into(),
+                stamp: now - age,
+                stanza: format!(
+                    "<message xmlns='jabber:client' from='{}' type='groupchat'><body>{id}</body></message>",
+                    occ("old", "bob")
+                ),
+            };
+            stores
+                .room_archive
+                .append_room_message(MUC, "old", &msg)
+                .await
+                .expect("append");
+        }
+    }
+    let server = start_server(config, confab_muc::all())
+        .await
+        .expect("start");
+    let ts = TestServer {
+        addr: server.c2s_addr().expect("addr"),
+        tls_addr: server.c2s_tls_addr().expect("tls addr"),
+        server: Some(server),
+        dir,
+    };
+    let mut c = users(&ts, &["alice"]).await;
+    let (r, _) = query_archive(&mut c[0], "old", mam_query(&[], &[])).await;
+    assert_eq!(bodies(&r), ["fresh"]);
+}
+
+/// A room's messages go out while the database cannot take its archive rows (the rows
+/// are written off the room's lock, in order), and are in the archive once it can.
+#[tokio::test]
+async fn a_busy_database_does_not_hold_up_a_room() {
+    use sqlx::{AnyConnection, Connection};
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "busy", "alice").await;
+    join(&mut c[1], "busy", "bob").await;
+    say(&mut c[0], "busy", "alice", "before").await;
+    message_from(&mut c[1], &occ("busy", "alice")).await;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", ts.dir.path().join("confab.db").display());
+    let mut lock = AnyConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .expect("database locked");
+    // Each message reaches the other occupant while the archive cannot be written.
+    for text in ["during 1", "during 2", "during 3"] {
+        say(&mut c[0], "busy", "alice", text).await;
+        let m = message_from(&mut c[1], &occ("busy", "alice")).await;
+        assert_eq!(body(&m).as_deref(), Some(text));
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlocked");
+    drop(lock);
+    let (r, _) = query_archive(&mut c[1], "busy", mam_query(&[], &[])).await;
+    assert_eq!(bodies(&r), ["before", "during 1", "during 2", "during 3"]);
 }
 
 /// A room an importer stored with `confab_muc::stored_room` (as `confabd import --from
