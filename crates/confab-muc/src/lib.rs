@@ -1053,6 +1053,18 @@ impl MucService {
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
+        // XEP-0424 §6: only messages are retracted, not a retraction (or moderation).
+        if archived
+            .as_ref()
+            .is_some_and(|(_, el)| el.get_child("retract", NS_RETRACT).is_some())
+        {
+            drop(room);
+            let e = StanzaError::with_text(
+                StanzaErrorCondition::NotAcceptable,
+                "a retraction is not retracted",
+            );
+            return reply_error(ctx, stanza, e, &room_jid).await;
+        }
         let mut out = Out::default();
         let r = room.retract_own(
             &self.shared.limits,

@@ -1893,15 +1893,16 @@ async fn occupants_retract_their_own_messages() {
     let r = retraction(&sid);
     let rid = r.get_attr("id").unwrap_or_default().to_string();
     c[1].send(&r).await.expect("send");
+    let mut retraction_sid = String::new();
     for cl in c.iter_mut().take(3) {
         let m = message_from(cl, &occ("ret", "bob")).await;
+        retraction_sid = room_sid(&m, "ret");
         let retract = m
             .get_child("retract", RETRACT)
             .unwrap_or_else(|| panic!("{m}"));
         assert_eq!(retract.get_attr("id"), Some(sid.as_str()));
         assert_eq!(m.get_attr("id"), Some(rid.as_str()));
         assert_eq!(occupant_id(&m), bob_id);
-        room_sid(&m, "ret");
     }
     // The archive keeps a tombstone pointing at the retraction, and the retraction.
     let (r, _) = query_archive(&mut c[0], "ret", mam_query(&[], &[])).await;
@@ -1924,6 +1925,10 @@ async fn occupants_retract_their_own_messages() {
     c[1].send(&retraction(&sid)).await.expect("send");
     let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
     assert_eq!(condition(&e), "item-not-found", "{e}");
+    // A retraction is not itself retracted.
+    c[1].send(&retraction(&retraction_sid)).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "not-acceptable", "{e}");
 
     // Without an archive the history decides, with the same rules.
     let r = configure(&mut c[0], "ret", &[("mam", "0")]).await;
