@@ -63,6 +63,25 @@ LOSSY = ["chat", "chat-open", "muc", "presence", "offline"]
 
 settings_map = dict(kv.split("=", 1) for kv in settings.split())
 
+# MUC_OCCUPANTS: the room sizes `muc` also ran with, one set of rows each.
+for n in settings_map.get("MUC_OCCUPANTS", "none").split(","):
+    if not n.isdigit():
+        continue
+    sc = f"muc-{n}"
+    FIGURES += [
+        (f"muc{n}", f"MUC, {n} occupants: fan-out deliveries/s", sc,
+         lambda d: d["rates"]["deliveries_per_s"], "{:,.0f}"),
+        (f"muc{n}_p99", f"MUC, {n} occupants: delivery latency p99 (µs)", sc,
+         lambda d: d["latency"]["delivery"]["p99_us"], "{:,.0f}"),
+        (f"cpu_muc{n}", f"MUC, {n} occupants: server CPU per delivered copy (µs)", sc,
+         lambda d: d["server_cpu"]["server_cpu_us_per_delivery"], "{:,.2f}"),
+    ]
+    LOSSY.append(sc)
+# SCENARIOS: only what ran counts as missing.
+ran = settings_map.get("SCENARIOS", "").split(",")
+if ran != [""]:
+    LOSSY = [sc for sc in LOSSY if sc in ran or (sc.startswith("muc-") and "muc" in ran)]
+
 
 def label(text):
     return text.replace("RATE", settings_map.get("RATE", "?")).replace(

@@ -14,6 +14,10 @@
 #   OCCUPANTS=20 MUC_SENDERS=4 PRES_USERS=20 CONTACTS=4
 #   OFFLINE_RECIPIENTS=10 OFFLINE_MESSAGES=20 CHURN_SESSIONS=20 CHURN_CONCURRENCY=5
 #   IDLE_SESSIONS=2000 OUT=docs/perf KEEP=1 (keep the work directory)
+#   MUC_OCCUPANTS=100,1000 also runs `muc` with each of these room sizes (results muc-N;
+#   USERS must be at least the largest)
+#   SCENARIOS="muc" runs only these (default: idle login chat chat-open muc presence
+#   offline reconnect)
 #   CONFABD=... CONFAB_BENCH=... (binaries; default: release builds in CARGO_TARGET_DIR)
 #   CONFABD_MAM=1 keeps confabd's message archive on (the others archive nothing here, and
 #   each archived message is a synchronous SQLite write)
@@ -39,6 +43,8 @@ OFFLINE_MESSAGES=${OFFLINE_MESSAGES:-20}
 CHURN_SESSIONS=${CHURN_SESSIONS:-20}
 CHURN_CONCURRENCY=${CHURN_CONCURRENCY:-5}
 IDLE_SESSIONS=${IDLE_SESSIONS:-2000}
+MUC_OCCUPANTS=${MUC_OCCUPANTS:-}
+SCENARIOS=${SCENARIOS:-"idle login chat chat-open muc presence offline reconnect"}
 OUT=${OUT:-docs/perf}
 PASSWORD=bench-password-0
 target=${CARGO_TARGET_DIR:-target}
@@ -223,10 +229,9 @@ Component "conference.localhost" "muc"
     restrict_room_creation = false
     muc_room_locking = false
 LUA
-    accounts | while read -r u; do
-        prosodyctl --config "$d/prosody.cfg.lua" register "$u" localhost "$PASSWORD" \
-            > /dev/null 2>&1
-    done
+    # One prosodyctl (a Lua start) per account: a few at once (one file per account).
+    accounts | xargs -P 4 -I{} prosodyctl --config "$d/prosody.cfg.lua" register {} \
+        localhost "$PASSWORD" > /dev/null 2>&1 || true
 }
 launch_prosody() {
     local d=$work/prosody
@@ -329,27 +334,48 @@ run() { # server round name scenario-args...: one run, its JSON and summary kept
     fi
 }
 
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
 round_of() { # server round
-    local s=$1 r=$2 pid
+    local s=$1 r=$2 pid n
     pid=$(listener_pid "${PORT[$s]}")
     local common=(--users "$USERS" --timeout 20)
     local timed=("${common[@]}" --duration "$DURATION")
     # Idle first, on the freshly started server: other runs would leave freed memory that
     # new sessions reuse, hiding their cost.
-    run "$s" "$r" idle idle "${common[@]}" --sessions "$IDLE_SESSIONS" --concurrency 20 \
-        --pid "$pid" --duration 2
+    if want idle; then
+        run "$s" "$r" idle idle "${common[@]}" --sessions "$IDLE_SESSIONS" --concurrency 20 \
+            --pid "$pid" --duration 2
+    fi
     # login: --duration only caps the run.
-    run "$s" "$r" login login "${common[@]}" --count "$LOGINS" \
-        --concurrency "$LOGIN_CONCURRENCY" --duration 60
-    run "$s" "$r" chat chat "${timed[@]}" --pairs "$PAIRS" --window "$WINDOW"
-    run "$s" "$r" chat-open chat "${timed[@]}" --pairs "$PAIRS" --rate "$RATE"
-    run "$s" "$r" muc muc "${timed[@]}" --occupants "$OCCUPANTS" --senders "$MUC_SENDERS"
-    run "$s" "$r" presence presence --users "$PRES_USERS" --user-prefix pres \
-        --duration "$DURATION" --timeout 20 --contacts "$CONTACTS"
-    run "$s" "$r" offline offline "${timed[@]}" --recipients "$OFFLINE_RECIPIENTS" \
-        --messages "$OFFLINE_MESSAGES" --senders 2
-    run "$s" "$r" reconnect reconnect "${timed[@]}" --sessions "$CHURN_SESSIONS" \
-        --concurrency "$CHURN_CONCURRENCY"
+    if want login; then
+        run "$s" "$r" login login "${common[@]}" --count "$LOGINS" \
+            --concurrency "$LOGIN_CONCURRENCY" --duration 60
+    fi
+    if want chat; then
+        run "$s" "$r" chat chat "${timed[@]}" --pairs "$PAIRS" --window "$WINDOW"
+    fi
+    if want chat-open; then
+        run "$s" "$r" chat-open chat "${timed[@]}" --pairs "$PAIRS" --rate "$RATE"
+    fi
+    if want muc; then
+        run "$s" "$r" muc muc "${timed[@]}" --occupants "$OCCUPANTS" --senders "$MUC_SENDERS"
+        for n in ${MUC_OCCUPANTS//,/ }; do
+            run "$s" "$r" "muc-$n" muc "${timed[@]}" --occupants "$n" --senders "$MUC_SENDERS"
+        done
+    fi
+    if want presence; then
+        run "$s" "$r" presence presence --users "$PRES_USERS" --user-prefix pres \
+            --duration "$DURATION" --timeout 20 --contacts "$CONTACTS"
+    fi
+    if want offline; then
+        run "$s" "$r" offline offline "${timed[@]}" --recipients "$OFFLINE_RECIPIENTS" \
+            --messages "$OFFLINE_MESSAGES" --senders 2
+    fi
+    if want reconnect; then
+        run "$s" "$r" reconnect reconnect "${timed[@]}" --sessions "$CHURN_SESSIONS" \
+            --concurrency "$CHURN_CONCURRENCY"
+    fi
 }
 
 for s in $SERVERS; do
@@ -381,5 +407,5 @@ stop_all
 
 mkdir -p "$OUT"
 "$VENV/bin/python" scripts/bench-side-by-side.py "$res" "$OUT" "$ROUNDS" "$SERVERS" "$versions" \
-    "DURATION=$DURATION USERS=$USERS LOGINS=$LOGINS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY PAIRS=$PAIRS WINDOW=$WINDOW RATE=$RATE OCCUPANTS=$OCCUPANTS MUC_SENDERS=$MUC_SENDERS PRES_USERS=$PRES_USERS CONTACTS=$CONTACTS OFFLINE_RECIPIENTS=$OFFLINE_RECIPIENTS OFFLINE_MESSAGES=$OFFLINE_MESSAGES CHURN_SESSIONS=$CHURN_SESSIONS CHURN_CONCURRENCY=$CHURN_CONCURRENCY IDLE_SESSIONS=$IDLE_SESSIONS"
+    "DURATION=$DURATION USERS=$USERS LOGINS=$LOGINS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY PAIRS=$PAIRS WINDOW=$WINDOW RATE=$RATE OCCUPANTS=$OCCUPANTS MUC_SENDERS=$MUC_SENDERS PRES_USERS=$PRES_USERS CONTACTS=$CONTACTS OFFLINE_RECIPIENTS=$OFFLINE_RECIPIENTS OFFLINE_MESSAGES=$OFFLINE_MESSAGES CHURN_SESSIONS=$CHURN_SESSIONS CHURN_CONCURRENCY=$CHURN_CONCURRENCY IDLE_SESSIONS=$IDLE_SESSIONS MUC_OCCUPANTS=${MUC_OCCUPANTS:-none} SCENARIOS=${SCENARIOS// /,}"
 log "results in $OUT"

@@ -5,11 +5,13 @@
 # throwaway data dir and accounts made with `confabd user add`, and runs every
 # tests/interop/slixmpp_*.py (login and chat, roster, registration, blocking, offline
 # messages, account services, stream management, carbons, client state, Multi-User Chat on
-# conference.localhost and its archive, ids, self-ping and moderation, HTTP File Upload), then a restart
+# conference.localhost and its archive, ids, self-ping and moderation, several sessions under
+# one nick and occupants retracting their own messages, HTTP File Upload), then a restart
 # scenario, go-sendxmpp (also against `confab send`/`listen`, tests/interop/confab_go_sendxmpp.sh),
 # moving in from Prosody and ejabberd (tests/interop/import_*.sh, which install them from
 # Debian if missing), our own terminal client `confab` driven in tmux
-# (tests/interop/confab_tui.sh), and the web clients.
+# (tests/interop/confab_tui.sh), profanity (Debian) in a group chat room in tmux
+# (tests/interop/profanity_muc.sh), and the web clients.
 #
 # Environment:
 #   CONFAB_VENV        venv to create or reuse (default ~/.cache/confab-venv)
@@ -147,6 +149,13 @@ for _ in "${SCRIPTS[@]}"; do
         printf '%s\n' "$pw" | "$CONFABD" --config "$CONFIG" user add "$who$N@localhost" --password-stdin >>"$LOG" 2>&1
     done
 done
+# profanity's two users (tests/interop/profanity_muc.sh).
+for who in ALICE BOB; do
+    user="prof-$(echo "$who" | tr 'A-Z' 'a-z')"
+    pw="$user-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+    export "PROF_${who}=$user@localhost" "PROF_${who}_PASSWORD=$pw"
+    printf '%s\n' "$pw" | "$CONFABD" --config "$CONFIG" user add "$user@localhost" --password-stdin >>"$LOG" 2>&1
+done
 GS_SENDER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 GS_RECEIVER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf '%s\n' "$GS_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add gs-sender@localhost --password-stdin >>"$LOG" 2>&1
@@ -261,6 +270,13 @@ set -e
 echo "== confab, the terminal client, in tmux"
 set +e
 tests/interop/confab_tui.sh 127.0.0.1 "$PORT" "$WORK/data/tls/cert.pem" "$CONFAB"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+
+echo "== group chat with profanity, in tmux"
+set +e
+tests/interop/profanity_muc.sh 127.0.0.1 "$PORT"
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc

@@ -10,6 +10,9 @@ Checks, each counted as passed or failed:
   * a self-ping of one's own occupant JID is answered; of a room one is not in, refused;
   * bob pages through the room's archive two at a time, forwards and backwards: every
     message in order, from the occupant JIDs, with the stanza ids the room gave them;
+  * alice (the owner, who may see real JIDs) filters the archive by bob's real JID; bob
+    (semi-anonymous room) may not (forbidden); the room announces `#extended` and its
+    archive metadata names the first and last message;
   * alice (moderator) retracts bob's message with xep_0425: bob gets the retraction, and
     the archive then holds a tombstone without the body; bob may not moderate.
 """
@@ -26,7 +29,7 @@ PLUGINS = ("xep_0030", "xep_0045", "xep_0004", "xep_0059", "xep_0297", "xep_0313
 SID = "urn:xmpp:sid:0"
 OID = "urn:xmpp:occupant-id:0"
 RETRACT = "urn:xmpp:message-retract:1"
-FEATURES = ("urn:xmpp:mam:2", SID, OID, "http://jabber.org/protocol/muc#self-ping-optimization",
+FEATURES = ("urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", SID, OID, "http://jabber.org/protocol/muc#self-ping-optimization",
             "urn:xmpp:message-moderate:1")
 
 
@@ -87,7 +90,7 @@ async def run(args):
         info, err = await iq_attempt(bob.plugin["xep_0030"].get_info(jid=room),
                                      "disco#info of the room")
         features = info["disco_info"]["features"] if info else []
-        check("the room announces MAM, stanza ids, occupant ids, self-ping, moderation",
+        check("the room announces MAM (#extended), stanza ids, occupant ids, self-ping, moderation",
               all(f in features for f in FEATURES), f"{features} {err}")
         bob_oid = occupant_id(bob_pres)
         check("bob's own presence carries his occupant id", bob_oid is not None, str(bob_pres))
@@ -137,6 +140,27 @@ async def run(args):
         got = await collect(bob, room, rsm={"max": 2}, reverse=True)
         check("  ...and backwards", [forwarded(m)["body"] for m in got] == sent[::-1],
               str([forwarded(m)["body"] for m in got]))
+
+        # XEP-0313 §6: `with` a real JID, for those who may see them; metadata.
+        got = await collect(alice, room, with_jid=slixmpp.JID(args.bob), rsm={"max": 10})
+        check("alice filters the archive by bob's real JID",
+              [forwarded(m)["body"] for m in got] == [sent[1], sent[3]],
+              str([forwarded(m)["body"] for m in got]))
+        try:
+            await bob.plugin["xep_0313"].retrieve(jid=room, with_jid=slixmpp.JID(args.alice),
+                                                  timeout=STEP_TIMEOUT)
+            check("bob may not filter by a real JID", False, "answered")
+        except IqError as e:
+            check("bob may not filter by a real JID (forbidden)",
+                  e.iq["error"]["condition"] == "forbidden", str(e.iq))
+        except IqTimeout as e:
+            check("bob may not filter by a real JID", False, repr(e))
+        meta, err = await iq_attempt(bob.plugin["xep_0313"].get_archive_metadata(room),
+                                     "archive metadata")
+        ends = (meta["mam_metadata"]["start"]["id"], meta["mam_metadata"]["end"]["id"]) \
+            if meta is not None else None
+        check("the archive's metadata names its first and last message",
+              ends == (sids[0], sids[-1]), f"{ends} vs {sids} {err}")
 
         # Moderation.
         try:

@@ -52,6 +52,7 @@ fn fanout(c: &mut Criterion) {
     let lim = Limits {
         max_occupants: 1000,
         max_affiliations: 1000,
+        max_sessions_per_nick: 10,
         history_max: 20,
         history_max_bytes: 256 * 1024,
         message_rate: 0.0,

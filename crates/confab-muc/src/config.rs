@@ -34,6 +34,9 @@ pub struct MucConfig {
     pub max_rooms: usize,
     /// Owners, admins, members and outcasts one room may list.
     pub max_affiliations_per_room: usize,
+    /// Sessions (resources of one user) that may share one nick in a room (XEP-0045
+    /// §7.2.2 multi-session nicks); 1 makes a second session's join a `conflict`.
+    pub max_sessions_per_nick: usize,
     /// Messages kept per room for the history sent on join.
     pub history_max: usize,
     /// Bytes of serialized messages kept per room for that history.
@@ -49,6 +52,9 @@ pub struct MucConfig {
     /// Most messages in one page of a room archive query, and the page size when the
     /// client names none.
     pub mam_max_page: usize,
+    /// Days a room keeps archived messages; older ones are deleted by an hourly sweep.
+    /// 0 keeps them as long as the room exists.
+    pub mam_retention_days: u32,
 }
 
 impl Default for MucConfig {
@@ -62,12 +68,14 @@ impl Default for MucConfig {
             max_rooms_per_user: 50,
             max_rooms: 10_000,
             max_affiliations_per_room: 1000,
+            max_sessions_per_nick: 10,
             history_max: 20,
             history_max_bytes: 256 * 1024,
             message_rate: 2.0,
             message_burst: 10,
             mam: true,
             mam_max_page: 50,
+            mam_retention_days: 0,
         }
     }
 }
@@ -113,6 +121,7 @@ impl ModuleConfig for MucConfig {
                 1,
                 1_000_000,
             ),
+            ("max_sessions_per_nick", self.max_sessions_per_nick, 1, 100),
             ("history_max", self.history_max, 0, 1000),
             ("history_max_bytes", self.history_max_bytes, 0, 64 << 20),
             (
@@ -126,6 +135,9 @@ impl ModuleConfig for MucConfig {
             if v < lo || v > hi {
                 return Err(format!("[muc] {k} must be between {lo} and {hi}"));
             }
+        }
+        if self.mam_retention_days > 100 * 366 {
+            return Err("[muc] mam_retention_days must be at most 36600".into());
         }
         if !self.message_rate.is_finite() || self.message_rate < 0.0 {
             return Err("[muc] message_rate must be a number >= 0".into());

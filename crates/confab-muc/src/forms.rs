@@ -2,8 +2,8 @@
 //! the service and a room (features and the `muc#roominfo` form).
 
 use crate::payloads::{
-    NS_MODERATE, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_ROOMCONFIG, NS_ROOMINFO, NS_SELF_PING,
-    NS_SID, NS_STABLE_ID,
+    NS_MODERATE, NS_MUC, NS_OCCUPANT_ID, NS_OWNER, NS_RETRACT, NS_ROOMCONFIG, NS_ROOMINFO,
+    NS_SELF_PING, NS_SID, NS_STABLE_ID,
 };
 use crate::room::{Room, RoomConfig, MAX_TEXT_CHARS};
 use confab_proto::error::{StanzaError, StanzaErrorCondition};
@@ -274,6 +274,7 @@ pub fn room_info(room: &Room) -> Element {
         NS_OCCUPANT_ID.to_string(),
         NS_SELF_PING.to_string(),
         NS_MODERATE.to_string(),
+        NS_RETRACT.to_string(),
         pick(c.public, "muc_public", "muc_hidden"),
         pick(c.persistent, "muc_persistent", "muc_temporary"),
         pick(c.members_only, "muc_membersonly", "muc_open"),
@@ -287,6 +288,10 @@ pub fn room_info(room: &Room) -> Element {
     ];
     if c.mam {
         features.push(NS_MAM.to_string());
+        // before-id/after-id/ids, flipped pages and metadata.
+        features.push(confab_proto::payloads::mam::EXTENDED.to_string());
+        // Retracted and moderated messages stay in the archive as tombstones.
+        features.push(format!("{NS_RETRACT}#tombstone"));
     }
     let field = |var: &str, label: &str, v: String| Field {
         label: Some(label.to_string()),
@@ -313,7 +318,7 @@ pub fn room_info(room: &Room) -> Element {
             field(
                 "muc#roominfo_occupants",
                 "Number of occupants",
-                room.occupants.len().to_string(),
+                room.occupant_count().to_string(),
             ),
             Field {
                 type_: Some(FieldType::Boolean),
@@ -433,6 +438,9 @@ mod tests {
             NS_OCCUPANT_ID,
             NS_SELF_PING,
             NS_MODERATE,
+            NS_RETRACT,
+            "urn:xmpp:message-retract:1#tombstone",
+            "urn:xmpp:mam:2#extended",
         ] {
             assert!(info.has_feature(f), "{f}");
         }
@@ -442,6 +450,7 @@ mod tests {
         };
         let info = DiscoInfo::try_from(&room_info(&r)).expect("parses");
         assert!(!info.has_feature(NS_MAM));
+        assert!(!info.has_feature("urn:xmpp:message-retract:1#tombstone"));
         r.config = RoomConfig {
             public: false,
             persistent: true,

@@ -13,9 +13,11 @@
 //!
 //! Each room is behind its own async mutex, held while its stanzas are handed to the
 //! occupants' sessions: every occupant sees one room's events in one order, and rooms
-//! never wait for each other. A message is archived under that lock before it is handed
-//! out, so the archive's order is the room's and every stanza-id a client sees is in it.
+//! never wait for each other. A message's archive row is queued under that lock, so the
+//! archive's order is the room's, and written by one task (`archive_writer.rs`) that every
+//! reader of an archive waits for first, so every stanza-id a client saw is found.
 
+mod archive_writer;
 pub mod config;
 pub mod forms;
 pub mod payloads;
@@ -30,7 +32,7 @@ use confab_proto::payloads::disco::{DiscoItem, DiscoItems};
 use confab_proto::payloads::mam;
 use confab_proto::stanza::{IqType, Stanza, StanzaKind};
 use confab_proto::xml::Element;
-use confab_server::module::{LifecycleListener, Module, ModuleStore, Registry, Service};
+use confab_server::module::{LifecycleListener, Module, ModuleStore, Registry, Service, Timer};
 use confab_server::session::SessionInfo;
 use confab_server::{router, ServerCtx};
 use confab_store::archive::ArchiveQuery;
@@ -56,6 +58,12 @@ const KEYS_KIND: &str = "muc-keys";
 const OCCUPANT_ID_KEY: &str = "occupant-id";
 /// Most rooms listed in the service's disco#items.
 const MAX_LISTED_ROOMS: usize = 1000;
+/// Archive rows queued for writing at most; past it a room waits for the database.
+const ARCHIVE_QUEUE: usize = 4096;
+/// Rows deleted per statement by the retention sweep, and statements per hourly tick:
+/// bounded work per tick, the rest waits for the next one.
+const EXPIRE_BATCH: usize = 1000;
+const EXPIRE_BATCHES_PER_TICK: usize = 100;
 
 /// The MUC module, for `confabd`'s module list.
 pub fn all() -> Vec<Arc<dyn Module>> {
@@ -99,7 +107,58 @@ impl Module for Muc {
                 shared: shared.clone(),
             }),
         );
+        if shared.cfg.mam_retention_days > 0 {
+            reg.timer(
+                std::time::Duration::from_secs(3600),
+                Arc::new(ArchiveRetention {
+                    days: shared.cfg.mam_retention_days,
+                }),
+            );
+        }
         reg.lifecycle(Arc::new(Lifecycle { shared }));
+    }
+}
+
+/// `[muc] mam_retention_days`: deletes what rooms archived before the cut, in bounded
+/// batches.
+struct ArchiveRetention {
+    days: u32,
+}
+
+#[async_trait]
+impl Timer for ArchiveRetention {
+    async fn tick(&self, ctx: &ServerCtx) {
+        expire_archives(ctx, self.days).await;
+    }
+}
+
+/// One retention sweep: at most `EXPIRE_BATCHES_PER_TICK` batches.
+async fn expire_archives(ctx: &ServerCtx, days: u32) {
+    {
+        let cutoff = unix_micros().saturating_sub(i64::from(days) * 86_400 * 1_000_000);
+        let mut deleted = 0;
+        for _ in 0..EXPIRE_BATCHES_PER_TICK {
+            match ctx
+                .stores
+                .room_archive
+                .expire_room_archives(cutoff, EXPIRE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    deleted += n;
+                    if (n as usize) < EXPIRE_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "expiring room archives failed");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "expired room archive messages");
+        }
     }
 }
 
@@ -121,6 +180,7 @@ struct Shared {
     /// an occupant's id survives restarts).
     occupant_keys: Mutex<HashMap<String, Vec<u8>>>,
     loaded: OnceCell<()>,
+    writer: archive_writer::RoomArchiveWriter,
 }
 
 /// A persistent room as stored (JSON in the module store).
@@ -194,6 +254,7 @@ impl Shared {
         let limits = Limits {
             max_occupants: cfg.max_occupants_per_room,
             max_affiliations: cfg.max_affiliations_per_room,
+            max_sessions_per_nick: cfg.max_sessions_per_nick,
             history_max: cfg.history_max,
             history_max_bytes: cfg.history_max_bytes,
             message_rate: cfg.message_rate,
@@ -211,6 +272,7 @@ impl Shared {
             created: Mutex::new(HashMap::new()),
             occupant_keys: Mutex::new(HashMap::new()),
             loaded: OnceCell::new(),
+            writer: archive_writer::RoomArchiveWriter::default(),
         }
     }
 
@@ -407,7 +469,7 @@ impl Shared {
         out: Out,
         mut reply: Option<(Stanza, FullJid)>,
     ) {
-        // Archived before any copy goes out, in the room's order (the lock is held).
+        // Queued before any copy goes out, in the room's order (the lock is held).
         for item in &out.archive {
             self.archive(ctx, &room.jid, item).await;
         }
@@ -488,15 +550,9 @@ impl Shared {
             stamp: unix_micros(),
             stanza: item.el.to_xml(ns::CLIENT),
         };
-        let r = ctx
-            .stores
-            .room_archive
-            .append_room_message(jid.domain().as_str(), node.as_str(), &msg)
+        self.writer
+            .append(ctx, jid.domain().as_str(), node.as_str(), msg)
             .await;
-        if let Err(e) = r {
-            // The message still goes out: the archive is not a reason to lose it.
-            tracing::error!(error = %e, room = %jid, "archiving a message failed");
-        }
     }
 
     /// A room that is gone takes its archive with it.
@@ -504,6 +560,8 @@ impl Shared {
         let Some(node) = jid.node() else {
             return;
         };
+        // What the room queued goes first, or it would outlive the deletion.
+        self.writer.flush().await;
         let r = ctx
             .stores
             .room_archive
@@ -583,6 +641,62 @@ async fn deliver_all(ctx: &ServerCtx, el: &Element, to: &[&FullJid]) {
 }
 
 /// Hands a stanza to the session of one local occupant, addressed to it.
+/// The archived message `sid` of a room with its row, unless it is already retracted (a
+/// message is retracted once). What moderation and an author's retraction both check.
+async fn live_archived(
+    ctx: &ServerCtx,
+    shared: &Shared,
+    room_jid: &BareJid,
+    sid: &str,
+) -> Result<Option<(RoomMessage, Element)>, StanzaError> {
+    let Some(node) = room_jid.node() else {
+        return Ok(None);
+    };
+    // The message may still be queued; its tombstone must not come before it.
+    shared.writer.flush().await;
+    let found = ctx
+        .stores
+        .room_archive
+        .room_message(room_jid.domain().as_str(), node.as_str(), sid)
+        .await;
+    match found {
+        Ok(m) => {
+            let limits = ctx.config.limits.parser_limits();
+            Ok(m.and_then(|m| {
+                let el = parse_fragment(&m.stanza, ns::CLIENT, &limits)?;
+                Some((m, el))
+            })
+            .filter(|(_, el)| el.get_child("retracted", NS_RETRACT).is_none()))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, room = %room_jid, "reading the room archive failed");
+            Err(confab_server::module::storage_failed())
+        }
+    }
+}
+
+/// Replaces a retracted message in the room's archive by its tombstone (XEP-0424 §5).
+async fn bury(
+    ctx: &ServerCtx,
+    room_jid: &BareJid,
+    sid: &str,
+    original: &Element,
+    retracted: Element,
+) {
+    let Some(node) = room_jid.node() else {
+        return;
+    };
+    let tombstone = Room::tombstone(original, retracted).to_xml(ns::CLIENT);
+    if let Err(e) = ctx
+        .stores
+        .room_archive
+        .replace_room_message(room_jid.domain().as_str(), node.as_str(), sid, &tombstone)
+        .await
+    {
+        tracing::error!(error = %e, room = %room_jid, "replacing a retracted message failed");
+    }
+}
+
 async fn deliver(ctx: &ServerCtx, el: Element, to: &FullJid) {
     deliver_all(ctx, &el, &[to]).await;
 }
@@ -713,28 +827,44 @@ impl MucService {
             Ok(s) => s,
             Err(e) => return reply_error(ctx, stanza, e, &room_jid).await,
         };
+        if q.is("metadata", mam::NS) {
+            return self.metadata(ctx, stanza, &room_jid).await;
+        }
         if stanza.iq_type() == Some(IqType::Get) {
-            return router::route(ctx, stanza.iq_result(Some(mam::query_form(false)))).await;
+            return router::route(ctx, stanza.iq_result(Some(mam::query_form(true)))).await;
         }
         let request = match mam::Query::try_from(q) {
             Ok(r) => r,
             Err(e) => return reply_error(ctx, stanza, e.into(), &room_jid).await,
         };
-        // `with` names an occupant JID of this room: its nick is what is filtered on.
-        let with = match &request.with {
-            None => None,
-            Some(w) if w.to_bare() == room_jid && w.resource().is_some() => {
-                w.resource().map(|n| n.as_str().to_string())
-            }
+        // `with` names an occupant JID of this room (its nick is what is filtered on) or,
+        // for those who may see real JIDs, a user's real JID (§6; the archive keeps the
+        // bare one, so a full JID matches its bare JID).
+        let (with, sender) = match &request.with {
+            None => (None, None),
+            Some(w) if w.to_bare() == room_jid => match w.resource() {
+                Some(n) => (Some(n.as_str().to_string()), None),
+                None => {
+                    let e = StanzaError::with_text(
+                        StanzaErrorCondition::BadRequest,
+                        "with: an occupant JID of this room or a real JID",
+                    );
+                    return reply_error(ctx, stanza, e, &room_jid).await;
+                }
+            },
+            Some(w) if sees_jids => (None, Some(w.to_bare().to_string())),
             Some(_) => {
                 let e = StanzaError::with_text(
-                    StanzaErrorCondition::BadRequest,
-                    "with: an occupant JID of this room",
+                    StanzaErrorCondition::Forbidden,
+                    "with: real JIDs only for those who may see them; use an occupant JID",
                 );
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let query = ArchiveQuery::from_request(&request, with, self.shared.cfg.mam_max_page);
+        let mut query = ArchiveQuery::from_request(&request, with, self.shared.cfg.mam_max_page);
+        query.sender = sender;
+        // Every message a client was sent is written before it is looked for.
+        self.shared.writer.flush().await;
         let Some(node) = room_jid.node() else {
             return;
         };
@@ -805,6 +935,43 @@ impl MucService {
         router::route(ctx, stanza.iq_result(Some(fin))).await;
     }
 
+    /// XEP-0313 §7.1 (`#extended`): the id and time of the room archive's first and last
+    /// message; access as for a query.
+    async fn metadata(&self, ctx: &ServerCtx, stanza: &Stanza, room_jid: &BareJid) {
+        let Some(node) = room_jid.node() else {
+            return;
+        };
+        self.shared.writer.flush().await;
+        let archive = &ctx.stores.room_archive;
+        let service = room_jid.domain().as_str();
+        let one = |before: Option<String>| ArchiveQuery {
+            before,
+            max: 1,
+            ..ArchiveQuery::default()
+        };
+        let first = archive
+            .query_room_archive(service, node.as_str(), &one(None))
+            .await;
+        let last = archive
+            .query_room_archive(service, node.as_str(), &one(Some(String::new())))
+            .await;
+        match (first, last) {
+            (Ok(f), Ok(l)) => {
+                let first = f.as_ref().and_then(|p| p.items.first());
+                let last = l.as_ref().and_then(|p| p.items.last());
+                let ends = first
+                    .zip(last)
+                    .map(|(f, l)| ((f.id.as_str(), f.stamp), (l.id.as_str(), l.stamp)));
+                router::route(ctx, stanza.iq_result(Some(mam::metadata(ends)))).await;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, room = %room_jid, "reading room archive metadata failed");
+                let e = confab_server::module::storage_failed();
+                reply_error(ctx, stanza, e, room_jid).await;
+            }
+        }
+    }
+
     /// XEP-0425: a moderator retracts a message by its stanza-id. Everything is checked
     /// before anything changes: the moderator, the request, the message.
     async fn moderate(
@@ -837,29 +1004,13 @@ impl MucService {
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let Some(node) = room_jid.node().map(|n| n.as_str().to_string()) else {
-            return;
-        };
-        let service = room_jid.domain().as_str().to_string();
-        let archived = match ctx
-            .stores
-            .room_archive
-            .room_message(&service, &node, &sid)
-            .await
-        {
-            Ok(m) => m,
+        let original = match live_archived(ctx, &self.shared, &room_jid, &sid).await {
+            Ok(m) => m.map(|(_, el)| el),
             Err(e) => {
                 drop(room);
-                tracing::error!(error = %e, room = %room_jid, "reading the room archive failed");
-                let e = confab_server::module::storage_failed();
                 return reply_error(ctx, stanza, e, &room_jid).await;
             }
         };
-        let limits = ctx.config.limits.parser_limits();
-        // A message already retracted is not retracted again.
-        let original = archived
-            .and_then(|m| parse_fragment(&m.stanza, ns::CLIENT, &limits))
-            .filter(|m| m.get_child("retracted", NS_RETRACT).is_none());
         if original.is_none() && !room.in_history(&sid) {
             drop(room);
             let e = fail(StanzaErrorCondition::ItemNotFound, "no such message");
@@ -878,18 +1029,65 @@ impl MucService {
             }
         };
         if let Some(original) = original {
-            let tombstone = Room::tombstone(&original, retracted).to_xml(ns::CLIENT);
-            if let Err(e) = ctx
-                .stores
-                .room_archive
-                .replace_room_message(&service, &node, &sid, &tombstone)
-                .await
-            {
-                tracing::error!(error = %e, room = %room_jid, "replacing a moderated message failed");
-            }
+            bury(ctx, &room_jid, &sid, &original, retracted).await;
         }
         let reply = (stanza.iq_result(None), from);
         self.shared.finish_with(ctx, room, out, Some(reply)).await;
+    }
+
+    /// XEP-0424: an occupant retracts its own message (a groupchat message carrying
+    /// `<retract id='stanza-id'/>`). Checked like moderation, before anything changes.
+    async fn retract_own(
+        &self,
+        ctx: &ServerCtx,
+        stanza: &Stanza,
+        from: FullJid,
+        mut room: OwnedMutexGuard<Room>,
+        sid: String,
+    ) {
+        let room_jid = room.jid.clone();
+        let archived = match live_archived(ctx, &self.shared, &room_jid, &sid).await {
+            Ok(m) => m,
+            Err(e) => {
+                drop(room);
+                return reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        };
+        // XEP-0424 §6: only messages are retracted, not a retraction (or moderation).
+        if archived
+            .as_ref()
+            .is_some_and(|(_, el)| el.get_child("retract", NS_RETRACT).is_some())
+        {
+            drop(room);
+            let e = StanzaError::with_text(
+                StanzaErrorCondition::NotAcceptable,
+                "a retraction is not retracted",
+            );
+            return reply_error(ctx, stanza, e, &room_jid).await;
+        }
+        let mut out = Out::default();
+        let r = room.retract_own(
+            &self.shared.limits,
+            &from,
+            &stanza.el,
+            &sid,
+            archived.as_ref().map(|(m, _)| m.jid.as_str()),
+            unix_now(),
+            &mut out,
+        );
+        match r {
+            Ok(retracted) => {
+                if let Some((_, original)) = archived {
+                    bury(ctx, &room_jid, &sid, &original, retracted).await;
+                }
+                self.shared.finish(ctx, room, out).await;
+            }
+            Err(e) => {
+                drop(room);
+                tracing::debug!(room = %room_jid, from = %from, "retraction refused: {e:?}");
+                reply_error(ctx, stanza, e, &room_jid).await;
+            }
+        }
     }
 
     async fn to_service(&self, ctx: &ServerCtx, stanza: &Stanza) {
@@ -1138,6 +1336,20 @@ impl MucService {
             )
             .await;
         }
+        if nick.is_none() && stanza.type_attr() == Some("groupchat") {
+            if let Some(r) = stanza.el.get_child("retract", NS_RETRACT) {
+                let Some(sid) = r.get_attr("id").filter(|i| !i.is_empty()) else {
+                    drop(room);
+                    let e = StanzaError::with_text(
+                        StanzaErrorCondition::BadRequest,
+                        "a retraction needs the message's stanza-id",
+                    );
+                    return reply_error(ctx, stanza, e, &room_jid).await;
+                };
+                let sid = sid.to_string();
+                return self.retract_own(ctx, stanza, from, room, sid).await;
+            }
+        }
         let now = unix_now();
         let mut out = Out::default();
         let r = match (nick, stanza.type_attr()) {
@@ -1216,7 +1428,7 @@ impl MucService {
                 Err(e) => reply_error(ctx, stanza, e, &room_jid).await,
             };
         }
-        if q.is("query", mam::NS) {
+        if q.is("query", mam::NS) || (q.is("metadata", mam::NS) && t == IqType::Get) {
             return self.mam_query(ctx, stanza, &from, room, &q).await;
         }
         if q.is("moderate", NS_MODERATE) && t == IqType::Set {
@@ -1308,7 +1520,7 @@ impl confab_server::module::AdminView for RoomsView {
                 cells: vec![
                     j.to_string(),
                     room.config.name.clone(),
-                    room.occupants.len().to_string(),
+                    room.occupant_count().to_string(),
                     room.config.persistent.to_string(),
                     room.config.public.to_string(),
                 ],
@@ -1358,7 +1570,13 @@ struct Lifecycle {
 #[async_trait]
 impl LifecycleListener for Lifecycle {
     async fn server_started(&self, ctx: &ServerCtx) {
+        self.shared.writer.start(ctx, ARCHIVE_QUEUE);
         self.shared.ensure_loaded(ctx).await;
+        // A server that was down past the retention does not serve what expired meanwhile
+        // until the first hourly sweep.
+        if self.shared.cfg.mam_retention_days > 0 {
+            expire_archives(ctx, self.shared.cfg.mam_retention_days).await;
+        }
     }
 
     /// The occupants of this session leave the rooms it was in (its connection was lost,
@@ -1388,5 +1606,6 @@ impl LifecycleListener for Lifecycle {
                 self.shared.finish(ctx, room, out).await;
             }
         }
+        self.shared.writer.flush().await;
     }
 }

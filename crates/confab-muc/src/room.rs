@@ -23,6 +23,7 @@ use std::time::Instant;
 pub struct Limits {
     pub max_occupants: usize,
     pub max_affiliations: usize,
+    pub max_sessions_per_nick: usize,
     pub history_max: usize,
     pub history_max_bytes: usize,
     pub message_rate: f64,
@@ -322,6 +323,35 @@ impl Room {
         self.occupants.iter().position(|o| o.nick == nick)
     }
 
+    /// The real JIDs of the sessions sharing the occupant `nick` (XEP-0045 §7.2.2: one user
+    /// may be in the room from several resources under one nick).
+    pub fn sessions_of(&self, nick: &str) -> Vec<FullJid> {
+        self.occupants
+            .iter()
+            .filter(|o| o.nick == nick)
+            .map(|o| o.jid.clone())
+            .collect()
+    }
+
+    /// The occupants as others see them: one per nick, the session that joined last
+    /// standing for a nick with several. In join order.
+    fn distinct_occupants(&self) -> Vec<&Occupant> {
+        let mut seen = std::collections::HashSet::new();
+        let mut v: Vec<&Occupant> = self
+            .occupants
+            .iter()
+            .rev()
+            .filter(|o| seen.insert(o.nick.as_str()))
+            .collect();
+        v.reverse();
+        v
+    }
+
+    /// How many occupants (nicks, not sessions) are in the room.
+    pub fn occupant_count(&self) -> usize {
+        self.distinct_occupants().len()
+    }
+
     pub fn is_password_protected(&self) -> bool {
         self.config.password.is_some()
     }
@@ -396,6 +426,7 @@ impl Room {
         self.broadcast_ordered(
             out,
             subject,
+            &[],
             unavailable,
             payload,
             item,
@@ -407,12 +438,14 @@ impl Room {
     }
 
     /// `broadcast_about`, the subject told first (and the request answered right after it)
-    /// when `subject_first`.
+    /// when `subject_first`. The subject's own copy (status 110) goes to every session
+    /// sharing its nick, and to `removed`: its other sessions just taken out of the room.
     #[allow(clippy::too_many_arguments)]
     fn broadcast_ordered(
         &self,
         out: &mut Out,
         subject: &Occupant,
+        removed: &[FullJid],
         unavailable: bool,
         payload: &[Element],
         item: Item,
@@ -466,22 +499,35 @@ impl Room {
             },
             None,
         );
+        // The request's id only on the copy to the session that sent it.
+        let mut own_copies: Vec<(Arc<Element>, FullJid)> = Vec::new();
+        let others_own: Vec<FullJid> = self
+            .occupants
+            .iter()
+            .filter(|r| r.nick == subject.nick && r.jid != subject.jid)
+            .map(|r| r.jid.clone())
+            .chain(removed.iter().cloned())
+            .collect();
+        if !others_own.is_empty() {
+            let shared = Arc::new(own.clone());
+            own_copies.extend(others_own.into_iter().map(|j| (shared.clone(), j)));
+        }
         if let Some(id) = self_id {
             own.set_attr("id", id);
         }
-        let own = (Arc::new(own), subject.jid.clone());
+        own_copies.insert(0, (Arc::new(own), subject.jid.clone()));
         let own = if subject_first {
-            out.deliver.push(own);
+            out.deliver.extend(own_copies);
             if out.reply_at.is_none() {
                 out.reply_at = Some(out.deliver.len());
             }
-            None
+            Vec::new()
         } else {
-            Some(own)
+            own_copies
         };
         let (visible, plain) = (Arc::new(visible), Arc::new(plain));
         for r in &self.occupants {
-            if r.jid == subject.jid {
+            if r.nick == subject.nick {
                 continue;
             }
             let el = if self.sees_jids(r) { &visible } else { &plain };
@@ -508,17 +554,24 @@ impl Room {
         }
     }
 
-    /// Removes an occupant with status codes (kick, ban, affiliation change …): everyone,
-    /// the removed one included, is told.
+    /// Removes an occupant, every session under its nick, with status codes (kick, ban,
+    /// affiliation change …): everyone, each removed session included, is told.
     fn remove_occupant(
         &mut self,
-        idx: usize,
+        nick: &str,
         codes: &[u16],
         actor: Option<Actor>,
         reason: Option<String>,
         out: &mut Out,
     ) {
-        let o = self.occupants.remove(idx);
+        let (mut gone, kept): (Vec<Occupant>, Vec<Occupant>) = std::mem::take(&mut self.occupants)
+            .into_iter()
+            .partition(|o| o.nick == nick);
+        self.occupants = kept;
+        let Some(o) = gone.pop() else {
+            return;
+        };
+        let others: Vec<FullJid> = gone.into_iter().map(|g| g.jid).collect();
         let item = Item {
             affiliation: Some(self.affiliation(&o.jid.to_bare())),
             role: Some(Role::None),
@@ -526,7 +579,10 @@ impl Room {
             reason,
             ..Item::default()
         };
-        self.broadcast_ordered(out, &o, true, &[], item, codes, &[], None, true);
+        self.broadcast_ordered(out, &o, &others, true, &[], item, codes, &[], None, true);
+        for j in others {
+            out.joined.push((j, false));
+        }
         out.joined.push((o.jid, false));
     }
 
@@ -571,22 +627,34 @@ impl Room {
                 }
             }
         }
-        if let Some(i) = self.by_nick(nick) {
-            if self.occupants[i].jid != *from {
-                // Several sessions under one nick are not supported yet, even for the
-                // same bare JID.
+        // XEP-0045 §7.2.2: another session of the same user may join under its nick and
+        // shares the occupant (its role included); anyone else gets a conflict.
+        let shared_role = match self.by_nick(nick) {
+            Some(i) if self.occupants[i].jid.to_bare() != from.to_bare() => {
                 return Err(err(StanzaErrorCondition::Conflict, "nick in use"));
             }
-        }
-        let count = self.occupants.len();
-        let room_max = match self.config.max_users {
-            0 => lim.max_occupants,
-            n => n.min(lim.max_occupants),
+            Some(i) => {
+                if self.sessions_of(nick).len() >= lim.max_sessions_per_nick {
+                    return Err(err(
+                        StanzaErrorCondition::Conflict,
+                        "too many sessions under this nick",
+                    ));
+                }
+                Some(self.occupants[i].role)
+            }
+            None => None,
         };
-        if count >= lim.max_occupants || (count >= room_max && aff < Affiliation::Admin) {
-            let mut e = err(StanzaErrorCondition::ServiceUnavailable, "the room is full");
-            e.type_ = StanzaErrorType::Wait;
-            return Err(e);
+        if shared_role.is_none() {
+            let count = self.occupant_count();
+            let room_max = match self.config.max_users {
+                0 => lim.max_occupants,
+                n => n.min(lim.max_occupants),
+            };
+            if count >= lim.max_occupants || (count >= room_max && aff < Affiliation::Admin) {
+                let mut e = err(StanzaErrorCondition::ServiceUnavailable, "the room is full");
+                e.type_ = StanzaErrorType::Wait;
+                return Err(e);
+            }
         }
         let room_jid = self
             .jid
@@ -596,7 +664,7 @@ impl Room {
             nick: nick.to_string(),
             jid: from.clone(),
             room_jid,
-            role: self.default_role(aff),
+            role: shared_role.unwrap_or_else(|| self.default_role(aff)),
             payload: presence_payload(presence),
             occupant_id,
             tokens: f64::from(lim.message_burst),
@@ -632,8 +700,8 @@ impl Room {
     ) {
         let me = &self.occupants[idx];
         let see = self.sees_jids(me);
-        for o in &self.occupants {
-            if o.jid == me.jid {
+        for o in self.distinct_occupants() {
+            if o.nick == me.nick {
                 continue;
             }
             let mut item = self.item_for(o);
@@ -841,10 +909,13 @@ impl Room {
             &[],
             None,
         );
-        let o = &mut self.occupants[idx];
-        o.nick = nick.to_string();
-        o.room_jid = room_jid;
-        o.payload = presence_payload(presence);
+        // Every session under the old nick moves: they are one occupant.
+        let old = self.occupants[idx].nick.clone();
+        for o in self.occupants.iter_mut().filter(|o| o.nick == old) {
+            o.nick = nick.to_string();
+            o.room_jid = room_jid.clone();
+        }
+        self.occupants[idx].payload = presence_payload(presence);
         let self_codes: &[u16] = if nick_modified {
             &[status::NICK_MODIFIED]
         } else {
@@ -871,6 +942,35 @@ impl Room {
             return;
         };
         let o = self.occupants.remove(idx);
+        if let Some(rest) = self.occupants.iter().rposition(|r| r.nick == o.nick) {
+            // Another session keeps the occupant (XEP-0045 §7.2.2): only the leaving one
+            // is told it left; the others see the occupant as its remaining session is.
+            let item = Item {
+                affiliation: Some(self.affiliation(&o.jid.to_bare())),
+                role: Some(Role::None),
+                ..Item::default()
+            };
+            let gone = Self::presence(
+                &o.room_jid,
+                &o.occupant_id,
+                true,
+                &[],
+                UserX {
+                    items: vec![Item {
+                        jid: Some(Jid::from(o.jid.clone())),
+                        ..item
+                    }],
+                    status: vec![status::SELF],
+                    ..UserX::default()
+                },
+                None,
+            );
+            out.deliver.push((Arc::new(gone), o.jid.clone()));
+            out.joined.push((o.jid, false));
+            let r = &self.occupants[rest];
+            self.broadcast_about(out, r, false, &r.payload, self.item_for(r), &[], &[], None);
+            return;
+        }
         // Only the exit message is passed on.
         let payload: Vec<Element> = presence
             .map(|p| {
@@ -988,9 +1088,10 @@ impl Room {
                 "a private message is not groupchat",
             ));
         }
-        let Some(t) = self.by_nick(to_nick) else {
+        let targets = self.sessions_of(to_nick);
+        if targets.is_empty() {
             return Err(err(StanzaErrorCondition::ItemNotFound, "no such occupant"));
-        };
+        }
         rate_check(&mut self.occupants[idx], lim)?;
         let mut m = msg.clone();
         m.remove_attr("to");
@@ -1000,8 +1101,10 @@ impl Room {
         if m.get_child("x", NS_USER).is_none() {
             m.push_child(Element::new("x", NS_USER));
         }
+        // Every session of the addressee gets it (XEP-0045 §7.2.2).
+        let m = Arc::new(m);
         out.deliver
-            .push((Arc::new(m), self.occupants[t].jid.clone()));
+            .extend(targets.into_iter().map(|j| (m.clone(), j)));
         Ok(())
     }
 
@@ -1166,7 +1269,11 @@ impl Room {
                         "no list of role none",
                     ));
                 }
-                for o in self.occupants.iter().filter(|o| o.role == role) {
+                for o in self
+                    .distinct_occupants()
+                    .into_iter()
+                    .filter(|o| o.role == role)
+                {
                     items.push(Item {
                         nick: Some(o.nick.clone()),
                         jid: Some(Jid::from(o.jid.clone())),
@@ -1238,7 +1345,7 @@ impl Room {
             nick: actor_occ.map(|o| o.nick.clone()),
         };
         enum Change {
-            Role(usize, Role, Option<String>),
+            Role(String, Role, Option<String>),
             Aff(BareJid, Affiliation, Option<String>),
         }
         let mut changes = Vec::new();
@@ -1270,10 +1377,9 @@ impl Room {
                     let Some(t) = self.by_nick(nick) else {
                         return Err(err(StanzaErrorCondition::ItemNotFound, "no such occupant"));
                     };
-                    // One change per occupant: a kick shifts the occupants after it.
                     if changes
                         .iter()
-                        .any(|c| matches!(c, Change::Role(i, _, _) if *i == t))
+                        .any(|c| matches!(c, Change::Role(n, _, _) if n == nick))
                     {
                         return Err(err(
                             StanzaErrorCondition::BadRequest,
@@ -1284,7 +1390,7 @@ impl Room {
                     let target_aff = self.affiliation(&target.jid.to_bare());
                     match role {
                         Role::None => {
-                            if target.jid == *from {
+                            if actor_occ.map(|o| o.nick.as_str()) == Some(target.nick.as_str()) {
                                 return Err(err(
                                     StanzaErrorCondition::Conflict,
                                     "you cannot kick yourself",
@@ -1330,7 +1436,7 @@ impl Room {
                             }
                         }
                     }
-                    changes.push(Change::Role(t, role, item.reason.clone()));
+                    changes.push(Change::Role(target.nick.clone(), role, item.reason.clone()));
                 }
                 (None, Some(new)) => {
                     let target = match (&item.jid, &item.nick) {
@@ -1397,22 +1503,28 @@ impl Room {
         if aff_changed {
             out.save = self.config.persistent;
         }
-        // Role changes address occupants by index: do them from the highest index down, so
-        // a removal does not shift the ones still to do.
-        changes.sort_by_key(|c| match c {
-            Change::Role(i, _, _) => std::cmp::Reverse(*i as i64),
-            Change::Aff(..) => std::cmp::Reverse(-1),
-        });
         for c in changes {
             match c {
-                Change::Role(t, Role::None, reason) => {
-                    self.remove_occupant(t, &[status::KICKED], Some(actor.clone()), reason, out);
+                Change::Role(nick, Role::None, reason) => {
+                    self.remove_occupant(
+                        &nick,
+                        &[status::KICKED],
+                        Some(actor.clone()),
+                        reason,
+                        out,
+                    );
                 }
-                Change::Role(t, role, reason) => {
+                Change::Role(nick, role, reason) => {
+                    // An earlier change of this request may have removed the occupant.
+                    let Some(t) = self.occupants.iter().rposition(|o| o.nick == nick) else {
+                        continue;
+                    };
                     if self.occupants[t].role == role {
                         continue;
                     }
-                    self.occupants[t].role = role;
+                    for o in self.occupants.iter_mut().filter(|o| o.nick == nick) {
+                        o.role = role;
+                    }
                     let o = &self.occupants[t];
                     let item = Item {
                         nick: Some(o.nick.clone()),
@@ -1438,15 +1550,19 @@ impl Room {
         reason: Option<String>,
         out: &mut Out,
     ) {
-        let mut i = self.occupants.len();
-        while i > 0 {
-            i -= 1;
-            if self.occupants[i].jid.to_bare() != *target {
+        let nicks: Vec<String> = self
+            .distinct_occupants()
+            .into_iter()
+            .filter(|o| o.jid.to_bare() == *target)
+            .map(|o| o.nick.clone())
+            .collect();
+        for nick in nicks {
+            let Some(i) = self.occupants.iter().rposition(|o| o.nick == nick) else {
                 continue;
-            }
+            };
             if new == Affiliation::Outcast {
                 self.remove_occupant(
-                    i,
+                    &nick,
                     &[status::BANNED],
                     Some(actor.clone()),
                     reason.clone(),
@@ -1454,7 +1570,7 @@ impl Room {
                 );
             } else if self.config.members_only && new < Affiliation::Member {
                 self.remove_occupant(
-                    i,
+                    &nick,
                     &[status::AFFILIATION_CHANGED],
                     Some(actor.clone()),
                     reason.clone(),
@@ -1473,7 +1589,9 @@ impl Room {
                 } else {
                     o.role
                 };
-                self.occupants[i].role = role;
+                for o in self.occupants.iter_mut().filter(|o| o.nick == nick) {
+                    o.role = role;
+                }
                 let o = &self.occupants[i];
                 let item = Item {
                     reason: reason.clone(),
@@ -1544,13 +1662,7 @@ impl Room {
                     .attr("by", self.jid.as_str()),
             );
         let notice = Arc::new(notice);
-        let before = self.history.len();
-        let room = self.jid.clone();
-        self.history
-            .retain(|h| stanza_id(&h.el, &room) != Some(sid));
-        if self.history.len() != before {
-            self.history_bytes = self.history.iter().map(|h| h.chars).sum();
-        }
+        self.forget_history(sid);
         for o in &self.occupants {
             out.deliver.push((notice.clone(), o.jid.clone()));
         }
@@ -1562,6 +1674,103 @@ impl Room {
                 el: notice,
             });
         }
+        Ok(retracted)
+    }
+
+    /// A retracted message is no longer sent on join (XEP-0424 §6).
+    fn forget_history(&mut self, sid: &str) {
+        let before = self.history.len();
+        let room = self.jid.clone();
+        self.history
+            .retain(|h| stanza_id(&h.el, &room) != Some(sid));
+        if self.history.len() != before {
+            self.history_bytes = self.history.iter().map(|h| h.chars).sum();
+        }
+    }
+
+    /// XEP-0424 in a room: an occupant retracts a message it sent, `sid` being the room's
+    /// stanza-id for it. `archived_by` is the real bare JID the archive has for the message
+    /// (`None`: not archived, then the history must have it). Only the author (the same
+    /// real user, hence the same occupant id) may retract it; the retraction goes to every
+    /// occupant like any groupchat message and is archived, the message leaves the history.
+    /// Returns the `<retracted/>` for the archived message's tombstone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn retract_own(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        msg: &Element,
+        sid: &str,
+        archived_by: Option<&str>,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<Element, StanzaError> {
+        let Some(idx) = self.occupant_index(from) else {
+            return Err(err(
+                StanzaErrorCondition::NotAcceptable,
+                "you are not in the room",
+            ));
+        };
+        if self.occupants[idx].role < Role::Participant {
+            return Err(err(StanzaErrorCondition::Forbidden, "you have no voice"));
+        }
+        let author = match archived_by {
+            Some(jid) => jid == from.to_bare().as_str(),
+            None => {
+                let mine = &self.occupants[idx].occupant_id;
+                let room = &self.jid;
+                let Some(h) = self
+                    .history
+                    .iter()
+                    .find(|h| stanza_id(&h.el, room) == Some(sid))
+                else {
+                    return Err(err(StanzaErrorCondition::ItemNotFound, "no such message"));
+                };
+                h.el.get_child("occupant-id", NS_OCCUPANT_ID)
+                    .and_then(|o| o.get_attr("id"))
+                    == Some(mine.as_str())
+            }
+        };
+        if !author {
+            return Err(err(
+                StanzaErrorCondition::Forbidden,
+                "only its author may retract a message",
+            ));
+        }
+        rate_check(&mut self.occupants[idx], lim)?;
+        let o = &self.occupants[idx];
+        let mut m = msg.clone();
+        m.remove_attr("to");
+        m.set_attr("from", o.room_jid.as_str());
+        if m.get_attr("id").is_none() {
+            m.set_attr("id", new_id(now));
+        }
+        strip_claims(&mut m, &self.jid);
+        let own_sid = new_stanza_id();
+        m.push_child(
+            Element::new("stanza-id", NS_SID)
+                .attr("id", own_sid.as_str())
+                .attr("by", self.jid.as_str()),
+        );
+        m.push_child(occupant_id_el(&o.occupant_id));
+        let retracted = Element::new("retracted", NS_RETRACT)
+            .attr("id", m.get_attr("id").unwrap_or_default())
+            .attr("stamp", format_datetime(now));
+        let (nick, real) = (o.nick.clone(), o.jid.to_bare());
+        let shared = Arc::new(m);
+        for r in &self.occupants {
+            out.deliver.push((shared.clone(), r.jid.clone()));
+        }
+        // XEP-0424 §6: the retraction is archived, whatever its body.
+        if self.config.mam {
+            out.archive.push(ArchiveItem {
+                id: own_sid,
+                nick,
+                jid: real,
+                el: shared,
+            });
+        }
+        self.forget_history(sid);
         Ok(retracted)
     }
 
@@ -1641,12 +1850,14 @@ impl Room {
             }
         }
         if self.config.members_only && !old.members_only {
-            let mut i = self.occupants.len();
-            while i > 0 {
-                i -= 1;
-                if self.affiliation(&self.occupants[i].jid.to_bare()) < Affiliation::Member {
-                    self.remove_occupant(i, &[status::MEMBERS_ONLY], None, None, out);
-                }
+            let outsiders: Vec<String> = self
+                .distinct_occupants()
+                .into_iter()
+                .filter(|o| self.affiliation(&o.jid.to_bare()) < Affiliation::Member)
+                .map(|o| o.nick.clone())
+                .collect();
+            for nick in outsiders {
+                self.remove_occupant(&nick, &[status::MEMBERS_ONLY], None, None, out);
             }
         }
         if self.config.persistent {

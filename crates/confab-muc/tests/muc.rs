@@ -462,6 +462,110 @@ async fn nick_changes_and_conflicts() {
     assert_eq!(condition(&e), "jid-malformed");
 }
 
+/// XEP-0045 §7.2.2: a user's second session joining under its nick shares the occupant;
+/// another user under that nick is still a conflict.
+#[tokio::test]
+async fn several_sessions_share_one_nick() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    c.push(ts.login_available("bob").await);
+    let [a, b1, carol, b2] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "multi", "alice").await;
+    join(b1, "multi", "bob").await;
+    presence_from(a, &occ("multi", "bob")).await;
+
+    // Bob's second resource joins as "bob": it gets the room's state and its own presence
+    // (110, the occupant's role); the first session is told too; Alice sees one "bob".
+    let got = join(b2, "multi", "bob").await;
+    let froms: Vec<&str> = got
+        .iter()
+        .filter(|e| e.name == "presence")
+        .filter_map(|e| e.get_attr("from"))
+        .collect();
+    assert_eq!(
+        froms,
+        [occ("multi", "alice"), occ("multi", "bob")],
+        "{got:?}"
+    );
+    let own = &got[1];
+    assert!(has_code(own, "110"), "{own}");
+    assert_eq!(item(own).get_attr("role"), Some("participant"));
+    let p = presence_from(b1, &occ("multi", "bob")).await;
+    assert!(has_code(&p, "110") && p.get_attr("type").is_none(), "{p}");
+    let p = presence_from(a, &occ("multi", "bob")).await;
+    assert!(!has_code(&p, "110") && p.get_attr("type").is_none(), "{p}");
+    // Someone else under that nick: conflict.
+    assert_eq!(
+        join_refused(carol, "multi", "bob", muc_x()).await,
+        "conflict"
+    );
+
+    // Groupchat and private messages reach both sessions.
+    a.send(&groupchat("multi", "to all of bob"))
+        .await
+        .expect("send");
+    for b in [&mut *b1, &mut *b2] {
+        let m = message_from(b, &occ("multi", "alice")).await;
+        assert_eq!(body(&m).as_deref(), Some("to all of bob"));
+    }
+    a.send(
+        &Element::new("message", ns::CLIENT)
+            .attr("to", occ("multi", "bob"))
+            .attr("type", "chat")
+            .child(Element::new("body", ns::CLIENT).text("psst")),
+    )
+    .await
+    .expect("send");
+    for b in [&mut *b1, &mut *b2] {
+        let m = expect(b, "private message", |e| {
+            e.name == "message" && body(e).as_deref() == Some("psst")
+        })
+        .await;
+        assert_eq!(m.get_attr("from"), Some(occ("multi", "alice").as_str()));
+    }
+
+    // One session leaves: the occupant stays, as its other session is.
+    leave(b1, "multi", "bob").await;
+    let p = presence_from(a, &occ("multi", "bob")).await;
+    assert_eq!(p.get_attr("type"), None, "{p}");
+    let p = presence_from(b2, &occ("multi", "bob")).await;
+    assert!(has_code(&p, "110") && p.get_attr("type").is_none(), "{p}");
+    a.send(&groupchat("multi", "still there?"))
+        .await
+        .expect("send");
+    let m = message_from(b2, &occ("multi", "alice")).await;
+    assert_eq!(body(&m).as_deref(), Some("still there?"));
+    assert!(no_message(b1, 300).await);
+
+    // A kick removes every session of the occupant, each told with 110 and 307.
+    join(b1, "multi", "bob").await;
+    presence_from(b2, &occ("multi", "bob")).await;
+    presence_from(a, &occ("multi", "bob")).await;
+    let r = admin(
+        a,
+        "multi",
+        "set",
+        vec![aitem(&[("nick", "bob"), ("role", "none")])],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    for b in [&mut *b1, &mut *b2] {
+        let p = presence_from(b, &occ("multi", "bob")).await;
+        assert_eq!(p.get_attr("type"), Some("unavailable"), "{p}");
+        assert!(has_code(&p, "110") && has_code(&p, "307"), "{p}");
+    }
+    let p = presence_from(a, &occ("multi", "bob")).await;
+    assert_eq!(p.get_attr("type"), Some("unavailable"), "{p}");
+    assert!(has_code(&p, "307") && !has_code(&p, "110"), "{p}");
+    b2.send(&groupchat("multi", "let me back"))
+        .await
+        .expect("send");
+    let e = expect(b2, "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "not-acceptable");
+}
+
 #[tokio::test]
 async fn private_messages_go_through_the_room() {
     let ts = server().await;
@@ -1524,7 +1628,8 @@ async fn room_archive_is_queryable_with_mam() {
             "feature-not-implemented",
         ),
         (mam_query(&[], &[("after", "nope")]), "item-not-found"),
-        (mam_query(&[("with", "bob@localhost")], &[]), "bad-request"),
+        // Carol may not see real JIDs.
+        (mam_query(&[("with", "bob@localhost")], &[]), "forbidden"),
     ] {
         let (r, reply) = query_archive(&mut c[2], "arch", q).await;
         assert!(r.is_empty());
@@ -1745,6 +1850,278 @@ async fn moderators_retract_messages() {
     // Once is enough.
     let r = iq(&mut c[0], "set", Some(&room("mod")), moderate(&sid, true)).await;
     assert_eq!(condition(&r), "item-not-found");
+}
+
+/// XEP-0424 in a room: an author retracts its own message; nobody else's.
+#[tokio::test]
+async fn occupants_retract_their_own_messages() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol", "dave"]).await;
+    create(&mut c[0], "ret", "alice").await;
+    let info = features(&disco_info(&mut c[0], &room("ret")).await);
+    assert!(info.contains(&RETRACT.to_string()), "{info:?}");
+    assert!(info.contains(&format!("{RETRACT}#tombstone")), "{info:?}");
+    join(&mut c[1], "ret", "bob").await;
+    join(&mut c[2], "ret", "carol").await;
+    let oops = say(&mut c[1], "ret", "bob", "oops, wrong room").await;
+    let sid = room_sid(&oops, "ret");
+    let bob_id = occupant_id(&oops);
+    for cl in [0, 2] {
+        message_from(&mut c[cl], &occ("ret", "bob")).await;
+    }
+    let retraction = |id: &str| {
+        Element::new("message", ns::CLIENT)
+            .attr("to", room("ret"))
+            .attr("type", "groupchat")
+            .attr("id", format!("retract-{}", rand_id()))
+            .child(Element::new("retract", RETRACT).attr("id", id))
+            .child(Element::new("fallback", "urn:xmpp:fallback:0").attr("for", RETRACT))
+            .child(Element::new("body", ns::CLIENT).text("/me retracted a message"))
+    };
+
+    // Carol may not retract Bob's message; an unknown id is not found. Nothing reaches the others.
+    c[2].send(&retraction(&sid)).await.expect("send");
+    let e = expect(&mut c[2], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "forbidden", "{e}");
+    c[1].send(&retraction("no-such-id")).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "item-not-found", "{e}");
+    assert!(no_message(&mut c[0], 200).await);
+
+    // Bob retracts it: everyone gets the retraction from his occupant JID, with his
+    // occupant id and a stanza-id of the room's.
+    let r = retraction(&sid);
+    let rid = r.get_attr("id").unwrap_or_default().to_string();
+    c[1].send(&r).await.expect("send");
+    let mut retraction_sid = String::new();
+    for cl in c.iter_mut().take(3) {
+        let m = message_from(cl, &occ("ret", "bob")).await;
+        retraction_sid = room_sid(&m, "ret");
+        let retract = m
+            .get_child("retract", RETRACT)
+            .unwrap_or_else(|| panic!("{m}"));
+        assert_eq!(retract.get_attr("id"), Some(sid.as_str()));
+        assert_eq!(m.get_attr("id"), Some(rid.as_str()));
+        assert_eq!(occupant_id(&m), bob_id);
+    }
+    // The archive keeps a tombstone pointing at the retraction, and the retraction.
+    let (r, _) = query_archive(&mut c[0], "ret", mam_query(&[], &[])).await;
+    assert_eq!(r.len(), 2, "{r:?}");
+    let tomb = forwarded(&r[0]);
+    assert_eq!(result_id(&r[0]), sid);
+    assert!(body(tomb).is_none(), "{tomb}");
+    let retracted = tomb
+        .get_child("retracted", RETRACT)
+        .unwrap_or_else(|| panic!("{tomb}"));
+    assert_eq!(retracted.get_attr("id"), Some(rid.as_str()));
+    assert_eq!(occupant_id(tomb), bob_id);
+    assert!(forwarded(&r[1]).get_child("retract", RETRACT).is_some());
+    // A newcomer's history no longer has it; a second retraction finds nothing.
+    let got = join(&mut c[3], "ret", "dave").await;
+    assert!(
+        got.iter().filter_map(body).all(|b| b != "oops, wrong room"),
+        "{got:?}"
+    );
+    c[1].send(&retraction(&sid)).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "item-not-found", "{e}");
+    // A retraction is not itself retracted.
+    c[1].send(&retraction(&retraction_sid)).await.expect("send");
+    let e = expect(&mut c[1], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "not-acceptable", "{e}");
+
+    // Without an archive the history decides, with the same rules.
+    let r = configure(&mut c[0], "ret", &[("mam", "0")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let m = say(&mut c[1], "ret", "bob", "unarchived").await;
+    let sid = room_sid(&m, "ret");
+    c[2].send(&retraction(&sid)).await.expect("send");
+    let e = expect(&mut c[2], "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "forbidden", "{e}");
+    c[1].send(&retraction(&sid)).await.expect("send");
+    let m = expect(&mut c[3], "retraction", |e| {
+        e.get_child("retract", RETRACT).is_some()
+    })
+    .await;
+    assert_eq!(m.get_attr("from"), Some(occ("ret", "bob").as_str()));
+}
+
+async fn archive_metadata(c: &mut ClientSession, room_name: &str) -> Element {
+    iq(
+        c,
+        "get",
+        Some(&room(room_name)),
+        Element::new("metadata", MAM),
+    )
+    .await
+}
+
+/// XEP-0313 §6: `with` names a real JID for those who may see real JIDs (whatever the
+/// nick), and the room announces `#extended` with its archive's metadata.
+#[tokio::test]
+async fn room_archive_by_real_jid_and_metadata() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    create(&mut c[0], "real", "alice").await;
+    let info = features(&disco_info(&mut c[0], &room("real")).await);
+    assert!(info.contains(&format!("{MAM}#extended")), "{info:?}");
+    let r = archive_metadata(&mut c[0], "real").await;
+    let m = r
+        .get_child("metadata", MAM)
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(m.elements().count(), 0, "an empty archive: {r}");
+    join(&mut c[1], "real", "bob").await;
+    join(&mut c[2], "real", "carol").await;
+    let b1 = say(&mut c[1], "real", "bob", "b1").await;
+    say(&mut c[2], "real", "carol", "c1").await;
+    c[1].send(&Element::new("presence", ns::CLIENT).attr("to", occ("real", "robert")))
+        .await
+        .expect("send");
+    presence_from(&mut c[1], &occ("real", "robert")).await;
+    let b2 = say(&mut c[1], "real", "robert", "b2").await;
+
+    // The owner sees real JIDs: bob's messages under both nicks, by bare or full JID.
+    for with in ["bob@localhost".to_string(), c[1].jid.to_string()] {
+        let (r, reply) = query_archive(
+            &mut c[0],
+            "real",
+            mam_query(&[("with", with.as_str())], &[]),
+        )
+        .await;
+        assert_eq!(bodies(&r), ["b1", "b2"], "{with}: {reply}");
+    }
+    // Carol does not: a real JID is refused, an occupant JID is a nick.
+    let q = mam_query(&[("with", "bob@localhost")], &[]);
+    let (r, reply) = query_archive(&mut c[2], "real", q).await;
+    assert!(r.is_empty());
+    assert_eq!(condition(&reply), "forbidden", "{reply}");
+    let robert = occ("real", "robert");
+    let (r, _) = query_archive(&mut c[2], "real", mam_query(&[("with", &robert)], &[])).await;
+    assert_eq!(bodies(&r), ["b2"]);
+    // The room's bare JID is no occupant.
+    let (_, reply) = query_archive(
+        &mut c[0],
+        "real",
+        mam_query(&[("with", &room("real"))], &[]),
+    )
+    .await;
+    assert_eq!(condition(&reply), "bad-request", "{reply}");
+
+    // Metadata: the first and the last message.
+    let r = archive_metadata(&mut c[2], "real").await;
+    let m = r
+        .get_child("metadata", MAM)
+        .unwrap_or_else(|| panic!("{r}"));
+    let id = |name: &str| {
+        m.get_child(name, MAM)
+            .and_then(|e| e.get_attr("id"))
+            .map(str::to_string)
+    };
+    assert_eq!(id("start"), Some(room_sid(&b1, "real")), "{r}");
+    assert_eq!(id("end"), Some(room_sid(&b2, "real")), "{r}");
+    // The form lists the extended fields.
+    let r = iq(
+        &mut c[2],
+        "get",
+        Some(&room("real")),
+        Element::new("query", MAM),
+    )
+    .await;
+    assert!(r.to_string().contains("before-id"), "{r}");
+}
+
+/// `[muc] mam_retention_days`: what is older goes (swept at start and hourly), the rest
+/// stays.
+#[tokio::test]
+async fn room_archive_retention() {
+    use confab_muc::room::RoomConfig;
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config
+        .update_section("muc", |m: &mut MucConfig| m.mam_retention_days = 2)
+        .expect("muc section");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    let day = 86_400 * 1_000_000;
+    {
+        let stores = confab_server::open_stores(&config).await.expect("stores");
+        let room_config = RoomConfig {
+            persistent: true,
+            ..RoomConfig::default()
+        };
+        let (kind, key, value) =
+            confab_muc::stored_room("old", room_config, Default::default(), None).expect("stored");
+        stores
+            .data
+            .set_host_data(MUC, kind, &key, &value)
+            .await
+            .expect("write");
+        for (id, age) in [("ancient", 30 * day), ("stale", 3 * day), ("fresh", day)] {
+            let msg = confab_store::RoomMessage {
+                id: id.into(),
+                nick: "bob".into(),
+                jid: "bob@localhost".into(),
+                stamp: now - age,
+                stanza: format!(
+                    "<message xmlns='jabber:client' from='{}' type='groupchat'><body>{id}</body></message>",
+                    occ("old", "bob")
+                ),
+            };
+            stores
+                .room_archive
+                .append_room_message(MUC, "old", &msg)
+                .await
+                .expect("append");
+        }
+    }
+    let server = start_server(config, confab_muc::all())
+        .await
+        .expect("start");
+    let ts = TestServer {
+        addr: server.c2s_addr().expect("addr"),
+        tls_addr: server.c2s_tls_addr().expect("tls addr"),
+        server: Some(server),
+        dir,
+    };
+    let mut c = users(&ts, &["alice"]).await;
+    let (r, _) = query_archive(&mut c[0], "old", mam_query(&[], &[])).await;
+    assert_eq!(bodies(&r), ["fresh"]);
+}
+
+/// A room's messages go out while the database cannot take its archive rows (the rows
+/// are written off the room's lock, in order), and are in the archive once it can.
+#[tokio::test]
+async fn a_busy_database_does_not_hold_up_a_room() {
+    use sqlx::{AnyConnection, Connection};
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "busy", "alice").await;
+    join(&mut c[1], "busy", "bob").await;
+    say(&mut c[0], "busy", "alice", "before").await;
+    message_from(&mut c[1], &occ("busy", "alice")).await;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", ts.dir.path().join("confab.db").display());
+    let mut lock = AnyConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .expect("database locked");
+    // Each message reaches the other occupant while the archive cannot be written.
+    for text in ["during 1", "during 2", "during 3"] {
+        say(&mut c[0], "busy", "alice", text).await;
+        let m = message_from(&mut c[1], &occ("busy", "alice")).await;
+        assert_eq!(body(&m).as_deref(), Some(text));
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlocked");
+    drop(lock);
+    let (r, _) = query_archive(&mut c[1], "busy", mam_query(&[], &[])).await;
+    assert_eq!(bodies(&r), ["before", "during 1", "during 2", "during 3"]);
 }
 
 /// A room an importer stored with `confab_muc::stored_room` (as `confabd import --from

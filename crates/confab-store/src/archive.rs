@@ -33,6 +33,10 @@ pub struct ArchiveQuery {
     /// Only messages with this JID: a bare JID matches every resource of it, a full JID
     /// only itself (XEP-0313 §4.1.1). In a room's archive: the sender's nick.
     pub with: Option<String>,
+    /// A room's archive only: messages whose sender's real bare JID is this (XEP-0313 §6,
+    /// `with` naming a real JID, for those who may see real JIDs). Account archives
+    /// ignore it.
+    pub sender: Option<String>,
     /// Only messages archived at or after this time (Unix microseconds).
     pub start: Option<i64>,
     /// Only messages archived at or before this time (Unix microseconds).
@@ -68,6 +72,7 @@ impl ArchiveQuery {
     ) -> ArchiveQuery {
         ArchiveQuery {
             with,
+            sender: None,
             start: request.start,
             end: request.end,
             after: request.set.after.clone(),

@@ -22,14 +22,15 @@ pub struct RoomMessage {
 }
 
 /// Rooms are named by their service domain (`conference.example.org`) and node (`room`).
-/// One room's messages are appended one at a time (the caller holds the room's lock), so
-/// the archive's order is the room's.
+/// One room's messages are appended one at a time, in the room's order (the MUC module
+/// queues them under the room's lock for one writing task), so the archive's order is the
+/// room's.
 #[async_trait]
 pub trait RoomArchiveStore: Send + Sync {
     async fn append_room_message(&self, service: &str, room: &str, msg: &RoomMessage)
         -> Result<()>;
-    /// A page of the room's archive (`query.with` is a nick); `None` when `after` or
-    /// `before` names an id that is not in this archive.
+    /// A page of the room's archive (`query.with` is a nick, `query.sender` a real bare
+    /// JID); `None` when `after` or `before` names an id that is not in this archive.
     async fn query_room_archive(
         &self,
         service: &str,
@@ -54,6 +55,9 @@ pub trait RoomArchiveStore: Send + Sync {
     ) -> Result<bool>;
     /// Deletes the room's whole archive; returns how many messages went.
     async fn delete_room_archive(&self, service: &str, room: &str) -> Result<u64>;
+    /// Deletes messages of every room archived before `stamp` (Unix microseconds), at most
+    /// `limit` of them per call (retention; the caller repeats while it deletes).
+    async fn expire_room_archives(&self, stamp: i64, limit: usize) -> Result<u64>;
     /// Every (service, room) with an archive, sorted (export).
     async fn room_archives(&self) -> Result<Vec<(String, String)>>;
 }

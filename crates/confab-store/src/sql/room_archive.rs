@@ -78,10 +78,11 @@ impl RoomArchiveStore for SqlDb {
         room: &str,
         q: &ArchiveQuery,
     ) -> Result<Option<ArchivePage<RoomMessage>>> {
-        let filters: Vec<(String, Vec<String>)> = q
-            .with
-            .iter()
-            .map(|nick| ("nick = ?".to_string(), vec![nick.clone()]))
+        let nicks = q.with.iter().map(|nick| ("nick = ?", nick));
+        let senders = q.sender.iter().map(|jid| ("jid = ?", jid));
+        let filters: Vec<(String, Vec<String>)> = nicks
+            .chain(senders)
+            .map(|(cond, v)| (cond.to_string(), vec![v.clone()]))
             .collect();
         let scope = self.room_scope(service, room);
         self.archive_page(&scope, COLUMNS, &filters, q, room_message)
@@ -139,6 +140,29 @@ impl RoomArchiveStore for SqlDb {
             .query(&sql)
             .bind(service)
             .bind(room)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from))?;
+        Ok(r.rows_affected())
+    }
+
+    async fn expire_room_archives(&self, stamp: i64, limit: usize) -> Result<u64> {
+        // In row order, which is archive order: the oldest rows come first, so a batch
+        // reads little more than what it deletes. Bounded batches keep each transaction
+        // (and its locks) small.
+        let sql = match self.dialect {
+            // MySQL takes no LIMIT in an IN subquery, but one on DELETE itself.
+            Dialect::Mysql => "DELETE FROM room_archive WHERE stamp < ? ORDER BY id LIMIT ?",
+            _ => {
+                "DELETE FROM room_archive WHERE id IN
+                 (SELECT id FROM room_archive WHERE stamp < ? ORDER BY id LIMIT ?)"
+            }
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let r = retry!(self
+            .query(sql)
+            .bind(stamp)
+            .bind(limit)
             .execute(&self.pool)
             .await
             .map_err(StoreError::from))?;
