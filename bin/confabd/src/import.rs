@@ -154,16 +154,34 @@ fn grant_openfire_admins(
     for a in &not {
         println!("note Openfire administrator {a} was not imported: not made an admin here");
     }
-    let mut all: Vec<String> = config
-        .section::<confab_admin::AdminConfig>("admin")
-        .map_err(|e| e.to_string())?
-        .admins;
+    // The console file's own list when it has one (the wizard's, an earlier import's): the
+    // configuration file's and the environment's admins stay where they are set. Without
+    // one, the list in force now is the start (the console file's list replaces it).
+    let file = config.console_file();
+    let console_list = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("admin")?.get("admins")?.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+        });
+    let mut all: Vec<String> = match console_list {
+        Some(list) => list,
+        None => {
+            config
+                .section::<confab_admin::AdminConfig>("admin")
+                .map_err(|e| e.to_string())?
+                .admins
+        }
+    };
     let new: Vec<&String> = granted.into_iter().filter(|a| !all.contains(a)).collect();
     if new.is_empty() {
         return Ok(());
     }
     all.extend(new.iter().map(|a| a.to_string()));
-    let file = config.console_file();
     confab_server::config::edit_console_file(&file, |t| {
         confab_server::config::set_table_key(
             t,

@@ -12,8 +12,8 @@
 //! shutdown flushes.
 
 use confab_server::ServerCtx;
-use confab_store::RoomMessage;
-use std::sync::OnceLock;
+use confab_store::{RoomArchiveStore, RoomMessage};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 enum Job {
@@ -36,7 +36,10 @@ impl RoomArchiveWriter {
     pub(crate) fn start(&self, ctx: &ServerCtx, capacity: usize) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         if self.tx.set(tx).is_ok() {
-            tokio::spawn(run(ctx.clone(), rx));
+            // The task holds the store, not the server: the server's registry holds this
+            // writer (and its sender), so holding the server would keep both alive forever
+            // after a restart (the set-up wizard's) — with the old database pool.
+            tokio::spawn(run(ctx.stores.room_archive.clone(), rx));
         }
     }
 
@@ -60,7 +63,7 @@ impl RoomArchiveWriter {
             }
             return;
         }
-        write(ctx, service, room, &msg).await;
+        write(&ctx.stores.room_archive, service, room, &msg).await;
     }
 
     /// Waits until everything queued so far is written (or failed and was logged).
@@ -75,22 +78,18 @@ impl RoomArchiveWriter {
     }
 }
 
-async fn write(ctx: &ServerCtx, service: &str, room: &str, msg: &RoomMessage) {
-    let r = ctx
-        .stores
-        .room_archive
-        .append_room_message(service, room, msg)
-        .await;
+async fn write(store: &Arc<dyn RoomArchiveStore>, service: &str, room: &str, msg: &RoomMessage) {
+    let r = store.append_room_message(service, room, msg).await;
     if let Err(e) = r {
         // The message went out anyway: the archive is not a reason to lose it.
         tracing::error!(error = %e, room, service, "archiving a room message failed");
     }
 }
 
-async fn run(ctx: ServerCtx, mut rx: mpsc::Receiver<Job>) {
+async fn run(store: Arc<dyn RoomArchiveStore>, mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = rx.recv().await {
         match job {
-            Job::Append { service, room, msg } => write(&ctx, &service, &room, &msg).await,
+            Job::Append { service, room, msg } => write(&store, &service, &room, &msg).await,
             Job::Flush(done) => {
                 let _ = done.send(());
             }

@@ -1022,21 +1022,8 @@ impl Room {
             return Err(err(StanzaErrorCondition::Forbidden, "you have no voice"));
         }
         rate_check(&mut self.occupants[idx], lim)?;
+        let (m, sid) = self.as_sent_by(msg, idx, now);
         let o = &self.occupants[idx];
-        let mut m = msg.clone();
-        m.remove_attr("to");
-        m.set_attr("from", o.room_jid.as_str());
-        if m.get_attr("id").is_none() {
-            m.set_attr("id", new_id(now));
-        }
-        strip_claims(&mut m, &self.jid);
-        let sid = new_stanza_id();
-        m.push_child(
-            Element::new("stanza-id", NS_SID)
-                .attr("id", sid.as_str())
-                .attr("by", self.jid.as_str()),
-        );
-        m.push_child(occupant_id_el(&o.occupant_id));
         let shared = Arc::new(m.clone());
         for r in &self.occupants {
             out.deliver.push((shared.clone(), r.jid.clone()));
@@ -1738,21 +1725,8 @@ impl Room {
             ));
         }
         rate_check(&mut self.occupants[idx], lim)?;
+        let (m, own_sid) = self.as_sent_by(msg, idx, now);
         let o = &self.occupants[idx];
-        let mut m = msg.clone();
-        m.remove_attr("to");
-        m.set_attr("from", o.room_jid.as_str());
-        if m.get_attr("id").is_none() {
-            m.set_attr("id", new_id(now));
-        }
-        strip_claims(&mut m, &self.jid);
-        let own_sid = new_stanza_id();
-        m.push_child(
-            Element::new("stanza-id", NS_SID)
-                .attr("id", own_sid.as_str())
-                .attr("by", self.jid.as_str()),
-        );
-        m.push_child(occupant_id_el(&o.occupant_id));
         let retracted = Element::new("retracted", NS_RETRACT)
             .attr("id", m.get_attr("id").unwrap_or_default())
             .attr("stamp", format_datetime(now));
@@ -1772,6 +1746,28 @@ impl Room {
         }
         self.forget_history(sid);
         Ok(retracted)
+    }
+
+    /// A groupchat message as the room passes it on from occupant `idx`: from their room
+    /// JID, with an id, the sender's own claims stripped, and the room's stanza-id and the
+    /// occupant id (XEP-0359, XEP-0421). Returns it with the stanza-id.
+    fn as_sent_by(&self, msg: &Element, idx: usize, now: i64) -> (Element, String) {
+        let o = &self.occupants[idx];
+        let mut m = msg.clone();
+        m.remove_attr("to");
+        m.set_attr("from", o.room_jid.as_str());
+        if m.get_attr("id").is_none() {
+            m.set_attr("id", new_id(now));
+        }
+        strip_claims(&mut m, &self.jid);
+        let sid = new_stanza_id();
+        m.push_child(
+            Element::new("stanza-id", NS_SID)
+                .attr("id", sid.as_str())
+                .attr("by", self.jid.as_str()),
+        );
+        m.push_child(occupant_id_el(&o.occupant_id));
+        (m, sid)
     }
 
     /// XEP-0424 §5: what stays of a retracted message in the archive: who sent it and its

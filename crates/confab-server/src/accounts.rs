@@ -91,6 +91,8 @@ pub async fn create(
         return Err(AccountError::Exists);
     }
     let creds = derive_credentials(password, iterations).await?;
+    // A late write of a deleted namesake's sessions must not land in the new account.
+    stores.data.forget_held(d, u);
     match stores.accounts.create_account(d, u, &creds).await {
         Err(StoreError::Conflict) => Err(AccountError::Exists),
         other => Ok(other?),
@@ -114,6 +116,8 @@ pub async fn set_password(
 
 pub async fn delete(stores: &Stores, jid: &BareJid) -> Result<(), AccountError> {
     let (d, u) = parts(jid);
+    // Documents its sessions left to be written behind go with it.
+    stores.data.forget_held(d, u);
     if stores.accounts.delete_account(d, u).await? {
         Ok(())
     } else {

@@ -71,6 +71,10 @@ pub trait DataStore: Send + Sync {
         Ok(())
     }
 
+    /// Drops what is held back for an account (it was deleted, or is created anew): a late
+    /// write of its old sessions must not reach a new account of the same name.
+    fn forget_held(&self, _domain: &str, _username: &str) {}
+
     /// Returns false if there was nothing to delete.
     async fn delete_account_data(
         &self,

@@ -113,18 +113,31 @@ impl WriteBehind {
                 })
                 .collect()
         };
-        let r = self.inner.set_account_data_batch(&batch).await;
-        let mut h = self.lock();
-        let flown = std::mem::take(&mut h.in_flight);
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // Held again, unless a newer write of the same document came meanwhile.
-                for (k, v) in flown {
-                    h.pending.entry(k).or_insert(v);
+        let mut failed = Vec::new();
+        let mut error = None;
+        if let Err(e) = self.inner.set_account_data_batch(&batch).await {
+            // One bad document must not hold back the others: each on its own, and only
+            // what still fails is kept.
+            tracing::warn!(error = %e, documents = batch.len(), "a batch of held-back documents failed; writing them one by one");
+            for w in batch {
+                let one = std::slice::from_ref(&w);
+                if let Err(e) = self.inner.set_account_data_batch(one).await {
+                    failed.push(w);
+                    error = Some(e);
                 }
-                Err(e)
             }
+        }
+        let mut h = self.lock();
+        h.in_flight.clear();
+        // Held again, unless a newer write of the same document came meanwhile.
+        for w in failed {
+            h.pending
+                .entry((w.domain, w.username, w.kind, w.key))
+                .or_insert(w.value);
+        }
+        match error {
+            None => Ok(()),
+            Some(e) => Err(e),
         }
     }
 }
@@ -197,7 +210,9 @@ impl DataStore for WriteBehind {
         let full = {
             let mut h = self.lock();
             let k = (domain.into(), username.into(), kind.into(), key.into());
-            if h.pending.len() >= self.max_pending && !h.pending.contains_key(&k) {
+            if h.pending.len() + h.in_flight.len() >= self.max_pending
+                && !h.pending.contains_key(&k)
+            {
                 true
             } else {
                 h.pending.insert(k, value.into());
@@ -217,6 +232,14 @@ impl DataStore for WriteBehind {
     async fn flush(&self) -> Result<()> {
         self.write_pending().await?;
         self.inner.flush().await
+    }
+
+    fn forget_held(&self, domain: &str, username: &str) {
+        let mut h = self.lock();
+        let of_account = |(d, u, _, _): &Key| d == domain && u == username;
+        h.pending.retain(|k, _| !of_account(k));
+        // A batch in flight still writes its copy; it skips accounts that are gone.
+        h.in_flight.retain(|k, _| !of_account(k));
     }
 
     async fn delete_account_data(
@@ -241,17 +264,21 @@ impl DataStore for WriteBehind {
         username: &str,
         kind: &str,
     ) -> Result<Vec<(String, String)>> {
+        // What is held is taken before the database is read: a batch landing in between
+        // then only makes the database agree with it.
+        let held: Vec<(String, String)> = self
+            .lock()
+            .iter()
+            .filter(|((d, u, k, _), _)| d == domain && u == username && k == kind)
+            .map(|((_, _, _, key), v)| (key.clone(), v.clone()))
+            .collect();
         let mut all: BTreeMap<String, String> = self
             .inner
             .list_account_data(domain, username, kind)
             .await?
             .into_iter()
             .collect();
-        for ((d, u, k, key), v) in self.lock().iter() {
-            if d == domain && u == username && k == kind {
-                all.insert(key.clone(), v.clone());
-            }
-        }
+        all.extend(held);
         Ok(all.into_iter().collect())
     }
 
@@ -260,6 +287,12 @@ impl DataStore for WriteBehind {
         domain: &str,
         username: &str,
     ) -> Result<Vec<(String, String, String)>> {
+        let held: Vec<((String, String), String)> = self
+            .lock()
+            .iter()
+            .filter(|((d, u, _, _), _)| d == domain && u == username)
+            .map(|((_, _, k, key), v)| ((k.clone(), key.clone()), v.clone()))
+            .collect();
         let mut all: BTreeMap<(String, String), String> = self
             .inner
             .all_account_data(domain, username)
@@ -267,11 +300,7 @@ impl DataStore for WriteBehind {
             .into_iter()
             .map(|(k, key, v)| ((k, key), v))
             .collect();
-        for ((d, u, k, key), v) in self.lock().iter() {
-            if d == domain && u == username {
-                all.insert((k.clone(), key.clone()), v.clone());
-            }
-        }
+        all.extend(held);
         Ok(all.into_iter().map(|((k, key), v)| (k, key, v)).collect())
     }
 

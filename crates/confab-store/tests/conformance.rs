@@ -2015,8 +2015,25 @@ async fn document_batches_and_writing_behind(db: TestDb) {
         .delete_account_data("localhost", "alice", "last", "k2")
         .await
         .expect("delete"));
+    // A deleted (or newly created) account's held documents are dropped.
+    wb.set_account_data_lazily("localhost", "bob", "last", "gone", "old owner's")
+        .await
+        .expect("held");
+    wb.forget_held("localhost", "bob");
+    assert_eq!(
+        wb.get_account_data("localhost", "bob", "last", "gone")
+            .await
+            .expect("get"),
+        None
+    );
     wb.flush().await.expect("flush");
     assert_eq!(wb.pending(), 0);
+    assert_eq!(
+        d.get_account_data("localhost", "bob", "last", "gone")
+            .await
+            .expect("get"),
+        None
+    );
     assert_eq!(get("alice").await, Some("t2".into()));
     assert_eq!(get("bob").await, Some("direct".into()));
     assert_eq!(

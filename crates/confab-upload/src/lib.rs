@@ -660,7 +660,18 @@ impl UploadService {
     fn url_base(&self, ctx: &ServerCtx) -> Option<String> {
         match &self.shared.cfg.url_base {
             Some(b) => Some(b.clone()),
-            None => ctx.http_addrs.first().map(|a| format!("http://{a}")),
+            // The plain listener (loopback by default, what local clients and tests reach);
+            // with only the HTTPS port open, that one. Public servers set `url_base`.
+            None => ctx
+                .http_addrs
+                .first()
+                .map(|a| format!("http://{a}"))
+                .or_else(|| {
+                    ctx.listener_addrs
+                        .iter()
+                        .find(|(name, _)| *name == "https")
+                        .map(|(_, a)| format!("https://{a}"))
+                }),
         }
     }
 }

@@ -44,17 +44,37 @@ pub async fn import(
         .connect(url)
         .await
         .map_err(|e| fail(format!("Openfire's database {shown}: {e}")))?;
+    // `ofProperty.encrypted` came with Openfire 4.1; older databases lack the column.
+    let has_encrypted = sqlx::query("SELECT encrypted FROM ofProperty LIMIT 0")
+        .fetch_all(&pool)
+        .await
+        .is_ok();
     let property = |name: &'static str| {
         let pool = pool.clone();
         async move {
-            // A value Openfire keeps encrypted (its key is in its conf/security.xml,
-            // not in the database) is as good as unset: never use ciphertext as a value.
-            sqlx::query_scalar::<_, String>(
-                "SELECT propValue FROM ofProperty WHERE name = ? AND (encrypted IS NULL OR encrypted = 0)",
-            )
+            // A value Openfire keeps encrypted (its key is in its conf/security.xml, not in
+            // the database) is as good as unset: never use ciphertext as a value.
+            let sql = if has_encrypted {
+                "SELECT propValue FROM ofProperty WHERE name = ? AND (encrypted IS NULL OR encrypted = 0)"
+            } else {
+                "SELECT propValue FROM ofProperty WHERE name = ?"
+            };
+            sqlx::query_scalar::<_, String>(sql)
                 .bind(name)
                 .fetch_optional(&pool)
                 .await
+                .map_err(|e| fail(format!("Openfire's ofProperty: {e}")))
+        }
+    };
+    // Whether a property is there at all, readable or not.
+    let present = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT name FROM ofProperty WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&pool)
+                .await
+                .map(|r| r.is_some())
                 .map_err(|e| fail(format!("Openfire's ofProperty: {e}")))
         }
     };
@@ -62,10 +82,25 @@ pub async fn import(
         .await?
         .ok_or_else(|| fail("Openfire's ofProperty has no xmpp.domain".into()))?;
     let password_key = property("passwordKey").await?;
+    // Openfire's own default ("admin") holds only for its default admin provider with no
+    // admin property at all; an encrypted list or another provider (groups, LDAP) names
+    // admins this import cannot see.
+    let default_provider = if present("provider.admin.className").await? {
+        property("provider.admin.className")
+            .await?
+            .is_some_and(|c| c.ends_with(".DefaultAdminProvider"))
+    } else {
+        true
+    };
+    let unreadable = (present("admin.authorizedJIDs").await?
+        && property("admin.authorizedJIDs").await?.is_none())
+        || (present("admin.authorizedUsernames").await?
+            && property("admin.authorizedUsernames").await?.is_none());
     let admins = openfire_admins(
         &domain,
         property("admin.authorizedJIDs").await?.as_deref(),
         property("admin.authorizedUsernames").await?.as_deref(),
+        default_provider && !unreadable,
     );
 
     // The document is written into a pipe as the database is read, and imported as it
@@ -109,7 +144,12 @@ pub async fn import(
 /// Openfire's administrators as its default admin provider reads them: the JIDs of
 /// `admin.authorizedJIDs`, the users of the older `admin.authorizedUsernames` on the
 /// server's domain, and, when neither names anyone, the user `admin`.
-fn openfire_admins(domain: &str, jids: Option<&str>, usernames: Option<&str>) -> Vec<String> {
+fn openfire_admins(
+    domain: &str,
+    jids: Option<&str>,
+    usernames: Option<&str>,
+    default_admin: bool,
+) -> Vec<String> {
     let list = |v: Option<&str>| -> Vec<String> {
         v.unwrap_or_default()
             .split(',')
@@ -125,7 +165,7 @@ fn openfire_admins(domain: &str, jids: Option<&str>, usernames: Option<&str>) ->
             admins.push(jid);
         }
     }
-    if admins.is_empty() {
+    if admins.is_empty() && default_admin {
         admins.push(format!("admin@{domain}"));
     }
     admins
@@ -508,16 +548,23 @@ mod tests {
     #[test]
     fn admins_as_openfire_reads_them() {
         assert_eq!(
-            openfire_admins("example.org", Some(" a@example.org, ,b@x.example"), None),
+            openfire_admins(
+                "example.org",
+                Some(" a@example.org, ,b@x.example"),
+                None,
+                true
+            ),
             vec!["a@example.org", "b@x.example"]
         );
         assert_eq!(
-            openfire_admins("example.org", Some("a@example.org"), Some("a, ops")),
+            openfire_admins("example.org", Some("a@example.org"), Some("a, ops"), true),
             vec!["a@example.org", "ops@example.org"]
         );
         assert_eq!(
-            openfire_admins("example.org", None, Some("")),
+            openfire_admins("example.org", None, Some(""), true),
             vec!["admin@example.org"]
         );
+        // An encrypted list or another admin provider: nobody is made an admin by default.
+        assert!(openfire_admins("example.org", None, None, false).is_empty());
     }
 }
