@@ -10,7 +10,8 @@
 # scenario, go-sendxmpp (also against `confab send`/`listen`, tests/interop/confab_go_sendxmpp.sh),
 # moving in from Prosody and ejabberd (tests/interop/import_*.sh, which install them from
 # Debian if missing), our own terminal client `confab` driven in tmux
-# (tests/interop/confab_tui.sh), profanity (Debian) in a group chat room in tmux
+# (tests/interop/confab_tui.sh) and, with the SDK's examples, against a Prosody of its own
+# (tests/interop/confab_prosody.sh), profanity (Debian) in a group chat room in tmux
 # (tests/interop/profanity_muc.sh), and the web clients.
 #
 # Environment:
@@ -55,8 +56,8 @@ scripts/interop-web.sh setup
 if [ "${CONFAB_INTEROP_NO_BUILD:-0}" = "1" ]; then
     echo "== using the already built confabd and confab (CONFAB_INTEROP_NO_BUILD=1)"
 else
-    echo "== cargo build -p confabd -p confab"
-    cargo build -q -p confabd -p confab
+    echo "== cargo build -p confabd -p confab -p confab-client --examples"
+    cargo build -q -p confabd -p confab -p confab-client --examples
 fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
@@ -270,6 +271,15 @@ set -e
 echo "== confab, the terminal client, in tmux"
 set +e
 tests/interop/confab_tui.sh 127.0.0.1 "$PORT" "$WORK/data/tls/cert.pem" "$CONFAB"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+
+# The same terminal client story, and the SDK's examples, against Prosody (Debian's) of its
+# own on its own loopback ports: confab and the SDK are not tied to confabd.
+echo "== confab and the SDK's examples against Prosody"
+set +e
+tests/interop/confab_prosody.sh "$CONFAB" "$TARGET_DIR/debug/examples"
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc

@@ -105,6 +105,9 @@ type_in alice "let me think"
 check "bob's roster shows alice typing" wait_for bob "$alice (1) ✎"
 check "alice's pause ends bob's typing mark" wait_gone bob "✎" 15
 tm send-keys -t alice Escape
+# Until Escape has cleared the input: an ESC read together with the next key is taken as
+# Alt+key (a terminal's ambiguity), so "/quit" typed at once could be appended instead.
+check "Escape clears alice's input" wait_gone alice "let me think" 5
 
 say alice "/quit"
 say bob "/quit"
