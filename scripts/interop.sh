@@ -157,6 +157,11 @@ for who in ALICE BOB; do
     export "PROF_${who}=$user@localhost" "PROF_${who}_PASSWORD=$pw"
     printf '%s\n' "$pw" | "$CONFABD" --config "$CONFIG" user add "$user@localhost" --password-stdin >>"$LOG" 2>&1
 done
+# The SDK's examples (tests/interop/sdk_examples.sh).
+SDK_SENDER_PW="sdk-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+SDK_RECEIVER_PW="sdk-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+printf '%s\n' "$SDK_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add sdk-sender@localhost --password-stdin >>"$LOG" 2>&1
+printf '%s\n' "$SDK_RECEIVER_PW" | "$CONFABD" --config "$CONFIG" user add sdk-receiver@localhost --password-stdin >>"$LOG" 2>&1
 GS_SENDER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 GS_RECEIVER_PW="gs-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 printf '%s\n' "$GS_SENDER_PW" | "$CONFABD" --config "$CONFIG" user add gs-sender@localhost --password-stdin >>"$LOG" 2>&1
@@ -271,6 +276,14 @@ set -e
 echo "== confab, the terminal client, in tmux"
 set +e
 tests/interop/confab_tui.sh 127.0.0.1 "$PORT" "$WORK/data/tls/cert.pem" "$CONFAB"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+
+echo "== the SDK's examples against confabd"
+set +e
+tests/interop/sdk_examples.sh 127.0.0.1 "$PORT" "$WORK/data/tls/cert.pem" "$CONFAB" "$TARGET_DIR/debug/examples" \
+    sdk-sender@localhost "$SDK_SENDER_PW" sdk-receiver@localhost "$SDK_RECEIVER_PW" "http://127.0.0.1:$HTTP_PORT/"
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc
