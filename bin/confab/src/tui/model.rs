@@ -672,6 +672,15 @@ impl Model {
         let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
         match k.code {
             KeyCode::Char('c') | KeyCode::Char('d') if ctrl => self.quit(),
+            // A terminal sends Escape followed quickly by a key as that key with Alt: the
+            // Escape (clear the input) is what the person pressed, then the key.
+            KeyCode::Char(c) if !ctrl && k.modifiers.contains(KeyModifiers::ALT) => {
+                self.input.clear();
+                let mut out = self.typing_ended();
+                self.input.push(c);
+                out.extend(self.typing_started());
+                out
+            }
             KeyCode::Char(c) if !ctrl => {
                 self.input.push(c);
                 self.typing_started()
@@ -1025,6 +1034,19 @@ mod tests {
             body: Some(body.into()),
             ..ChatMessage::default()
         })
+    }
+
+    /// Escape read together with the next key arrives as that key with Alt: the input is
+    /// cleared and the key typed, so "/quit" after Escape quits instead of being sent.
+    #[test]
+    fn escape_then_a_key_read_as_alt_clears_the_input() {
+        let mut m = Model::new("alice@localhost", "t");
+        friend(&mut m, "bob@localhost");
+        m.on_key(key(KeyCode::Tab));
+        typed(&mut m, "let me think");
+        m.on_key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::ALT));
+        typed(&mut m, "quit");
+        assert_eq!(m.input, "/quit");
     }
 
     #[test]
