@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Interop over XMPP over WebSocket (RFC 7395) and BOSH (XEP-0124/0206) with clients we did
 # not write: xmpp.js from node (WebSocket), and Converse.js in headless Chromium driven by
-# playwright-core, once over each transport; then the admin console in the same browser (its
-# set-up wizard, which restarts confabd, so it runs last). Called by
+# playwright-core, once over each transport (over WebSocket also group chat with the TCP
+# peer); then the admin console in the same browser (its set-up wizard, which restarts
+# confabd, so it runs last). Called by
 # scripts/interop.sh, which starts confabd and makes the accounts.
 #
 #   interop-web.sh setup   installs what the tests need, on first use: Debian's chromium
@@ -81,9 +82,10 @@ converse() {
     spki="$(openssl x509 -in "$CERT" -pubkey -noout | openssl pkey -pubin -outform der \
         | openssl dgst -sha256 -binary | base64)"
     set +e
-    # The test bounds itself at 100 s; timeout is the backstop if node itself hangs.
+    # The test bounds itself at 100 s (150 s over WebSocket, with group chat); timeout is
+    # the backstop if node itself hangs.
     CERT_SPKI="$spki" WEB_TRANSPORT="$1" WEB_JID="$2" WEB_PASSWORD="$3" PEER_JID="$4" PEER_PASSWORD="$5" \
-        CHROMIUM="$CHROMIUM" timeout 115 node "$WEB/converse.mjs"
+        CHROMIUM="$CHROMIUM" timeout 165 node "$WEB/converse.mjs"
     rc=$?
     set -e
     [ "$rc" -eq 0 ] || { echo "FAIL Converse.js interop over $1 (exit $rc), artefacts in $ARTEFACTS"; return 1; }

@@ -116,6 +116,15 @@ export class TcpPeer {
     this.proc.stdin.write(JSON.stringify({ cmd: "send", to, body }) + "\n");
   }
 
+  // Joins a room (XEP-0045) as `nick`; the peer answers with a joined or join_error event.
+  join(room, nick) {
+    this.proc.stdin.write(JSON.stringify({ cmd: "join", room, nick }) + "\n");
+  }
+
+  groupSend(room, body) {
+    this.proc.stdin.write(JSON.stringify({ cmd: "groupsend", room, body }) + "\n");
+  }
+
   async quit() {
     if (this.proc.exitCode !== null) return;
     this.proc.stdin.end(JSON.stringify({ cmd: "quit" }) + "\n");

@@ -7,6 +7,9 @@
 // box; the reply typed into the chat box's textarea (Enter sends it) must reach the TCP
 // user. Screenshots, the page's console and every WebSocket frame or BOSH response are kept
 // in ARTEFACTS. The page is on another port than confabd, so BOSH also exercises CORS.
+// Over WebSocket also group chat (XEP-0045): the TCP user creates a room on
+// conference.<domain> and says something; Converse joins it and must show that history;
+// then a message from each side must reach the other in the room.
 //
 // Environment: HTTP_PORT, C2S_PORT, WEB_JID, WEB_PASSWORD (the Converse user), PEER_JID,
 // PEER_PASSWORD (the TCP user), PYTHON (with slixmpp), ARTEFACTS (a directory), CHROMIUM
@@ -52,7 +55,8 @@ async function screenshot(name) {
     console.error(`screenshot ${file} failed: ${e.message}`));
 }
 
-hardDeadline(100, () => screenshot("hard-timeout"));
+// Over WebSocket the group chat scenario runs too, so it gets more time.
+hardDeadline(transport === "websocket" ? 150 : 100, () => screenshot("hard-timeout"));
 
 // XML 1.0 "Unique Att Spec": no attribute name twice in one tag. Text cannot hold a raw
 // '<', and values are quoted, so tags and attributes can be picked out with patterns.
@@ -98,6 +102,63 @@ function staticServer(config) {
     res.writeHead(200, { "content-type": TYPES[extname(file)] || "application/octet-stream" });
     createReadStream(file).pipe(res);
   });
+}
+
+// Group chat between the TCP user and Converse in a fresh room on conference.<domain>.
+async function groupChat(peer) {
+  const room = `${unique("converse-room")}@conference.${webJid.split("@")[1]}`;
+  const peerNick = "tcp-peer";
+  const webNick = "converse-user";
+  peer.join(room, peerNick);
+  const joined = await peer.waitFor((e) => (e.event === "joined" || e.event === "join_error") && e.room === room, STEP_MS);
+  check(`the TCP user creates and joins ${room}`, joined && joined.event === "joined" && joined.created,
+    joined ? JSON.stringify(joined) : peer.describeEnd());
+  if (!joined || joined.event !== "joined") return;
+  // Said before Converse joins: it must come to Converse as the room's history.
+  const history = unique("muc-history");
+  peer.groupSend(room, history);
+  const echoed = await peer.waitFor((e) => e.event === "groupchat" && e.body === history, STEP_MS);
+  check("the room reflects the TCP user's message to it", !!echoed, peer.describeEnd());
+
+  try {
+    await within(STEP_MS, "opening the room", page.evaluate(([jid, nick]) => window.confabOpenRoom(jid, nick),
+      [room, webNick]));
+  } catch (e) {
+    check("Converse joins the room", false, e.message.split("\n")[0]);
+    await screenshot("muc-join-failed");
+    return;
+  }
+  const view = page.locator(`converse-muc[jid="${room}"]`);
+  const shows = async (name, text) => {
+    try {
+      await view.locator(".chat-msg__text", { hasText: text }).waitFor({ state: "visible", timeout: STEP_MS });
+      return check(name, true);
+    } catch (e) {
+      return check(name, false, e.message.split("\n")[0]);
+    }
+  };
+  await shows("Converse joins the room and shows the message said before it came (history)", history);
+  await screenshot("muc-joined");
+
+  // TCP -> room -> Converse.
+  const inbound = unique("muc-tcp-to-converse");
+  peer.groupSend(room, inbound);
+  await shows("the TCP user's groupchat message appears in Converse's room view", inbound);
+
+  // Converse -> room -> TCP: typed into the room's textarea, sent with Enter.
+  const outbound = unique("muc-converse-to-tcp");
+  try {
+    const textarea = view.locator("textarea.chat-textarea");
+    await textarea.click();
+    await textarea.pressSequentially(outbound, { delay: 10 });
+    await textarea.press("Enter");
+  } catch (e) {
+    check("typing into Converse's room view", false, e.message.split("\n")[0]);
+  }
+  const recv = await peer.waitFor((e) => e.event === "groupchat" && e.body === outbound, STEP_MS);
+  check("the TCP user receives, in the room, the message typed in Converse",
+    recv && recv.from === `${room}/${webNick}`, recv ? `from ${recv.from}` : peer.describeEnd());
+  await screenshot("muc-exchanged");
 }
 
 async function main() {
@@ -258,6 +319,8 @@ async function main() {
       check("the reply is shown as sent in Converse's chat box", false, e.message.split("\n")[0]);
     }
     await screenshot("reply-sent");
+
+    if (transport === "websocket") await groupChat(peer);
 
     // RFC 7395 §3.3: every WebSocket message is one well-formed XML element (and every BOSH
     // answer one well-formed <body/>, XEP-0124 §4). Checked after

@@ -19,6 +19,8 @@ converse.plugins.add('confab-probe', {
       probe.jid = conn.jid;
       probe.service = conn.service;
     });
+    // The group chat scenario joins a room the way Converse's own "join room" form does.
+    window.confabOpenRoom = (jid, nick) => api.rooms.open(jid, { nick }, true).then(() => true);
     // With auto_reconnect off this also ends a failed login, so the test need not wait out
     // its timeout.
     api.listen.on('disconnected', () => { probe.connected = false; probe.disconnected = true; });
