@@ -449,6 +449,69 @@ pub async fn disconnect(req: Http) -> Response {
     reply(StatusCode::OK, json!({ "jid": session.jid.as_str() }))
 }
 
+/// GET /api/v1/rooms: the rooms the group chat service offers the console (its columns as
+/// keys); 404 when no module offers a rooms view.
+pub async fn list_rooms(req: Http) -> Response {
+    let _ = caller!(req);
+    let Some(view) = req.ctx.registry.admin_view_named("rooms").cloned() else {
+        return error(StatusCode::NOT_FOUND, "no group chat service");
+    };
+    let columns = view.columns();
+    let rooms: Vec<serde_json::Value> = view
+        .rows(&req.ctx)
+        .await
+        .into_iter()
+        .map(|r| {
+            let mut o = serde_json::Map::new();
+            o.insert("id".into(), json!(r.id));
+            for (c, v) in columns.iter().zip(r.cells) {
+                o.insert((*c).to_string(), json!(v));
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    reply(StatusCode::OK, json!({ "rooms": rooms }))
+}
+
+#[derive(Deserialize)]
+struct RoomRef {
+    id: String,
+}
+
+/// POST /api/v1/rooms/destroy {"id": room JID}: the occupants get the XEP-0045 destroy
+/// notice; 404 if there is no such room.
+pub async fn destroy_room(req: Http) -> Response {
+    let who = caller!(req);
+    let body: RoomRef = match json_body(&req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(view) = req.ctx.registry.admin_view_named("rooms").cloned() else {
+        return error(StatusCode::NOT_FOUND, "no group chat service");
+    };
+    // A token names no account: the server itself acts (the audit log names the token).
+    let Some(actor) = req
+        .ctx
+        .config
+        .server
+        .domains
+        .first()
+        .and_then(|d| BareJid::new(d).ok())
+    else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "no served domain");
+    };
+    match view.act(&req.ctx, &body.id, "destroy", &actor).await {
+        Ok(()) => {
+            audit::record(&req.ctx.stores, &who, "room-destroy", &body.id).await;
+            reply(StatusCode::OK, json!({ "id": body.id }))
+        }
+        Err(e) => {
+            tracing::info!(room = %body.id, error = %e, "admin API: room destroy refused");
+            error(StatusCode::NOT_FOUND, "no such room")
+        }
+    }
+}
+
 /// GET /api/v1/openapi.json (no token needed: it describes, it does nothing).
 pub async fn openapi() -> Response {
     let mut r = include_str!("../static/openapi.json").into_response();

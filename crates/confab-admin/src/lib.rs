@@ -278,6 +278,8 @@ fn router(console: Arc<Console>) -> axum::Router<ServerCtx> {
         .route("/api/v1/users/password", post(api::set_password))
         .route("/api/v1/sessions", get(api::list_sessions))
         .route("/api/v1/sessions/disconnect", post(api::disconnect))
+        .route("/api/v1/rooms", get(api::list_rooms))
+        .route("/api/v1/rooms/destroy", post(api::destroy_room))
         .route("/audit", get(pages::audit))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))

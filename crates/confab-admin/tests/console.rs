@@ -813,6 +813,67 @@ async fn rooms_are_listed_and_an_admin_destroys_one() {
     assert!(b.get("/audit").await.body.contains("room-destroy"));
 }
 
+/// An API token made on the console page by boss.
+async fn api_token(addr: SocketAddr) -> String {
+    let mut b = Browser::new(addr);
+    assert_eq!(b.login("boss@localhost", PASSWORD).await.status, 303);
+    let csrf = b.get("/api-tokens").await.csrf();
+    let page = b
+        .post("/api-tokens/create", &[("csrf", &csrf), ("name", "rooms")])
+        .await;
+    let at = page.body.find("id=\"new-token\">").expect("token shown");
+    let rest = &page.body[at + 15..];
+    rest[..rest.find('<').expect("end")].to_string()
+}
+
+/// The REST API does what the rooms page does: list the rooms, destroy one (the occupants
+/// are told), 404 for a room that is not there, 401 without a token.
+#[tokio::test]
+async fn the_api_lists_and_destroys_rooms() {
+    use confab_proto::xml::Element;
+    let (ts, addr) = configured(|_| {}).await;
+    let mut alice = ts.login("alice").await;
+    let join = Element::new("presence", confab_proto::ns::CLIENT)
+        .attr("to", "den@conference.localhost/alice")
+        .child(Element::new("x", "http://jabber.org/protocol/muc"));
+    alice.send(&join).await.expect("send");
+    confab_tests::expect(&mut alice, "the room's subject", |e| {
+        e.name == "message" && e.get_child("subject", confab_proto::ns::CLIENT).is_some()
+    })
+    .await;
+    assert_eq!(
+        api(addr, "GET", "/api/v1/rooms", None, None).await.status,
+        401
+    );
+    let token = api_token(addr).await;
+    let t = Some(token.as_str());
+    let list = api(addr, "GET", "/api/v1/rooms", t, None).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let v: serde_json::Value = serde_json::from_str(&list.body).expect("json");
+    let rooms = v["rooms"].as_array().expect("rooms");
+    assert_eq!(rooms.len(), 1, "{v}");
+    assert_eq!(rooms[0]["id"], "den@conference.localhost");
+    assert_eq!(rooms[0]["occupants"], "1");
+    let den = r#"{"id":"den@conference.localhost"}"#;
+    let r = api(addr, "POST", "/api/v1/rooms/destroy", t, Some(den)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let gone = confab_tests::expect(&mut alice, "the room's destruction", |e| {
+        e.name == "presence" && e.get_attr("type") == Some("unavailable")
+    })
+    .await;
+    assert!(
+        gone.get_child("x", "http://jabber.org/protocol/muc#user")
+            .and_then(|x| x.get_child("destroy", "http://jabber.org/protocol/muc#user"))
+            .is_some(),
+        "{gone}"
+    );
+    let list = api(addr, "GET", "/api/v1/rooms", t, None).await;
+    let v: serde_json::Value = serde_json::from_str(&list.body).expect("json");
+    assert_eq!(v["rooms"].as_array().map(Vec::len), Some(0), "{v}");
+    let r = api(addr, "POST", "/api/v1/rooms/destroy", t, Some(den)).await;
+    assert_eq!(r.status, 404);
+}
+
 #[tokio::test]
 async fn an_admin_whose_account_is_deleted_is_logged_out() {
     let (ts, addr) = configured(|c| {
