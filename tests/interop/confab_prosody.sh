@@ -19,11 +19,7 @@ for ex in send_one join_room upload_file; do
 done
 [ -x "$CONFAB" ] || { echo "FAIL: confab not found at $CONFAB" >&2; exit 1; }
 
-if ! command -v prosody > /dev/null; then
-    echo "== installing prosody (Debian)"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq > /dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q prosody > /dev/null
-fi
+scripts/ensure-prosody.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/confab-prosody.XXXXXX")
 chmod 755 "$WORK"

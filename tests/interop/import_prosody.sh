@@ -12,11 +12,7 @@ cd "$(dirname "$0")/../.."
 CONFABD=$1
 PYTHON=$2
 
-if ! command -v prosody > /dev/null || ! command -v prosody-migrator > /dev/null; then
-    echo "== installing prosody (Debian)"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq > /dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q prosody > /dev/null
-fi
+scripts/ensure-prosody.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/confab-import-prosody.XXXXXX")
 chmod 755 "$WORK"

@@ -577,24 +577,7 @@ impl ArchiveStore for SqlDb {
     }
 
     async fn expire_archive(&self, stamp: i64, limit: usize) -> Result<u64> {
-        // Bounded batches keep each transaction (and its locks) small.
-        let sql = match self.dialect {
-            // MySQL takes no LIMIT in an IN subquery, but one on DELETE itself.
-            Dialect::Mysql => "DELETE FROM archive WHERE stamp < ? ORDER BY stamp LIMIT ?",
-            _ => {
-                "DELETE FROM archive WHERE id IN
-                 (SELECT id FROM archive WHERE stamp < ? ORDER BY stamp LIMIT ?)"
-            }
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let r = retry!(self
-            .query(sql)
-            .bind(stamp)
-            .bind(limit)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from))?;
-        Ok(r.rows_affected())
+        self.expire_rows("archive", "stamp", stamp, limit).await
     }
 
     async fn trim_archive(

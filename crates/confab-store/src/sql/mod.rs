@@ -291,6 +291,36 @@ impl SqlDb {
         sqlx::query(AssertSqlSafe(self.dialect.sql(sql)))
     }
 
+    /// Deletes up to `limit` rows of `table` stamped before `stamp`, first in `order`
+    /// (the archives' expiry). Bounded batches keep each transaction (and its locks) small.
+    async fn expire_rows(
+        &self,
+        table: &'static str,
+        order: &'static str,
+        stamp: i64,
+        limit: usize,
+    ) -> Result<u64> {
+        let sql = match self.dialect {
+            // MySQL takes no LIMIT in an IN subquery, but one on DELETE itself.
+            Dialect::Mysql => {
+                format!("DELETE FROM {table} WHERE stamp < ? ORDER BY {order} LIMIT ?")
+            }
+            _ => format!(
+                "DELETE FROM {table} WHERE id IN
+                 (SELECT id FROM {table} WHERE stamp < ? ORDER BY {order} LIMIT ?)"
+            ),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let r = retry!(self
+            .query(&sql)
+            .bind(stamp)
+            .bind(limit)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from))?;
+        Ok(r.rows_affected())
+    }
+
     fn query_scalar<O>(
         &self,
         sql: &str,

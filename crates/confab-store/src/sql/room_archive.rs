@@ -148,25 +148,8 @@ impl RoomArchiveStore for SqlDb {
 
     async fn expire_room_archives(&self, stamp: i64, limit: usize) -> Result<u64> {
         // In row order, which is archive order: the oldest rows come first, so a batch
-        // reads little more than what it deletes. Bounded batches keep each transaction
-        // (and its locks) small.
-        let sql = match self.dialect {
-            // MySQL takes no LIMIT in an IN subquery, but one on DELETE itself.
-            Dialect::Mysql => "DELETE FROM room_archive WHERE stamp < ? ORDER BY id LIMIT ?",
-            _ => {
-                "DELETE FROM room_archive WHERE id IN
-                 (SELECT id FROM room_archive WHERE stamp < ? ORDER BY id LIMIT ?)"
-            }
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let r = retry!(self
-            .query(sql)
-            .bind(stamp)
-            .bind(limit)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from))?;
-        Ok(r.rows_affected())
+        // reads little more than what it deletes.
+        self.expire_rows("room_archive", "id", stamp, limit).await
     }
 
     async fn room_archives(&self) -> Result<Vec<(String, String)>> {
