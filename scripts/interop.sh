@@ -35,6 +35,10 @@ VENV="${CONFAB_VENV:-$HOME/.cache/confab-venv}"
 # The SDK's Prosody test (cargo test -p confab-client --test prosody) needs it.
 scripts/ensure-prosody.sh
 
+if ! command -v socat >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    echo "== installing socat and curl (Debian) for the HTTP limit checks"
+    (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq socat curl) >/dev/null
+fi
 if ! command -v go-sendxmpp >/dev/null 2>&1; then
     echo "== installing go-sendxmpp (Debian)"
     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq go-sendxmpp) >/dev/null
@@ -249,6 +253,14 @@ echo "== go-sendxmpp interop"
 set +e
 tests/interop/go_sendxmpp.sh 127.0.0.1 "$PORT" "$TLS_PORT" \
     gs-sender@localhost "$GS_SENDER_PW" gs-receiver@localhost "$GS_RECEIVER_PW"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || STATUS=$rc
+
+echo "== HTTP limits (curl, socat)"
+set +e
+# 10: the default [http] header_timeout, which this config keeps.
+tests/interop/http_limits.sh 127.0.0.1 "$HTTP_PORT" "$ADMIN_PORT" 10
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || STATUS=$rc

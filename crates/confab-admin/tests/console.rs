@@ -1223,3 +1223,24 @@ async fn the_users_page_and_the_api_list_accounts_a_page_at_a_time() {
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
 }
+
+#[tokio::test]
+async fn the_console_closes_a_stalled_request_at_the_header_timeout() {
+    let (_ts, addr) = configured(|c| c.http.header_timeout = 1).await;
+    // Half a request line, then nothing: the `[http]` header deadline holds here too.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /log").await.expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tcp.read_to_end(&mut out),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "the console did not close a stalled connection"
+    );
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // And it still serves.
+    assert_eq!(Browser::new(addr).get("/login").await.status, 200);
+}

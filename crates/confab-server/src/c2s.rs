@@ -263,16 +263,32 @@ impl C2s {
 
     /// Writes one element now (negotiation, and replies a bound session's own input gets
     /// directly). A client that does not read gets `write_timeout`, then the connection is
-    /// dropped.
+    /// dropped; a bound session's connection is dropped at once when a resumption on a
+    /// new connection asks for the session, so that does not wait behind the blocked write.
     async fn send(&mut self, e: &Element) -> Result<(), End> {
         if self.trace {
             tracing::info!(target: "confab::xmltrace", conn = self.conn, "-> {}", redact(e));
         }
         let limit = Duration::from_secs(self.ctx.config.c2s.write_timeout.max(1));
-        match tokio::time::timeout(limit, self.stream()?.send_element(e)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => {
-                tracing::info!("closing a connection whose writes are blocked");
+        let session = self.session.clone();
+        let detach = async {
+            match &session {
+                Some(info) => info.detach_requested().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // A write that can complete does; only a blocked one is cut.
+            biased;
+            r = tokio::time::timeout(limit, self.stream()?.send_element(e)) => match r {
+                Ok(r) => Ok(r?),
+                Err(_) => {
+                    tracing::info!("closing a connection whose writes are blocked");
+                    Err(End::Gone)
+                }
+            },
+            _ = detach => {
+                tracing::info!("a new connection resumes this session; dropping this one");
                 Err(End::Gone)
             }
         }
@@ -967,9 +983,6 @@ impl C2s {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         let info = session.info.clone();
-        // Requests to let go of the session made before this connection took it were for
-        // an earlier connection.
-        let detach_seen = info.detach_generation();
         self.session = Some(info.clone());
         let outbox = &mut session.outbox;
         let c2s = &self.ctx.config.c2s;
@@ -1059,7 +1072,7 @@ impl C2s {
                             outbox.keep_unsent(batch);
                             return End::Gone;
                         }
-                        _ = info.detach_requested(detach_seen) => {
+                        _ = info.detach_requested() => {
                             tracing::info!("a new connection resumes this session; dropping this one");
                             outbox.keep_unsent(batch);
                             return End::Gone;
@@ -1093,7 +1106,7 @@ impl C2s {
                 _ = shutdown.changed() => {
                     return StreamErrorCondition::SystemShutdown.into();
                 }
-                _ = info.detach_requested(detach_seen) => {
+                _ = info.detach_requested() => {
                     // Parked (see `detach::detach_for_resume`), not ended: this connection
                     // is gone as far as the session is concerned.
                     tracing::info!("a new connection resumes this session; dropping this one");
@@ -1117,7 +1130,7 @@ impl C2s {
                                         return End::Gone;
                                     }
                                 }
-                                _ = info.detach_requested(detach_seen) => return End::Gone,
+                                _ = info.detach_requested() => return End::Gone,
                             }
                             last_out = now;
                         }

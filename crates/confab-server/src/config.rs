@@ -86,6 +86,21 @@ pub struct HttpSection {
     /// `X-Forwarded-Proto`) or `forwarded` (RFC 7239). Only one is read, so a client cannot
     /// slip the other past a proxy that does not overwrite it.
     pub forwarded_header: ForwardedHeader,
+    /// Seconds a client has to send a request's headers, counted from the connection's
+    /// start or from the first byte of the next request on a kept-alive connection; a
+    /// client that has not finished by then is disconnected (slow or stalled headers).
+    pub header_timeout: u64,
+    /// Seconds a kept-alive connection may wait between requests with nothing under way.
+    /// A request being served (a BOSH long-poll, an upload) and a WebSocket after its
+    /// upgrade are never cut by this or `header_timeout`.
+    pub idle_timeout: u64,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more gets 431.
+    pub max_headers: usize,
+    /// Connections one HTTP listener holds open at once (WebSockets included); more wait
+    /// in the kernel's backlog until one closes.
+    pub max_connections: usize,
 }
 
 /// The forwarding header `[http] trusted_proxies` write.
@@ -107,6 +122,11 @@ impl Default for HttpSection {
             tls_handshake_timeout: 10,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
+            header_timeout: 10,
+            idle_timeout: 60,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
         }
     }
 }
@@ -446,6 +466,21 @@ impl Config {
         if !(1..=300).contains(&self.http.tls_handshake_timeout) {
             return bad("http.tls_handshake_timeout must be 1 to 300 seconds".into());
         }
+        if !(1..=300).contains(&self.http.header_timeout) {
+            return bad("http.header_timeout must be 1 to 300 seconds".into());
+        }
+        if !(1..=3600).contains(&self.http.idle_timeout) {
+            return bad("http.idle_timeout must be 1 to 3600 seconds".into());
+        }
+        if !(8192..=1024 * 1024).contains(&self.http.max_header_bytes) {
+            return bad("http.max_header_bytes must be 8192 to 1048576".into());
+        }
+        if !(1..=1000).contains(&self.http.max_headers) {
+            return bad("http.max_headers must be 1 to 1000".into());
+        }
+        if self.http.max_connections == 0 {
+            return bad("http.max_connections must be at least 1".into());
+        }
         for p in &self.http.trusted_proxies {
             if let Err(e) = p.parse::<crate::http::Cidr>() {
                 return bad(format!("http.trusted_proxies: {e}"));
@@ -742,6 +777,11 @@ mod tests {
             "[http]\ntrusted_proxies = ['10.0.0.0/40']\n",
             "[http]\nforwarded_header = 'x-real-ip'\n",
             "[http]\ntls_handshake_timeout = 0\n",
+            "[http]\nheader_timeout = 0\n",
+            "[http]\nidle_timeout = 0\n",
+            "[http]\nmax_header_bytes = 100\n",
+            "[http]\nmax_headers = 0\n",
+            "[http]\nmax_connections = 0\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

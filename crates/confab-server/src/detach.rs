@@ -84,7 +84,9 @@ pub async fn detach_for_resume(
     tokio::pin!(parked);
     // Registered before asking, so the signal cannot be missed.
     parked.as_mut().enable();
-    info.request_detach();
+    // Withdrawn when this returns: a connection that could not let go in time keeps
+    // its session, instead of dropping it later for a resumption already refused.
+    let _request = info.request_detach();
     if !ctx.router.is_parked(info.id) {
         let _ = tokio::time::timeout(wait, parked).await;
     }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod detach;
 pub mod http;
+pub mod http_conn;
 pub mod module;
 pub mod router;
 pub mod session;
@@ -325,16 +326,20 @@ impl Server {
                 }
             }
         }
+        let limits = http_conn::HttpLimits::from_config(&ctx.config.http);
         for (listener, app) in plain {
-            accept_tasks.push(serve_http(listener, app, shutdown_tx.subscribe()));
+            accept_tasks.push(http_conn::serve(
+                listener,
+                app,
+                limits,
+                shutdown_tx.subscribe(),
+            ));
         }
         for (listener, app) in secure {
-            // `tap_io` only so that axum hands handlers the peer as `ConnectInfo<SocketAddr>`
-            // (it does so for any listener wrapped this way).
-            use axum::serve::ListenerExt;
-            accept_tasks.push(serve_http(
-                listener.tap_io(|_| {}),
+            accept_tasks.push(http_conn::serve(
+                listener,
                 app,
+                limits,
                 shutdown_tx.subscribe(),
             ));
         }
@@ -435,24 +440,6 @@ impl Server {
             tracing::error!(error = %e, "writing held-back documents at shutdown failed");
         }
     }
-}
-
-/// Serves `app` on `listener` until shutdown; handlers see the peer's address
-/// (`ConnectInfo<SocketAddr>`): transports admit connections by it.
-fn serve_http<L>(listener: L, app: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    });
-    tokio::spawn(async move {
-        if let Err(e) = serve.await {
-            tracing::warn!(error = %e, "http listener stopped");
-        }
-    })
 }
 
 /// Runs a module's timer every `period` until shutdown. It holds the server weakly between

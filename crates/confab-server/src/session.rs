@@ -132,9 +132,10 @@ pub struct SessionInfo {
     /// Asks the connection to let go of the session (XEP-0198 resumption on a new
     /// connection while the old one is not yet known dead); `parked` tells it has.
     detach: tokio::sync::Notify,
-    /// Counts detach requests: a connection acts only on requests made after it took the
-    /// session, not on a stale wake-up meant for the connection before it.
-    detach_gen: AtomicU64,
+    /// Detach requests under way: resumptions waiting for the connection holding the
+    /// session to let go. Each is withdrawn when its resumption stops waiting, answered or
+    /// refused, so a refused one cannot detach the session later.
+    detach_pending: AtomicU64,
     parked: tokio::sync::Notify,
 }
 
@@ -173,7 +174,7 @@ impl SessionInfo {
             delivery_filter: std::sync::OnceLock::new(),
             extensions: std::sync::Mutex::new(Vec::new()),
             detach: tokio::sync::Notify::new(),
-            detach_gen: AtomicU64::new(0),
+            detach_pending: AtomicU64::new(0),
             parked: tokio::sync::Notify::new(),
         }
     }
@@ -211,26 +212,22 @@ impl SessionInfo {
             .is_some_and(|f| f.filter(self, stanza, wire) == Delivery::Held)
     }
 
-    /// Keep the session, parked, for `timeout` after its connection drops, so a new
-    /// connection can resume it (XEP-0198); `None` ends it with its connection.
-    /// Asks the connection holding the session to drop and park it (see `detach`).
-    pub(crate) fn request_detach(&self) {
-        self.detach_gen.fetch_add(1, Ordering::SeqCst);
+    /// Asks the connection holding the session to drop and park it (see `detach`), for as
+    /// long as the returned request is held.
+    pub(crate) fn request_detach(&self) -> DetachRequest<'_> {
+        self.detach_pending.fetch_add(1, Ordering::SeqCst);
         // A stored permit: the connection sees it even if it is busy right now.
         self.detach.notify_one();
+        DetachRequest { info: self }
     }
 
-    /// The count of detach requests so far (see `detach_requested`).
-    pub(crate) fn detach_generation(&self) -> u64 {
-        self.detach_gen.load(Ordering::SeqCst)
-    }
-
-    /// Completes when a detach was requested after the count was `seen`.
-    pub(crate) async fn detach_requested(&self, seen: u64) {
+    /// Completes while a detach request is under way.
+    pub(crate) async fn detach_requested(&self) {
         loop {
-            if self.detach_generation() != seen {
+            if self.detach_pending.load(Ordering::SeqCst) > 0 {
                 return;
             }
+            // A permit left by a withdrawn request only makes this look again.
             self.detach.notified().await;
         }
     }
@@ -244,6 +241,8 @@ impl SessionInfo {
         self.parked.notified()
     }
 
+    /// Keep the session, parked, for `timeout` after its connection drops, so a new
+    /// connection can resume it (XEP-0198); `None` ends it with its connection.
     pub fn set_resume_timeout(&self, timeout: Option<std::time::Duration>) {
         let ms = timeout.map_or(0, |t| {
             u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -598,6 +597,17 @@ impl Outbound {
             own: false,
             replay: true,
         }
+    }
+}
+
+/// A detach request under way (`SessionInfo::request_detach`); withdrawn when dropped.
+pub(crate) struct DetachRequest<'a> {
+    info: &'a SessionInfo,
+}
+
+impl Drop for DetachRequest<'_> {
+    fn drop(&mut self) {
+        self.info.detach_pending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -349,3 +349,151 @@ async fn unacknowledged_messages_of_a_session_never_resumed_are_stored_offline()
     let m = recv_message(&mut bob).await;
     assert_eq!(body(&m).as_deref(), Some("are you there?"));
 }
+
+/// A server with stream management, test modules, and `f`'s changes to the config.
+async fn start_with_modules(
+    modules: Vec<std::sync::Arc<dyn confab_server::module::Module>>,
+    f: impl FnOnce(&mut confab_server::config::Config),
+) -> TestServer {
+    let ts = TestServer::start_with_modules(modules, |c| {
+        c.c2s.require_tls = false;
+        c.c2s.allow_plain_without_tls = true;
+        f(c);
+    })
+    .await;
+    for u in ["alice", "bob"] {
+        ts.add_user(u).await;
+    }
+    ts
+}
+
+/// Answers `<hoard xmlns='urn:example:hoard'/>` directly with one element larger than
+/// the kernel's socket buffers: to a client that does not read, that write blocks.
+struct Hoard;
+
+impl confab_server::module::Module for Hoard {
+    fn name(&self) -> &'static str {
+        "hoard"
+    }
+
+    fn register(self: std::sync::Arc<Self>, reg: &mut confab_server::module::Registry) {
+        reg.session_element("hoard", "urn:example:hoard", self);
+    }
+}
+
+#[async_trait::async_trait]
+impl confab_server::module::SessionElementHandler for Hoard {
+    async fn handle(
+        &self,
+        _: &confab_server::ServerCtx,
+        _: &std::sync::Arc<confab_server::session::SessionInfo>,
+        _: &Element,
+    ) -> Result<Vec<Element>, confab_proto::StreamError> {
+        Ok(vec![
+            Element::new("hoarded", "urn:example:hoard").text("x".repeat(32 << 20))
+        ])
+    }
+}
+
+#[tokio::test]
+async fn a_resume_does_not_wait_behind_a_write_blocked_on_the_old_connection() {
+    // A direct write to the old connection may block for a minute; the resume must not.
+    let ts = start_with_modules(vec![std::sync::Arc::new(Hoard)], |c| {
+        c.c2s.write_timeout = 60;
+    })
+    .await;
+    let mut alice = ts.login_available("alice").await;
+    let mut old = bound(&ts, "bob", "phone").await;
+    let id = enable(&mut old, true).await.expect("resumable");
+    // The old client asks for more than its socket can hold and stops reading.
+    old.send("<hoard xmlns='urn:example:hoard'/>").await;
+    // A new connection resumes at once, long before the blocked write's timeout.
+    let mut bob = ts.authenticated_raw("bob").await;
+    bob.send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"))
+        .await;
+    let resumed = tokio::time::timeout(Duration::from_secs(30), bob.element())
+        .await
+        .expect("an answer to the resume");
+    assert!(resumed.is("resumed", NS), "{resumed}");
+    alice
+        .send(&chat("bob@localhost/phone", "after"))
+        .await
+        .expect("send");
+    assert_eq!(body(&next_stanza(&mut bob).await).as_deref(), Some("after"));
+}
+
+/// Answers `<dawdle xmlns='urn:example:dawdle'/>` after a pause: a connection busy in a
+/// handler that does not look at detach requests meanwhile.
+struct Dawdle;
+
+impl confab_server::module::Module for Dawdle {
+    fn name(&self) -> &'static str {
+        "dawdle"
+    }
+
+    fn register(self: std::sync::Arc<Self>, reg: &mut confab_server::module::Registry) {
+        reg.session_element("dawdle", "urn:example:dawdle", self);
+    }
+}
+
+#[async_trait::async_trait]
+impl confab_server::module::SessionElementHandler for Dawdle {
+    async fn handle(
+        &self,
+        _: &confab_server::ServerCtx,
+        _: &std::sync::Arc<confab_server::session::SessionInfo>,
+        _: &Element,
+    ) -> Result<Vec<Element>, confab_proto::StreamError> {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok(vec![Element::new("dawdled", "urn:example:dawdle")])
+    }
+}
+
+#[tokio::test]
+async fn a_refused_resume_leaves_the_live_session_alone() {
+    // write_timeout 1: a resume waits 1 s for the old connection to let go.
+    let ts = start_with_modules(vec![std::sync::Arc::new(Dawdle)], |c| {
+        c.c2s.write_timeout = 1
+    })
+    .await;
+    let mut alice = ts.login_available("alice").await;
+    let mut old = bound(&ts, "bob", "phone").await;
+    let id = enable(&mut old, true).await.expect("resumable");
+    // Wrong account, unknown id: refused without touching the session.
+    let mut other = ts.authenticated_raw("alice").await;
+    other
+        .send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"))
+        .await;
+    let e = other.element().await;
+    assert!(e.is("failed", NS), "{e}");
+    let mut stranger = ts.authenticated_raw("bob").await;
+    stranger
+        .send(&format!("<resume xmlns='{NS}' previd='no-such-id' h='0'/>"))
+        .await;
+    let e = stranger.element().await;
+    assert!(e.is("failed", NS), "{e}");
+    // The old connection is busy for 3 s: a resume meanwhile is refused.
+    old.send("<dawdle xmlns='urn:example:dawdle'/>").await;
+    let mut late = ts.authenticated_raw("bob").await;
+    late.send(&format!("<resume xmlns='{NS}' previd='{id}' h='0'/>"))
+        .await;
+    let e = tokio::time::timeout(Duration::from_secs(20), late.element())
+        .await
+        .expect("an answer to the resume");
+    assert!(e.is("failed", NS), "{e}");
+    drop(late);
+    // Once done, the old connection goes on: the refused resume left nothing behind.
+    let e = next_stanza(&mut old).await;
+    assert!(e.is("dawdled", "urn:example:dawdle"), "{e}");
+    old.send(&format!("<r xmlns='{NS}'/>")).await;
+    next_ack(&mut old).await;
+    alice
+        .send(&chat("bob@localhost/phone", "still here"))
+        .await
+        .expect("send");
+    assert_eq!(
+        body(&next_stanza(&mut old).await).as_deref(),
+        Some("still here")
+    );
+    assert_eq!(ts.server().ctx().router.parked_count(), 0);
+}
