@@ -391,8 +391,12 @@ impl FromRequest<ServerCtx> for Http {
         let body = if parts.method == Method::GET || parts.method == Method::HEAD {
             axum::body::Bytes::new()
         } else {
-            axum::body::to_bytes(body, MAX_FORM)
+            // Bounded in time as well as size: a request being served has no connection
+            // deadline, so a trickled form would otherwise hold its connection forever.
+            let read = std::time::Duration::from_secs(state.config.http.header_timeout);
+            tokio::time::timeout(read, axum::body::to_bytes(body, MAX_FORM))
                 .await
+                .map_err(|_| StatusCode::REQUEST_TIMEOUT.into_response())?
                 .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?
         };
         let is_form = parts

@@ -89,6 +89,7 @@ pub struct HttpSection {
     /// Seconds a client has to send a request's headers, counted from the connection's
     /// start or from the first byte of the next request on a kept-alive connection; a
     /// client that has not finished by then is disconnected (slow or stalled headers).
+    /// Also the bound on reading a BOSH request's or a console form's body.
     pub header_timeout: u64,
     /// Seconds a kept-alive connection may wait between requests with nothing under way.
     /// A request being served (a BOSH long-poll, an upload) and a WebSocket after its

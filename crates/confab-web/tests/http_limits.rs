@@ -304,3 +304,31 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         "the second connection was served while the first held the only place"
     );
 }
+
+#[tokio::test]
+async fn a_trickled_bosh_body_is_refused_at_the_header_timeout() {
+    let ts = server_with(|_| {}).await;
+    let addr = http_addr(&ts);
+    let body = format!(
+        "<body xmlns='{NS}' rid='100' to='localhost' xml:lang='en' wait='4' hold='1' \
+         ver='1.6' xmlns:xmpp='{XBOSH_NS}' xmpp:version='1.0'/>"
+    );
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        format!(
+            "POST /http-bind HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=utf-8\r\n\
+             Content-Length: {}\r\n\r\n{}",
+            body.len(),
+            &body[..10]
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("head and the body's start");
+    // The rest never comes: the body's read ends at `header_timeout` (1 s) with 408,
+    // although a request under way has no connection deadline.
+    let t = Instant::now();
+    let (status, text) = response(&mut tcp).await;
+    assert_eq!(status, 408, "{text}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

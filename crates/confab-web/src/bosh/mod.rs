@@ -242,7 +242,18 @@ impl Bosh {
         let max = config
             .max_body_size
             .unwrap_or(limits.max_stanza_size + 4096);
-        let Ok(bytes) = axum::body::to_bytes(body, max).await else {
+        // A request being served has no connection deadline (long-polls must outlast
+        // it), so the body's own read is bounded here: a trickled body cannot hold a
+        // connection and its buffer forever.
+        let read = Duration::from_secs(ctx.config.http.header_timeout);
+        let Ok(bytes) = tokio::time::timeout(read, axum::body::to_bytes(body, max)).await else {
+            tracing::info!(%peer, secs = read.as_secs(), "BOSH request body not sent in time; refused");
+            return reply(
+                body::terminate(&Terminate::new("policy-violation")),
+                StatusCode::REQUEST_TIMEOUT,
+            );
+        };
+        let Ok(bytes) = bytes else {
             tracing::info!(%peer, max, "BOSH request body too large or cut short; refused");
             return reply(
                 body::terminate(&Terminate::new("policy-violation")),
