@@ -2,6 +2,7 @@
 //! XEP-0045 action on it. No I/O here: each action checks everything first (bad input gets
 //! an error and changes nothing), then changes the room and says in `Out` what to send.
 
+use crate::avatar::RoomVcard;
 use crate::payloads::{
     status, Actor, AdminQuery, Affiliation, Destroy, History, Invitation, Item, Join, Role, UserX,
     NS_MODERATE, NS_OCCUPANT_ID, NS_RETRACT, NS_SID, NS_USER,
@@ -28,6 +29,8 @@ pub struct Limits {
     pub history_max_bytes: usize,
     pub message_rate: f64,
     pub message_burst: u32,
+    /// Decoded bytes of the photos in a room's vCard (XEP-0486).
+    pub max_avatar_bytes: usize,
 }
 
 /// Most invitations one message may carry.
@@ -184,6 +187,8 @@ pub struct Room {
     /// Removed from the service (destroyed or emptied): whoever waited for the lock must
     /// look the room up again.
     pub gone: bool,
+    /// The room's vCard with its avatar (XEP-0486), stored with a persistent room.
+    pub vcard: Option<RoomVcard>,
 }
 
 fn err(cond: StanzaErrorCondition, text: &str) -> StanzaError {
@@ -278,6 +283,7 @@ impl Room {
             invites: VecDeque::new(),
             creator: Some(creator),
             gone: false,
+            vcard: None,
         }
     }
 
@@ -301,6 +307,7 @@ impl Room {
             invites: VecDeque::new(),
             creator,
             gone: false,
+            vcard: None,
         }
     }
 
@@ -755,6 +762,12 @@ impl Room {
         }
         out.deliver
             .push((Arc::new(self.subject_message(now)), me.jid.clone()));
+        // The avatar's hash, as Prosody's mod_vcard_muc sends it on join: clients that
+        // learn room avatars from presence (Conversations, Gajim) need not ask disco.
+        if let Some(h) = self.vcard.as_ref().and_then(RoomVcard::hash) {
+            let p = crate::avatar::update_presence(&self.jid, Some(h));
+            out.deliver.push((Arc::new(p), me.jid.clone()));
+        }
     }
 
     fn subject_message(&self, now: i64) -> Element {
@@ -1786,6 +1799,36 @@ impl Room {
             }
         }
         t
+    }
+
+    /// XEP-0486: an owner sets the room's vCard, or removes it with an empty one. Every
+    /// occupant is told by presence from the room with the new hash (an empty `<photo/>`
+    /// once removed) and by status 104, as for a configuration change.
+    pub fn set_vcard(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        card: &Element,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        if self.affiliation(&from.to_bare()) != Affiliation::Owner {
+            return Err(err(
+                StanzaErrorCondition::Forbidden,
+                "only owners may set the room's avatar",
+            ));
+        }
+        self.vcard = crate::avatar::check(card, lim.max_avatar_bytes)?;
+        out.save = self.config.persistent;
+        let hash = self.vcard.as_ref().and_then(RoomVcard::hash);
+        let p = Arc::new(crate::avatar::update_presence(&self.jid, hash));
+        // XEP-0486 §3.2: the owner's request is acknowledged, then the room tells everyone.
+        out.reply_at = Some(out.deliver.len());
+        for o in &self.occupants {
+            out.deliver.push((p.clone(), o.jid.clone()));
+        }
+        self.notice_all(out, &[status::CONFIG_CHANGED], now);
+        Ok(())
     }
 
     /// XEP-0045 §10.2: the configuration form (owners only).
