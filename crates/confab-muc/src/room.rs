@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_avatar_bytes: usize,
 }
 
+const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
+
 /// Most invitations one message may carry.
 const MAX_INVITES_PER_MESSAGE: usize = 10;
 /// Invitations remembered per room so that a decline can be passed back (and only then).
@@ -1105,7 +1108,47 @@ impl Room {
         let m = Arc::new(m);
         out.deliver
             .extend(targets.into_iter().map(|j| (m.clone(), j)));
+        self.copy_to_own_sessions(from, msg, out);
         Ok(())
+    }
+
+    /// The sender's other sessions under its nick see what it sent privately, as a XEP-0280
+    /// `<sent/>` carbon of the message as the client sent it: XEP-0045 §7.5 leaves the sync
+    /// to carbons, and XEP-0280 §6.1 limits those copies to the sessions sharing the nick,
+    /// which only the room knows (so the `carbons` module leaves them to it). Gajim and
+    /// Conversations show such a carbon as the user's own private message in the room; a
+    /// copy as the room delivers it (from the sender's occupant JID) would read as a message
+    /// from oneself. From the account's bare JID, as every carbon: clients drop others.
+    fn copy_to_own_sessions(&self, from: &FullJid, msg: &Element, out: &mut Out) {
+        let Some(me) = self.occupant(from) else {
+            return;
+        };
+        let others: Vec<FullJid> = self
+            .sessions_of(&me.nick)
+            .into_iter()
+            .filter(|j| j != from)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let mut original = msg.clone();
+        original.set_attr("from", from.as_str());
+        // XEP-0280 §6.1 allows adding the <x/>: it marks the copy as a MUC private message.
+        if original.get_child("x", NS_USER).is_none() {
+            original.push_child(Element::new("x", NS_USER));
+        }
+        let mut wrapper = Element::new("message", ns::CLIENT).attr("from", from.to_bare().as_str());
+        if let Some(t) = msg.get_attr("type") {
+            wrapper.set_attr("type", t);
+        }
+        let wrapper = Arc::new(
+            wrapper.child(
+                Element::new("sent", NS_CARBONS)
+                    .child(Element::new("forwarded", NS_FORWARD).child(original)),
+            ),
+        );
+        out.deliver
+            .extend(others.into_iter().map(|j| (wrapper.clone(), j)));
     }
 
     /// XEP-0045 §7.8.2: mediated invitations (and declines).

@@ -2343,3 +2343,67 @@ async fn a_room_avatar_survives_a_restart() {
     join(&mut bob, "face", "bob").await;
     assert_eq!(avatar_presence(&mut bob, "face").await, SVG_SHA1);
 }
+
+const CARBONS: &str = "urn:xmpp:carbons:2";
+const FORWARD: &str = "urn:xmpp:forward:0";
+
+fn pm(room_name: &str, to: &str, text: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .attr("to", occ(room_name, to))
+        .attr("type", "chat")
+        .attr("id", format!("pm-{}", rand_id()))
+        .child(Element::new("body", ns::CLIENT).text(text))
+}
+
+/// The message a `<sent/>` carbon forwards, if `e` is one.
+fn sent_copy(e: &Element) -> Option<&Element> {
+    e.get_child("sent", CARBONS)?
+        .get_child("forwarded", FORWARD)?
+        .get_child("message", ns::CLIENT)
+}
+
+#[tokio::test]
+async fn a_private_message_reaches_the_senders_other_sessions() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    c.push(ts.login_available("bob").await);
+    c.push(ts.login_available("bob").await);
+    let [a, b1, carol, b2, b3] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "sync", "alice").await;
+    join(b1, "sync", "bob").await;
+    join(b2, "sync", "bob").await;
+    // Bob's third session is in the room under another nick: another occupant.
+    join(b3, "sync", "bobby").await;
+    join(carol, "sync", "carol").await;
+    // b2 has carbons on: it must still get one copy, not two.
+    let r = iq(b2, "set", None, Element::new("enable", CARBONS)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+
+    b1.send(&pm("sync", "alice", "for alice only"))
+        .await
+        .expect("send");
+    let m = message_from(a, &occ("sync", "bob")).await;
+    assert_eq!(body(&m).as_deref(), Some("for alice only"));
+    let b1_jid = b1.jid.to_string();
+    let copy = expect(b2, "a sent carbon", |e| sent_copy(e).is_some()).await;
+    assert_eq!(copy.get_attr("from"), Some("bob@localhost"), "{copy}");
+    let fwd = sent_copy(&copy).expect("forwarded");
+    assert_eq!(
+        fwd.get_attr("to"),
+        Some(occ("sync", "alice").as_str()),
+        "{fwd}"
+    );
+    assert_eq!(fwd.get_attr("from"), Some(b1_jid.as_str()), "{fwd}");
+    assert_eq!(body(fwd).as_deref(), Some("for alice only"));
+    assert!(fwd.get_child("x", NS_USER).is_some(), "{fwd}");
+    assert!(
+        never(b2, 300, |e| sent_copy(e).is_some()).await,
+        "one copy only"
+    );
+    // Not back to the sender, nor to the user's session under another nick, nor to others.
+    assert!(no_message(b1, 300).await);
+    assert!(no_message(b3, 100).await);
+    assert!(no_message(carol, 100).await);
+}
