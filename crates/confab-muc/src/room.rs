@@ -16,7 +16,7 @@ use confab_proto::xml::Element;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Service-wide limits a room applies.
@@ -109,22 +109,31 @@ pub struct Occupant {
     pub payload: Vec<Element>,
     /// XEP-0421: the same for one real bare JID in this room, whatever its nick or session.
     pub occupant_id: String,
+    /// `[muc] message_rate`: shared by every session (and nick) of one real bare JID in the
+    /// room, so that more sessions do not mean more messages.
+    rate: Arc<Mutex<Bucket>>,
+}
+
+/// A token bucket.
+struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
 impl Occupant {
-    /// Token bucket: true if the occupant may send one more message now.
-    fn take_token(&mut self, lim: &Limits) -> bool {
+    /// True if the occupant's user may send one more message now.
+    fn take_token(&self, lim: &Limits) -> bool {
         if lim.message_rate <= 0.0 {
             return true;
         }
+        // Only ever locked under the room's lock, never across an await: uncontended.
+        let mut b = self.rate.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * lim.message_rate).min(f64::from(lim.message_burst));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.last = now;
+        b.tokens = (b.tokens + elapsed * lim.message_rate).min(f64::from(lim.message_burst));
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
             true
         } else {
             false
@@ -670,6 +679,18 @@ impl Room {
             .jid
             .with_resource_str(nick)
             .map_err(|_| err(StanzaErrorCondition::JidMalformed, "invalid nick"))?;
+        let bare = from.to_bare();
+        let rate = self
+            .occupants
+            .iter()
+            .find(|o| o.jid.to_bare() == bare)
+            .map(|o| o.rate.clone())
+            .unwrap_or_else(|| {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: f64::from(lim.message_burst),
+                    last: Instant::now(),
+                }))
+            });
         let occ = Occupant {
             nick: nick.to_string(),
             jid: from.clone(),
@@ -677,8 +698,7 @@ impl Room {
             role: shared_role.unwrap_or_else(|| self.default_role(aff)),
             payload: presence_payload(presence),
             occupant_id,
-            tokens: f64::from(lim.message_burst),
-            last: Instant::now(),
+            rate,
         };
         self.occupants.push(occ);
         out.joined.push((from.clone(), true));
@@ -1037,7 +1057,7 @@ impl Room {
         } else if role < Role::Participant {
             return Err(err(StanzaErrorCondition::Forbidden, "you have no voice"));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let (m, sid) = self.as_sent_by(msg, idx, now);
         let o = &self.occupants[idx];
         let shared = Arc::new(m.clone());
@@ -1095,7 +1115,7 @@ impl Room {
         if targets.is_empty() {
             return Err(err(StanzaErrorCondition::ItemNotFound, "no such occupant"));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let mut m = msg.clone();
         m.remove_attr("to");
         m.set_attr("from", self.occupants[idx].room_jid.as_str());
@@ -1209,7 +1229,7 @@ impl Room {
                 "the member list is full",
             ));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let inviter = from.to_bare();
         for (to, reason) in invitees {
             let mut ux = UserX {
@@ -1780,7 +1800,7 @@ impl Room {
                 "only its author may retract a message",
             ));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let (m, own_sid) = self.as_sent_by(msg, idx, now);
         let o = &self.occupants[idx];
         let retracted = Element::new("retracted", NS_RETRACT)
@@ -2002,7 +2022,7 @@ impl Room {
     }
 }
 
-fn rate_check(o: &mut Occupant, lim: &Limits) -> Result<(), StanzaError> {
+fn rate_check(o: &Occupant, lim: &Limits) -> Result<(), StanzaError> {
     if o.take_token(lim) {
         Ok(())
     } else {

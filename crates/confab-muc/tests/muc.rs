@@ -2407,3 +2407,35 @@ async fn a_private_message_reaches_the_senders_other_sessions() {
     assert!(no_message(b3, 100).await);
     assert!(no_message(carol, 100).await);
 }
+
+#[tokio::test]
+async fn the_message_rate_is_per_user_not_per_session() {
+    // Three messages at once, then hardly any more.
+    let ts = server_with(|m| {
+        m.message_rate = 0.01;
+        m.message_burst = 3;
+    })
+    .await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    c.push(ts.login_available("bob").await);
+    let [a, b1, b2] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "rate", "alice").await;
+    join(b1, "rate", "bob").await;
+    join(b2, "rate", "bob").await;
+    for i in 0..3 {
+        let from = if i % 2 == 0 { &mut *b1 } else { &mut *b2 };
+        say(from, "rate", "bob", &format!("m{i}")).await;
+    }
+    // Bob's burst is spent, whichever session sends next.
+    for b in [&mut *b2, &mut *b1] {
+        b.send(&groupchat("rate", "one too many"))
+            .await
+            .expect("send");
+        let e = expect(b, "error", |e| e.get_attr("type") == Some("error")).await;
+        assert_eq!(condition(&e), "policy-violation", "{e}");
+    }
+    // Alice has her own.
+    say(a, "rate", "alice", "mine").await;
+}
