@@ -679,11 +679,11 @@ impl Room {
             .jid
             .with_resource_str(nick)
             .map_err(|_| err(StanzaErrorCondition::JidMalformed, "invalid nick"))?;
-        let bare = from.to_bare();
+        // Compared by parts: no bare JID allocated per occupant on every join.
         let rate = self
             .occupants
             .iter()
-            .find(|o| o.jid.to_bare() == bare)
+            .find(|o| o.jid.node() == from.node() && o.jid.domain() == from.domain())
             .map(|o| o.rate.clone())
             .unwrap_or_else(|| {
                 Arc::new(Mutex::new(Bucket {
