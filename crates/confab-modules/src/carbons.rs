@@ -120,6 +120,16 @@ impl StanzaHook for Carbons {
                 let Some(origin) = &args.origin else {
                     return HookResult::Continue;
                 };
+                // A private message to a room occupant hosted here: the room copies it to
+                // the sessions sharing the sender's nick (XEP-0280 §6.1), the only ones
+                // that can answer it; a copy from here too would show twice.
+                if stanza.to.as_ref().is_some_and(|t| {
+                    t.node().is_some()
+                        && t.resource().is_some()
+                        && ctx.registry.service_for(t.domain().as_str()).is_some()
+                }) {
+                    return HookResult::Continue;
+                }
                 let others: Vec<_> = ctx
                     .router
                     .sessions_of(&origin.jid.to_bare())

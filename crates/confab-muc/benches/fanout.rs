@@ -57,6 +57,7 @@ fn fanout(c: &mut Criterion) {
         history_max_bytes: 256 * 1024,
         message_rate: 0.0,
         message_burst: 10,
+        max_avatar_bytes: 64 * 1024,
     };
     let (mut room, who) = room_of(OCCUPANTS, &lim);
     let msg = Element::new("message", ns::CLIENT)

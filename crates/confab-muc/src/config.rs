@@ -55,6 +55,9 @@ pub struct MucConfig {
     /// Days a room keeps archived messages; older ones are deleted by an hourly sweep.
     /// 0 keeps them as long as the room exists.
     pub mam_retention_days: u32,
+    /// Decoded bytes of the photos in a room's vCard (XEP-0486 room avatars); more gets
+    /// `not-acceptable`.
+    pub max_avatar_bytes: usize,
 }
 
 impl Default for MucConfig {
@@ -76,6 +79,7 @@ impl Default for MucConfig {
             mam: true,
             mam_max_page: 50,
             mam_retention_days: 0,
+            max_avatar_bytes: 64 * 1024,
         }
     }
 }
@@ -124,6 +128,7 @@ impl ModuleConfig for MucConfig {
             ("max_sessions_per_nick", self.max_sessions_per_nick, 1, 100),
             ("history_max", self.history_max, 0, 1000),
             ("history_max_bytes", self.history_max_bytes, 0, 64 << 20),
+            ("max_avatar_bytes", self.max_avatar_bytes, 1024, 4 << 20),
             (
                 "mam_max_page",
                 self.mam_max_page,

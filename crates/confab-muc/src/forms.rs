@@ -297,7 +297,9 @@ pub fn room_info(room: &Room) -> Element {
         label: Some(label.to_string()),
         ..Field::new(var, [v])
     };
-    let form = DataForm::new(
+    // XEP-0486: the room serves a vCard (its avatar).
+    features.push(crate::avatar::NS_VCARD.to_string());
+    let mut form = DataForm::new(
         FormType::Result,
         vec![
             Field::form_type(NS_ROOMINFO),
@@ -330,6 +332,14 @@ pub fn room_info(room: &Room) -> Element {
             },
         ],
     );
+    // XEP-0486 §5.1: every photo's hash, and no field without an avatar.
+    if let Some(v) = room.vcard.as_ref().filter(|v| !v.hashes.is_empty()) {
+        form.fields.push(Field {
+            type_: Some(FieldType::TextMulti),
+            label: Some("Avatar hash".into()),
+            ..Field::new("muc#roominfo_avatarhash", v.hashes.iter().cloned())
+        });
+    }
     DiscoInfo {
         identities: vec![Identity::new("conference", "text", name.as_deref())],
         features,

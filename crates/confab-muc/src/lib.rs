@@ -18,6 +18,7 @@
 //! reader of an archive waits for first, so every stanza-id a client saw is found.
 
 mod archive_writer;
+pub mod avatar;
 pub mod config;
 pub mod forms;
 pub mod payloads;
@@ -79,6 +80,14 @@ impl Module for Muc {
 
     fn register(self: Arc<Self>, reg: &mut Registry) {
         let cfg: MucConfig = reg.section("muc");
+        // A room's vCard comes in one stanza and goes out in one.
+        if avatar::max_vcard_xml(cfg.max_avatar_bytes) + 1024 > reg.config().limits.max_stanza_size
+        {
+            reg.error(
+                "[muc] max_avatar_bytes: a room vCard that large (twice it plus 16 KiB of XML) \
+                 does not fit in limits.max_stanza_size",
+            );
+        }
         let domains: Vec<String> = reg
             .config()
             .server
@@ -190,6 +199,9 @@ struct StoredRoom {
     affiliations: BTreeMap<String, payloads::Affiliation>,
     subject: Option<Subject>,
     creator: Option<String>,
+    /// The room's vCard (XEP-0486) as XML; absent in rooms stored before avatars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vcard: Option<String>,
 }
 
 /// A persistent room as the service stores it, for importers (`confabd import --from
@@ -206,6 +218,7 @@ pub fn stored_room(
         affiliations,
         subject,
         creator: None,
+        vcard: None,
     };
     let value = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
     Ok((KIND, format!("{ROOM_KEY}{node}"), value))
@@ -259,6 +272,7 @@ impl Shared {
             history_max_bytes: cfg.history_max_bytes,
             message_rate: cfg.message_rate,
             message_burst: cfg.message_burst,
+            max_avatar_bytes: cfg.max_avatar_bytes,
         };
         Shared {
             admins: cfg.admin_jids(),
@@ -315,13 +329,20 @@ impl Shared {
                 if let Some(c) = &creator {
                     *lock(&self.created).entry(c.clone()).or_default() += 1;
                 }
-                let room = Room::restored(
+                let mut room = Room::restored(
                     jid.clone(),
                     stored.config,
                     affiliations,
                     stored.subject,
                     creator,
                 );
+                if let Some(xml) = &stored.vcard {
+                    let limits = ctx.config.limits.parser_limits();
+                    room.vcard = avatar::RoomVcard::from_stored(xml, &limits);
+                    if room.vcard.is_none() {
+                        tracing::error!(room = %jid, "stored room vCard unreadable; serving none");
+                    }
+                }
                 lock(&self.rooms).insert(jid, Arc::new(AsyncMutex::new(room)));
             }
         }
@@ -585,6 +606,7 @@ impl Shared {
                 .collect(),
             subject: room.subject.clone(),
             creator: room.creator.as_ref().map(|c| c.to_string()),
+            vcard: room.vcard.as_ref().map(avatar::RoomVcard::to_xml),
         };
         let value = match serde_json::to_string(&stored) {
             Ok(v) => v,
@@ -1447,6 +1469,13 @@ impl MucService {
                 Err(StanzaError::new(StanzaErrorCondition::ItemNotFound))
             }
             (IqType::Get, "ping", ns::PING) => Ok(None),
+            // XEP-0486: whoever may see the room (as for its disco#info) reads its vCard.
+            (IqType::Get, "vCard", avatar::NS_VCARD) => {
+                Ok(Some(avatar::reply(room.vcard.as_ref())))
+            }
+            (IqType::Set, "vCard", avatar::NS_VCARD) => room
+                .set_vcard(lim, &from, &q, unix_now(), &mut out)
+                .map(|_| None),
             (_, "query", NS_ADMIN) => match AdminQuery::try_from(&q) {
                 Err(e) => Err(e),
                 Ok(a) if t == IqType::Get => room.admin_get(&from, &a).map(Some),

@@ -2,6 +2,7 @@
 //! XEP-0045 action on it. No I/O here: each action checks everything first (bad input gets
 //! an error and changes nothing), then changes the room and says in `Out` what to send.
 
+use crate::avatar::RoomVcard;
 use crate::payloads::{
     status, Actor, AdminQuery, Affiliation, Destroy, History, Invitation, Item, Join, Role, UserX,
     NS_MODERATE, NS_OCCUPANT_ID, NS_RETRACT, NS_SID, NS_USER,
@@ -15,7 +16,7 @@ use confab_proto::xml::Element;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Service-wide limits a room applies.
@@ -28,7 +29,12 @@ pub struct Limits {
     pub history_max_bytes: usize,
     pub message_rate: f64,
     pub message_burst: u32,
+    /// Decoded bytes of the photos in a room's vCard (XEP-0486).
+    pub max_avatar_bytes: usize,
 }
+
+const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
 
 /// Most invitations one message may carry.
 const MAX_INVITES_PER_MESSAGE: usize = 10;
@@ -103,22 +109,31 @@ pub struct Occupant {
     pub payload: Vec<Element>,
     /// XEP-0421: the same for one real bare JID in this room, whatever its nick or session.
     pub occupant_id: String,
+    /// `[muc] message_rate`: shared by every session (and nick) of one real bare JID in the
+    /// room, so that more sessions do not mean more messages.
+    rate: Arc<Mutex<Bucket>>,
+}
+
+/// A token bucket.
+struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
 impl Occupant {
-    /// Token bucket: true if the occupant may send one more message now.
-    fn take_token(&mut self, lim: &Limits) -> bool {
+    /// True if the occupant's user may send one more message now.
+    fn take_token(&self, lim: &Limits) -> bool {
         if lim.message_rate <= 0.0 {
             return true;
         }
+        // Only ever locked under the room's lock, never across an await: uncontended.
+        let mut b = self.rate.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * lim.message_rate).min(f64::from(lim.message_burst));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.last = now;
+        b.tokens = (b.tokens + elapsed * lim.message_rate).min(f64::from(lim.message_burst));
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
             true
         } else {
             false
@@ -184,6 +199,8 @@ pub struct Room {
     /// Removed from the service (destroyed or emptied): whoever waited for the lock must
     /// look the room up again.
     pub gone: bool,
+    /// The room's vCard with its avatar (XEP-0486), stored with a persistent room.
+    pub vcard: Option<RoomVcard>,
 }
 
 fn err(cond: StanzaErrorCondition, text: &str) -> StanzaError {
@@ -278,6 +295,7 @@ impl Room {
             invites: VecDeque::new(),
             creator: Some(creator),
             gone: false,
+            vcard: None,
         }
     }
 
@@ -301,6 +319,7 @@ impl Room {
             invites: VecDeque::new(),
             creator,
             gone: false,
+            vcard: None,
         }
     }
 
@@ -660,6 +679,18 @@ impl Room {
             .jid
             .with_resource_str(nick)
             .map_err(|_| err(StanzaErrorCondition::JidMalformed, "invalid nick"))?;
+        // Compared by parts: no bare JID allocated per occupant on every join.
+        let rate = self
+            .occupants
+            .iter()
+            .find(|o| o.jid.node() == from.node() && o.jid.domain() == from.domain())
+            .map(|o| o.rate.clone())
+            .unwrap_or_else(|| {
+                Arc::new(Mutex::new(Bucket {
+                    tokens: f64::from(lim.message_burst),
+                    last: Instant::now(),
+                }))
+            });
         let occ = Occupant {
             nick: nick.to_string(),
             jid: from.clone(),
@@ -667,8 +698,7 @@ impl Room {
             role: shared_role.unwrap_or_else(|| self.default_role(aff)),
             payload: presence_payload(presence),
             occupant_id,
-            tokens: f64::from(lim.message_burst),
-            last: Instant::now(),
+            rate,
         };
         self.occupants.push(occ);
         out.joined.push((from.clone(), true));
@@ -755,6 +785,12 @@ impl Room {
         }
         out.deliver
             .push((Arc::new(self.subject_message(now)), me.jid.clone()));
+        // The avatar's hash, as Prosody's mod_vcard_muc sends it on join: clients that
+        // learn room avatars from presence (Conversations, Gajim) need not ask disco.
+        if let Some(h) = self.vcard.as_ref().and_then(RoomVcard::hash) {
+            let p = crate::avatar::update_presence(&self.jid, Some(h));
+            out.deliver.push((Arc::new(p), me.jid.clone()));
+        }
     }
 
     fn subject_message(&self, now: i64) -> Element {
@@ -1021,7 +1057,7 @@ impl Room {
         } else if role < Role::Participant {
             return Err(err(StanzaErrorCondition::Forbidden, "you have no voice"));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let (m, sid) = self.as_sent_by(msg, idx, now);
         let o = &self.occupants[idx];
         let shared = Arc::new(m.clone());
@@ -1079,7 +1115,7 @@ impl Room {
         if targets.is_empty() {
             return Err(err(StanzaErrorCondition::ItemNotFound, "no such occupant"));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let mut m = msg.clone();
         m.remove_attr("to");
         m.set_attr("from", self.occupants[idx].room_jid.as_str());
@@ -1092,7 +1128,47 @@ impl Room {
         let m = Arc::new(m);
         out.deliver
             .extend(targets.into_iter().map(|j| (m.clone(), j)));
+        self.copy_to_own_sessions(from, msg, out);
         Ok(())
+    }
+
+    /// The sender's other sessions under its nick see what it sent privately, as a XEP-0280
+    /// `<sent/>` carbon of the message as the client sent it: XEP-0045 §7.5 leaves the sync
+    /// to carbons, and XEP-0280 §6.1 limits those copies to the sessions sharing the nick,
+    /// which only the room knows (so the `carbons` module leaves them to it). Gajim and
+    /// Conversations show such a carbon as the user's own private message in the room; a
+    /// copy as the room delivers it (from the sender's occupant JID) would read as a message
+    /// from oneself. From the account's bare JID, as every carbon: clients drop others.
+    fn copy_to_own_sessions(&self, from: &FullJid, msg: &Element, out: &mut Out) {
+        let Some(me) = self.occupant(from) else {
+            return;
+        };
+        let others: Vec<FullJid> = self
+            .sessions_of(&me.nick)
+            .into_iter()
+            .filter(|j| j != from)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let mut original = msg.clone();
+        original.set_attr("from", from.as_str());
+        // XEP-0280 §6.1 allows adding the <x/>: it marks the copy as a MUC private message.
+        if original.get_child("x", NS_USER).is_none() {
+            original.push_child(Element::new("x", NS_USER));
+        }
+        let mut wrapper = Element::new("message", ns::CLIENT).attr("from", from.to_bare().as_str());
+        if let Some(t) = msg.get_attr("type") {
+            wrapper.set_attr("type", t);
+        }
+        let wrapper = Arc::new(
+            wrapper.child(
+                Element::new("sent", NS_CARBONS)
+                    .child(Element::new("forwarded", NS_FORWARD).child(original)),
+            ),
+        );
+        out.deliver
+            .extend(others.into_iter().map(|j| (wrapper.clone(), j)));
     }
 
     /// XEP-0045 §7.8.2: mediated invitations (and declines).
@@ -1153,7 +1229,7 @@ impl Room {
                 "the member list is full",
             ));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let inviter = from.to_bare();
         for (to, reason) in invitees {
             let mut ux = UserX {
@@ -1724,7 +1800,7 @@ impl Room {
                 "only its author may retract a message",
             ));
         }
-        rate_check(&mut self.occupants[idx], lim)?;
+        rate_check(&self.occupants[idx], lim)?;
         let (m, own_sid) = self.as_sent_by(msg, idx, now);
         let o = &self.occupants[idx];
         let retracted = Element::new("retracted", NS_RETRACT)
@@ -1786,6 +1862,36 @@ impl Room {
             }
         }
         t
+    }
+
+    /// XEP-0486: an owner sets the room's vCard, or removes it with an empty one. Every
+    /// occupant is told by presence from the room with the new hash (an empty `<photo/>`
+    /// once removed) and by status 104, as for a configuration change.
+    pub fn set_vcard(
+        &mut self,
+        lim: &Limits,
+        from: &FullJid,
+        card: &Element,
+        now: i64,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
+        if self.affiliation(&from.to_bare()) != Affiliation::Owner {
+            return Err(err(
+                StanzaErrorCondition::Forbidden,
+                "only owners may set the room's avatar",
+            ));
+        }
+        self.vcard = crate::avatar::check(card, lim.max_avatar_bytes)?;
+        out.save = self.config.persistent;
+        let hash = self.vcard.as_ref().and_then(RoomVcard::hash);
+        let p = Arc::new(crate::avatar::update_presence(&self.jid, hash));
+        // XEP-0486 §3.2: the owner's request is acknowledged, then the room tells everyone.
+        out.reply_at = Some(out.deliver.len());
+        for o in &self.occupants {
+            out.deliver.push((p.clone(), o.jid.clone()));
+        }
+        self.notice_all(out, &[status::CONFIG_CHANGED], now);
+        Ok(())
     }
 
     /// XEP-0045 §10.2: the configuration form (owners only).
@@ -1916,7 +2022,7 @@ impl Room {
     }
 }
 
-fn rate_check(o: &mut Occupant, lim: &Limits) -> Result<(), StanzaError> {
+fn rate_check(o: &Occupant, lim: &Limits) -> Result<(), StanzaError> {
     if o.take_token(lim) {
         Ok(())
     } else {

@@ -2197,3 +2197,245 @@ async fn an_imported_room_is_served() {
         "registration-required"
     );
 }
+
+const VCARD: &str = "vcard-temp";
+const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// XEP-0486's example avatar (an SVG) and its SHA-1.
+const SVG_B64: &str = "PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHdpZHRoPSIzMiIgaGVpZ2h0PSIzMiI+CiA8cmVjdCB4PSIwIiB5PSIwIiB3aWR0aD0iMzIiIGhlaWdodD0iMzIiIGZpbGw9InJlZCIvPgo8L3N2Zz4K";
+const SVG_SHA1: &str = "a31c4bd04de69663cfd7f424a8453f4674da37ff";
+
+fn vcard_with_photo(b64: &str) -> Element {
+    Element::new("vCard", VCARD).child(
+        Element::new("PHOTO", VCARD)
+            .child(Element::new("TYPE", VCARD).text("image/svg+xml"))
+            .child(Element::new("BINVAL", VCARD).text(b64)),
+    )
+}
+
+async fn set_room_vcard(c: &mut ClientSession, room_name: &str, card: Element) -> Element {
+    iq(c, "set", Some(&room(room_name)), card).await
+}
+
+async fn room_vcard(c: &mut ClientSession, room_name: &str) -> Element {
+    let r = iq(
+        c,
+        "get",
+        Some(&room(room_name)),
+        Element::new("vCard", VCARD),
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    r.get_child("vCard", VCARD).cloned().expect("a vCard")
+}
+
+fn binval(card: &Element) -> Option<String> {
+    card.get_child("PHOTO", VCARD)
+        .and_then(|p| p.get_child("BINVAL", VCARD))
+        .map(|b| b.text_content())
+}
+
+/// The `muc#roominfo_avatarhash` values of a room's disco#info.
+fn avatar_hashes(info: &Element) -> Option<Vec<String>> {
+    let q = info.get_child("query", ns::DISCO_INFO)?;
+    let form = q.get_child("x", XDATA)?;
+    let field = form
+        .elements()
+        .find(|f| f.get_attr("var") == Some("muc#roominfo_avatarhash"))?;
+    Some(field.elements().map(|v| v.text_content()).collect())
+}
+
+/// The presence from the room's bare JID announcing its avatar: the `<photo/>` text.
+async fn avatar_presence(c: &mut ClientSession, room_name: &str) -> String {
+    let p = presence_from(c, &room(room_name)).await;
+    p.get_child("x", VCARD_UPDATE)
+        .and_then(|x| x.get_child("photo", VCARD_UPDATE))
+        .map(|ph| ph.text_content())
+        .unwrap_or_else(|| panic!("no vcard-temp:x:update photo in {p}"))
+}
+
+#[tokio::test]
+async fn room_avatars_via_vcard() {
+    let ts = server_with(|m| m.max_avatar_bytes = 1024).await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    let [a, b, carol] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "pics", "alice").await;
+    join(b, "pics", "bob").await;
+    presence_from(a, &occ("pics", "bob")).await;
+    let info = disco_info(carol, &room("pics")).await;
+    assert!(features(&info).contains(&VCARD.to_string()), "{info}");
+    assert_eq!(avatar_hashes(&info), None, "no avatar yet: {info}");
+    assert_eq!(binval(&room_vcard(carol, "pics").await), None);
+
+    // Only owners set it.
+    let r = set_room_vcard(b, "pics", vcard_with_photo(SVG_B64)).await;
+    assert_eq!(condition(&r), "forbidden", "{r}");
+    let r = set_room_vcard(a, "pics", vcard_with_photo(SVG_B64)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    // Every occupant learns the hash from the room, and that its configuration changed.
+    for o in [&mut *a, &mut *b] {
+        assert_eq!(avatar_presence(o, "pics").await, SVG_SHA1);
+        let m = message_from(o, &room("pics")).await;
+        assert!(has_code(&m, "104"), "{m}");
+    }
+    // Anyone who may see the room reads it, occupant or not; disco lists the hash.
+    assert_eq!(
+        binval(&room_vcard(carol, "pics").await).as_deref(),
+        Some(SVG_B64)
+    );
+    let info = disco_info(carol, &room("pics")).await;
+    assert_eq!(avatar_hashes(&info), Some(vec![SVG_SHA1.to_string()]));
+    // Joining, one gets the hash after the subject.
+    join(carol, "pics", "carol").await;
+    assert_eq!(avatar_presence(carol, "pics").await, SVG_SHA1);
+
+    // Too big (1500 decoded bytes over a 1024 limit), or not base64: refused, the avatar
+    // stays as it was and nobody is told anything.
+    let r = set_room_vcard(a, "pics", vcard_with_photo(&"AAAA".repeat(500))).await;
+    assert_eq!(condition(&r), "not-acceptable", "{r}");
+    let r = set_room_vcard(a, "pics", vcard_with_photo("!!not base64!!")).await;
+    assert_eq!(condition(&r), "bad-request", "{r}");
+    assert_eq!(
+        binval(&room_vcard(b, "pics").await).as_deref(),
+        Some(SVG_B64)
+    );
+    assert!(
+        never(b, 300, |e| e.get_attr("from")
+            == Some(room("pics").as_str()))
+        .await
+    );
+
+    // An empty vCard removes it: an empty <photo/> tells the occupants.
+    let r = set_room_vcard(a, "pics", Element::new("vCard", VCARD)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    assert_eq!(avatar_presence(b, "pics").await, "");
+    assert_eq!(binval(&room_vcard(b, "pics").await), None);
+    let info = disco_info(b, &room("pics")).await;
+    assert_eq!(avatar_hashes(&info), None, "{info}");
+}
+
+#[tokio::test]
+async fn a_room_avatar_survives_a_restart() {
+    let mut ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    create(&mut c[0], "face", "alice").await;
+    let r = configure(&mut c[0], "face", &[("muc#roomconfig_persistentroom", "1")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let r = set_room_vcard(&mut c[0], "face", vcard_with_photo(SVG_B64)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    leave(&mut c[0], "face", "alice").await;
+    drop(c);
+    ts.server.take().expect("running").shutdown().await;
+    let server = confab_tests::start_server(test_config(ts.dir.path()), confab_muc::all())
+        .await
+        .expect("restart");
+    ts.addr = server.c2s_addr().expect("addr");
+    ts.tls_addr = server.c2s_tls_addr().expect("tls");
+    ts.server = Some(server);
+    let mut bob = ts.login_available("bob").await;
+    assert_eq!(
+        binval(&room_vcard(&mut bob, "face").await).as_deref(),
+        Some(SVG_B64)
+    );
+    let info = disco_info(&mut bob, &room("face")).await;
+    assert_eq!(avatar_hashes(&info), Some(vec![SVG_SHA1.to_string()]));
+    join(&mut bob, "face", "bob").await;
+    assert_eq!(avatar_presence(&mut bob, "face").await, SVG_SHA1);
+}
+
+const CARBONS: &str = "urn:xmpp:carbons:2";
+const FORWARD: &str = "urn:xmpp:forward:0";
+
+fn pm(room_name: &str, to: &str, text: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .attr("to", occ(room_name, to))
+        .attr("type", "chat")
+        .attr("id", format!("pm-{}", rand_id()))
+        .child(Element::new("body", ns::CLIENT).text(text))
+}
+
+/// The message a `<sent/>` carbon forwards, if `e` is one.
+fn sent_copy(e: &Element) -> Option<&Element> {
+    e.get_child("sent", CARBONS)?
+        .get_child("forwarded", FORWARD)?
+        .get_child("message", ns::CLIENT)
+}
+
+#[tokio::test]
+async fn a_private_message_reaches_the_senders_other_sessions() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob", "carol"]).await;
+    c.push(ts.login_available("bob").await);
+    c.push(ts.login_available("bob").await);
+    let [a, b1, carol, b2, b3] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "sync", "alice").await;
+    join(b1, "sync", "bob").await;
+    join(b2, "sync", "bob").await;
+    // Bob's third session is in the room under another nick: another occupant.
+    join(b3, "sync", "bobby").await;
+    join(carol, "sync", "carol").await;
+    // b2 has carbons on: it must still get one copy, not two.
+    let r = iq(b2, "set", None, Element::new("enable", CARBONS)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+
+    b1.send(&pm("sync", "alice", "for alice only"))
+        .await
+        .expect("send");
+    let m = message_from(a, &occ("sync", "bob")).await;
+    assert_eq!(body(&m).as_deref(), Some("for alice only"));
+    let b1_jid = b1.jid.to_string();
+    let copy = expect(b2, "a sent carbon", |e| sent_copy(e).is_some()).await;
+    assert_eq!(copy.get_attr("from"), Some("bob@localhost"), "{copy}");
+    let fwd = sent_copy(&copy).expect("forwarded");
+    assert_eq!(
+        fwd.get_attr("to"),
+        Some(occ("sync", "alice").as_str()),
+        "{fwd}"
+    );
+    assert_eq!(fwd.get_attr("from"), Some(b1_jid.as_str()), "{fwd}");
+    assert_eq!(body(fwd).as_deref(), Some("for alice only"));
+    assert!(fwd.get_child("x", NS_USER).is_some(), "{fwd}");
+    assert!(
+        never(b2, 300, |e| sent_copy(e).is_some()).await,
+        "one copy only"
+    );
+    // Not back to the sender, nor to the user's session under another nick, nor to others.
+    assert!(no_message(b1, 300).await);
+    assert!(no_message(b3, 100).await);
+    assert!(no_message(carol, 100).await);
+}
+
+#[tokio::test]
+async fn the_message_rate_is_per_user_not_per_session() {
+    // Three messages at once, then hardly any more.
+    let ts = server_with(|m| {
+        m.message_rate = 0.01;
+        m.message_burst = 3;
+    })
+    .await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    c.push(ts.login_available("bob").await);
+    let [a, b1, b2] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "rate", "alice").await;
+    join(b1, "rate", "bob").await;
+    join(b2, "rate", "bob").await;
+    for i in 0..3 {
+        let from = if i % 2 == 0 { &mut *b1 } else { &mut *b2 };
+        say(from, "rate", "bob", &format!("m{i}")).await;
+    }
+    // Bob's burst is spent, whichever session sends next.
+    for b in [&mut *b2, &mut *b1] {
+        b.send(&groupchat("rate", "one too many"))
+            .await
+            .expect("send");
+        let e = expect(b, "error", |e| e.get_attr("type") == Some("error")).await;
+        assert_eq!(condition(&e), "policy-violation", "{e}");
+    }
+    // Alice has her own.
+    say(a, "rate", "alice", "mine").await;
+}

@@ -38,6 +38,7 @@ conformance!(
     archive_per_account_cap,
     archive_batches,
     room_archives,
+    room_archive_sweep_uses_the_stamp_index,
     account_pages_and_counts,
 );
 
@@ -1641,6 +1642,76 @@ async fn archive_per_account_cap(db: TestDb) {
             .await
             .expect("trim"),
         1
+    );
+}
+
+/// The room archive's retention sweep (`expire_room_archives`: the statement
+/// `expire_rows` builds for the table, oldest stamp first) finds its rows through the
+/// `room_archive_by_stamp` index on every backend, as each one's query plan says, rather
+/// than reading the whole table every hour.
+async fn room_archive_sweep_uses_the_stamp_index(db: TestDb) {
+    use sqlx::{Connection, Row};
+    let s = db.open().await;
+    // Enough rows in enough rooms that a planner would rather not read them all.
+    let rows: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                "('conference.localhost', 'room{}', 'sid{i}', 'nick', 'u@localhost', {}, '<message/>')",
+                i % 50,
+                1000 + i
+            )
+        })
+        .collect();
+    db.exec(&format!(
+        "INSERT INTO room_archive (service, room, sid, nick, jid, stamp, stanza) VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    let (analyze, explain, sweep) = match db.kind {
+        harness::Kind::Sqlite => (
+            "ANALYZE",
+            "EXPLAIN QUERY PLAN",
+            "DELETE FROM room_archive WHERE id IN \
+             (SELECT id FROM room_archive WHERE stamp < 1010 ORDER BY stamp LIMIT 1000)",
+        ),
+        harness::Kind::Postgres => (
+            "ANALYZE room_archive",
+            "EXPLAIN",
+            "DELETE FROM room_archive WHERE id IN \
+             (SELECT id FROM room_archive WHERE stamp < 1010 ORDER BY stamp LIMIT 1000)",
+        ),
+        harness::Kind::Mysql => (
+            "ANALYZE TABLE room_archive",
+            "EXPLAIN",
+            "DELETE FROM room_archive WHERE stamp < 1010 ORDER BY stamp LIMIT 1000",
+        ),
+    };
+    db.exec(analyze).await;
+    let mut conn = db.raw().await;
+    let plan: Vec<String> = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{explain} {sweep}")))
+        .fetch_all(&mut conn)
+        .await
+        .expect("explain")
+        .iter()
+        .flat_map(|r| {
+            (0..r.len())
+                .filter_map(|i| r.try_get::<Option<String>, _>(i).ok().flatten())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let _ = conn.close().await;
+    assert!(
+        plan.iter().any(|l| l.contains("room_archive_by_stamp")),
+        "{:?}: {plan:#?}",
+        db.kind
+    );
+    // And the sweep itself deletes what the plan was for.
+    assert_eq!(
+        s.room_archive
+            .expire_room_archives(1010, 1000)
+            .await
+            .expect("expire"),
+        10
     );
 }
 

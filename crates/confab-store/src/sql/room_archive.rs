@@ -147,9 +147,10 @@ impl RoomArchiveStore for SqlDb {
     }
 
     async fn expire_room_archives(&self, stamp: i64, limit: usize) -> Result<u64> {
-        // In row order, which is archive order: the oldest rows come first, so a batch
-        // reads little more than what it deletes.
-        self.expire_rows("room_archive", "id", stamp, limit).await
+        // Oldest first, by `room_archive_by_stamp`: a batch reads what it deletes, and a
+        // sweep with nothing to delete reads one index entry, not the whole table.
+        self.expire_rows("room_archive", "stamp", stamp, limit)
+            .await
     }
 
     async fn room_archives(&self) -> Result<Vec<(String, String)>> {

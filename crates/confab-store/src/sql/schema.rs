@@ -185,6 +185,12 @@ const SQLITE: &[Migration] = &[
     CREATE INDEX room_archive_by_room ON room_archive (service, room, id);
     CREATE INDEX room_archive_by_sid ON room_archive (service, room, sid);",
     ),
+    // The retention sweep (`[muc] mam_retention_days`) finds the oldest rows by stamp
+    // across every room, as `archive_by_stamp` serves the account archive's.
+    (
+        "room-archive-2",
+        "CREATE INDEX room_archive_by_stamp ON room_archive (stamp)",
+    ),
 ];
 
 // An identity column's sequence never hands out a number twice, even after a restart.
@@ -311,6 +317,10 @@ const POSTGRES: &[Migration] = &[
     );
     CREATE INDEX room_archive_by_room ON room_archive (service, room, id);
     CREATE INDEX room_archive_by_sid ON room_archive (service, room, sid)"#,
+    ),
+    (
+        "room-archive-2",
+        "CREATE INDEX room_archive_by_stamp ON room_archive (stamp)",
     ),
 ];
 
@@ -463,5 +473,9 @@ const MYSQL: &[Migration] = &[
         KEY room_archive_by_room (room_key, id),
         KEY room_archive_by_sid (room_key, sid)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={bin} ROW_FORMAT=DYNAMIC",
+    ),
+    (
+        "room-archive-2",
+        "ALTER TABLE room_archive ADD KEY room_archive_by_stamp (stamp)",
     ),
 ];
