@@ -184,18 +184,15 @@ async fn deliver_to_available(ctx: &ServerCtx, account: &BareJid, el: &Element) 
 }
 
 impl Presence {
-    async fn subscribers(
+    /// The account's roster items (visible or not), or the error to answer with.
+    async fn roster_items(
         &self,
         ctx: &ServerCtx,
         account: &BareJid,
-    ) -> Result<Vec<Jid>, StanzaError> {
+    ) -> Result<Vec<RosterItem>, StanzaError> {
         let (d, u) = parts(account);
         match ctx.stores.roster.roster(d, u).await {
-            Ok((_, items)) => Ok(items
-                .into_iter()
-                .filter(|i| i.subscription.has_from())
-                .filter_map(|i| Jid::new(&i.jid).ok())
-                .collect()),
+            Ok((_, items)) => Ok(items),
             Err(e) => {
                 tracing::error!(error = %e, account = %account, "roster load failed");
                 Err(store_failed())
@@ -216,11 +213,41 @@ impl Presence {
         el: &Element,
         unavailable: bool,
     ) -> Result<(), StanzaError> {
+        let items = self.roster_items(ctx, &from.to_bare()).await;
+        self.broadcast_to(
+            ctx,
+            from,
+            el,
+            unavailable,
+            items.as_deref().map_err(Clone::clone),
+        )
+        .await
+    }
+
+    /// `broadcast` with the account's roster already read (or the error reading it).
+    async fn broadcast_to(
+        &self,
+        ctx: &ServerCtx,
+        from: &FullJid,
+        el: &Element,
+        unavailable: bool,
+        roster: Result<&[RosterItem], StanzaError>,
+    ) -> Result<(), StanzaError> {
         let account = from.to_bare();
         let from_jid = Jid::from(from.clone());
-        let subscribers = self.subscribers(ctx, &account).await;
+        let subscribers: Result<Vec<Jid>, StanzaError> = roster.map(|items| {
+            items
+                .iter()
+                .filter(|i| i.subscription.has_from())
+                .filter_map(|i| Jid::new(&i.jid).ok())
+                .collect()
+        });
         let mut targets = subscribers.clone().unwrap_or_default();
-        targets.push(Jid::from(account.clone()));
+        // The user's own resources; none left (the last session's logout) means no one to
+        // tell, and no routing to the bare JID (which would look the account up).
+        if !ctx.router.sessions_of(&account).is_empty() {
+            targets.push(Jid::from(account.clone()));
+        }
         if unavailable {
             if let Some((_, directed)) = self.directed.remove(from) {
                 for d in directed {
@@ -238,22 +265,15 @@ impl Presence {
         subscribers.map(|_| ())
     }
 
-    /// RFC 6121 §4.2: the first available presence of a session.
-    async fn initial(&self, ctx: &ServerCtx, from: &FullJid) {
+    /// RFC 6121 §4.2: the first available presence of a session (`items`: the account's
+    /// roster, as read for the broadcast).
+    async fn initial(&self, ctx: &ServerCtx, from: &FullJid, items: &[RosterItem]) {
         let account = from.to_bare();
-        let (d, u) = parts(&account);
-        let items = match ctx.stores.roster.roster(d, u).await {
-            Ok((_, items)) => items,
-            Err(e) => {
-                tracing::error!(error = %e, "roster load failed");
-                return;
-            }
-        };
         let own = Jid::from(account.clone());
         let Some(session) = ctx.router.session(from) else {
             return;
         };
-        for item in &items {
+        for item in items {
             let Ok(contact) = Jid::new(&item.jid) else {
                 continue;
             };
@@ -312,11 +332,23 @@ impl Presence {
                         .last
                         .insert(from.clone(), (id, el.clone()))
                         .is_none_or(|(old, _)| old != id);
-                    if let Err(e) = self.broadcast(ctx, &from, &el, false).await {
+                    // Read once for both the broadcast and the initial presence's probes.
+                    let account = from.to_bare();
+                    let roster = self.roster_items(ctx, &account).await;
+                    let sent = self
+                        .broadcast_to(
+                            ctx,
+                            &from,
+                            &el,
+                            false,
+                            roster.as_deref().map_err(Clone::clone),
+                        )
+                        .await;
+                    if let Err(e) = sent {
                         router::send_error(ctx, stanza, e).await;
                     }
-                    if first {
-                        self.initial(ctx, &from).await;
+                    if let (true, Ok(items)) = (first, &roster) {
+                        self.initial(ctx, &from, items).await;
                     }
                 }
                 Some("unavailable") => {

@@ -607,7 +607,9 @@ impl C2s {
                     ok = ok.text(text);
                 }
                 self.send(&ok).await?;
-                tracing::info!(user = %jid, mechanism = mech.name(), "authenticated");
+                // Debug, like "resource bound": a line per login is most of the logging
+                // cost of a busy server; failures stay at info.
+                tracing::debug!(user = %jid, mechanism = mech.name(), "authenticated");
                 self.deleted = Some(self.ctx.router.authenticated(&jid, self.conn));
                 self.authenticated = Some(jid);
                 Ok(true)
@@ -967,7 +969,7 @@ impl C2s {
         self.session = Some(info.clone());
         self.bound = Some(Session::new(info.clone()));
         self.send(&result).await?;
-        tracing::info!(jid = %jid, "resource bound");
+        tracing::debug!(jid = %jid, "resource bound");
         let listeners: Vec<Arc<dyn LifecycleListener>> =
             self.ctx.registry.lifecycle_listeners().to_vec();
         for l in listeners {

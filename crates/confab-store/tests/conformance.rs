@@ -40,6 +40,7 @@ conformance!(
     room_archives,
     room_archive_sweep_uses_the_stamp_index,
     account_pages_and_counts,
+    empty_credentials_and_rosters,
 );
 
 fn creds(pw: &str) -> Vec<ScramCredentials> {
@@ -2229,5 +2230,63 @@ async fn account_pages_and_counts(db: TestDb) {
             .await
             .expect("other domain"),
         ["alice"]
+    );
+}
+
+/// The cases the login path reads in one statement: an account without keys is still an
+/// account (`Some` of nothing, never `None`), a missing one is `None`; a roster never written
+/// is empty at version 0, and one emptied again keeps its version.
+async fn empty_credentials_and_rosters(db: TestDb) {
+    let s = db.open().await;
+    s.accounts
+        .create_account("localhost", "keyless", &[])
+        .await
+        .expect("create");
+    assert_eq!(
+        s.accounts
+            .credentials("localhost", "keyless")
+            .await
+            .expect("query"),
+        Some(Vec::new())
+    );
+    assert_eq!(
+        s.accounts
+            .credentials("localhost", "nobody")
+            .await
+            .expect("query"),
+        None
+    );
+    add(&s, "localhost", "alice").await;
+    let stored = s
+        .accounts
+        .credentials("localhost", "alice")
+        .await
+        .expect("query")
+        .expect("exists");
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].verify_password("pw"));
+    let r = &s.roster;
+    assert_eq!(
+        r.roster("localhost", "alice").await.expect("roster"),
+        (0, Vec::new())
+    );
+    assert_eq!(
+        r.roster("localhost", "nobody").await.expect("roster"),
+        (0, Vec::new())
+    );
+    let item = RosterItem::new("bob@localhost");
+    r.put_roster_item("localhost", "alice", &item)
+        .await
+        .expect("put");
+    assert_eq!(
+        r.roster("localhost", "alice").await.expect("roster"),
+        (1, vec![item])
+    );
+    r.delete_roster_item("localhost", "alice", "bob@localhost")
+        .await
+        .expect("delete");
+    assert_eq!(
+        r.roster("localhost", "alice").await.expect("roster"),
+        (2, Vec::new())
     );
 }

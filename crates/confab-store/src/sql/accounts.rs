@@ -169,21 +169,28 @@ impl AccountStore for SqlDb {
         domain: &str,
         username: &str,
     ) -> Result<Option<Vec<ScramCredentials>>> {
-        if !self.account_exists(domain, username).await? {
-            return Ok(None);
-        }
+        // One statement (this is read at every login): the account row, for its existence,
+        // with its keys, one row per hash; an account without keys still gives one row.
         let rows = self
             .query(
-                "SELECT hash, iterations, salt, stored_key, server_key FROM account_credentials
-                 WHERE domain = ? AND username = ?",
+                "SELECT c.hash, c.iterations, c.salt, c.stored_key, c.server_key
+                 FROM accounts a LEFT JOIN account_credentials c
+                 ON c.domain = a.domain AND c.username = a.username
+                 WHERE a.domain = ? AND a.username = ?",
             )
             .bind(domain)
             .bind(username)
             .fetch_all(&self.pool)
             .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let hash = match r.try_get::<String, _>("hash")?.as_str() {
+            let Some(hash) = r.try_get::<Option<String>, _>("hash")? else {
+                continue;
+            };
+            let hash = match hash.as_str() {
                 "SHA-1" => ScramHash::Sha1,
                 "SHA-256" => ScramHash::Sha256,
                 other => return Err(StoreError::Corrupt(format!("unknown hash {other}"))),

@@ -274,10 +274,14 @@ impl SqlDb {
         // down, a request fails after this long instead of hanging. Broken connections are
         // found by the ping before use and replaced, so the pool recovers by itself.
         let pool_size = pool.size.max(1);
+        // SQLite's connections are a file opened in this process: nothing between here and
+        // the file can break them, and the ping before each use was one more round trip to
+        // the connection's thread per statement (a login makes about a dozen).
+        let test_before_acquire = dialect != Dialect::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(pool.acquire_timeout)
-            .test_before_acquire(true)
+            .test_before_acquire(test_before_acquire)
             .after_connect(move |conn: &mut AnyConnection, _: PoolConnectionMetadata| {
                 Box::pin(async move { prepare(conn, dialect).await })
             })

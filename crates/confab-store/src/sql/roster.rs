@@ -174,6 +174,15 @@ impl SqlDb {
     }
 
     async fn roster_once(&self, domain: &str, username: &str) -> Result<(u64, Vec<RosterItem>)> {
+        // A roster never written has no version row and, since every writer bumps the
+        // version in the transaction that changes the items, no items either: one statement
+        // answers it, without a transaction (most logins of new or roster-less accounts).
+        {
+            let mut conn = self.pool.acquire().await?;
+            if self.read_version(&mut conn, domain, username).await? == 0 {
+                return Ok((0, Vec::new()));
+            }
+        }
         // Version and items as one state: writers hold the account's row exclusively, so a
         // shared lock on it keeps them out until both are read.
         let mut tx = self.pool.begin().await?;
