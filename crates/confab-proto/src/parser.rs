@@ -146,9 +146,13 @@ impl StreamParser {
         self.stack.is_empty()
     }
 
-    /// Releases rxml's temporary buffers; call when the connection goes idle.
+    /// Releases rxml's temporary buffers and, between stanzas, the element stack (it keeps
+    /// the capacity of the deepest stanza seen otherwise); call when the connection goes idle.
     pub fn release_temporaries(&mut self) {
         self.parser.release_temporaries();
+        if self.stack.is_empty() {
+            self.stack = Vec::new();
+        }
     }
 
     /// Consumes bytes from `buf` and returns the next complete event, or `Ok(None)` once all
@@ -446,6 +450,25 @@ mod tests {
         }
         assert_eq!(events[3], StreamEvent::Close);
         assert!(p.is_closed());
+    }
+
+    /// An idle stream holds no element stack: the deepest stanza's capacity is given back
+    /// between stanzas, and parsing goes on as before.
+    #[test]
+    fn idle_parser_releases_its_element_stack() {
+        let mut p = StreamParser::new(Limits::default());
+        let doc = format!("{HEADER}<iq type='get' id='1'><a xmlns='urn:x'><b><c/></b></a></iq>");
+        let events = parse_all(&mut p, doc.as_bytes()).expect("parses");
+        assert_eq!(events.len(), 2);
+        assert!(p.stack.capacity() > 0, "a nested stanza used the stack");
+        p.release_temporaries();
+        assert_eq!(
+            p.stack.capacity(),
+            0,
+            "an idle parser kept its element stack"
+        );
+        let events = parse_all(&mut p, b"<presence/>").expect("parses after release");
+        assert!(matches!(&events[..], [StreamEvent::Element(e)] if &*e.name == "presence"));
     }
 
     fn error_after_header(body: &str, limits: Limits) -> ParseError {

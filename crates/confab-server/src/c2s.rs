@@ -28,7 +28,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -96,17 +95,18 @@ struct C2s {
     pre_auth_state: std::collections::HashMap<String, String>,
 }
 
-/// Serves one TCP client connection (STARTTLS or direct TLS) until it ends.
-pub async fn serve(
+/// Serves one TCP client connection (STARTTLS or direct TLS) until it ends. (A plain `fn`
+/// returning the future: an `async fn` would keep its arguments beside the future made of
+/// them, in every connection's task.)
+pub fn serve(
     ctx: ServerCtx,
     tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
     shutdown: watch::Receiver<bool>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let conn = ctx.router.next_session_id();
-    let span = tracing::info_span!("c2s", conn, %peer);
-    async move {
+    in_span(conn, peer, async move {
         let _ = tcp.set_nodelay(true);
         let limits = ctx.config.limits.parser_limits();
         let transport = if direct_tls {
@@ -130,51 +130,79 @@ pub async fn serve(
         };
         let framing: Box<dyn ServerFraming> = Box::new(XmlStream::new(transport, limits));
         run_session(ctx, conn, framing, peer, shutdown).await;
-    }
-    .instrument(span)
-    .await
+    })
 }
 
 /// Serves a client connection of any framing (TCP, WebSocket, …): the same negotiation and
 /// session, whatever carries them. Transports other than TCP call this.
-pub async fn serve_framing(
+pub fn serve_framing(
     ctx: ServerCtx,
     framing: Box<dyn ServerFraming>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let conn = ctx.router.next_session_id();
-    let span = tracing::info_span!("c2s", conn, %peer);
-    run_session(ctx, conn, framing, peer, shutdown)
-        .instrument(span)
-        .await
+    in_span(conn, peer, run_session(ctx, conn, framing, peer, shutdown))
 }
 
-async fn run_session(
+pin_project_lite::pin_project! {
+    /// A connection's future inside its `c2s` span (`conn`, `peer`), made anew for each
+    /// poll. A span kept for the connection's whole life would hold its slot and formatted
+    /// fields in the subscriber for every idle session; made per poll, it costs memory only
+    /// while the task runs, and the log lines read the same. A struct rather than an
+    /// `async fn`, whose state would hold the wrapped future twice (argument and local).
+    struct InSpan<F> {
+        conn: u64,
+        peer: SocketAddr,
+        #[pin]
+        inner: F,
+    }
+}
+
+fn in_span<F: std::future::Future>(conn: u64, peer: SocketAddr, inner: F) -> InSpan<F> {
+    InSpan { conn, peer, inner }
+}
+
+impl<F: std::future::Future> std::future::Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _span = tracing::info_span!("c2s", conn = *this.conn, peer = %this.peer).entered();
+        this.inner.poll(cx)
+    }
+}
+
+/// The connection's session state, built before the future so the future holds it once
+/// (an `async fn` would also keep the arguments it was built from).
+fn run_session(
     ctx: ServerCtx,
     conn: u64,
     framing: Box<dyn ServerFraming>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-) {
-    {
-        let mut s = C2s {
-            trace: ctx.config.log.xml_trace,
-            ctx,
-            conn,
-            secure: framing.is_secure(),
-            stream: Some(framing),
-            domain: None,
-            header_sent: false,
-            authenticated: None,
-            generation: 0,
-            deleted: None,
-            auth_failures: 0,
-            session: None,
-            bound: None,
-            peer,
-            pre_auth_state: Default::default(),
-        };
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut s = C2s {
+        trace: ctx.config.log.xml_trace,
+        ctx,
+        conn,
+        secure: framing.is_secure(),
+        stream: Some(framing),
+        domain: None,
+        header_sent: false,
+        authenticated: None,
+        generation: 0,
+        deleted: None,
+        auth_failures: 0,
+        session: None,
+        bound: None,
+        peer,
+        pre_auth_state: Default::default(),
+    };
+    async move {
         tracing::debug!("connected");
         s.run(shutdown).await;
         tracing::debug!("disconnected");
@@ -1031,8 +1059,19 @@ impl C2s {
             let Some(stream) = self.stream.as_mut() else {
                 return End::Gone;
             };
+            // One timer for the periodic checks and the end of a read pause: every future
+            // below is part of the idle session's state.
+            let wake_at = {
+                let tick_at = Instant::now() + tick;
+                resume_reading.map_or(tick_at, |r| r.min(tick_at))
+            };
             tokio::select! {
-                r = stream.read_more(), if reading => {
+                r = async {
+                    // The read's future (boxed: the framing is a trait object) is made only
+                    // once the peer has sent something.
+                    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+                    stream.read_more().await
+                }, if reading => {
                     let n = match r {
                         Ok(n) => n,
                         Err(e) => return e.into(),
@@ -1102,9 +1141,6 @@ impl C2s {
                     outbox.keep_unsent(batch);
                     return End::Error(e);
                 }
-                _ = tokio::time::sleep_until(resume_reading.unwrap_or_else(Instant::now)), if resume_reading.is_some() => {
-                    resume_reading = None;
-                }
                 _ = shutdown.changed() => {
                     return StreamErrorCondition::SystemShutdown.into();
                 }
@@ -1114,8 +1150,11 @@ impl C2s {
                     tracing::info!("a new connection resumes this session; dropping this one");
                     return End::Gone;
                 }
-                _ = tokio::time::sleep(tick) => {
+                _ = tokio::time::sleep_until(wake_at) => {
                     let now = Instant::now();
+                    if resume_reading.is_some_and(|r| now >= r) {
+                        resume_reading = None;
+                    }
                     if let Some(idle) = idle {
                         if now.duration_since(last_in) >= idle {
                             return StreamError::with_text(StreamErrorCondition::ConnectionTimeout, "idle").into();
@@ -1379,6 +1418,88 @@ fn redact(e: &Element) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sizes in bytes of what an idle connection's task holds: the whole task's future
+    /// (`serve`), the bound session's waiting loop and the connection's state.
+    async fn idle_state_sizes() -> Vec<(&'static str, usize)> {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut c = crate::config::Config::default();
+        c.server.data_dir = dir.path().to_path_buf();
+        c.c2s.interfaces = vec!["127.0.0.1".into()];
+        c.c2s.port = 0;
+        c.c2s.tls_port = 0;
+        c.http.port = 0;
+        c.http.tls_port = 0;
+        let server = crate::Server::start(c, Vec::new()).await.expect("server");
+        let ctx = server.ctx().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let (_tx, rx) = watch::channel(false);
+        let jid = FullJid::new("a@localhost/r").expect("jid");
+        let mut session = Session::new(Arc::new(SessionInfo::new(1, jid, 10, 10_000)));
+        let mut c2s = C2s {
+            trace: false,
+            ctx: ctx.clone(),
+            conn: 1,
+            secure: false,
+            stream: None,
+            domain: None,
+            header_sent: false,
+            authenticated: None,
+            generation: 0,
+            deleted: None,
+            auth_failures: 0,
+            session: None,
+            bound: None,
+            peer,
+            pre_auth_state: Default::default(),
+        };
+        let mut sizes = vec![("C2s", std::mem::size_of::<C2s>())];
+        {
+            let mut shutdown = rx.clone();
+            let f = c2s.established(&mut session, &mut shutdown);
+            sizes.push(("established", std::mem::size_of_val(&f)));
+        }
+        {
+            let f = c2s.run(rx.clone());
+            sizes.push(("run", std::mem::size_of_val(&f)));
+        }
+        let f = serve(ctx.clone(), tcp, peer, false, rx);
+        sizes.push(("serve", std::mem::size_of_val(&f)));
+        drop(f);
+        drop(c2s);
+        drop(ctx);
+        server.shutdown().await;
+        sizes
+    }
+
+    /// What an idle connection's task holds is the waiting loop of the bound session and
+    /// the connection's own state, not the largest phase (negotiation, the TLS handshake,
+    /// handling one stanza are boxed), and the layers around it (span, arguments) add
+    /// little: most of an idle session's memory is this task, so it is guarded here by
+    /// size, not by timing.
+    #[tokio::test]
+    async fn idle_connection_task_holds_only_the_waiting_loop() {
+        let sizes = idle_state_sizes().await;
+        let size = |what: &str| {
+            sizes
+                .iter()
+                .find(|(n, _)| *n == what)
+                .map(|(_, s)| *s)
+                .expect("measured")
+        };
+        println!("{sizes:?}");
+        let (serve, established, c2s) = (size("serve"), size("established"), size("C2s"));
+        assert!(
+            serve <= established + c2s + 1024,
+            "the connection task ({serve} bytes) holds more than the waiting loop \
+             ({established}) and the connection state ({c2s}): {sizes:?}"
+        );
+    }
 
     #[test]
     fn xml_trace_redacts_sasl_payloads() {

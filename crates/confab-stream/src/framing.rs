@@ -6,6 +6,7 @@
 //!   stanzas that declare their namespace), over any `MessageTransport` (WebSocket, or an
 //!   in-memory channel in tests).
 
+use crate::transport::ReadReady;
 use crate::xmlstream::{ReadError, XmlStream};
 use crate::Transport;
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use confab_proto::xml::{escape, Element};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 /// RFC 7395: the namespace of `<open/>` and `<close/>`.
 pub const FRAMING_NS: &str = "urn:ietf:params:xml:ns:xmpp-framing";
@@ -99,6 +101,12 @@ pub trait ServerFraming: Send + Sync {
     fn next_buffered(&mut self) -> Result<Option<StreamEvent>, ParseError>;
     /// Waits for more input; returns how many bytes arrived. Cancel-safe.
     async fn read_more(&mut self) -> Result<usize, ReadError>;
+    /// Ready when `read_more` would not wait, so an idle session can wait for its peer
+    /// without making the read's future (boxed, since this is a trait object). May wake
+    /// spuriously; framings that cannot tell are always ready.
+    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
     /// Opens our side of a (new) stream and offers `features`.
     async fn open(&mut self, from: &str, id: &str, features: &Element) -> io::Result<()>;
     /// Sends one element (negotiation, errors built for this session).
@@ -161,6 +169,10 @@ impl ServerFraming for XmlStream<Transport> {
 
     async fn read_more(&mut self) -> Result<usize, ReadError> {
         XmlStream::read_more(self).await
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().poll_read_ready(cx)
     }
 
     async fn open(&mut self, from: &str, id: &str, features: &Element) -> io::Result<()> {
