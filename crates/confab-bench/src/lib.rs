@@ -200,3 +200,13 @@ pub fn options_json(common: &CommonOpts, extra: impl serde::Serialize) -> serde_
     }
     v
 }
+
+/// A tag that tells this run apart from others, also in the same process (offline
+/// messages carry it; idle sessions put it in their resources).
+pub(crate) fn run_tag() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}

@@ -195,6 +195,28 @@ async fn every_scenario_against_confabd() {
     assert!(v["server_rss"]["kib_per_session"].is_number());
     assert!(v["latency"]["ping"]["p99_us"].is_number());
 
+    // Two idle runs at once on the same accounts (as two load processes are run to hold
+    // more sessions than one process may): neither replaces the other's sessions.
+    let idle = || Scenario::Idle {
+        common: common(addr, 1.0),
+        opts: IdleOpts {
+            sessions: Some(20),
+            pid: None,
+            settle: 0.1,
+        },
+    };
+    let (a, b) = tokio::join!(ok(idle()), ok(idle()));
+    for r in [&a, &b] {
+        assert_eq!(r.count("connected"), 20, "{:?}", r.errors);
+        assert_eq!(r.count("answered"), 20, "{:?}", r.errors);
+        assert_eq!(
+            r.count("dropped") + r.count("unanswered"),
+            0,
+            "{:?}",
+            r.errors
+        );
+    }
+
     fan_out_scenarios(addr).await;
     server.shutdown().await;
 }

@@ -171,6 +171,9 @@ pub async fn run(t: &Target, o: &IdleOpts) -> Result<Report, BenchError> {
             tasks.clone(),
             phase_rx.clone(),
         );
+        // Resources carry the run's tag: two runs on the same accounts (two load
+        // processes holding more sessions than one may) must not replace each other's.
+        let tag = crate::run_tag();
         let deadline = setup_deadline(n, t.opts.concurrency, t.timeout);
         for_each_index(n, t.opts.concurrency, deadline, move |i| {
             let (tt, c, f, lh, tasks, rx) = (
@@ -183,7 +186,7 @@ pub async fn run(t: &Target, o: &IdleOpts) -> Result<Report, BenchError> {
             );
             async move {
                 let t0 = Instant::now();
-                match login_available(&tt, i, format!("i{i}")).await {
+                match login_available(&tt, i, format!("i{i}-{tag:x}")).await {
                     Ok(s) => {
                         lh.lock()
                             .unwrap_or_else(|p| p.into_inner())

@@ -56,15 +56,6 @@ impl Default for OfflineOpts {
 /// Most messages stored for one recipient in a run.
 const MAX_PER_RECIPIENT: usize = 100_000;
 
-/// This run's tag (in the bodies' sender field).
-fn run_tag() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
-        .unwrap_or(0);
-    nanos ^ std::process::id().rotate_left(16)
-}
-
 /// Stores: sender `s` writes the messages of every recipient r with r mod S == s, then
 /// pings; returns (messages written, error replies received before the ping's answer).
 async fn store(
@@ -201,7 +192,7 @@ pub async fn run(t: &Target, o: &OfflineOpts) -> Result<Report, BenchError> {
     }
     t.check_sockets(o.senders.max(t.opts.concurrency))?;
     let errors = Arc::new(Errors::default());
-    let tag = run_tag();
+    let tag = crate::run_tag();
     let mut rep = Report::new("offline", options_json(&t.opts, o));
 
     // Store.
