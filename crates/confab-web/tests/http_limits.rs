@@ -2,7 +2,8 @@
 //! trickled request head is cut at `header_timeout`, an idle kept-alive connection at
 //! `idle_timeout` (not earlier), while a BOSH long-poll and a WebSocket outlast both; the
 //! head's size and field count are bounded; `max_connections` holds further connections
-//! back until one closes.
+//! back until one closes, or closes the oldest idle one for them; one address holds at
+//! most `max_connections_per_ip`.
 
 use confab_tests::*;
 use confab_web::bosh::{BoshConfig, NS, XBOSH_NS};
@@ -331,4 +332,77 @@ async fn a_trickled_bosh_body_is_refused_at_the_header_timeout() {
     let (status, text) = response(&mut tcp).await;
     assert_eq!(status, 408, "{text}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// A connection from `from` (a loopback address) to `addr`.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind");
+    sock.connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share() {
+    let ts = server_with(|c| {
+        c.http.max_connections_per_ip = 2;
+    })
+    .await;
+    let addr = http_addr(&ts);
+    // Two kept-alive connections from 127.0.0.1 (idle, not cut before 3 s).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = connect_from("127.0.0.1", addr).await;
+        tcp.write_all(get(addr).as_bytes()).await.expect("write");
+        assert_eq!(response(&mut tcp).await.0, 200);
+        held.push(tcp);
+    }
+    // A third from the same address is closed at once, unanswered.
+    let started = Instant::now();
+    let mut third = connect_from("127.0.0.1", addr).await;
+    let _ = third.write_all(get(addr).as_bytes()).await;
+    let got = until_closed(&mut third).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "closed at the header timeout, not at once"
+    );
+    // Another address is served meanwhile.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    other.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut other).await.0, 200);
+    // Once one of the two is gone, the address gets a place again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from("127.0.0.1", addr).await;
+    again.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut again).await.0, 200);
+}
+
+#[tokio::test]
+async fn at_the_cap_the_oldest_idle_connection_makes_room() {
+    let ts = server_with(|c| {
+        c.http.max_connections = 2;
+        c.http.idle_timeout = 60;
+    })
+    .await;
+    let addr = http_addr(&ts);
+    // Two kept-alive connections, idle after one request each; `older` first.
+    let mut older = TcpStream::connect(addr).await.expect("connect");
+    older.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut older).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut newer = TcpStream::connect(addr).await.expect("connect");
+    newer.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut newer).await.0, 200);
+    // A third is served at once (well before any timeout), in place of `older`.
+    let started = Instant::now();
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    third.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut third).await.0, 200);
+    assert!(started.elapsed() < Duration::from_millis(900));
+    until_closed(&mut older).await;
+    // `newer` is still open and served.
+    newer.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut newer).await.0, 200);
 }
