@@ -406,3 +406,32 @@ async fn at_the_cap_the_oldest_idle_connection_makes_room() {
     newer.write_all(get(addr).as_bytes()).await.expect("write");
     assert_eq!(response(&mut newer).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_head_up_to_max_header_bytes_is_read() {
+    let ts = server_with(|c| {
+        c.http.max_header_bytes = 1024 * 1024;
+        c.http.header_timeout = 10;
+    })
+    .await;
+    let addr = http_addr(&ts);
+    // 600 KiB of head: beyond hyper's default read buffer (~400 KiB), within the limit.
+    let big = "a".repeat(600 * 1024);
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let req =
+        format!("GET /.well-known/host-meta HTTP/1.1\r\nHost: {addr}\r\nX-Big: {big}\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    assert_eq!(response(&mut tcp).await.0, 200);
+    // Beyond the limit: 431.
+    let bigger = "a".repeat(1024 * 1024 + 1);
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let req =
+        format!("GET /.well-known/host-meta HTTP/1.1\r\nHost: {addr}\r\nX-Big: {bigger}\r\n\r\n");
+    let _ = tcp.write_all(req.as_bytes()).await;
+    let got = until_closed(&mut tcp).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
