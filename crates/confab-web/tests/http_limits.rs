@@ -326,11 +326,13 @@ async fn a_trickled_bosh_body_is_refused_at_the_header_timeout() {
     )
     .await
     .expect("head and the body's start");
-    // The rest never comes: the body's read ends at `header_timeout` (1 s) with 408,
-    // although a request under way has no connection deadline.
+    // The rest never comes: the body's read ends at `header_timeout` (1 s), although a
+    // request under way has no connection deadline. Without its start tag neither the
+    // session nor `ver` is known: 403 with the terminal condition (XEP-0124 §17.6).
     let t = Instant::now();
     let (status, text) = response(&mut tcp).await;
-    assert_eq!(status, 408, "{text}");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("policy-violation"), "{text}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
@@ -434,4 +436,81 @@ async fn a_head_up_to_max_header_bytes_is_read() {
         "{}",
         String::from_utf8_lossy(&got)
     );
+}
+
+/// Creates a BOSH session (with `ver`) on `tcp`; its sid.
+async fn bosh_session(tcp: &mut TcpStream, addr: SocketAddr) -> String {
+    let body = format!(
+        "<body xmlns='{NS}' rid='100' to='localhost' xml:lang='en' wait='4' hold='1' \
+         ver='1.6' xmlns:xmpp='{XBOSH_NS}' xmpp:version='1.0'/>"
+    );
+    tcp.write_all(bosh_post(addr, &body, body.len()).as_bytes())
+        .await
+        .expect("create");
+    let (status, text) = response(tcp).await;
+    assert_eq!(status, 200, "{text}");
+    text.split("sid='")
+        .nth(1)
+        .or_else(|| text.split("sid=\"").nth(1))
+        .and_then(|s| s.split(['\'', '"']).next())
+        .unwrap_or_else(|| panic!("no sid: {text}"))
+        .to_string()
+}
+
+fn bosh_post(addr: SocketAddr, body: &str, len: usize) -> String {
+    format!(
+        "POST /http-bind HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=utf-8\r\n\
+         Content-Length: {len}\r\n\r\n{body}"
+    )
+}
+
+#[tokio::test]
+async fn a_refused_bosh_body_ends_its_session_as_xep_0124_says() {
+    let ts = server_with(|c| {
+        c.set_section(
+            "bosh",
+            &BoshConfig {
+                max_wait: 4,
+                max_body_size: Some(2000),
+                ..Default::default()
+            },
+        )
+        .expect("bosh section");
+    })
+    .await;
+    let addr = http_addr(&ts);
+    for late in [false, true] {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let sid = bosh_session(&mut tcp, addr).await;
+        let start = format!("<body xmlns='{NS}' rid='101' sid='{sid}'>");
+        let req = if late {
+            // The start tag, then nothing more of the promised body.
+            bosh_post(addr, &start, start.len() + 100)
+        } else {
+            let body = format!("{start}{}</body>", " ".repeat(3000));
+            bosh_post(addr, &body, body.len())
+        };
+        tcp.write_all(req.as_bytes()).await.expect("request");
+        // The client sent `ver`: HTTP 200 with the terminal condition.
+        let (status, text) = response(&mut tcp).await;
+        assert_eq!(status, 200, "late {late}: {text}");
+        assert!(
+            text.contains("type='terminate'") || text.contains("type=\"terminate\""),
+            "late {late}: {text}"
+        );
+        assert!(text.contains("policy-violation"), "late {late}: {text}");
+        // The session has ended: its next request is answered with the end, not held.
+        let mut next = TcpStream::connect(addr).await.expect("connect");
+        let poll = format!("<body xmlns='{NS}' rid='102' sid='{sid}'/>");
+        next.write_all(bosh_post(addr, &poll, poll.len()).as_bytes())
+            .await
+            .expect("poll");
+        let t = Instant::now();
+        let (_, text) = response(&mut next).await;
+        assert!(text.contains("terminate"), "late {late}: {text}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "late {late}: held, not ended"
+        );
+    }
 }
