@@ -1244,3 +1244,41 @@ async fn the_console_closes_a_stalled_request_at_the_header_timeout() {
     // And it still serves.
     assert_eq!(Browser::new(addr).get("/login").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_form_body_not_sent_in_time_gets_408() {
+    let (_ts, addr) = configured(|c| c.http.header_timeout = 1).await;
+    // The head and a tenth of the promised form, then nothing: the body's read is bounded
+    // by the header timeout, although a request being served has no connection deadline.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let started = std::time::Instant::now();
+    tcp.write_all(
+        format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\njid=boss%4"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The answer (the connection may stay open after it).
+    while !String::from_utf8_lossy(&out).contains("\r\n\r\n") {
+        match tokio::time::timeout(std::time::Duration::from_secs(15), tcp.read(&mut buf))
+            .await
+            .expect("an answer in time")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "answered before the timeout: {text}"
+    );
+    // And it still serves.
+    assert_eq!(Browser::new(addr).get("/login").await.status, 200);
+}

@@ -99,9 +99,18 @@ pub struct HttpSection {
     pub max_header_bytes: usize,
     /// Most header fields in one request; more gets 431.
     pub max_headers: usize,
-    /// Connections one HTTP listener holds open at once (WebSockets included); more wait
-    /// in the kernel's backlog until one closes.
+    /// Connections one HTTP listener holds open at once (WebSockets included). At the
+    /// limit the connection idle the longest between requests is closed to make room;
+    /// with none idle, more wait in the kernel's backlog until one closes. At most
+    /// 1,000,000.
     pub max_connections: usize,
+    /// Connections one client address (the socket's peer, never a forwarding header)
+    /// holds open at once on one HTTP listener; more are closed at once. Behind a reverse
+    /// proxy every client has the proxy's address: raise this to `max_connections` there.
+    pub max_connections_per_ip: usize,
+    /// Seconds a write of a response to a client may stay blocked (the client stopped
+    /// reading, e.g. a large download) before the connection is closed.
+    pub write_timeout: u64,
 }
 
 /// The forwarding header `[http] trusted_proxies` write.
@@ -128,6 +137,8 @@ impl Default for HttpSection {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_connections: 10_000,
+            max_connections_per_ip: 64,
+            write_timeout: 60,
         }
     }
 }
@@ -479,8 +490,15 @@ impl Config {
         if !(1..=1000).contains(&self.http.max_headers) {
             return bad("http.max_headers must be 1 to 1000".into());
         }
-        if self.http.max_connections == 0 {
-            return bad("http.max_connections must be at least 1".into());
+        // The semaphore behind it panics far above this; no listener holds more anyway.
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return bad("http.max_connections must be 1 to 1000000".into());
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections_per_ip) {
+            return bad("http.max_connections_per_ip must be 1 to 1000000".into());
+        }
+        if !(1..=3600).contains(&self.http.write_timeout) {
+            return bad("http.write_timeout must be 1 to 3600 seconds".into());
         }
         for p in &self.http.trusted_proxies {
             if let Err(e) = p.parse::<crate::http::Cidr>() {
@@ -783,6 +801,12 @@ mod tests {
             "[http]\nmax_header_bytes = 100\n",
             "[http]\nmax_headers = 0\n",
             "[http]\nmax_connections = 0\n",
+            "[http]\nmax_connections = 1000001\n",
+            "[http]\nmax_connections = 9223372036854775807\n",
+            "[http]\nmax_connections_per_ip = 0\n",
+            "[http]\nwrite_timeout = 0\n",
+            "[http]\nwrite_timeout = 3601\n",
+            "[http]\nmax_header_bytes = 1048577\n",
         ];
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in cases.iter().enumerate() {

@@ -13,6 +13,15 @@
 //!   — no deadline here; the handlers bound their own time;
 //! - *idle*: nothing under way on a kept-alive connection — bounded by `idle_timeout`.
 //!
+//! In every phase a write to the client that makes no progress for `write_timeout` (a
+//! client that asked for a large download and does not read it) cuts the connection; a
+//! BOSH long-poll waits on its handler, not on a write, so it is not affected.
+//!
+//! One client address holds at most `max_connections_per_ip` connections of a listener
+//! (the socket's peer address: forwarding headers are not believed here); more are closed
+//! at once. At `max_connections` the oldest idle kept-alive connection is closed to make
+//! room for a new one; with none idle, new connections wait in the kernel's backlog.
+//!
 //! A WebSocket leaves the connection after its upgrade and no longer answers to the
 //! watchdog; its stream has the c2s timeouts. Its permit of the listener's cap stays with
 //! its socket, so the cap counts every open connection.
@@ -22,14 +31,16 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -42,7 +53,17 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub write_timeout: Duration,
 }
+
+/// How often a listener at its cap, holding an accepted connection, looks again for an
+/// idle connection to close (one may have become idle since the last look).
+const EVICT_RETRY: Duration = Duration::from_millis(500);
+
+/// hyper's default read buffer limit (8 KiB + 100 × 4 KiB); kept as the floor so that
+/// request bodies are read in chunks as large as before.
+const HYPER_DEFAULT_MAX_BUF: usize = 8192 + 4096 * 100;
 
 impl HttpLimits {
     pub fn from_config(http: &HttpSection) -> HttpLimits {
@@ -52,6 +73,8 @@ impl HttpLimits {
             max_header_bytes: http.max_header_bytes,
             max_headers: http.max_headers,
             max_connections: http.max_connections,
+            max_connections_per_ip: http.max_connections_per_ip,
+            write_timeout: Duration::from_secs(http.write_timeout),
         }
     }
 }
@@ -69,39 +92,171 @@ where
 {
     tokio::spawn(async move {
         let cap = Arc::new(Semaphore::new(limits.max_connections));
+        let places = Arc::new(Places::default());
         let mut full_reported = false;
+        let mut refused = Refused::default();
         loop {
-            if cap.available_permits() == 0 && !full_reported {
-                // Once per time the cap is reached, not once per waiting connection.
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    "http listener at its connection limit; new connections wait"
-                );
-                full_reported = true;
-            }
-            let permit = tokio::select! {
-                p = cap.clone().acquire_owned() => p,
-                _ = stop.changed() => return,
-            };
-            let Ok(permit) = permit else { return };
-            if cap.available_permits() > 0 {
-                full_reported = false;
-            }
             // axum's listeners retry failed accepts themselves (with a pause).
             let (io, peer) = tokio::select! {
                 c = listener.accept() => c,
                 _ = stop.changed() => return,
             };
+            let Some(place) = places.claim(peer.ip(), limits.max_connections_per_ip) else {
+                // Closed at once, so one address cannot take the listener's places.
+                drop(io);
+                refused.note(peer.ip(), limits.max_connections_per_ip);
+                continue;
+            };
+            let permit = match cap.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(TryAcquireError::Closed) => return,
+                Err(TryAcquireError::NoPermits) => {
+                    if !full_reported {
+                        // Once per time the cap is reached, not once per connection.
+                        tracing::warn!(
+                            max_connections = limits.max_connections,
+                            "http listener at its connection limit; closing idle connections, new ones wait"
+                        );
+                        full_reported = true;
+                    }
+                    loop {
+                        places.evict_oldest_idle();
+                        tokio::select! {
+                            p = cap.clone().acquire_owned() => match p {
+                                Ok(p) => break p,
+                                Err(_) => return,
+                            },
+                            _ = tokio::time::sleep(EVICT_RETRY) => {}
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+            };
+            if cap.available_permits() > 0 {
+                full_reported = false;
+            }
             tokio::spawn(connection(
                 io,
                 peer,
                 app.clone(),
                 limits,
-                permit,
+                Held {
+                    _permit: permit,
+                    place,
+                },
                 stop.clone(),
             ));
         }
     })
+}
+
+/// Logs connections refused for their address's cap: at most once a second, with how
+/// many, so a flood of them does not flood the log.
+#[derive(Default)]
+struct Refused {
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl Refused {
+    fn note(&mut self, ip: IpAddr, cap: usize) {
+        self.since_log += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                %ip,
+                max_connections_per_ip = cap,
+                refused = self.since_log,
+                "http: connections over the per-address limit closed"
+            );
+            self.since_log = 0;
+            self.last_log = Some(now);
+        }
+    }
+}
+
+/// The connections of one listener: how many each address holds, and what each is doing
+/// (to find an idle one to close at the cap).
+#[derive(Default)]
+struct Places {
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    conns: Mutex<HashMap<u64, Arc<Activity>>>,
+    next_id: AtomicU64,
+}
+
+impl Places {
+    /// A place for a connection from `ip`, unless that address holds `cap` already.
+    fn claim(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<Place> {
+        // An IPv4 client reaching a dual-stack socket is the same client as over IPv4.
+        let ip = ip.to_canonical();
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Place {
+            places: self.clone(),
+            ip,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    fn register(&self, id: u64, activity: Arc<Activity>) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, activity);
+    }
+
+    /// Asks the connection idle the longest to close; false if none is idle. A scan of
+    /// the listener's connections, done only at the cap when a new connection waits.
+    fn evict_oldest_idle(&self) -> bool {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = conns
+            .values()
+            .filter_map(|a| a.idle_since().map(|t| (t, a)))
+            .min_by_key(|(t, _)| *t)
+            .map(|(_, a)| a.clone());
+        drop(conns);
+        oldest.is_some_and(|a| a.evict())
+    }
+}
+
+/// A connection's count against its address and its entry among the listener's
+/// connections, given back when the socket closes.
+struct Place {
+    places: Arc<Places>,
+    ip: IpAddr,
+    id: u64,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        {
+            let mut per_ip = self.places.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = per_ip.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&self.ip);
+                }
+            }
+        }
+        self.places
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// What an open connection holds of its listener, for as long as its socket is open.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    place: Place,
 }
 
 /// One connection: hyper's HTTP/1 with upgrades, beside the watchdog.
@@ -110,16 +265,20 @@ async fn connection<I>(
     peer: SocketAddr,
     app: axum::Router,
     limits: HttpLimits,
-    permit: OwnedSemaphorePermit,
+    held: Held,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
+    held.place.places.register(held.place.id, activity.clone());
+    // However this returns (an upgrade included), the watchdog no longer follows the
+    // socket, so it is no longer a candidate for closing at the cap.
+    let _detach = Detach(activity.clone());
     let io = Watched {
         io,
         activity: activity.clone(),
-        _permit: permit,
+        _held: held,
     };
     let service = hyper::service::service_fn({
         let activity = activity.clone();
@@ -139,6 +298,9 @@ async fn connection<I>(
     builder
         .max_headers(limits.max_headers)
         .max_header_size(limits.max_header_bytes)
+        // hyper also refuses a head that outgrows its read buffer, whose default limit
+        // (~400 KiB) would otherwise be the real bound on `max_header_bytes`.
+        .max_buf_size(limits.max_header_bytes.max(HYPER_DEFAULT_MAX_BUF))
         // hyper's own header timer (off anyway without a timer) would also cut idle
         // connections at the header deadline; the watchdog keeps the two apart.
         .header_read_timeout(None);
@@ -160,9 +322,18 @@ async fn connection<I>(
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = activity.changed.notified() => {}
+            _ = activity.changed.notified() => {
+                if activity.evicted() {
+                    tracing::debug!(%peer, "http: idle connection closed to make room at the connection limit");
+                    return;
+                }
+            }
             _ = sleep_until(deadline) => {
                 match activity.expired(&limits, Instant::now()) {
+                    Some(Phase::Write) => {
+                        tracing::info!(%peer, timeout = ?limits.write_timeout, "http: the client did not read the response in time; closing");
+                        return;
+                    }
                     Some(Phase::Head) => {
                         tracing::info!(%peer, timeout = ?limits.header_timeout, "http: request headers not complete in time; closing");
                         return;
@@ -189,6 +360,17 @@ async fn sleep_until(deadline: Option<Instant>) {
 enum Phase {
     Head,
     Idle,
+    /// A write to the client has been blocked past `write_timeout`.
+    Write,
+}
+
+/// Marks a connection's activity as no longer watched when its watchdog ends.
+struct Detach(Arc<Activity>);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        self.0.lock().detached = true;
+    }
 }
 
 /// What one connection is doing; changed by its reads and requests, read by its watchdog.
@@ -206,6 +388,12 @@ struct State {
     head_since: Option<Instant>,
     /// When the connection last became idle.
     idle_since: Instant,
+    /// Since when a write to the client has been blocked (None: not blocked).
+    write_blocked_since: Option<Instant>,
+    /// Asked to close (while idle) to make room at the listener's cap.
+    evict: bool,
+    /// The watchdog has ended (the connection closed or was upgraded).
+    detached: bool,
 }
 
 impl Activity {
@@ -216,6 +404,9 @@ impl Activity {
                 in_flight: 0,
                 head_since: Some(now),
                 idle_since: now,
+                write_blocked_since: None,
+                evict: false,
+                detached: false,
             }),
             changed: Notify::new(),
         }
@@ -231,6 +422,28 @@ impl Activity {
         let mut s = self.lock();
         if s.in_flight == 0 && s.head_since.is_none() {
             s.head_since = Some(Instant::now());
+            // No longer idle: not to be closed for room any more.
+            s.evict = false;
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A write to the client could not proceed (the socket's buffer is full).
+    fn write_blocked(&self) {
+        let mut s = self.lock();
+        if s.write_blocked_since.is_none() {
+            s.write_blocked_since = Some(Instant::now());
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A write to the client went through.
+    fn write_progressed(&self) {
+        let mut s = self.lock();
+        if s.write_blocked_since.is_some() {
+            s.write_blocked_since = None;
             drop(s);
             self.changed.notify_one();
         }
@@ -238,18 +451,29 @@ impl Activity {
 
     fn deadline(&self, limits: &HttpLimits) -> Option<Instant> {
         let s = self.lock();
-        if s.in_flight > 0 {
-            return None;
+        let write = s.write_blocked_since.map(|t| t + limits.write_timeout);
+        let phase = if s.in_flight > 0 {
+            None
+        } else {
+            Some(match s.head_since {
+                Some(t) => t + limits.header_timeout,
+                None => s.idle_since + limits.idle_timeout,
+            })
+        };
+        match (write, phase) {
+            (Some(w), Some(p)) => Some(w.min(p)),
+            (w, p) => w.or(p),
         }
-        Some(match s.head_since {
-            Some(t) => t + limits.header_timeout,
-            None => s.idle_since + limits.idle_timeout,
-        })
     }
 
     /// The phase whose deadline has passed at `now`, if any.
     fn expired(&self, limits: &HttpLimits, now: Instant) -> Option<Phase> {
         let s = self.lock();
+        if s.write_blocked_since
+            .is_some_and(|t| now >= t + limits.write_timeout)
+        {
+            return Some(Phase::Write);
+        }
         if s.in_flight > 0 {
             return None;
         }
@@ -257,6 +481,32 @@ impl Activity {
             Some(t) => (now >= t + limits.header_timeout).then_some(Phase::Head),
             None => (now >= s.idle_since + limits.idle_timeout).then_some(Phase::Idle),
         }
+    }
+
+    /// Since when the connection has been idle between requests, if it is and its
+    /// watchdog could close it.
+    fn idle_since(&self) -> Option<Instant> {
+        let s = self.lock();
+        (s.in_flight == 0 && s.head_since.is_none() && !s.evict && !s.detached)
+            .then_some(s.idle_since)
+    }
+
+    /// Asks the watchdog to close the connection if it is still idle; false if not.
+    fn evict(&self) -> bool {
+        let mut s = self.lock();
+        if s.in_flight > 0 || s.head_since.is_some() || s.detached {
+            return false;
+        }
+        s.evict = true;
+        drop(s);
+        self.changed.notify_one();
+        true
+    }
+
+    /// Whether the connection is to close now to make room (still idle since asked).
+    fn evicted(&self) -> bool {
+        let s = self.lock();
+        s.evict && s.in_flight == 0 && s.head_since.is_none()
     }
 }
 
@@ -317,12 +567,24 @@ impl HttpBody for Tracked {
     }
 }
 
-/// The connection's socket, reporting reads to the watchdog and holding the connection's
-/// permit of the listener's cap for as long as it is open (through an upgrade too).
+/// The connection's socket, reporting reads and blocked writes to the watchdog and
+/// holding the connection's place in the listener's caps for as long as it is open
+/// (through an upgrade too).
 struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
-    _permit: OwnedSemaphorePermit,
+    _held: Held,
+}
+
+impl<I> Watched<I> {
+    /// Notes whether a write (or flush) went through or is blocked.
+    fn wrote<T>(&self, r: Poll<T>) -> Poll<T> {
+        match r {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(_) => self.activity.write_progressed(),
+        }
+        r
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -346,11 +608,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.wrote(r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -362,7 +626,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -381,6 +646,8 @@ mod tests {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_connections: 10,
+            max_connections_per_ip: 4,
+            write_timeout: Duration::from_secs(30),
         }
     }
 
@@ -413,5 +680,61 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         a.read();
         assert_eq!(a.deadline(&l), Some(head));
+    }
+
+    #[test]
+    fn a_blocked_write_has_its_deadline_in_every_phase() {
+        let l = limits();
+        let a = Arc::new(Activity::new());
+        let r = Request::new(a.clone());
+        assert_eq!(a.deadline(&l), None);
+        let before = Instant::now();
+        a.write_blocked();
+        let d = a.deadline(&l).expect("a write deadline while serving");
+        assert!(d >= before + l.write_timeout && d <= Instant::now() + l.write_timeout);
+        assert_eq!(a.expired(&l, d - Duration::from_millis(1)), None);
+        assert_eq!(a.expired(&l, d), Some(Phase::Write));
+        // More blocked attempts do not move it; progress clears it.
+        a.write_blocked();
+        assert_eq!(a.deadline(&l), Some(d));
+        a.write_progressed();
+        assert_eq!(a.deadline(&l), None);
+        assert_eq!(a.expired(&l, d), None);
+        drop(r);
+    }
+
+    #[test]
+    fn only_idle_connections_are_closed_for_room() {
+        let places = Arc::new(Places::default());
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mut held = Vec::new();
+        let mut acts = Vec::new();
+        for _ in 0..3 {
+            let p = places.claim(ip, 3).expect("a place");
+            let a = Arc::new(Activity::new());
+            places.register(p.id, a.clone());
+            acts.push(a);
+            held.push(p);
+        }
+        // The per-address cap; the mapped form of the address is the same client.
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        assert!(places.claim(mapped, 3).is_none());
+        assert!(places.claim("192.0.2.2".parse().expect("ip"), 3).is_some());
+        // All in their first head: none is idle.
+        assert!(!places.evict_oldest_idle());
+        // 1 becomes idle first, then 2; 0 is serving.
+        let _serving = Request::new(acts[0].clone());
+        drop(Request::new(acts[1].clone()));
+        std::thread::sleep(Duration::from_millis(2));
+        drop(Request::new(acts[2].clone()));
+        assert!(places.evict_oldest_idle());
+        assert!(acts[1].evicted() && !acts[2].evicted() && !acts[0].evicted());
+        // Next the other idle one; then none is left.
+        assert!(places.evict_oldest_idle());
+        assert!(acts[2].evicted());
+        assert!(!places.evict_oldest_idle());
+        // A place given back frees its address's count.
+        held.pop();
+        assert!(places.claim(ip, 3).is_some());
     }
 }

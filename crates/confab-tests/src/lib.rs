@@ -47,6 +47,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     // Every test client comes from 127.0.0.1.
     c.limits.max_connections_per_ip = 5000;
     c.limits.max_connections_per_subnet = 5000;
+    c.http.max_connections_per_ip = 5000;
     c
 }
 

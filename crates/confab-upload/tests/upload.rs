@@ -549,3 +549,50 @@ async fn a_stalled_put_is_cut_off() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_download_nobody_reads_is_cut_at_the_write_timeout() {
+    let ts = TestServer::start_with_modules(confab_upload::all(), |c| {
+        c.http.write_timeout = 1;
+        c.update_section("upload", |u: &mut UploadConfig| {
+            u.max_file_size = 16 * 1024 * 1024;
+        })
+        .expect("upload section")
+    })
+    .await;
+    ts.add_user("alice").await;
+    let mut c = ts.login("alice").await;
+    // Far larger than the socket buffers on both sides, so the server's writes block.
+    let data = vec![7u8; 16 * 1024 * 1024];
+    let s = slot(&mut c, "big.bin", data.len(), None).await;
+    assert_eq!(put(&ts, &s, None, &data).await.status, 201);
+
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut sock = sock.connect(http_addr(&ts)).await.expect("connect");
+    let req = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", path_of(&s.get_url));
+    sock.write_all(req.as_bytes()).await.expect("write");
+    // Not reading, for well over the write timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // What the buffers held arrives, then the end: the rest was never sent.
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .expect("the server closed the connection in time")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(
+        out.len() < data.len() / 2,
+        "{} bytes of {} arrived: the stalled download was not cut",
+        out.len(),
+        data.len()
+    );
+    // The listener still serves others.
+    let g = http(http_addr(&ts), "GET", "/upload/nothing/here", "", b"").await;
+    assert_eq!(g.status, 404);
+}

@@ -2,7 +2,8 @@
 //! trickled request head is cut at `header_timeout`, an idle kept-alive connection at
 //! `idle_timeout` (not earlier), while a BOSH long-poll and a WebSocket outlast both; the
 //! head's size and field count are bounded; `max_connections` holds further connections
-//! back until one closes.
+//! back until one closes, or closes the oldest idle one for them; one address holds at
+//! most `max_connections_per_ip`.
 
 use confab_tests::*;
 use confab_web::bosh::{BoshConfig, NS, XBOSH_NS};
@@ -325,10 +326,191 @@ async fn a_trickled_bosh_body_is_refused_at_the_header_timeout() {
     )
     .await
     .expect("head and the body's start");
-    // The rest never comes: the body's read ends at `header_timeout` (1 s) with 408,
-    // although a request under way has no connection deadline.
+    // The rest never comes: the body's read ends at `header_timeout` (1 s), although a
+    // request under way has no connection deadline. Without its start tag neither the
+    // session nor `ver` is known: 403 with the terminal condition (XEP-0124 §17.6).
     let t = Instant::now();
     let (status, text) = response(&mut tcp).await;
-    assert_eq!(status, 408, "{text}");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("policy-violation"), "{text}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// A connection from `from` (a loopback address) to `addr`.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind");
+    sock.connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share() {
+    let ts = server_with(|c| {
+        c.http.max_connections_per_ip = 2;
+    })
+    .await;
+    let addr = http_addr(&ts);
+    // Two kept-alive connections from 127.0.0.1 (idle, not cut before 3 s).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = connect_from("127.0.0.1", addr).await;
+        tcp.write_all(get(addr).as_bytes()).await.expect("write");
+        assert_eq!(response(&mut tcp).await.0, 200);
+        held.push(tcp);
+    }
+    // A third from the same address is closed at once, unanswered.
+    let started = Instant::now();
+    let mut third = connect_from("127.0.0.1", addr).await;
+    let _ = third.write_all(get(addr).as_bytes()).await;
+    let got = until_closed(&mut third).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "closed at the header timeout, not at once"
+    );
+    // Another address is served meanwhile.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    other.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut other).await.0, 200);
+    // Once one of the two is gone, the address gets a place again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from("127.0.0.1", addr).await;
+    again.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut again).await.0, 200);
+}
+
+#[tokio::test]
+async fn at_the_cap_the_oldest_idle_connection_makes_room() {
+    let ts = server_with(|c| {
+        c.http.max_connections = 2;
+        c.http.idle_timeout = 60;
+    })
+    .await;
+    let addr = http_addr(&ts);
+    // Two kept-alive connections, idle after one request each; `older` first.
+    let mut older = TcpStream::connect(addr).await.expect("connect");
+    older.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut older).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut newer = TcpStream::connect(addr).await.expect("connect");
+    newer.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut newer).await.0, 200);
+    // A third is served at once (well before any timeout), in place of `older`.
+    let started = Instant::now();
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    third.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut third).await.0, 200);
+    assert!(started.elapsed() < Duration::from_millis(900));
+    until_closed(&mut older).await;
+    // `newer` is still open and served.
+    newer.write_all(get(addr).as_bytes()).await.expect("write");
+    assert_eq!(response(&mut newer).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_head_up_to_max_header_bytes_is_read() {
+    let ts = server_with(|c| {
+        c.http.max_header_bytes = 1024 * 1024;
+        c.http.header_timeout = 10;
+    })
+    .await;
+    let addr = http_addr(&ts);
+    // 600 KiB of head: beyond hyper's default read buffer (~400 KiB), within the limit.
+    let big = "a".repeat(600 * 1024);
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let req =
+        format!("GET /.well-known/host-meta HTTP/1.1\r\nHost: {addr}\r\nX-Big: {big}\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    assert_eq!(response(&mut tcp).await.0, 200);
+    // Beyond the limit: 431.
+    let bigger = "a".repeat(1024 * 1024 + 1);
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let req =
+        format!("GET /.well-known/host-meta HTTP/1.1\r\nHost: {addr}\r\nX-Big: {bigger}\r\n\r\n");
+    let _ = tcp.write_all(req.as_bytes()).await;
+    let got = until_closed(&mut tcp).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// Creates a BOSH session (with `ver`) on `tcp`; its sid.
+async fn bosh_session(tcp: &mut TcpStream, addr: SocketAddr) -> String {
+    let body = format!(
+        "<body xmlns='{NS}' rid='100' to='localhost' xml:lang='en' wait='4' hold='1' \
+         ver='1.6' xmlns:xmpp='{XBOSH_NS}' xmpp:version='1.0'/>"
+    );
+    tcp.write_all(bosh_post(addr, &body, body.len()).as_bytes())
+        .await
+        .expect("create");
+    let (status, text) = response(tcp).await;
+    assert_eq!(status, 200, "{text}");
+    text.split("sid='")
+        .nth(1)
+        .or_else(|| text.split("sid=\"").nth(1))
+        .and_then(|s| s.split(['\'', '"']).next())
+        .unwrap_or_else(|| panic!("no sid: {text}"))
+        .to_string()
+}
+
+fn bosh_post(addr: SocketAddr, body: &str, len: usize) -> String {
+    format!(
+        "POST /http-bind HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=utf-8\r\n\
+         Content-Length: {len}\r\n\r\n{body}"
+    )
+}
+
+#[tokio::test]
+async fn a_refused_bosh_body_ends_its_session_as_xep_0124_says() {
+    let ts = server_with(|c| {
+        c.set_section(
+            "bosh",
+            &BoshConfig {
+                max_wait: 4,
+                max_body_size: Some(2000),
+                ..Default::default()
+            },
+        )
+        .expect("bosh section");
+    })
+    .await;
+    let addr = http_addr(&ts);
+    for late in [false, true] {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let sid = bosh_session(&mut tcp, addr).await;
+        let start = format!("<body xmlns='{NS}' rid='101' sid='{sid}'>");
+        let req = if late {
+            // The start tag, then nothing more of the promised body.
+            bosh_post(addr, &start, start.len() + 100)
+        } else {
+            let body = format!("{start}{}</body>", " ".repeat(3000));
+            bosh_post(addr, &body, body.len())
+        };
+        tcp.write_all(req.as_bytes()).await.expect("request");
+        // The client sent `ver`: HTTP 200 with the terminal condition.
+        let (status, text) = response(&mut tcp).await;
+        assert_eq!(status, 200, "late {late}: {text}");
+        assert!(
+            text.contains("type='terminate'") || text.contains("type=\"terminate\""),
+            "late {late}: {text}"
+        );
+        assert!(text.contains("policy-violation"), "late {late}: {text}");
+        // The session has ended: its next request is answered with the end, not held.
+        let mut next = TcpStream::connect(addr).await.expect("connect");
+        let poll = format!("<body xmlns='{NS}' rid='102' sid='{sid}'/>");
+        next.write_all(bosh_post(addr, &poll, poll.len()).as_bytes())
+            .await
+            .expect("poll");
+        let t = Instant::now();
+        let (_, text) = response(&mut next).await;
+        assert!(text.contains("terminate"), "late {late}: {text}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "late {late}: held, not ended"
+        );
+    }
 }

@@ -213,7 +213,81 @@ fn terminate_reply(condition: &'static str, legacy: bool) -> Response {
     reply(body::terminate(&Terminate::new(condition)), status)
 }
 
+/// What came of reading a request body: all of it, or what arrived before it was refused
+/// (at most `max` bytes either way).
+enum BodyRead {
+    Whole(bytes::Bytes),
+    Late(Vec<u8>),
+    TooLarge(Vec<u8>),
+    Broken(Vec<u8>),
+}
+
+async fn read_body(mut body: Body, max: usize, within: Duration) -> BodyRead {
+    use axum::body::HttpBody;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+        match tokio::time::timeout_at(deadline, frame).await {
+            Err(_) => return BodyRead::Late(got),
+            Ok(None) => return BodyRead::Whole(got.into()),
+            Ok(Some(Err(_))) => return BodyRead::Broken(got),
+            Ok(Some(Ok(frame))) => {
+                // Trailers carry nothing for us.
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                if got.len() + chunk.len() > max {
+                    let room = max - got.len();
+                    got.extend_from_slice(&chunk[..room]);
+                    return BodyRead::TooLarge(got);
+                }
+                got.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// The `<body>` start tag at the beginning of a body that was not read whole, as an
+/// element without children, if it arrived complete.
+fn start_tag(
+    start: &[u8],
+    limits: &confab_proto::parser::Limits,
+) -> Option<confab_proto::xml::Element> {
+    let from = start.windows(5).position(|w| w == b"<body")?;
+    let end = from + start[from..].iter().position(|&b| b == b'>')?;
+    let tag = std::str::from_utf8(&start[from..=end]).ok()?;
+    if tag.ends_with("/>") {
+        body::parse(tag, limits).ok()
+    } else {
+        body::parse(&format!("{tag}</body>"), limits).ok()
+    }
+}
+
 impl Bosh {
+    /// Answers a request whose body was refused (late, too large, cut short) with
+    /// `policy-violation`, a terminal condition (XEP-0124 §17): the session it names, if
+    /// its start tag arrived, ends, and the answer is the one its client understands
+    /// (HTTP 200 with the condition if it sent `ver`, 403 if not). Without a start tag
+    /// neither the session nor the client's version can be known; that answer is 403 with
+    /// the condition, which both kinds of client take as the end.
+    fn refuse(&self, start: &[u8], limits: &confab_proto::parser::Limits, why: &str) -> Response {
+        let el = start_tag(start, limits);
+        let session = el
+            .as_ref()
+            .and_then(|e| e.get_attr("sid"))
+            .and_then(|sid| self.session(sid));
+        let legacy = match (&session, &el) {
+            (Some(s), _) => s.legacy,
+            (None, Some(e)) => e.get_attr("ver").is_none(),
+            (None, None) => true,
+        };
+        if let Some(s) = session {
+            s.kill("policy-violation", why);
+        }
+        terminate_reply("policy-violation", legacy)
+    }
+
     fn session(&self, sid: &str) -> Option<Arc<Session>> {
         self.sessions
             .lock()
@@ -246,19 +320,20 @@ impl Bosh {
         // it), so the body's own read is bounded here: a trickled body cannot hold a
         // connection and its buffer forever.
         let read = Duration::from_secs(ctx.config.http.header_timeout);
-        let Ok(bytes) = tokio::time::timeout(read, axum::body::to_bytes(body, max)).await else {
-            tracing::info!(%peer, secs = read.as_secs(), "BOSH request body not sent in time; refused");
-            return reply(
-                body::terminate(&Terminate::new("policy-violation")),
-                StatusCode::REQUEST_TIMEOUT,
-            );
-        };
-        let Ok(bytes) = bytes else {
-            tracing::info!(%peer, max, "BOSH request body too large or cut short; refused");
-            return reply(
-                body::terminate(&Terminate::new("policy-violation")),
-                StatusCode::PAYLOAD_TOO_LARGE,
-            );
+        let bytes = match read_body(body, max, read).await {
+            BodyRead::Whole(b) => b,
+            BodyRead::Late(start) => {
+                tracing::info!(%peer, secs = read.as_secs(), "BOSH request body not sent in time; refused");
+                return self.refuse(&start, &limits, "request body not sent in time");
+            }
+            BodyRead::TooLarge(start) => {
+                tracing::info!(%peer, max, "BOSH request body too large; refused");
+                return self.refuse(&start, &limits, "request body too large");
+            }
+            BodyRead::Broken(start) => {
+                tracing::info!(%peer, "BOSH request body cut short; refused");
+                return self.refuse(&start, &limits, "request body cut short");
+            }
         };
         let size = bytes.len();
         let el = match std::str::from_utf8(&bytes)
