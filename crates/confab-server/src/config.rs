@@ -105,8 +105,8 @@ pub struct HttpSection {
     /// 1,000,000.
     pub max_connections: usize,
     /// Connections one client address (the socket's peer, never a forwarding header)
-    /// holds open at once on one HTTP listener; more are closed at once. Behind a reverse
-    /// proxy every client has the proxy's address: raise this to `max_connections` there.
+    /// holds open at once on one HTTP listener; more are closed at once. A trusted proxy
+    /// (`trusted_proxies`) carries many clients on its address and is exempt.
     pub max_connections_per_ip: usize,
     /// Seconds a write of a response to a client may stay blocked (the client stopped
     /// reading, e.g. a large download) before the connection is closed.
@@ -137,7 +137,7 @@ impl Default for HttpSection {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_connections: 10_000,
-            max_connections_per_ip: 64,
+            max_connections_per_ip: 100,
             write_timeout: 60,
         }
     }

@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 /// The `[http]` limits every connection of a listener is served under.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct HttpLimits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
@@ -55,6 +55,9 @@ pub struct HttpLimits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub write_timeout: Duration,
+    /// `[http] trusted_proxies`: a reverse proxy carries many clients on its address, so
+    /// the per-address cap does not apply to it (the global cap still does).
+    pub trusted: Arc<crate::http::TrustedProxies>,
 }
 
 /// How often a listener at its cap, holding an accepted connection, looks again for an
@@ -75,6 +78,7 @@ impl HttpLimits {
             max_connections: http.max_connections,
             max_connections_per_ip: http.max_connections_per_ip,
             write_timeout: Duration::from_secs(http.write_timeout),
+            trusted: Arc::new(crate::http::TrustedProxies::from_config(http)),
         }
     }
 }
@@ -101,7 +105,12 @@ where
                 c = listener.accept() => c,
                 _ = stop.changed() => return,
             };
-            let Some(place) = places.claim(peer.ip(), limits.max_connections_per_ip) else {
+            let per_ip = if limits.trusted.is_trusted(peer.ip()) {
+                limits.max_connections
+            } else {
+                limits.max_connections_per_ip
+            };
+            let Some(place) = places.claim(peer.ip(), per_ip) else {
                 // Closed at once, so one address cannot take the listener's places.
                 drop(io);
                 refused.note(peer.ip(), limits.max_connections_per_ip);
@@ -139,7 +148,7 @@ where
                 io,
                 peer,
                 app.clone(),
-                limits,
+                limits.clone(),
                 Held {
                     _permit: permit,
                     place,
@@ -648,6 +657,7 @@ mod tests {
             max_connections: 10,
             max_connections_per_ip: 4,
             write_timeout: Duration::from_secs(30),
+            trusted: Default::default(),
         }
     }
 

@@ -331,7 +331,7 @@ impl Server {
             accept_tasks.push(http_conn::serve(
                 listener,
                 app,
-                limits,
+                limits.clone(),
                 shutdown_tx.subscribe(),
             ));
         }
@@ -339,7 +339,7 @@ impl Server {
             accept_tasks.push(http_conn::serve(
                 listener,
                 app,
-                limits,
+                limits.clone(),
                 shutdown_tx.subscribe(),
             ));
         }

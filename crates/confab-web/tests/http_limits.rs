@@ -382,6 +382,35 @@ async fn one_address_holds_at_most_its_share() {
 }
 
 #[tokio::test]
+async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+    let ts = server_with(|c| {
+        c.http.max_connections_per_ip = 2;
+        c.http.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let addr = http_addr(&ts);
+    // The proxy's address carries many clients: four kept-alive connections are served.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = connect_from("127.0.0.1", addr).await;
+        tcp.write_all(get(addr).as_bytes()).await.expect("write");
+        assert_eq!(response(&mut tcp).await.0, 200);
+        held.push(tcp);
+    }
+    // Any other address still is.
+    let mut other = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = connect_from("127.0.0.2", addr).await;
+        tcp.write_all(get(addr).as_bytes()).await.expect("write");
+        assert_eq!(response(&mut tcp).await.0, 200);
+        other.push(tcp);
+    }
+    let mut third = connect_from("127.0.0.2", addr).await;
+    let _ = third.write_all(get(addr).as_bytes()).await;
+    assert!(until_closed(&mut third).await.is_empty());
+}
+
+#[tokio::test]
 async fn at_the_cap_the_oldest_idle_connection_makes_room() {
     let ts = server_with(|c| {
         c.http.max_connections = 2;
