@@ -515,6 +515,15 @@ impl Shared {
             deliver_all(ctx, el, &to).await;
             i = end;
         }
+        for (el, to) in &out.carbons {
+            if ctx
+                .router
+                .session(to)
+                .is_some_and(|s| confab_server::carbons::enabled(&s))
+            {
+                deliver_all(ctx, el, &[to]).await;
+            }
+        }
         {
             let mut joined = lock(&self.joined);
             for (jid, inside) in out.joined {

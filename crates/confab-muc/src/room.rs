@@ -33,7 +33,6 @@ pub struct Limits {
     pub max_avatar_bytes: usize,
 }
 
-const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
 
 /// Most invitations one message may carry.
@@ -165,6 +164,9 @@ pub struct Out {
     /// occupant sees the room's events in one order. One `Arc` pushed for several occupants
     /// in a row is serialized once for all of them.
     pub deliver: Vec<(Arc<Element>, FullJid)>,
+    /// XEP-0280 carbons for occupants' sessions: delivered after `deliver`, only to the
+    /// sessions that enabled carbons (which the room cannot see).
+    pub carbons: Vec<(Arc<Element>, FullJid)>,
     /// Stanzas to route once the room is unlocked (invitations, declines).
     pub route: Vec<Element>,
     /// The stored room must be written (persistent rooms).
@@ -1125,10 +1127,15 @@ impl Room {
             m.push_child(Element::new("x", NS_USER));
         }
         // Every session of the addressee gets it (XEP-0045 §7.2.2).
+        // To one's own nick, the sender's other sessions get the message itself: a carbon
+        // as well would show it twice.
+        let to_self = targets.contains(from);
         let m = Arc::new(m);
         out.deliver
             .extend(targets.into_iter().map(|j| (m.clone(), j)));
-        self.copy_to_own_sessions(from, msg, out);
+        if !to_self {
+            self.copy_to_own_sessions(from, msg, out);
+        }
         Ok(())
     }
 
@@ -1139,7 +1146,12 @@ impl Room {
     /// Conversations show such a carbon as the user's own private message in the room; a
     /// copy as the room delivers it (from the sender's occupant JID) would read as a message
     /// from oneself. From the account's bare JID, as every carbon: clients drop others.
+    /// The message must be one carbons copy (not `<private/>` nor `<no-copy/>`), and only
+    /// sessions that enabled carbons get it (`Out::carbons`).
     fn copy_to_own_sessions(&self, from: &FullJid, msg: &Element, out: &mut Out) {
+        if !confab_server::carbons::eligible(msg) {
+            return;
+        }
         let Some(me) = self.occupant(from) else {
             return;
         };
@@ -1163,11 +1175,11 @@ impl Room {
         }
         let wrapper = Arc::new(
             wrapper.child(
-                Element::new("sent", NS_CARBONS)
+                Element::new("sent", confab_server::carbons::NS)
                     .child(Element::new("forwarded", NS_FORWARD).child(original)),
             ),
         );
-        out.deliver
+        out.carbons
             .extend(others.into_iter().map(|j| (wrapper.clone(), j)));
     }
 

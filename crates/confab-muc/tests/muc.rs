@@ -2409,6 +2409,53 @@ async fn a_private_message_reaches_the_senders_other_sessions() {
 }
 
 #[tokio::test]
+async fn a_private_message_is_copied_only_as_carbons_allow() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    c.push(ts.login_available("bob").await);
+    c.push(ts.login_available("bob").await);
+    let [a, b1, b2, b3] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "rules", "alice").await;
+    for b in [&mut *b1, &mut *b2, &mut *b3] {
+        join(b, "rules", "bob").await;
+    }
+    // Only b2 enables carbons.
+    let r = iq(b2, "set", None, Element::new("enable", CARBONS)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+
+    // A session without carbons gets no copy.
+    b1.send(&pm("rules", "alice", "one")).await.expect("send");
+    message_from(a, &occ("rules", "bob")).await;
+    expect(b2, "a sent carbon", |e| sent_copy(e).is_some()).await;
+    assert!(no_message(b3, 300).await, "b3 did not enable carbons");
+
+    // XEP-0280 §6: a message marked private (or not to copy) is not copied.
+    for mark in [
+        Element::new("private", CARBONS),
+        Element::new("no-copy", "urn:xmpp:hints"),
+    ] {
+        b1.send(&pm("rules", "alice", "private").child(mark))
+            .await
+            .expect("send");
+        let m = message_from(a, &occ("rules", "bob")).await;
+        assert_eq!(body(&m).as_deref(), Some("private"));
+        assert!(no_message(b2, 300).await, "not copied");
+    }
+
+    // To one's own nick: every session of the nick gets the message once, no carbon.
+    b1.send(&pm("rules", "bob", "to myself"))
+        .await
+        .expect("send");
+    for b in [&mut *b1, &mut *b2, &mut *b3] {
+        let m = message_from(b, &occ("rules", "bob")).await;
+        assert_eq!(body(&m).as_deref(), Some("to myself"));
+    }
+    assert!(no_message(b2, 300).await, "no carbon besides");
+}
+
+#[tokio::test]
 async fn the_message_rate_is_per_user_not_per_session() {
     // Three messages at once, then hardly any more.
     let ts = server_with(|m| {
