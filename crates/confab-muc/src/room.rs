@@ -787,12 +787,9 @@ impl Room {
         }
         out.deliver
             .push((Arc::new(self.subject_message(now)), me.jid.clone()));
-        // The avatar's hash, as Prosody's mod_vcard_muc sends it on join: clients that
-        // learn room avatars from presence (Conversations, Gajim) need not ask disco.
-        if let Some(h) = self.vcard.as_ref().and_then(RoomVcard::hash) {
-            let p = crate::avatar::update_presence(&self.jid, Some(h));
-            out.deliver.push((Arc::new(p), me.jid.clone()));
-        }
+        // No presence from the room's bare JID with the avatar's hash: XEP-0486 has clients
+        // learn it from disco#info (`muc#roominfo_avatarhash`) and does not encourage that
+        // presence; only a change is announced to those present.
     }
 
     fn subject_message(&self, now: i64) -> Element {
