@@ -340,7 +340,8 @@ impl Shared {
                     let limits = ctx.config.limits.parser_limits();
                     room.vcard = avatar::RoomVcard::from_stored(xml, &limits);
                     if room.vcard.is_none() {
-                        tracing::error!(room = %jid, "stored room vCard unreadable; serving none");
+                        tracing::error!(room = %jid, "stored room vCard unreadable; serving none, keeping it stored");
+                        room.vcard_unread = Some(xml.clone());
                     }
                 }
                 lock(&self.rooms).insert(jid, Arc::new(AsyncMutex::new(room)));
@@ -615,7 +616,11 @@ impl Shared {
                 .collect(),
             subject: room.subject.clone(),
             creator: room.creator.as_ref().map(|c| c.to_string()),
-            vcard: room.vcard.as_ref().map(avatar::RoomVcard::to_xml),
+            vcard: room
+                .vcard
+                .as_ref()
+                .map(avatar::RoomVcard::to_xml)
+                .or_else(|| room.vcard_unread.clone()),
         };
         let value = match serde_json::to_string(&stored) {
             Ok(v) => v,

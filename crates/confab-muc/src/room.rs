@@ -203,6 +203,9 @@ pub struct Room {
     pub gone: bool,
     /// The room's vCard with its avatar (XEP-0486), stored with a persistent room.
     pub vcard: Option<RoomVcard>,
+    /// A stored vCard that no longer reads (limits lowered since it was set): not served,
+    /// but written back as it was with the room until an owner sets another.
+    pub vcard_unread: Option<String>,
 }
 
 fn err(cond: StanzaErrorCondition, text: &str) -> StanzaError {
@@ -298,6 +301,7 @@ impl Room {
             creator: Some(creator),
             gone: false,
             vcard: None,
+            vcard_unread: None,
         }
     }
 
@@ -322,6 +326,7 @@ impl Room {
             creator,
             gone: false,
             vcard: None,
+            vcard_unread: None,
         }
     }
 
@@ -1891,6 +1896,7 @@ impl Room {
             ));
         }
         self.vcard = crate::avatar::check(card, lim.max_avatar_bytes)?;
+        self.vcard_unread = None;
         out.save = self.config.persistent;
         let hash = self.vcard.as_ref().and_then(RoomVcard::hash);
         let p = Arc::new(crate::avatar::update_presence(&self.jid, hash));

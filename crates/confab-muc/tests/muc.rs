@@ -2494,3 +2494,63 @@ async fn the_message_rate_is_per_user_not_per_session() {
     // Alice has her own.
     say(a, "rate", "alice", "mine").await;
 }
+
+/// Restarts the server on the same data directory with `f` applied to its configuration.
+async fn restart_with(ts: &mut TestServer, f: impl FnOnce(&mut confab_server::config::Config)) {
+    ts.server.take().expect("running").shutdown().await;
+    let mut config = test_config(ts.dir.path());
+    f(&mut config);
+    let server = confab_tests::start_server(config, confab_muc::all())
+        .await
+        .expect("restart");
+    ts.addr = server.c2s_addr().expect("addr");
+    ts.tls_addr = server.c2s_tls_addr().expect("tls");
+    ts.server = Some(server);
+}
+
+#[tokio::test]
+async fn a_stored_room_avatar_that_no_longer_reads_is_kept() {
+    let mut ts = server().await;
+    let mut c = users(&ts, &["alice"]).await;
+    create(&mut c[0], "keep", "alice").await;
+    let r = configure(&mut c[0], "keep", &[("muc#roomconfig_persistentroom", "1")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    // A field nested five deep: past the lowered depth limit below.
+    let big = SVG_B64.to_string();
+    let deep = Element::new("X-DEEP", VCARD).child(
+        Element::new("a", VCARD).child(Element::new("b", VCARD).child(Element::new("c", VCARD))),
+    );
+    let r = set_room_vcard(&mut c[0], "keep", vcard_with_photo(&big).child(deep)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    leave(&mut c[0], "keep", "alice").await;
+    drop(c);
+
+    // Limits lowered: the card no longer parses. The room is changed (so written again).
+    restart_with(&mut ts, |c| c.limits.max_depth = 4).await;
+    let mut alice = ts.login_available("alice").await;
+    assert_eq!(binval(&room_vcard(&mut alice, "keep").await), None);
+    join(&mut alice, "keep", "alice").await;
+    alice
+        .send(
+            &Element::new("message", ns::CLIENT)
+                .attr("to", room("keep"))
+                .attr("type", "groupchat")
+                .child(Element::new("subject", ns::CLIENT).text("kept")),
+        )
+        .await
+        .expect("send");
+    message_from(&mut alice, &occ("keep", "alice")).await;
+    leave(&mut alice, "keep", "alice").await;
+    drop(alice);
+
+    // Limits back: the card is there as it was, beside the change.
+    restart_with(&mut ts, |_| {}).await;
+    let mut alice = ts.login_available("alice").await;
+    assert_eq!(
+        binval(&room_vcard(&mut alice, "keep").await).as_deref(),
+        Some(big.as_str())
+    );
+    let got = join(&mut alice, "keep", "alice").await;
+    let subject = got.last().and_then(|m| m.get_child("subject", ns::CLIENT));
+    assert_eq!(subject.map(|s| s.text_content()).as_deref(), Some("kept"));
+}
