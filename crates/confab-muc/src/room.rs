@@ -119,6 +119,15 @@ struct Bucket {
     last: Instant,
 }
 
+impl Bucket {
+    /// Whether the bucket is full again by now (nothing left to remember).
+    fn refilled(&self, lim: &Limits) -> bool {
+        let elapsed = self.last.elapsed().as_secs_f64();
+        lim.message_rate <= 0.0
+            || self.tokens + elapsed * lim.message_rate >= f64::from(lim.message_burst)
+    }
+}
+
 impl Occupant {
     /// True if the occupant's user may send one more message now.
     fn take_token(&self, lim: &Limits) -> bool {
@@ -206,7 +215,14 @@ pub struct Room {
     /// A stored vCard that no longer reads (limits lowered since it was set): not served,
     /// but written back as it was with the room until an owner sets another.
     pub vcard_unread: Option<String>,
+    /// `[muc] message_rate` allowances of users who left with part of it spent, kept until
+    /// refilled (at most `MAX_LEFT_RATES`, oldest dropped first): leaving and joining
+    /// again does not give a fresh burst.
+    left_rates: VecDeque<(BareJid, Arc<Mutex<Bucket>>)>,
 }
+
+/// Most spent message-rate allowances a room keeps for users who left.
+const MAX_LEFT_RATES: usize = 256;
 
 fn err(cond: StanzaErrorCondition, text: &str) -> StanzaError {
     StanzaError::with_text(cond, text)
@@ -302,6 +318,7 @@ impl Room {
             gone: false,
             vcard: None,
             vcard_unread: None,
+            left_rates: VecDeque::new(),
         }
     }
 
@@ -327,6 +344,7 @@ impl Room {
             gone: false,
             vcard: None,
             vcard_unread: None,
+            left_rates: VecDeque::new(),
         }
     }
 
@@ -597,6 +615,7 @@ impl Room {
         let Some(o) = gone.pop() else {
             return;
         };
+        self.keep_rate(&o);
         let others: Vec<FullJid> = gone.into_iter().map(|g| g.jid).collect();
         let item = Item {
             affiliation: Some(self.affiliation(&o.jid.to_bare())),
@@ -687,17 +706,25 @@ impl Room {
             .with_resource_str(nick)
             .map_err(|_| err(StanzaErrorCondition::JidMalformed, "invalid nick"))?;
         // Compared by parts: no bare JID allocated per occupant on every join.
-        let rate = self
-            .occupants
-            .iter()
-            .find(|o| o.jid.node() == from.node() && o.jid.domain() == from.domain())
-            .map(|o| o.rate.clone())
-            .unwrap_or_else(|| {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: f64::from(lim.message_burst),
-                    last: Instant::now(),
-                }))
-            });
+        self.left_rates
+            .retain(|(_, b)| !b.lock().unwrap_or_else(|p| p.into_inner()).refilled(lim));
+        let rate =
+            self.occupants
+                .iter()
+                .find(|o| o.jid.node() == from.node() && o.jid.domain() == from.domain())
+                .map(|o| o.rate.clone())
+                .or_else(|| {
+                    let i = self.left_rates.iter().position(|(j, _)| {
+                        j.node() == from.node() && j.domain() == from.domain()
+                    })?;
+                    self.left_rates.remove(i).map(|(_, b)| b)
+                })
+                .unwrap_or_else(|| {
+                    Arc::new(Mutex::new(Bucket {
+                        tokens: f64::from(lim.message_burst),
+                        last: Instant::now(),
+                    }))
+                });
         let occ = Occupant {
             nick: nick.to_string(),
             jid: from.clone(),
@@ -975,6 +1002,18 @@ impl Room {
         Ok(())
     }
 
+    /// Keeps the message-rate allowance of `o`'s user once its last session left.
+    fn keep_rate(&mut self, o: &Occupant) {
+        let bare = o.jid.to_bare();
+        if self.occupants.iter().any(|r| r.jid.to_bare() == bare) {
+            return;
+        }
+        if self.left_rates.len() >= MAX_LEFT_RATES {
+            self.left_rates.pop_front();
+        }
+        self.left_rates.push_back((bare, o.rate.clone()));
+    }
+
     /// Unavailable presence from an occupant (or its session ended): it leaves.
     pub fn leave(&mut self, from: &FullJid, presence: Option<&Element>, out: &mut Out) {
         let Some(idx) = self.occupant_index(from) else {
@@ -982,6 +1021,7 @@ impl Room {
             return;
         };
         let o = self.occupants.remove(idx);
+        self.keep_rate(&o);
         if let Some(rest) = self.occupants.iter().rposition(|r| r.nick == o.nick) {
             // Another session keeps the occupant (XEP-0045 §7.2.2): only the leaving one
             // is told it left; the others see the occupant as its remaining session is.

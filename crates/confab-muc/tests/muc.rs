@@ -2554,3 +2554,26 @@ async fn a_stored_room_avatar_that_no_longer_reads_is_kept() {
     let subject = got.last().and_then(|m| m.get_child("subject", ns::CLIENT));
     assert_eq!(subject.map(|s| s.text_content()).as_deref(), Some("kept"));
 }
+
+#[tokio::test]
+async fn leaving_and_joining_again_does_not_reset_the_message_rate() {
+    let ts = server_with(|m| {
+        m.message_rate = 0.01;
+        m.message_burst = 3;
+    })
+    .await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    let [a, b] = &mut c[..] else { unreachable!() };
+    create(a, "again", "alice").await;
+    join(b, "again", "bob").await;
+    for i in 0..3 {
+        say(b, "again", "bob", &format!("m{i}")).await;
+    }
+    leave(b, "again", "bob").await;
+    join(b, "again", "bob").await;
+    b.send(&groupchat("again", "one too many"))
+        .await
+        .expect("send");
+    let e = expect(b, "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "policy-violation", "{e}");
+}
