@@ -3,6 +3,7 @@
 server, with slixmpp's xep_0054 (vcard-temp) and xep_0153 (vCard-based avatars) plugins.
 
 Checks, each counted as passed or failed:
+  * the MUC service's disco#info lists vcard-temp (XEP-0486 §3.1);
   * alice creates a room; bob joins;
   * bob (no owner) publishing the room's vCard gets forbidden;
   * alice (owner) publishes one with a photo;
@@ -55,6 +56,11 @@ async def run(args):
         bob.register_handler(Callback(
             "room avatar", StanzaPath("presence/vcard_temp_update"),
             lambda p: updates.put_nowait(p) if p["from"] == room else None))
+        info, err = await iq_attempt(
+            bob.plugin["xep_0030"].get_info(jid=room.domain), "service disco#info")
+        features = info["disco_info"]["features"] if info is not None else []
+        check("the MUC service lists vcard-temp", "vcard-temp" in features,
+              f"{features} {err}")
         muc_a = alice.plugin["xep_0045"]
         try:
             await muc_a.join_muc_wait(room, "alice", timeout=STEP_TIMEOUT)

@@ -12,30 +12,17 @@ use confab_proto::xml::Element;
 use confab_server::module::{
     HookArgs, HookPoint, HookResult, IqHandler, IqReply, IqTarget, Module, Registry, StanzaHook,
 };
-use confab_server::router;
 use confab_server::session::SessionInfo;
 use confab_server::ServerCtx;
-use std::sync::atomic::{AtomicBool, Ordering};
+use confab_server::{carbons, router};
 use std::sync::Arc;
 
-pub const NS: &str = "urn:xmpp:carbons:2";
+pub use confab_server::carbons::NS;
 const FORWARD_NS: &str = "urn:xmpp:forward:0";
-const HINTS_NS: &str = "urn:xmpp:hints";
 const MUC_USER_NS: &str = "http://jabber.org/protocol/muc#user";
-/// Payloads of instant messaging that make a message worth copying without a body
-/// (XEP-0280 §6): chat states, receipts, markers.
-const IM_PAYLOADS: [&str; 3] = [
-    "http://jabber.org/protocol/chatstates",
-    "urn:xmpp:receipts",
-    "urn:xmpp:chat-markers:0",
-];
 
 /// The `carbons` module.
 pub struct Carbons;
-
-/// Whether a session asked for carbons.
-#[derive(Default)]
-struct Enabled(AtomicBool);
 
 impl Module for Carbons {
     fn name(&self) -> &'static str {
@@ -52,36 +39,9 @@ impl Module for Carbons {
     }
 }
 
-fn enabled(s: &SessionInfo) -> bool {
-    s.data::<Enabled>()
-        .is_some_and(|e| e.0.load(Ordering::Relaxed))
-}
-
-/// XEP-0280 §6: chat messages, normal ones with a body, and IM payloads; never group
-/// chat, errors or headlines, nor what the sender marked private or not to copy.
+/// XEP-0280 §6, the rules every carbon follows (shared with a room's copies).
 fn eligible(m: &Stanza) -> bool {
-    if m.kind != StanzaKind::Message {
-        return false;
-    }
-    let el = &m.el;
-    if el.get_child("private", NS).is_some()
-        || el.get_child("no-copy", HINTS_NS).is_some()
-        // A carbon is not copied again.
-        || el.get_child("sent", NS).is_some()
-        || el.get_child("received", NS).is_some()
-    {
-        return false;
-    }
-    match m.type_attr() {
-        Some("chat") => true,
-        None | Some("normal") => {
-            el.get_child("body", confab_proto::ns::CLIENT).is_some()
-                || IM_PAYLOADS
-                    .iter()
-                    .any(|ns| el.elements().any(|c| *c.ns == **ns))
-        }
-        _ => false,
-    }
+    m.kind == StanzaKind::Message && carbons::eligible(&m.el)
 }
 
 /// `message` wrapped for `to`, from the account's bare JID.
@@ -102,7 +62,7 @@ fn carbon(kind: &str, message: &Stanza, to: &SessionInfo) -> Option<Stanza> {
 
 /// Sends `message` wrapped as `kind` to each of `to` that enabled carbons.
 async fn copy_to(ctx: &ServerCtx, kind: &str, message: &Stanza, to: Vec<Arc<SessionInfo>>) {
-    for s in to.into_iter().filter(|s| enabled(s)) {
+    for s in to.into_iter().filter(|s| carbons::enabled(s)) {
         if let Some(c) = carbon(kind, message, &s) {
             router::deliver(ctx, &c, std::slice::from_ref(&s)).await;
         }
@@ -198,9 +158,7 @@ impl IqHandler for Carbons {
             .and_then(|f| ctx.router.session(f));
         match session {
             Some(s) if own => {
-                s.data_or_insert_with(Enabled::default)
-                    .0
-                    .store(on, Ordering::Relaxed);
+                carbons::set_enabled(&s, on);
                 IqReply::Result(None)
             }
             _ => IqReply::Error(StanzaError::new(StanzaErrorCondition::Forbidden)),

@@ -250,6 +250,8 @@ pub fn service_info(name: &str) -> Element {
             ns::DISCO_ITEMS.to_string(),
             NS_MUC.to_string(),
             NS_STABLE_ID.to_string(),
+            // XEP-0486 §3.1: clients look for room avatars support on the service.
+            crate::avatar::NS_VCARD.to_string(),
         ],
         ..DiscoInfo::default()
     }

@@ -340,7 +340,8 @@ impl Shared {
                     let limits = ctx.config.limits.parser_limits();
                     room.vcard = avatar::RoomVcard::from_stored(xml, &limits);
                     if room.vcard.is_none() {
-                        tracing::error!(room = %jid, "stored room vCard unreadable; serving none");
+                        tracing::error!(room = %jid, "stored room vCard unreadable; serving none, keeping it stored");
+                        room.vcard_unread = Some(xml.clone());
                     }
                 }
                 lock(&self.rooms).insert(jid, Arc::new(AsyncMutex::new(room)));
@@ -515,6 +516,15 @@ impl Shared {
             deliver_all(ctx, el, &to).await;
             i = end;
         }
+        for (el, to) in &out.carbons {
+            if ctx
+                .router
+                .session(to)
+                .is_some_and(|s| confab_server::carbons::enabled(&s))
+            {
+                deliver_all(ctx, el, &[to]).await;
+            }
+        }
         {
             let mut joined = lock(&self.joined);
             for (jid, inside) in out.joined {
@@ -606,7 +616,11 @@ impl Shared {
                 .collect(),
             subject: room.subject.clone(),
             creator: room.creator.as_ref().map(|c| c.to_string()),
-            vcard: room.vcard.as_ref().map(avatar::RoomVcard::to_xml),
+            vcard: room
+                .vcard
+                .as_ref()
+                .map(avatar::RoomVcard::to_xml)
+                .or_else(|| room.vcard_unread.clone()),
         };
         let value = match serde_json::to_string(&stored) {
             Ok(v) => v,

@@ -33,7 +33,6 @@ pub struct Limits {
     pub max_avatar_bytes: usize,
 }
 
-const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
 
 /// Most invitations one message may carry.
@@ -120,6 +119,15 @@ struct Bucket {
     last: Instant,
 }
 
+impl Bucket {
+    /// Whether the bucket is full again by now (nothing left to remember).
+    fn refilled(&self, lim: &Limits) -> bool {
+        let elapsed = self.last.elapsed().as_secs_f64();
+        lim.message_rate <= 0.0
+            || self.tokens + elapsed * lim.message_rate >= f64::from(lim.message_burst)
+    }
+}
+
 impl Occupant {
     /// True if the occupant's user may send one more message now.
     fn take_token(&self, lim: &Limits) -> bool {
@@ -165,6 +173,9 @@ pub struct Out {
     /// occupant sees the room's events in one order. One `Arc` pushed for several occupants
     /// in a row is serialized once for all of them.
     pub deliver: Vec<(Arc<Element>, FullJid)>,
+    /// XEP-0280 carbons for occupants' sessions: delivered after `deliver`, only to the
+    /// sessions that enabled carbons (which the room cannot see).
+    pub carbons: Vec<(Arc<Element>, FullJid)>,
     /// Stanzas to route once the room is unlocked (invitations, declines).
     pub route: Vec<Element>,
     /// The stored room must be written (persistent rooms).
@@ -201,7 +212,17 @@ pub struct Room {
     pub gone: bool,
     /// The room's vCard with its avatar (XEP-0486), stored with a persistent room.
     pub vcard: Option<RoomVcard>,
+    /// A stored vCard that no longer reads (limits lowered since it was set): not served,
+    /// but written back as it was with the room until an owner sets another.
+    pub vcard_unread: Option<String>,
+    /// `[muc] message_rate` allowances of users who left with part of it spent, kept until
+    /// refilled (at most `MAX_LEFT_RATES`, oldest dropped first): leaving and joining
+    /// again does not give a fresh burst.
+    left_rates: VecDeque<(BareJid, Arc<Mutex<Bucket>>)>,
 }
+
+/// Most spent message-rate allowances a room keeps for users who left.
+const MAX_LEFT_RATES: usize = 256;
 
 fn err(cond: StanzaErrorCondition, text: &str) -> StanzaError {
     StanzaError::with_text(cond, text)
@@ -296,6 +317,8 @@ impl Room {
             creator: Some(creator),
             gone: false,
             vcard: None,
+            vcard_unread: None,
+            left_rates: VecDeque::new(),
         }
     }
 
@@ -320,6 +343,8 @@ impl Room {
             creator,
             gone: false,
             vcard: None,
+            vcard_unread: None,
+            left_rates: VecDeque::new(),
         }
     }
 
@@ -590,6 +615,7 @@ impl Room {
         let Some(o) = gone.pop() else {
             return;
         };
+        self.keep_rate(&o);
         let others: Vec<FullJid> = gone.into_iter().map(|g| g.jid).collect();
         let item = Item {
             affiliation: Some(self.affiliation(&o.jid.to_bare())),
@@ -680,17 +706,25 @@ impl Room {
             .with_resource_str(nick)
             .map_err(|_| err(StanzaErrorCondition::JidMalformed, "invalid nick"))?;
         // Compared by parts: no bare JID allocated per occupant on every join.
-        let rate = self
-            .occupants
-            .iter()
-            .find(|o| o.jid.node() == from.node() && o.jid.domain() == from.domain())
-            .map(|o| o.rate.clone())
-            .unwrap_or_else(|| {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: f64::from(lim.message_burst),
-                    last: Instant::now(),
-                }))
-            });
+        self.left_rates
+            .retain(|(_, b)| !b.lock().unwrap_or_else(|p| p.into_inner()).refilled(lim));
+        let rate =
+            self.occupants
+                .iter()
+                .find(|o| o.jid.node() == from.node() && o.jid.domain() == from.domain())
+                .map(|o| o.rate.clone())
+                .or_else(|| {
+                    let i = self.left_rates.iter().position(|(j, _)| {
+                        j.node() == from.node() && j.domain() == from.domain()
+                    })?;
+                    self.left_rates.remove(i).map(|(_, b)| b)
+                })
+                .unwrap_or_else(|| {
+                    Arc::new(Mutex::new(Bucket {
+                        tokens: f64::from(lim.message_burst),
+                        last: Instant::now(),
+                    }))
+                });
         let occ = Occupant {
             nick: nick.to_string(),
             jid: from.clone(),
@@ -785,12 +819,9 @@ impl Room {
         }
         out.deliver
             .push((Arc::new(self.subject_message(now)), me.jid.clone()));
-        // The avatar's hash, as Prosody's mod_vcard_muc sends it on join: clients that
-        // learn room avatars from presence (Conversations, Gajim) need not ask disco.
-        if let Some(h) = self.vcard.as_ref().and_then(RoomVcard::hash) {
-            let p = crate::avatar::update_presence(&self.jid, Some(h));
-            out.deliver.push((Arc::new(p), me.jid.clone()));
-        }
+        // No presence from the room's bare JID with the avatar's hash: XEP-0486 has clients
+        // learn it from disco#info (`muc#roominfo_avatarhash`) and does not encourage that
+        // presence; only a change is announced to those present.
     }
 
     fn subject_message(&self, now: i64) -> Element {
@@ -971,6 +1002,18 @@ impl Room {
         Ok(())
     }
 
+    /// Keeps the message-rate allowance of `o`'s user once its last session left.
+    fn keep_rate(&mut self, o: &Occupant) {
+        let bare = o.jid.to_bare();
+        if self.occupants.iter().any(|r| r.jid.to_bare() == bare) {
+            return;
+        }
+        if self.left_rates.len() >= MAX_LEFT_RATES {
+            self.left_rates.pop_front();
+        }
+        self.left_rates.push_back((bare, o.rate.clone()));
+    }
+
     /// Unavailable presence from an occupant (or its session ended): it leaves.
     pub fn leave(&mut self, from: &FullJid, presence: Option<&Element>, out: &mut Out) {
         let Some(idx) = self.occupant_index(from) else {
@@ -978,6 +1021,7 @@ impl Room {
             return;
         };
         let o = self.occupants.remove(idx);
+        self.keep_rate(&o);
         if let Some(rest) = self.occupants.iter().rposition(|r| r.nick == o.nick) {
             // Another session keeps the occupant (XEP-0045 §7.2.2): only the leaving one
             // is told it left; the others see the occupant as its remaining session is.
@@ -1125,10 +1169,15 @@ impl Room {
             m.push_child(Element::new("x", NS_USER));
         }
         // Every session of the addressee gets it (XEP-0045 §7.2.2).
+        // To one's own nick, the sender's other sessions get the message itself: a carbon
+        // as well would show it twice.
+        let to_self = targets.contains(from);
         let m = Arc::new(m);
         out.deliver
             .extend(targets.into_iter().map(|j| (m.clone(), j)));
-        self.copy_to_own_sessions(from, msg, out);
+        if !to_self {
+            self.copy_to_own_sessions(from, msg, out);
+        }
         Ok(())
     }
 
@@ -1139,7 +1188,12 @@ impl Room {
     /// Conversations show such a carbon as the user's own private message in the room; a
     /// copy as the room delivers it (from the sender's occupant JID) would read as a message
     /// from oneself. From the account's bare JID, as every carbon: clients drop others.
+    /// The message must be one carbons copy (not `<private/>` nor `<no-copy/>`), and only
+    /// sessions that enabled carbons get it (`Out::carbons`).
     fn copy_to_own_sessions(&self, from: &FullJid, msg: &Element, out: &mut Out) {
+        if !confab_server::carbons::eligible(msg) {
+            return;
+        }
         let Some(me) = self.occupant(from) else {
             return;
         };
@@ -1163,11 +1217,11 @@ impl Room {
         }
         let wrapper = Arc::new(
             wrapper.child(
-                Element::new("sent", NS_CARBONS)
+                Element::new("sent", confab_server::carbons::NS)
                     .child(Element::new("forwarded", NS_FORWARD).child(original)),
             ),
         );
-        out.deliver
+        out.carbons
             .extend(others.into_iter().map(|j| (wrapper.clone(), j)));
     }
 
@@ -1882,6 +1936,7 @@ impl Room {
             ));
         }
         self.vcard = crate::avatar::check(card, lim.max_avatar_bytes)?;
+        self.vcard_unread = None;
         out.save = self.config.persistent;
         let hash = self.vcard.as_ref().and_then(RoomVcard::hash);
         let p = Arc::new(crate::avatar::update_presence(&self.jid, hash));

@@ -2253,6 +2253,11 @@ async fn avatar_presence(c: &mut ClientSession, room_name: &str) -> String {
         .unwrap_or_else(|| panic!("no vcard-temp:x:update photo in {p}"))
 }
 
+/// A presence from the room's bare JID.
+fn is_room_presence(e: &Element, room_name: &str) -> bool {
+    e.name == "presence" && e.get_attr("from") == Some(room(room_name).as_str())
+}
+
 #[tokio::test]
 async fn room_avatars_via_vcard() {
     let ts = server_with(|m| m.max_avatar_bytes = 1024).await;
@@ -2266,6 +2271,9 @@ async fn room_avatars_via_vcard() {
     let info = disco_info(carol, &room("pics")).await;
     assert!(features(&info).contains(&VCARD.to_string()), "{info}");
     assert_eq!(avatar_hashes(&info), None, "no avatar yet: {info}");
+    // XEP-0486 §3.1: the service says it supports room avatars.
+    let info = disco_info(carol, MUC).await;
+    assert!(features(&info).contains(&VCARD.to_string()), "{info}");
     assert_eq!(binval(&room_vcard(carol, "pics").await), None);
 
     // Only owners set it.
@@ -2286,9 +2294,9 @@ async fn room_avatars_via_vcard() {
     );
     let info = disco_info(carol, &room("pics")).await;
     assert_eq!(avatar_hashes(&info), Some(vec![SVG_SHA1.to_string()]));
-    // Joining, one gets the hash after the subject.
+    // Joining, one learns the hash from disco, not from a presence of the room's bare JID.
     join(carol, "pics", "carol").await;
-    assert_eq!(avatar_presence(carol, "pics").await, SVG_SHA1);
+    assert!(never(carol, 300, |e| is_room_presence(e, "pics")).await);
 
     // Too big (1500 decoded bytes over a 1024 limit), or not base64: refused, the avatar
     // stays as it was and nobody is told anything.
@@ -2341,7 +2349,7 @@ async fn a_room_avatar_survives_a_restart() {
     let info = disco_info(&mut bob, &room("face")).await;
     assert_eq!(avatar_hashes(&info), Some(vec![SVG_SHA1.to_string()]));
     join(&mut bob, "face", "bob").await;
-    assert_eq!(avatar_presence(&mut bob, "face").await, SVG_SHA1);
+    assert!(never(&mut bob, 300, |e| is_room_presence(e, "face")).await);
 }
 
 const CARBONS: &str = "urn:xmpp:carbons:2";
@@ -2409,6 +2417,53 @@ async fn a_private_message_reaches_the_senders_other_sessions() {
 }
 
 #[tokio::test]
+async fn a_private_message_is_copied_only_as_carbons_allow() {
+    let ts = server().await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    c.push(ts.login_available("bob").await);
+    c.push(ts.login_available("bob").await);
+    let [a, b1, b2, b3] = &mut c[..] else {
+        unreachable!()
+    };
+    create(a, "rules", "alice").await;
+    for b in [&mut *b1, &mut *b2, &mut *b3] {
+        join(b, "rules", "bob").await;
+    }
+    // Only b2 enables carbons.
+    let r = iq(b2, "set", None, Element::new("enable", CARBONS)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+
+    // A session without carbons gets no copy.
+    b1.send(&pm("rules", "alice", "one")).await.expect("send");
+    message_from(a, &occ("rules", "bob")).await;
+    expect(b2, "a sent carbon", |e| sent_copy(e).is_some()).await;
+    assert!(no_message(b3, 300).await, "b3 did not enable carbons");
+
+    // XEP-0280 §6: a message marked private (or not to copy) is not copied.
+    for mark in [
+        Element::new("private", CARBONS),
+        Element::new("no-copy", "urn:xmpp:hints"),
+    ] {
+        b1.send(&pm("rules", "alice", "private").child(mark))
+            .await
+            .expect("send");
+        let m = message_from(a, &occ("rules", "bob")).await;
+        assert_eq!(body(&m).as_deref(), Some("private"));
+        assert!(no_message(b2, 300).await, "not copied");
+    }
+
+    // To one's own nick: every session of the nick gets the message once, no carbon.
+    b1.send(&pm("rules", "bob", "to myself"))
+        .await
+        .expect("send");
+    for b in [&mut *b1, &mut *b2, &mut *b3] {
+        let m = message_from(b, &occ("rules", "bob")).await;
+        assert_eq!(body(&m).as_deref(), Some("to myself"));
+    }
+    assert!(no_message(b2, 300).await, "no carbon besides");
+}
+
+#[tokio::test]
 async fn the_message_rate_is_per_user_not_per_session() {
     // Three messages at once, then hardly any more.
     let ts = server_with(|m| {
@@ -2438,4 +2493,87 @@ async fn the_message_rate_is_per_user_not_per_session() {
     }
     // Alice has her own.
     say(a, "rate", "alice", "mine").await;
+}
+
+/// Restarts the server on the same data directory with `f` applied to its configuration.
+async fn restart_with(ts: &mut TestServer, f: impl FnOnce(&mut confab_server::config::Config)) {
+    ts.server.take().expect("running").shutdown().await;
+    let mut config = test_config(ts.dir.path());
+    f(&mut config);
+    let server = confab_tests::start_server(config, confab_muc::all())
+        .await
+        .expect("restart");
+    ts.addr = server.c2s_addr().expect("addr");
+    ts.tls_addr = server.c2s_tls_addr().expect("tls");
+    ts.server = Some(server);
+}
+
+#[tokio::test]
+async fn a_stored_room_avatar_that_no_longer_reads_is_kept() {
+    let mut ts = server().await;
+    let mut c = users(&ts, &["alice"]).await;
+    create(&mut c[0], "keep", "alice").await;
+    let r = configure(&mut c[0], "keep", &[("muc#roomconfig_persistentroom", "1")]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    // A field nested five deep: past the lowered depth limit below.
+    let big = SVG_B64.to_string();
+    let deep = Element::new("X-DEEP", VCARD).child(
+        Element::new("a", VCARD).child(Element::new("b", VCARD).child(Element::new("c", VCARD))),
+    );
+    let r = set_room_vcard(&mut c[0], "keep", vcard_with_photo(&big).child(deep)).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    leave(&mut c[0], "keep", "alice").await;
+    drop(c);
+
+    // Limits lowered: the card no longer parses. The room is changed (so written again).
+    restart_with(&mut ts, |c| c.limits.max_depth = 4).await;
+    let mut alice = ts.login_available("alice").await;
+    assert_eq!(binval(&room_vcard(&mut alice, "keep").await), None);
+    join(&mut alice, "keep", "alice").await;
+    alice
+        .send(
+            &Element::new("message", ns::CLIENT)
+                .attr("to", room("keep"))
+                .attr("type", "groupchat")
+                .child(Element::new("subject", ns::CLIENT).text("kept")),
+        )
+        .await
+        .expect("send");
+    message_from(&mut alice, &occ("keep", "alice")).await;
+    leave(&mut alice, "keep", "alice").await;
+    drop(alice);
+
+    // Limits back: the card is there as it was, beside the change.
+    restart_with(&mut ts, |_| {}).await;
+    let mut alice = ts.login_available("alice").await;
+    assert_eq!(
+        binval(&room_vcard(&mut alice, "keep").await).as_deref(),
+        Some(big.as_str())
+    );
+    let got = join(&mut alice, "keep", "alice").await;
+    let subject = got.last().and_then(|m| m.get_child("subject", ns::CLIENT));
+    assert_eq!(subject.map(|s| s.text_content()).as_deref(), Some("kept"));
+}
+
+#[tokio::test]
+async fn leaving_and_joining_again_does_not_reset_the_message_rate() {
+    let ts = server_with(|m| {
+        m.message_rate = 0.01;
+        m.message_burst = 3;
+    })
+    .await;
+    let mut c = users(&ts, &["alice", "bob"]).await;
+    let [a, b] = &mut c[..] else { unreachable!() };
+    create(a, "again", "alice").await;
+    join(b, "again", "bob").await;
+    for i in 0..3 {
+        say(b, "again", "bob", &format!("m{i}")).await;
+    }
+    leave(b, "again", "bob").await;
+    join(b, "again", "bob").await;
+    b.send(&groupchat("again", "one too many"))
+        .await
+        .expect("send");
+    let e = expect(b, "error", |e| e.get_attr("type") == Some("error")).await;
+    assert_eq!(condition(&e), "policy-violation", "{e}");
 }

@@ -86,6 +86,9 @@ struct C2s {
     deleted: Option<Arc<tokio::sync::Notify>>,
     auth_failures: u32,
     session: Option<Arc<SessionInfo>>,
+    /// The session's `detach_epoch` when this connection took it: older detach requests
+    /// (a resumption that lost the race for it) are not for this connection.
+    detach_since: u64,
     /// The session once bound (or resumed), until the session loop takes it: whatever ends
     /// the negotiation after that (a failed write, the handshake timeout) ends it properly.
     bound: Option<Session>,
@@ -198,6 +201,7 @@ fn run_session(
         deleted: None,
         auth_failures: 0,
         session: None,
+        detach_since: 0,
         bound: None,
         peer,
         pre_auth_state: Default::default(),
@@ -299,9 +303,10 @@ impl C2s {
         }
         let limit = Duration::from_secs(self.ctx.config.c2s.write_timeout.max(1));
         let session = self.session.clone();
+        let since = self.detach_since;
         let detach = async {
             match &session {
-                Some(info) => info.detach_requested().await,
+                Some(info) => info.detach_requested(since).await,
                 None => std::future::pending().await,
             }
         };
@@ -893,6 +898,7 @@ impl C2s {
                             // Kept here at once: if anything below fails, the session ends
                             // properly instead of vanishing.
                             let info = s.info.clone();
+                            self.detach_since = info.detach_epoch();
                             self.bound = Some(s);
                             self.send(&resumed).await?;
                             let listeners = self.ctx.registry.lifecycle_listeners().to_vec();
@@ -995,6 +1001,7 @@ impl C2s {
                     .child(Element::new("jid", ns::BIND).text(jid.to_string())),
             );
         self.session = Some(info.clone());
+        self.detach_since = info.detach_epoch();
         self.bound = Some(Session::new(info.clone()));
         self.send(&result).await?;
         tracing::debug!(jid = %jid, "resource bound");
@@ -1014,6 +1021,7 @@ impl C2s {
     ) -> End {
         let info = session.info.clone();
         self.session = Some(info.clone());
+        let since = self.detach_since;
         let outbox = &mut session.outbox;
         let c2s = &self.ctx.config.c2s;
         let idle = (c2s.idle_timeout > 0).then(|| Duration::from_secs(c2s.idle_timeout));
@@ -1113,7 +1121,7 @@ impl C2s {
                             outbox.keep_unsent(batch);
                             return End::Gone;
                         }
-                        _ = info.detach_requested() => {
+                        _ = info.detach_requested(since) => {
                             tracing::info!("a new connection resumes this session; dropping this one");
                             outbox.keep_unsent(batch);
                             return End::Gone;
@@ -1144,7 +1152,7 @@ impl C2s {
                 _ = shutdown.changed() => {
                     return StreamErrorCondition::SystemShutdown.into();
                 }
-                _ = info.detach_requested() => {
+                _ = info.detach_requested(since) => {
                     // Parked (see `detach::detach_for_resume`), not ended: this connection
                     // is gone as far as the session is concerned.
                     tracing::info!("a new connection resumes this session; dropping this one");
@@ -1171,7 +1179,7 @@ impl C2s {
                                         return End::Gone;
                                     }
                                 }
-                                _ = info.detach_requested() => return End::Gone,
+                                _ = info.detach_requested(since) => return End::Gone,
                             }
                             last_out = now;
                         }
@@ -1454,6 +1462,7 @@ mod tests {
             deleted: None,
             auth_failures: 0,
             session: None,
+            detach_since: 0,
             bound: None,
             peer,
             pre_auth_state: Default::default(),

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admission;
 pub mod c2s;
+pub mod carbons;
 pub mod certs;
 pub mod config;
 pub mod control;

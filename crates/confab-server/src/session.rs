@@ -136,6 +136,10 @@ pub struct SessionInfo {
     /// session to let go. Each is withdrawn when its resumption stops waiting, answered or
     /// refused, so a refused one cannot detach the session later.
     detach_pending: AtomicU64,
+    /// Counts detach requests ever made: a connection acts only on one made after it took
+    /// the session (`detach_epoch`), not on one still pending from a resumption that
+    /// raced the one that gave it the session.
+    detach_made: AtomicU64,
     parked: tokio::sync::Notify,
 }
 
@@ -175,6 +179,7 @@ impl SessionInfo {
             extensions: std::sync::Mutex::new(Vec::new()),
             detach: tokio::sync::Notify::new(),
             detach_pending: AtomicU64::new(0),
+            detach_made: AtomicU64::new(0),
             parked: tokio::sync::Notify::new(),
         }
     }
@@ -215,16 +220,26 @@ impl SessionInfo {
     /// Asks the connection holding the session to drop and park it (see `detach`), for as
     /// long as the returned request is held.
     pub(crate) fn request_detach(&self) -> DetachRequest<'_> {
+        self.detach_made.fetch_add(1, Ordering::SeqCst);
         self.detach_pending.fetch_add(1, Ordering::SeqCst);
         // A stored permit: the connection sees it even if it is busy right now.
         self.detach.notify_one();
         DetachRequest { info: self }
     }
 
-    /// Completes while a detach request is under way.
-    pub(crate) async fn detach_requested(&self) {
+    /// Where detach requests stand now: what a connection taking the session notes, to pass
+    /// to `detach_requested`.
+    pub(crate) fn detach_epoch(&self) -> u64 {
+        self.detach_made.load(Ordering::SeqCst)
+    }
+
+    /// Completes while a detach request is under way that was made after `since` (the
+    /// connection's `detach_epoch` when it took the session).
+    pub(crate) async fn detach_requested(&self, since: u64) {
         loop {
-            if self.detach_pending.load(Ordering::SeqCst) > 0 {
+            if self.detach_pending.load(Ordering::SeqCst) > 0
+                && self.detach_made.load(Ordering::SeqCst) > since
+            {
                 return;
             }
             // A permit left by a withdrawn request only makes this look again.
@@ -704,5 +719,31 @@ mod tests {
         )
         .await;
         assert!(none.is_err(), "a request was taken twice");
+    }
+
+    /// A detach request made before a connection took the session (a resumption that lost
+    /// the race for it, still winding down) is not for that connection; one made after is.
+    #[tokio::test]
+    async fn a_detach_request_older_than_the_taking_is_ignored() {
+        let s = session();
+        let older = s.info.request_detach();
+        let since = s.info.detach_epoch();
+        let waits = |since| {
+            let info = s.info.clone();
+            async move {
+                tokio::time::timeout(
+                    std::time::Duration::from_millis(100),
+                    info.detach_requested(since),
+                )
+                .await
+                .is_ok()
+            }
+        };
+        assert!(!waits(since).await, "an older request detached the session");
+        let newer = s.info.request_detach();
+        assert!(waits(since).await, "a newer request is ignored");
+        drop(newer);
+        drop(older);
+        assert!(!waits(since).await, "a withdrawn request still detaches");
     }
 }

@@ -497,3 +497,66 @@ async fn a_refused_resume_leaves_the_live_session_alone() {
     );
     assert_eq!(ts.server().ctx().router.parked_count(), 0);
 }
+
+#[tokio::test]
+async fn of_two_overlapping_resumes_one_wins_and_keeps_the_session() {
+    // write_timeout 6: a resume waits up to 6 s for the old connection to let go.
+    let ts = start_with_modules(vec![std::sync::Arc::new(Dawdle)], |c| {
+        c.c2s.write_timeout = 6
+    })
+    .await;
+    let mut alice = ts.login_available("alice").await;
+    let ctx = ts.server().ctx().clone();
+    // Each round: a live connection, busy (3 s) so that both resumes ask for its session
+    // before it lets go; then it parks and both go for it. The rest is timing: a few rounds.
+    for round in 0..3 {
+        let mut old = bound(&ts, "bob", "phone").await;
+        let id = enable(&mut old, true).await.expect("resumable");
+        old.send("<dawdle xmlns='urn:example:dawdle'/>").await;
+        let mut r1 = ts.authenticated_raw("bob").await;
+        let mut r2 = ts.authenticated_raw("bob").await;
+        let resume = format!("<resume xmlns='{NS}' previd='{id}' h='0'/>");
+        tokio::join!(r1.send(&resume), r2.send(&resume));
+        let (a, b) = tokio::join!(r1.element(), r2.element());
+        let (mut winner, failed) = match (a.is("resumed", NS), b.is("resumed", NS)) {
+            (true, false) => (r1, b),
+            (false, true) => (r2, a),
+            _ => panic!("round {round}: exactly one resume must succeed: {a} / {b}"),
+        };
+        assert!(failed.is("failed", NS), "round {round}: {failed}");
+        // The winner keeps the session: messages both ways.
+        let text = format!("m{round}");
+        alice
+            .send(&chat("bob@localhost/phone", &text))
+            .await
+            .expect("send");
+        assert_eq!(
+            body(&next_stanza(&mut winner).await).as_deref(),
+            Some(text.as_str()),
+            "round {round}"
+        );
+        winner
+            .send(&chat(alice.jid.as_str(), &text).to_xml(ns::CLIENT))
+            .await;
+        assert_eq!(
+            body(&recv_message(&mut alice).await).as_deref(),
+            Some(text.as_str())
+        );
+        assert_eq!(ctx.router.parked_count(), 0, "round {round}");
+        winner
+            .send("<presence type='unavailable'/></stream:stream>")
+            .await;
+        drop(winner);
+        drop(old);
+        // The session ends with its connection (closed cleanly): none left parked.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let jid = confab_proto::jid::FullJid::new("bob@localhost/phone").expect("jid");
+        while ctx.router.session(&jid).is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: session left"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
