@@ -60,8 +60,8 @@ scripts/interop-web.sh setup
 if [ "${CONFAB_INTEROP_NO_BUILD:-0}" = "1" ]; then
     echo "== using the already built confabd and confab (CONFAB_INTEROP_NO_BUILD=1)"
 else
-    echo "== cargo build -p confabd -p confab -p confab-client --examples"
-    cargo build -q -p confabd -p confab -p confab-client --examples
+    echo "== cargo build -p confabd -p confab -p confab-client --bins --examples"
+    cargo build -q -p confabd -p confab -p confab-client --bins --examples
 fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
