@@ -179,6 +179,36 @@ impl<F: std::future::Future> std::future::Future for InSpan<F> {
     }
 }
 
+impl C2s {
+    /// A connection's state before its stream header (`stream` is `None` only in tests
+    /// that measure the state without a connection).
+    fn new(
+        ctx: ServerCtx,
+        conn: u64,
+        stream: Option<Box<dyn ServerFraming>>,
+        peer: SocketAddr,
+    ) -> C2s {
+        C2s {
+            trace: ctx.config.log.xml_trace,
+            ctx,
+            conn,
+            secure: stream.as_ref().is_some_and(|f| f.is_secure()),
+            stream,
+            domain: None,
+            header_sent: false,
+            authenticated: None,
+            generation: 0,
+            deleted: None,
+            auth_failures: 0,
+            session: None,
+            detach_since: 0,
+            bound: None,
+            peer,
+            pre_auth_state: Default::default(),
+        }
+    }
+}
+
 /// The connection's session state, built before the future so the future holds it once
 /// (an `async fn` would also keep the arguments it was built from).
 fn run_session(
@@ -188,24 +218,7 @@ fn run_session(
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let mut s = C2s {
-        trace: ctx.config.log.xml_trace,
-        ctx,
-        conn,
-        secure: framing.is_secure(),
-        stream: Some(framing),
-        domain: None,
-        header_sent: false,
-        authenticated: None,
-        generation: 0,
-        deleted: None,
-        auth_failures: 0,
-        session: None,
-        detach_since: 0,
-        bound: None,
-        peer,
-        pre_auth_state: Default::default(),
-    };
+    let mut s = C2s::new(ctx, conn, Some(framing), peer);
     async move {
         tracing::debug!("connected");
         s.run(shutdown).await;
@@ -1449,24 +1462,7 @@ mod tests {
         let (_tx, rx) = watch::channel(false);
         let jid = FullJid::new("a@localhost/r").expect("jid");
         let mut session = Session::new(Arc::new(SessionInfo::new(1, jid, 10, 10_000)));
-        let mut c2s = C2s {
-            trace: false,
-            ctx: ctx.clone(),
-            conn: 1,
-            secure: false,
-            stream: None,
-            domain: None,
-            header_sent: false,
-            authenticated: None,
-            generation: 0,
-            deleted: None,
-            auth_failures: 0,
-            session: None,
-            detach_since: 0,
-            bound: None,
-            peer,
-            pre_auth_state: Default::default(),
-        };
+        let mut c2s = C2s::new(ctx.clone(), 1, None, peer);
         let mut sizes = vec![("C2s", std::mem::size_of::<C2s>())];
         {
             let mut shutdown = rx.clone();
